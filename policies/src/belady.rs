@@ -1,0 +1,184 @@
+//! Offline Belady (MIN): evict the resident row whose next use is farthest in the future.
+
+use std::collections::BinaryHeap;
+
+use crate::list::{Arena, IdMap, NIL};
+use crate::{Access, EvictionPolicy, Request};
+
+/// Per-slot metadata of the future-aware policies.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FutureMeta {
+    pub(crate) next: u64,
+    /// Taken from a policy-wide counter whenever `next` changes or the slot is reused or
+    /// freed: heap entries that carry another stamp are stale (lazy deletion).
+    pub(crate) stamp: u32,
+    pub(crate) live: bool,
+    /// Lookahead Belady only: the next use is within the window.
+    pub(crate) known: bool,
+}
+
+/// Max-heap of `(next_access, slot, stamp)` with lazy deletion.
+#[derive(Debug, Default)]
+pub(crate) struct StampedHeap {
+    heap: BinaryHeap<(u64, u32, u32)>,
+}
+
+impl StampedHeap {
+    #[inline]
+    pub(crate) fn push(&mut self, key: u64, slot: u32, stamp: u32) {
+        self.heap.push((key, slot, stamp));
+    }
+
+    #[inline]
+    pub(crate) fn peek_key(&self) -> Option<u64> {
+        self.heap.peek().map(|e| e.0)
+    }
+
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<(u64, u32, u32)> {
+        self.heap.pop()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Rebuilds the heap from `live` entries (drops stale ones) in place.
+    pub(crate) fn rebuild(&mut self, live: impl Iterator<Item = (u64, u32, u32)>) {
+        let mut v = std::mem::take(&mut self.heap).into_vec();
+        v.clear();
+        v.extend(live);
+        self.heap = BinaryHeap::from(v);
+    }
+}
+
+/// Belady's optimal offline algorithm MIN (Belady, "A study of replacement algorithms for
+/// a virtual-storage computer", IBM Systems Journal, 1966): on a miss with a full cache,
+/// evict the resident row whose next access ([`Request::next_access`]) is farthest away.
+/// Like libCacheSim's `Belady` (`cache/eviction/Belady.c`), every missed row is inserted,
+/// even one that is never requested again (no bypass); miss counts agree exactly. A
+/// max-heap keyed by next access with lazy deletion (and periodic compaction) gives
+/// O(log n) per request.
+#[derive(Debug)]
+pub struct Belady {
+    capacity: usize,
+    len: usize,
+    map: IdMap,
+    arena: Arena<FutureMeta>,
+    heap: StampedHeap,
+    stamp: u32,
+}
+
+impl Belady {
+    /// An empty Belady cache of `capacity` rows. Panics if `capacity` is 0.
+    pub fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "capacity must be positive");
+        Belady {
+            capacity,
+            len: 0,
+            map: IdMap::new(),
+            arena: Arena::with_capacity(capacity),
+            heap: StampedHeap::default(),
+            stamp: 0,
+        }
+    }
+
+    #[inline]
+    fn next_stamp(&mut self) -> u32 {
+        self.stamp = self.stamp.wrapping_add(1);
+        self.stamp
+    }
+
+    fn compact_if_needed(&mut self) {
+        if self.heap.len() > 2 * self.len + 64 {
+            let arena = &self.arena;
+            let live = (0..arena.slots() as u32).filter_map(|s| {
+                let m = arena.data(s);
+                m.live.then_some((m.next, s, m.stamp))
+            });
+            self.heap.rebuild(live);
+        }
+    }
+
+    fn pop_farthest(&mut self) -> u32 {
+        while let Some((next, s, stamp)) = self.heap.pop() {
+            let m = self.arena.data(s);
+            if m.live && m.stamp == stamp && m.next == next {
+                return s;
+            }
+        }
+        unreachable!("a full Belady cache has a live heap entry")
+    }
+}
+
+impl EvictionPolicy for Belady {
+    fn name(&self) -> &'static str {
+        "belady"
+    }
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn contains(&self, id: u64) -> bool {
+        self.map.get(id) != NIL
+    }
+
+    fn access(&mut self, req: &Request) -> Access {
+        let id = req.id;
+        let s = self.map.get(id);
+        if s != NIL {
+            let stamp = self.next_stamp();
+            let m = self.arena.data_mut(s);
+            m.next = req.next_access;
+            m.stamp = stamp;
+            self.heap.push(req.next_access, s, stamp);
+            self.compact_if_needed();
+            return Access {
+                hit: true,
+                inserted: false,
+                evicted: None,
+            };
+        }
+        let mut evicted = None;
+        let stamp = self.next_stamp();
+        let meta = FutureMeta {
+            next: req.next_access,
+            stamp,
+            live: true,
+            known: false,
+        };
+        let slot = if self.len >= self.capacity {
+            let v = self.pop_farthest();
+            let vid = self.arena.id(v);
+            self.map.clear(vid);
+            evicted = Some(vid);
+            self.arena.reuse(v, id, meta);
+            v
+        } else {
+            self.len += 1;
+            self.arena.alloc(id, meta)
+        };
+        self.heap.push(req.next_access, slot, stamp);
+        self.map.set(id, slot);
+        self.compact_if_needed();
+        Access {
+            hit: false,
+            inserted: true,
+            evicted,
+        }
+    }
+
+    fn remove(&mut self, id: u64) -> bool {
+        let s = self.map.get(id);
+        if s == NIL {
+            return false;
+        }
+        self.arena.data_mut(s).live = false;
+        self.arena.release(s);
+        self.map.clear(id);
+        self.len -= 1;
+        true
+    }
+}

@@ -1,0 +1,111 @@
+//! `strata-policies`: eviction and admission policies over dense row ids, and the
+//! trace-replay core that drives them. No I/O, no GPU, no torch: policies only decide
+//! *which* rows live in a tier, never what the rows hold.
+//!
+//! Every policy works on dense `u64` row ids (the engine maps `(table, row)` keys to a
+//! global dense index once, the simulator maps trace keys the same way), so per-row
+//! metadata lives in arrays indexed by id instead of hash maps.
+
+pub mod admission;
+pub mod config;
+pub mod mrc;
+pub mod replay;
+
+mod arc;
+mod belady;
+mod clock;
+mod fifo;
+mod lfu;
+mod list;
+mod lookahead;
+mod lru;
+mod s3fifo;
+mod sieve;
+mod static_placement;
+mod tinylfu;
+
+pub use admission::{Admission, AdmissionConfig};
+pub use arc::Arc;
+pub use belady::Belady;
+pub use clock::Clock;
+pub use config::{PolicyConfig, PolicyConfigError};
+pub use fifo::Fifo;
+pub use lfu::Lfu;
+pub use lookahead::LookaheadBelady;
+pub use lru::Lru;
+pub use replay::{replay, ReplayStats};
+pub use s3fifo::S3Fifo;
+pub use sieve::Sieve;
+pub use static_placement::StaticPlacement;
+pub use tinylfu::WTinyLfu;
+
+/// `next_access` value of a request whose row is never requested again (or whose next
+/// use is not known to the caller).
+pub const NEVER: u64 = u64::MAX;
+
+/// One request for a row, as a policy sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Dense row id.
+    pub id: u64,
+    /// Virtual time: the position of this request in the stream, starting at 0.
+    pub time: u64,
+    /// Virtual time of the next request for the same row, or [`NEVER`]. Only the
+    /// future-aware policies (Belady, lookahead Belady) read it.
+    pub next_access: u64,
+}
+
+impl Request {
+    /// A request whose future is unknown.
+    pub fn new(id: u64, time: u64) -> Self {
+        Request { id, time, next_access: NEVER }
+    }
+}
+
+/// What one [`EvictionPolicy::access`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// The row was resident before the request.
+    pub hit: bool,
+    /// On a miss: the row was admitted and is now resident.
+    pub inserted: bool,
+    /// The resident row that left to make room, if any (the engine writes it back when
+    /// dirty). With unit-size rows at most one row leaves per request.
+    pub evicted: Option<u64>,
+}
+
+/// An eviction policy over a cache of `capacity` rows of equal size.
+///
+/// Operations are O(1) or amortised O(1) (O(log n) for the future-aware policies).
+/// A policy never holds more than `capacity` rows.
+pub trait EvictionPolicy: Send {
+    /// Short name, as accepted by [`PolicyConfig::from_name`].
+    fn name(&self) -> &'static str;
+    /// Capacity in rows.
+    fn capacity(&self) -> usize;
+    /// Rows resident now.
+    fn len(&self) -> usize;
+    /// Whether no row is resident.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Whether `id` is resident. Does not count as an access.
+    fn contains(&self, id: u64) -> bool;
+    /// Serves one request: a hit updates the policy's metadata, a miss admits the row
+    /// (evicting one if the cache is full).
+    fn access(&mut self, req: &Request) -> Access;
+    /// Drops `id` if resident (no eviction is counted); returns whether it was.
+    fn remove(&mut self, id: u64) -> bool;
+
+    /// Serves `requests` in order, counting misses and evictions into `stats`. One
+    /// call per chunk keeps the per-request `access` statically dispatched (and
+    /// inlined) even behind `dyn EvictionPolicy`.
+    fn access_batch(&mut self, requests: &[Request], stats: &mut ReplayStats) {
+        stats.requests += requests.len() as u64;
+        for req in requests {
+            let access = self.access(req);
+            stats.misses += u64::from(!access.hit);
+            stats.evictions += u64::from(access.evicted.is_some());
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Lookahead Belady: Belady's MIN restricted to the next accesses visible within a
+//! window of future requests (the prefetch window), LRU for the rest.
+
+use crate::belady::{FutureMeta, StampedHeap};
+use crate::list::{Arena, IdMap, List, NIL};
+use crate::{Access, EvictionPolicy, Request, NEVER};
+
+/// Belady with a bounded view of the future, the policy a prefetching embedding engine can
+/// actually run: it sees the next `window` requests (the batches already staged), so at
+/// time `t` it knows a row's next use only if it falls at or before `t + window`. On a
+/// miss it evicts the least recently used row among those whose next use is not yet
+/// visible (the "unknown" set, ordered LRU); only when every resident row's next use is
+/// visible does it evict the one used farthest in the future, as MIN would. Rows move
+/// from unknown to known as time advances (a min-heap on next use), known rows sit in a
+/// max-heap with lazy deletion: amortised O(log n) per request. With `window = 0` it is
+/// exactly LRU; with a window at least as long as the trace it has Belady's miss count.
+/// This is the "lookahead"/"prefetch-window" MIN variant used in studies of
+/// future-aware caching (e.g. the oracle policies of Jain and Lin, "Back to the future:
+/// leveraging Belady's algorithm for improved cache replacement", ISCA 2016, restricted
+/// to a finite horizon); libCacheSim has no equivalent.
+#[derive(Debug)]
+pub struct LookaheadBelady {
+    capacity: usize,
+    window: u64,
+    len: usize,
+    map: IdMap,
+    arena: Arena<FutureMeta>,
+    /// Resident rows whose next use is not visible yet, most recently used at the head.
+    unknown: List,
+    /// Unknown rows keyed by `u64::MAX - next`, so the soonest to become visible is on top.
+    pending: StampedHeap,
+    /// Known rows keyed by next use, farthest on top.
+    known: StampedHeap,
+    stamp: u32,
+}
+
+impl LookaheadBelady {
+    /// An empty cache of `capacity` rows seeing `window` requests ahead. Panics if
+    /// `capacity` is 0.
+    pub fn new(capacity: usize, window: u64) -> Self {
+        assert!(capacity > 0, "capacity must be positive");
+        LookaheadBelady {
+            capacity,
+            window,
+            len: 0,
+            map: IdMap::new(),
+            arena: Arena::with_capacity(capacity),
+            unknown: List::new(),
+            pending: StampedHeap::default(),
+            known: StampedHeap::default(),
+            stamp: 0,
+        }
+    }
+
+    #[inline]
+    fn next_stamp(&mut self) -> u32 {
+        self.stamp = self.stamp.wrapping_add(1);
+        self.stamp
+    }
+
+    #[inline]
+    fn visible(&self, next: u64, horizon: u64) -> bool {
+        next != NEVER && next <= horizon
+    }
+
+    /// Moves unknown rows whose next use is now within the horizon to the known heap.
+    fn promote(&mut self, horizon: u64) {
+        while let Some(k) = self.pending.peek_key() {
+            let next = u64::MAX - k;
+            if !self.visible(next, horizon) {
+                break;
+            }
+            let (_, s, stamp) = self.pending.pop().expect("peeked");
+            let m = *self.arena.data(s);
+            if m.live && !m.known && m.stamp == stamp {
+                self.unknown.unlink(&mut self.arena, s);
+                self.arena.data_mut(s).known = true;
+                self.known.push(next, s, stamp);
+            }
+        }
+    }
+
+    /// Files a linked-out live slot under known or unknown according to its next use.
+    fn classify(&mut self, s: u32, horizon: u64) {
+        let stamp = self.next_stamp();
+        let next = self.arena.data(s).next;
+        let known = self.visible(next, horizon);
+        {
+            let m = self.arena.data_mut(s);
+            m.stamp = stamp;
+            m.known = known;
+        }
+        if known {
+            self.known.push(next, s, stamp);
+        } else {
+            self.unknown.push_front(&mut self.arena, s);
+            self.pending.push(u64::MAX - next, s, stamp);
+        }
+    }
+
+    fn pick_victim(&mut self) -> u32 {
+        if !self.unknown.is_empty() {
+            let v = self.unknown.tail();
+            self.unknown.unlink(&mut self.arena, v);
+            return v;
+        }
+        while let Some((next, s, stamp)) = self.known.pop() {
+            let m = self.arena.data(s);
+            if m.live && m.known && m.stamp == stamp && m.next == next {
+                return s;
+            }
+        }
+        unreachable!("a full cache has a victim")
+    }
+
+    fn compact_if_needed(&mut self) {
+        let limit = 2 * self.len + 64;
+        if self.known.len() > limit {
+            let arena = &self.arena;
+            self.known
+                .rebuild((0..arena.slots() as u32).filter_map(|s| {
+                    let m = arena.data(s);
+                    (m.live && m.known).then_some((m.next, s, m.stamp))
+                }));
+        }
+        if self.pending.len() > limit {
+            let arena = &self.arena;
+            self.pending
+                .rebuild((0..arena.slots() as u32).filter_map(|s| {
+                    let m = arena.data(s);
+                    (m.live && !m.known).then_some((u64::MAX - m.next, s, m.stamp))
+                }));
+        }
+    }
+}
+
+impl EvictionPolicy for LookaheadBelady {
+    fn name(&self) -> &'static str {
+        "lookahead"
+    }
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn contains(&self, id: u64) -> bool {
+        self.map.get(id) != NIL
+    }
+
+    fn access(&mut self, req: &Request) -> Access {
+        let horizon = req.time.saturating_add(self.window);
+        self.promote(horizon);
+        let id = req.id;
+        let s = self.map.get(id);
+        if s != NIL {
+            if !self.arena.data(s).known {
+                self.unknown.unlink(&mut self.arena, s);
+            }
+            self.arena.data_mut(s).next = req.next_access;
+            self.classify(s, horizon);
+            self.compact_if_needed();
+            return Access {
+                hit: true,
+                inserted: false,
+                evicted: None,
+            };
+        }
+        let mut evicted = None;
+        let meta = FutureMeta {
+            next: req.next_access,
+            stamp: 0,
+            live: true,
+            known: false,
+        };
+        let slot = if self.len >= self.capacity {
+            let v = self.pick_victim();
+            let vid = self.arena.id(v);
+            self.map.clear(vid);
+            evicted = Some(vid);
+            self.arena.reuse(v, id, meta);
+            v
+        } else {
+            self.len += 1;
+            self.arena.alloc(id, meta)
+        };
+        self.classify(slot, horizon);
+        self.map.set(id, slot);
+        self.compact_if_needed();
+        Access {
+            hit: false,
+            inserted: true,
+            evicted,
+        }
+    }
+
+    fn remove(&mut self, id: u64) -> bool {
+        let s = self.map.get(id);
+        if s == NIL {
+            return false;
+        }
+        if !self.arena.data(s).known {
+            self.unknown.unlink(&mut self.arena, s);
+        }
+        self.arena.data_mut(s).live = false;
+        self.arena.release(s);
+        self.map.clear(id);
+        self.len -= 1;
+        true
+    }
+}

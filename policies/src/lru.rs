@@ -1,0 +1,91 @@
+//! LRU: evict the least recently used row.
+
+use crate::list::{Arena, IdMap, List, NIL};
+use crate::{Access, EvictionPolicy, Request};
+
+/// Least-recently-used eviction, the classic stack algorithm (Mattson, Gecsei, Slutz and
+/// Traiger, "Evaluation techniques for storage hierarchies", IBM Systems Journal, 1970).
+/// A hit moves the row to the head of a recency list, a miss evicts the tail. Miss counts
+/// are identical to libCacheSim's `LRU` (`cache/eviction/LRU.c`).
+#[derive(Debug)]
+pub struct Lru {
+    capacity: usize,
+    map: IdMap,
+    arena: Arena<()>,
+    list: List,
+}
+
+impl Lru {
+    /// An empty LRU cache of `capacity` rows. Panics if `capacity` is 0 (use
+    /// [`crate::PolicyConfig::build`] for a checked constructor).
+    pub fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "capacity must be positive");
+        Lru {
+            capacity,
+            map: IdMap::new(),
+            arena: Arena::with_capacity(capacity),
+            list: List::new(),
+        }
+    }
+}
+
+impl EvictionPolicy for Lru {
+    fn name(&self) -> &'static str {
+        "lru"
+    }
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+    fn contains(&self, id: u64) -> bool {
+        self.map.get(id) != NIL
+    }
+
+    #[inline]
+    fn access(&mut self, req: &Request) -> Access {
+        let id = req.id;
+        let s = self.map.get(id);
+        if s != NIL {
+            self.list.move_to_front(&mut self.arena, s);
+            return Access {
+                hit: true,
+                inserted: false,
+                evicted: None,
+            };
+        }
+        let mut evicted = None;
+        let slot = if self.list.len() >= self.capacity {
+            let v = self
+                .list
+                .pop_back(&mut self.arena)
+                .expect("full cache has a tail");
+            let vid = self.arena.id(v);
+            self.map.clear(vid);
+            evicted = Some(vid);
+            self.arena.reuse(v, id, ());
+            v
+        } else {
+            self.arena.alloc(id, ())
+        };
+        self.list.push_front(&mut self.arena, slot);
+        self.map.set(id, slot);
+        Access {
+            hit: false,
+            inserted: true,
+            evicted,
+        }
+    }
+
+    fn remove(&mut self, id: u64) -> bool {
+        let s = self.map.get(id);
+        if s == NIL {
+            return false;
+        }
+        self.list.unlink(&mut self.arena, s);
+        self.arena.release(s);
+        self.map.clear(id);
+        true
+    }
+}

@@ -1,0 +1,308 @@
+//! The `strata` command line: the policy lab (`simulate`, `gen-trace`, `run`) and the
+//! side-by-side benchmarks (`bench`).
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use strata::data::{DriftConfig, SyntheticConfig, SyntheticTrace};
+use strata::lab::{self, LabConfig};
+use strata::sim::{parse_capacities, write_oracle_general, Capacity, Simulation};
+use strata::trace::{KeySource, TextWriter, TraceFormat, CHUNK};
+use strata::{data::TableLayout, report};
+use strata_policies::{AdmissionConfig, PolicyConfig};
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Tiered-memory embedding engine and cache-policy lab")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a trace through cache policies at several capacities.
+    Simulate(SimulateArgs),
+    /// Write a synthetic Criteo-shaped trace (text or oracleGeneral).
+    GenTrace(GenTraceArgs),
+    /// Run the job described by a config file (the policy lab for now).
+    Run {
+        /// The TOML config, e.g. configs/default.toml.
+        config: PathBuf,
+        /// Output folder (default: the config's `output.dir`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Benchmarks run side by side with a peer.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// The trace file.
+    #[arg(long)]
+    trace: PathBuf,
+    /// txt, oracle-general or criteo-tsv (default: guessed from the file name).
+    #[arg(long)]
+    format: Option<TraceFormat>,
+    /// Comma-separated policies: lru, fifo, clock, lfu, arc, s3fifo, sieve, tinylfu,
+    /// belady, lookahead[:window], static[:profile_requests].
+    #[arg(long, default_value = "lru,fifo,clock,lfu,arc,s3fifo,sieve,tinylfu,belady")]
+    policies: String,
+    /// Comma-separated capacities: below 1.0 a fraction of the distinct rows, else rows.
+    #[arg(long, default_value = "0.01,0.05,0.1")]
+    capacity: String,
+    /// Admission policy: always, frequency[:threshold] or probabilistic[:probability].
+    #[arg(long, default_value = "always")]
+    admission: String,
+    /// Print one JSON document instead of a Markdown table.
+    #[arg(long)]
+    json: bool,
+    /// Write miss-ratio curves (mrc.csv, mrc.svg, with the exact LRU curve) to --out.
+    #[arg(long)]
+    mrc: bool,
+    /// Sample the LRU curve (SHARDS) at this rate instead of computing it exactly.
+    #[arg(long, default_value_t = 1.0)]
+    mrc_sample_rate: f64,
+    /// Folder for the curve files and report.json.
+    #[arg(long, default_value = "out/simulate")]
+    out: PathBuf,
+    /// Threads replaying policies side by side (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Criteo TSV only: scale of the MLPerf table cardinalities the hashes are reduced by.
+    #[arg(long, default_value_t = 1.0)]
+    criteo_scale: f64,
+}
+
+#[derive(Args)]
+struct SyntheticArgs {
+    /// Scale of the MLPerf table cardinalities.
+    #[arg(long, default_value_t = 0.001)]
+    scale: f64,
+    /// Zipf exponents: one for all tables or 26 comma-separated.
+    #[arg(long, default_value = "1.05")]
+    zipf: String,
+    /// One lookup per table instead of the MLPerf multi-hot sizes.
+    #[arg(long)]
+    one_hot: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Shift every table's hot set every this many samples (0 = no drift).
+    #[arg(long, default_value_t = 0)]
+    drift_every: u64,
+    /// How far the hot set shifts each time, as a fraction of the table.
+    #[arg(long, default_value_t = 0.1)]
+    drift_fraction: f64,
+}
+
+impl SyntheticArgs {
+    fn config(&self) -> Result<SyntheticConfig> {
+        let zipf = self
+            .zipf
+            .split(',')
+            .map(|s| s.trim().parse::<f64>().with_context(|| format!("--zipf: `{s}` is not a number")))
+            .collect::<Result<Vec<_>>>()?;
+        let config = SyntheticConfig {
+            scale: self.scale,
+            zipf,
+            multi_hot: !self.one_hot,
+            seed: self.seed,
+            drift: (self.drift_every > 0)
+                .then_some(DriftConfig { every_samples: self.drift_every, fraction: self.drift_fraction }),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+struct GenTraceArgs {
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+    /// txt or oracle-general (default: guessed from the file name).
+    #[arg(long)]
+    format: Option<TraceFormat>,
+    /// Requests (lookups) to write.
+    #[arg(long, default_value_t = 1_000_000)]
+    requests: u64,
+    #[command(flatten)]
+    synthetic: SyntheticArgs,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Strata's simulator against libCacheSim's process_trace on the same trace.
+    Simulate {
+        #[arg(long, default_value_t = 10_000_000)]
+        requests: u64,
+        /// Comma-separated capacities (fractions of distinct rows, or rows).
+        #[arg(long, default_value = "0.01")]
+        capacity: String,
+        #[arg(long, default_value = "lru,fifo,clock,lfu:0,arc,s3fifo,sieve,tinylfu,belady")]
+        policies: String,
+        #[command(flatten)]
+        synthetic: SyntheticArgs,
+        /// Folder for the temporary trace.
+        #[arg(long, default_value = "out/bench")]
+        dir: PathBuf,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_policies(list: &str) -> Result<Vec<PolicyConfig>> {
+    let policies = list
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|name| PolicyConfig::from_name(name.trim()).map_err(anyhow::Error::from))
+        .collect::<Result<Vec<_>>>()?;
+    if policies.is_empty() {
+        bail!("--policies: give at least one policy");
+    }
+    Ok(policies)
+}
+
+fn capacities(list: &str) -> Result<Vec<Capacity>> {
+    let capacities = parse_capacities(list).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;
+    if capacities.is_empty() {
+        bail!("--capacity: give at least one capacity");
+    }
+    Ok(capacities)
+}
+
+fn threads(n: usize) -> usize {
+    match n {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+fn simulate(args: SimulateArgs) -> Result<()> {
+    let policies = parse_policies(&args.policies)?;
+    let capacities = capacities(&args.capacity)?;
+    let admission = AdmissionConfig::from_name(&args.admission).map_err(|e| anyhow::anyhow!("--admission: {e}"))?;
+    if !(args.mrc_sample_rate > 0.0 && args.mrc_sample_rate <= 1.0) {
+        bail!("--mrc-sample-rate must be in (0, 1], got {}", args.mrc_sample_rate);
+    }
+    let format = args.format.unwrap_or_else(|| TraceFormat::from_path(&args.trace));
+    let tables = TableLayout::criteo(args.criteo_scale, false);
+    let simulation = Simulation {
+        policies,
+        capacities,
+        admission,
+        lru_curve: args.mrc.then_some(args.mrc_sample_rate),
+        threads: threads(args.threads),
+        scratch_dir: args.out.clone(),
+    };
+    let result = simulation.run(&|| format.open(&args.trace, tables.rows()))?;
+    if args.mrc || args.json {
+        let input = serde_json::json!({ "trace": args.trace, "format": format.to_string() });
+        lab::write_reports(&result, args.mrc, &args.out, &input)?;
+        if args.mrc {
+            tracing::info!("wrote {}/mrc.csv and mrc.svg", args.out.display());
+        }
+    }
+    if args.json {
+        let json = serde_json::json!({
+            "trace": args.trace,
+            "format": format.to_string(),
+            "requests": result.requests,
+            "distinct_rows": result.distinct_rows,
+            "read_seconds": result.read_seconds,
+            "results": result.results,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{}", report::markdown(&result));
+    }
+    Ok(())
+}
+
+fn gen_trace(args: GenTraceArgs) -> Result<()> {
+    let config = args.synthetic.config()?;
+    let format = args.format.unwrap_or_else(|| TraceFormat::from_path(&args.out));
+    let mut source = SyntheticTrace::new(&config, args.requests)?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    match format {
+        TraceFormat::OracleGeneral => {
+            write_oracle_general(&mut source, &args.out)?;
+        }
+        TraceFormat::Txt => {
+            let mut writer = TextWriter::create(&args.out)?;
+            let mut chunk = Vec::with_capacity(CHUNK);
+            loop {
+                source.next_chunk(&mut chunk, CHUNK)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for r in &chunk {
+                    writer.write(r.key)?;
+                }
+            }
+            writer.finish()?;
+        }
+        TraceFormat::CriteoTsv => bail!("gen-trace writes txt or oracle-general traces, not criteo-tsv"),
+    }
+    eprintln!("wrote {} requests to {} ({format})", args.requests, args.out.display());
+    Ok(())
+}
+
+fn run(config: &Path, out: Option<&Path>) -> Result<()> {
+    let config = LabConfig::load(config)?;
+    let (_, summary) = lab::run(&config, out)?;
+    print!("{summary}");
+    eprintln!("reports in {}", out.unwrap_or(&config.output.dir).display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Simulate(args) => simulate(args),
+        Command::GenTrace(args) => gen_trace(args),
+        Command::Run { config, out } => run(&config, out.as_deref()),
+        Command::Bench(BenchCommand::Simulate { requests, capacity, policies, synthetic, dir, json }) => (|| {
+            parse_policies(&policies)?;
+            let bench = bench::BenchSimulate {
+                requests,
+                synthetic: synthetic.config()?,
+                capacities: capacities(&capacity)?,
+                policies: policies.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+                python: bench::python(),
+                dir,
+            };
+            let (requests, distinct, rows) = bench.run()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "requests": requests, "distinct_rows": distinct, "results": rows }))?);
+            } else {
+                print!("{}", bench::markdown(requests, distinct, &rows));
+            }
+            Ok(())
+        })(),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
