@@ -126,6 +126,10 @@ impl EvictionPolicy for Arc {
         let s = self.map.get(id);
         s != NIL && *self.arena.data(s) <= T2
     }
+    #[inline]
+    fn prefetch(&self, id: u64) {
+        self.map.prefetch(id);
+    }
 
     fn access(&mut self, req: &Request) -> Access {
         let id = req.id;

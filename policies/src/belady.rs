@@ -3,7 +3,7 @@
 use std::collections::BinaryHeap;
 
 use crate::list::{Arena, IdMap, NIL};
-use crate::{Access, EvictionPolicy, Request};
+use crate::{Access, EvictionPolicy, Request, NEVER};
 
 /// Per-slot metadata of the future-aware policies.
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +58,8 @@ impl StampedHeap {
 /// Like libCacheSim's `Belady` (`cache/eviction/Belady.c`), every missed row is inserted,
 /// even one that is never requested again (no bypass); miss counts agree exactly. A
 /// max-heap keyed by next access with lazy deletion (and periodic compaction) gives
-/// O(log n) per request.
+/// O(log n) per request; rows never requested again skip the heap for a stack, since
+/// any of them is an equally good victim and they are the first to go.
 #[derive(Debug)]
 pub struct Belady {
     capacity: usize,
@@ -66,6 +67,8 @@ pub struct Belady {
     map: IdMap,
     arena: Arena<FutureMeta>,
     heap: StampedHeap,
+    /// `(slot, stamp)` of resident rows whose next access is `NEVER`.
+    never: Vec<(u32, u32)>,
     stamp: u32,
 }
 
@@ -79,6 +82,7 @@ impl Belady {
             map: IdMap::new(),
             arena: Arena::with_capacity(capacity),
             heap: StampedHeap::default(),
+            never: Vec::new(),
             stamp: 0,
         }
     }
@@ -94,13 +98,29 @@ impl Belady {
             let arena = &self.arena;
             let live = (0..arena.slots() as u32).filter_map(|s| {
                 let m = arena.data(s);
-                m.live.then_some((m.next, s, m.stamp))
+                (m.live && m.next != NEVER).then_some((m.next, s, m.stamp))
             });
             self.heap.rebuild(live);
         }
     }
 
+    /// Files `slot` under its next access: the never-again stack or the heap.
+    #[inline]
+    fn file(&mut self, next: u64, slot: u32, stamp: u32) {
+        if next == NEVER {
+            self.never.push((slot, stamp));
+        } else {
+            self.heap.push(next, slot, stamp);
+        }
+    }
+
     fn pop_farthest(&mut self) -> u32 {
+        while let Some((s, stamp)) = self.never.pop() {
+            let m = self.arena.data(s);
+            if m.live && m.stamp == stamp {
+                return s;
+            }
+        }
         while let Some((next, s, stamp)) = self.heap.pop() {
             let m = self.arena.data(s);
             if m.live && m.stamp == stamp && m.next == next {
@@ -124,6 +144,10 @@ impl EvictionPolicy for Belady {
     fn contains(&self, id: u64) -> bool {
         self.map.get(id) != NIL
     }
+    #[inline]
+    fn prefetch(&self, id: u64) {
+        self.map.prefetch(id);
+    }
 
     fn access(&mut self, req: &Request) -> Access {
         let id = req.id;
@@ -133,7 +157,7 @@ impl EvictionPolicy for Belady {
             let m = self.arena.data_mut(s);
             m.next = req.next_access;
             m.stamp = stamp;
-            self.heap.push(req.next_access, s, stamp);
+            self.file(req.next_access, s, stamp);
             self.compact_if_needed();
             return Access {
                 hit: true,
@@ -160,7 +184,7 @@ impl EvictionPolicy for Belady {
             self.len += 1;
             self.arena.alloc(id, meta)
         };
-        self.heap.push(req.next_access, slot, stamp);
+        self.file(req.next_access, slot, stamp);
         self.map.set(id, slot);
         self.compact_if_needed();
         Access {

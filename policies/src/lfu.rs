@@ -149,6 +149,10 @@ impl EvictionPolicy for Lfu {
     fn contains(&self, id: u64) -> bool {
         self.map.get(id) != NIL
     }
+    #[inline]
+    fn prefetch(&self, id: u64) {
+        self.map.prefetch(id);
+    }
 
     fn access(&mut self, req: &Request) -> Access {
         if self.aging_period != 0 {

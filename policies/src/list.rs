@@ -31,6 +31,12 @@ impl IdMap {
         }
     }
 
+    /// Starts fetching `id`'s entry into cache.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, id: u64) {
+        crate::prefetch_element(&self.slots, id as usize);
+    }
+
     /// Maps `id` to `slot`, growing the table (amortised doubling) when `id` is new.
     #[inline(always)]
     pub(crate) fn set(&mut self, id: u64, slot: u32) {

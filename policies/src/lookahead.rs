@@ -147,6 +147,10 @@ impl EvictionPolicy for LookaheadBelady {
     fn contains(&self, id: u64) -> bool {
         self.map.get(id) != NIL
     }
+    #[inline]
+    fn prefetch(&self, id: u64) {
+        self.map.prefetch(id);
+    }
 
     fn access(&mut self, req: &Request) -> Access {
         let horizon = req.time.saturating_add(self.window);

@@ -42,6 +42,10 @@ impl EvictionPolicy for Lru {
     fn contains(&self, id: u64) -> bool {
         self.map.get(id) != NIL
     }
+    #[inline]
+    fn prefetch(&self, id: u64) {
+        self.map.prefetch(id);
+    }
 
     #[inline]
     fn access(&mut self, req: &Request) -> Access {

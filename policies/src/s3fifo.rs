@@ -153,6 +153,10 @@ impl EvictionPolicy for S3Fifo {
         let s = self.map.get(id);
         s != NIL && self.arena.data(s).queue != GHOST
     }
+    #[inline]
+    fn prefetch(&self, id: u64) {
+        self.map.prefetch(id);
+    }
 
     fn access(&mut self, req: &Request) -> Access {
         let id = req.id;

@@ -46,6 +46,10 @@ impl EvictionPolicy for Sieve {
     fn contains(&self, id: u64) -> bool {
         self.map.get(id) != NIL
     }
+    #[inline]
+    fn prefetch(&self, id: u64) {
+        self.map.prefetch(id);
+    }
 
     #[inline]
     fn access(&mut self, req: &Request) -> Access {

@@ -203,6 +203,10 @@ impl EvictionPolicy for WTinyLfu {
     fn contains(&self, id: u64) -> bool {
         self.map.get(id) != NIL
     }
+    #[inline]
+    fn prefetch(&self, id: u64) {
+        self.map.prefetch(id);
+    }
 
     fn access(&mut self, req: &Request) -> Access {
         let id = req.id;

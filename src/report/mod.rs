@@ -33,23 +33,41 @@ pub fn write_file(path: &Path, contents: &[u8]) -> Result<(), ReportError> {
     std::fs::write(path, contents).map_err(|e| ReportError::new(path, e))
 }
 
-/// The simulation results as a Markdown table.
+/// The simulation results as a Markdown table: one row per policy, the miss ratio at
+/// each capacity, and the policy's mean simulation speed.
 pub fn markdown(report: &SimulationReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "{} requests, {} distinct rows\n", report.requests, report.distinct_rows);
-    out.push_str("| policy | capacity (rows) | capacity (% rows) | misses | miss ratio | M req/s |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    let mut capacities: Vec<(u64, f64)> = Vec::new();
+    let mut policies: Vec<&str> = Vec::new();
     for r in &report.results {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.2}% | {} | {:.4} | {:.2} |",
-            r.policy,
-            r.capacity_rows,
-            100.0 * r.capacity_fraction,
-            r.misses,
-            r.miss_ratio,
-            r.requests_per_sec / 1e6
-        );
+        if !capacities.iter().any(|&(rows, _)| rows == r.capacity_rows) {
+            capacities.push((r.capacity_rows, r.capacity_fraction));
+        }
+        if !policies.contains(&r.policy.as_str()) {
+            policies.push(&r.policy);
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "{} requests, {} distinct rows; miss ratio at each capacity (rows, % of distinct)\n", report.requests, report.distinct_rows);
+    out.push_str("| policy |");
+    for (rows, fraction) in &capacities {
+        let _ = write!(out, " {rows} ({:.2}%) |", 100.0 * fraction);
+    }
+    out.push_str(" M req/s |\n|---|");
+    out.push_str(&"---:|".repeat(capacities.len() + 1));
+    out.push('\n');
+    for policy in policies {
+        let rows: Vec<_> = report.results.iter().filter(|r| r.policy == policy).collect();
+        let _ = write!(out, "| {policy} |");
+        for (capacity, _) in &capacities {
+            match rows.iter().find(|r| r.capacity_rows == *capacity) {
+                Some(r) => {
+                    let _ = write!(out, " {:.4} |", r.miss_ratio);
+                }
+                None => out.push_str(" |"),
+            }
+        }
+        let speed = rows.iter().map(|r| r.requests_per_sec).sum::<f64>() / rows.len() as f64;
+        let _ = writeln!(out, " {:.1} |", speed / 1e6);
     }
     out
 }
@@ -85,7 +103,8 @@ pub fn curves(report: &SimulationReport, lru_points: usize) -> Vec<Curve> {
         c.points.sort_by_key(|p| p.capacity_rows);
     }
     if let Some(stack) = &report.lru_curve {
-        let capacities = log_grid(report.distinct_rows, lru_points);
+        let smallest = report.results.iter().map(|r| r.capacity_rows).min().unwrap_or(1);
+        let capacities = log_grid((smallest / 4).max(1), report.distinct_rows, lru_points);
         let ratios = stack.miss_ratios(&capacities);
         let method = if stack.rate() >= 1.0 { "stack-distance".to_string() } else { format!("shards({})", stack.rate()) };
         curves.push(Curve {
@@ -97,11 +116,11 @@ pub fn curves(report: &SimulationReport, lru_points: usize) -> Vec<Curve> {
     curves
 }
 
-/// `n` capacities spaced evenly on a log scale from 1 row to `distinct` rows.
-pub fn log_grid(distinct: u64, n: usize) -> Vec<u64> {
-    let max = distinct.max(1) as f64;
+/// `n` capacities spaced evenly on a log scale from `from` rows to `to` rows.
+pub fn log_grid(from: u64, to: u64, n: usize) -> Vec<u64> {
+    let (lo, hi) = (from.max(1) as f64, to.max(from).max(1) as f64);
     let mut grid: Vec<u64> =
-        (0..n).map(|i| max.powf(i as f64 / (n.max(2) - 1) as f64).round().max(1.0) as u64).collect();
+        (0..n).map(|i| (lo * (hi / lo).powf(i as f64 / (n.max(2) - 1) as f64)).round() as u64).collect();
     grid.dedup();
     grid
 }

@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use super::{Curve, ReportError};
 
-const COLORS: [RGBColor; 10] = [
+const COLORS: [RGBColor; 14] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -17,13 +17,19 @@ const COLORS: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
 ];
 
 /// Draws `curves` (miss ratio against capacity in rows, log scale) into the SVG file
 /// at `path`.
 pub fn plot_curves(curves: &[Curve], title: &str, path: &Path) -> Result<(), ReportError> {
     let err = |e: &dyn std::fmt::Display| ReportError::new(path, format!("plotting failed: {e}"));
-    let max_rows = curves.iter().flat_map(|c| c.points.iter().map(|p| p.capacity_rows)).max().unwrap_or(1).max(2);
+    let capacities = || curves.iter().flat_map(|c| c.points.iter().map(|p| p.capacity_rows));
+    let max_rows = capacities().max().unwrap_or(1).max(2) as f64;
+    let min_rows = (capacities().min().unwrap_or(1).max(1) as f64).min(max_rows / 2.0);
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
@@ -31,11 +37,12 @@ pub fn plot_curves(curves: &[Curve], title: &str, path: &Path) -> Result<(), Rep
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(56)
-        .build_cartesian_2d((1f64..max_rows as f64).log_scale(), 0f64..1f64)
+        .build_cartesian_2d((min_rows..max_rows).log_scale(), 0f64..1f64)
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
         .x_desc("capacity (rows, log scale)")
+        .x_label_formatter(&|x| format!("{}", x.round() as u64))
         .y_desc("miss ratio")
         .draw()
         .map_err(|e| err(&e))?;

@@ -36,24 +36,10 @@ impl KeyRemapper {
         let mut ahead = keys.clone().skip(AHEAD);
         for key in keys {
             if let Some(next) = ahead.next() {
-                self.prefetch(next);
+                strata_policies::prefetch_element(&self.direct, next as usize);
             }
             out.push(self.dense_id(key));
         }
-    }
-
-    #[inline]
-    fn prefetch(&self, key: u64) {
-        #[cfg(target_arch = "x86_64")]
-        if (key as usize) < self.direct.len() {
-            // SAFETY: the address is inside `direct`; a prefetch never faults anyway.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(self.direct.as_ptr().add(key as usize) as *const i8);
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = key;
     }
 
     /// The dense id of `key`, assigning a new one on first sight.
