@@ -16,12 +16,12 @@ impl Progress {
         }
         let bar = match total {
             Some(total) => ProgressBar::new(total).with_style(
-                ProgressStyle::with_template("{msg} [{bar:40}] {human_pos}/{human_len} {per_sec} eta {eta}")
+                ProgressStyle::with_template("{msg} [{bar:40}] {human_pos}/{human_len} {elapsed} eta {eta}")
                     .expect("static template")
                     .progress_chars("=> "),
             ),
             None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{spinner} {msg} {human_pos} {per_sec}").expect("static template"),
+                ProgressStyle::with_template("{spinner} {msg} {human_pos} {elapsed}").expect("static template"),
             ),
         };
         Progress(bar.with_message(message))

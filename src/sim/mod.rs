@@ -93,12 +93,15 @@ impl Simulator {
 fn count_distinct(source: &mut dyn KeySource, remap: &mut KeyRemapper) -> Result<u64, TraceError> {
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut requests = 0;
+    let progress = Progress::new("counting distinct rows", None);
     loop {
         source.next_chunk(&mut chunk, CHUNK)?;
         if chunk.is_empty() {
+            progress.finish();
             return Ok(requests);
         }
         requests += chunk.len() as u64;
+        progress.advance(chunk.len() as u64);
         for r in &chunk {
             remap.dense_id(r.key);
         }
