@@ -68,7 +68,9 @@ struct SimulateArgs {
     /// Sample the LRU curve (SHARDS) at this rate instead of computing it exactly.
     #[arg(long, default_value_t = 1.0)]
     mrc_sample_rate: f64,
-    /// Folder for the curve files and report.json.
+    /// Folder for the files --mrc writes (report.json, results.csv, mrc.csv, mrc.svg),
+    /// and for the annotated copy a future-aware policy needs of a trace without
+    /// next-access times.
     #[arg(long, default_value = "out/simulate")]
     out: PathBuf,
     /// Threads replaying policies side by side (0 = one per core).
@@ -202,12 +204,10 @@ fn simulate(args: SimulateArgs) -> Result<()> {
         scratch_dir: args.out.clone(),
     };
     let result = simulation.run(&|| format.open(&args.trace, tables.rows()))?;
-    if args.mrc || args.json {
+    if args.mrc {
         let input = serde_json::json!({ "trace": args.trace, "format": format.to_string() });
-        lab::write_reports(&result, args.mrc, &args.out, &input)?;
-        if args.mrc {
-            tracing::info!("wrote {}/mrc.csv and mrc.svg", args.out.display());
-        }
+        lab::write_reports(&result, true, &args.out, &input)?;
+        tracing::info!("wrote report.json, results.csv, mrc.csv and mrc.svg to {}", args.out.display());
     }
     if args.json {
         let json = serde_json::json!({
