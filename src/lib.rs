@@ -5,6 +5,7 @@
 //! CLI; the policies themselves live in `strata-policies`.
 
 pub mod data;
+pub mod engine;
 pub mod lab;
 pub mod progress;
 pub mod report;

@@ -5,4 +5,5 @@ mod layout;
 mod synthetic;
 
 pub use layout::{TableLayout, CRITEO_CARDINALITIES, CRITEO_DENSE_FEATURES, CRITEO_MULTI_HOT};
+pub(crate) use synthetic::mix64;
 pub use synthetic::{DriftConfig, Sample, SyntheticConfig, SyntheticConfigError, SyntheticSource, SyntheticTrace};

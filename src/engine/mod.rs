@@ -1,0 +1,190 @@
+//! The tiered embedding engine: rows of embedding tables live in a device tier (GPU HBM,
+//! or an emulated device in host memory), a host tier (DRAM slabs) and a storage tier
+//! (the whole table in a file on NVMe), moved between them by `strata-policies`.
+//!
+//! This module holds what every tier shares: the row layout (values, then optimizer
+//! state, all `f32`), the optimizer math (one implementation, so every tier computes
+//! bit-identical updates), deterministic row initialisation, and the [`RowSlab`] trait
+//! that the host and device tiers implement.
+
+pub mod device;
+pub mod host;
+pub mod storage;
+
+use serde::{Deserialize, Serialize};
+
+/// How a row is laid out in every tier: `dim` embedding values followed by `state`
+/// optimizer-state values, all `f32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowLayout {
+    pub dim: usize,
+    pub state: usize,
+}
+
+impl RowLayout {
+    pub fn new(dim: usize, optimizer: &Optimizer) -> Self {
+        RowLayout { dim, state: optimizer.state_floats() }
+    }
+
+    /// `f32`s per row, values and state.
+    pub fn floats(&self) -> usize {
+        self.dim + self.state
+    }
+
+    /// Bytes per row in memory.
+    pub fn bytes(&self) -> usize {
+        4 * self.floats()
+    }
+}
+
+/// The sparse optimizer applied to embedding rows.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Optimizer {
+    /// `w -= lr * g`.
+    Sgd { lr: f32 },
+    /// Row-wise Adagrad (as FBGEMM and MLPerf DLRM use): one accumulator per row,
+    /// `acc += mean(g^2)`, `w -= lr * g / (sqrt(acc) + eps)`.
+    RowWiseAdagrad {
+        lr: f32,
+        #[serde(default = "default_eps")]
+        eps: f32,
+    },
+}
+
+fn default_eps() -> f32 {
+    1e-8
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Optimizer::RowWiseAdagrad { lr: 0.01, eps: default_eps() }
+    }
+}
+
+impl Optimizer {
+    /// Optimizer-state `f32`s stored with each row.
+    pub fn state_floats(&self) -> usize {
+        match self {
+            Optimizer::Sgd { .. } => 0,
+            Optimizer::RowWiseAdagrad { .. } => 1,
+        }
+    }
+
+    /// Updates one row (`dim` values then its state) with its gradient. Every tier
+    /// calls this (the CUDA kernel mirrors it operation by operation, without fused
+    /// multiply-adds), so where a row lives never changes the result.
+    #[inline]
+    pub fn apply_row(&self, row: &mut [f32], grad: &[f32]) {
+        let dim = grad.len();
+        match *self {
+            Optimizer::Sgd { lr } => {
+                for (w, &g) in row[..dim].iter_mut().zip(grad) {
+                    *w -= lr * g;
+                }
+            }
+            Optimizer::RowWiseAdagrad { lr, eps } => {
+                let mut sum_sq = 0f32;
+                for &g in grad {
+                    sum_sq += g * g;
+                }
+                let acc = row[dim] + sum_sq / dim as f32;
+                row[dim] = acc;
+                let step = lr / (acc.sqrt() + eps);
+                for (w, &g) in row[..dim].iter_mut().zip(grad) {
+                    *w -= step * g;
+                }
+            }
+        }
+    }
+}
+
+/// How a new table's rows are initialised.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RowInit {
+    Zeros,
+    /// Uniform in `[-scale, scale)` from a hash of `(seed, row, column)`: any row can be
+    /// initialised on its own, in any order, with the same result.
+    Uniform { seed: u64, scale: f32 },
+}
+
+impl RowInit {
+    /// Fills `row` (values then state) with the initial contents of global row `index`.
+    /// Optimizer state starts at zero.
+    pub fn fill(&self, index: u64, layout: RowLayout, row: &mut [f32]) {
+        debug_assert_eq!(row.len(), layout.floats());
+        match *self {
+            RowInit::Zeros => row.fill(0.0),
+            RowInit::Uniform { seed, scale } => {
+                let base = crate::data::mix64(seed ^ crate::data::mix64(index));
+                for (j, v) in row[..layout.dim].iter_mut().enumerate() {
+                    let h = crate::data::mix64(base.wrapping_add(j as u64));
+                    *v = scale * (((h >> 40) as f32 / (1u64 << 23) as f32) - 1.0);
+                }
+                row[layout.dim..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// A failure inside a host or device tier.
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    #[error("{tier}: {message}")]
+    Backend { tier: String, message: String },
+    #[error("{tier}: slot {slot} is out of range ({slots} slots)")]
+    BadSlot { tier: String, slot: u32, slots: usize },
+}
+
+/// A fixed number of row slots in one memory (host DRAM, device HBM, or an emulated
+/// device), each holding one row of a [`RowLayout`]. The tiered table decides which
+/// row lives in which slot; a slab only stores, copies and updates.
+pub trait RowSlab: Send {
+    /// What runs this slab, for reports: `host`, `emulated-device`, `cuda:0 (...)`.
+    fn backend(&self) -> String;
+    /// True for the stand-in device that lives in host memory.
+    fn emulated(&self) -> bool;
+    fn layout(&self) -> RowLayout;
+    fn slots(&self) -> usize;
+    /// Writes whole rows (values and state), `rows[i * floats..]` into `slots[i]`.
+    fn store(&mut self, slots: &[u32], rows: &[f32]) -> Result<(), TierError>;
+    /// Reads whole rows out of `slots` into `rows`.
+    fn load(&self, slots: &[u32], rows: &mut [f32]) -> Result<(), TierError>;
+    /// Reads only the `dim` values of each slot, `out[i * dim..]` from `slots[i]`.
+    fn gather(&self, slots: &[u32], out: &mut [f32]) -> Result<(), TierError>;
+    /// Applies `optimizer` to each slot with its gradient `grads[i * dim..]`.
+    fn apply(&mut self, slots: &[u32], grads: &[f32], optimizer: &Optimizer) -> Result<(), TierError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rowwise_adagrad_matches_hand_computation() {
+        let opt = Optimizer::RowWiseAdagrad { lr: 0.5, eps: 0.0 };
+        let mut row = vec![1.0, 2.0, 0.0];
+        opt.apply_row(&mut row, &[3.0, 4.0]);
+        // acc = (9 + 16) / 2 = 12.5; step = 0.5 / sqrt(12.5)
+        let step = 0.5f32 / 12.5f32.sqrt();
+        assert_eq!(row, vec![1.0 - step * 3.0, 2.0 - step * 4.0, 12.5]);
+        let sgd = Optimizer::Sgd { lr: 0.1 };
+        let mut row = vec![1.0, 1.0];
+        sgd.apply_row(&mut row, &[1.0, -2.0]);
+        assert_eq!(row, vec![1.0 - 0.1, 1.0 + 0.2]);
+    }
+
+    #[test]
+    fn uniform_init_is_deterministic_per_row_and_bounded() {
+        let layout = RowLayout { dim: 8, state: 1 };
+        let init = RowInit::Uniform { seed: 3, scale: 0.05 };
+        let (mut a, mut b, mut c) = (vec![0f32; 9], vec![0f32; 9], vec![0f32; 9]);
+        init.fill(10, layout, &mut a);
+        init.fill(10, layout, &mut b);
+        init.fill(11, layout, &mut c);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a[..8].iter().all(|v| v.abs() <= 0.05) && a[8] == 0.0);
+    }
+}

@@ -1,0 +1,1 @@
+//! The storage tier: the whole table in a file of checksummed 4 KiB-aligned pages.
