@@ -9,7 +9,9 @@
 
 pub mod device;
 pub mod host;
+pub mod pool;
 pub mod storage;
+pub mod testing;
 
 use serde::{Deserialize, Serialize};
 
@@ -153,8 +155,20 @@ pub trait RowSlab: Send {
     fn load(&self, slots: &[u32], rows: &mut [f32]) -> Result<(), TierError>;
     /// Reads only the `dim` values of each slot, `out[i * dim..]` from `slots[i]`.
     fn gather(&self, slots: &[u32], out: &mut [f32]) -> Result<(), TierError>;
-    /// Applies `optimizer` to each slot with its gradient `grads[i * dim..]`.
+    /// Applies `optimizer` to each slot with its gradient `grads[i * dim..]`. The slots of
+    /// one call must be distinct (the device tier updates them in parallel; the tiered
+    /// table merges a batch's gradients per row first).
     fn apply(&mut self, slots: &[u32], grads: &[f32], optimizer: &Optimizer) -> Result<(), TierError>;
+    /// Row `slot` in place (its `floats()` values and state) for slabs in host memory, so
+    /// bags can be pooled straight from wherever their rows live; `None` for a slab in
+    /// device memory, or for a slot out of range.
+    fn host_row(&self, _slot: u32) -> Option<&[f32]> {
+        None
+    }
+    /// Row `slot` in place, writable; `None` as for [`RowSlab::host_row`].
+    fn host_row_mut(&mut self, _slot: u32) -> Option<&mut [f32]> {
+        None
+    }
 }
 
 #[cfg(test)]
