@@ -7,10 +7,14 @@
 //! bit-identical updates), deterministic row initialisation, and the [`RowSlab`] trait
 //! that the host and device tiers implement.
 
+pub mod backing;
 pub mod device;
 pub mod host;
+pub mod prefetch;
 pub mod pool;
+pub mod stats;
 pub mod storage;
+pub mod table;
 pub mod testing;
 
 use serde::{Deserialize, Serialize};
@@ -128,6 +132,21 @@ impl RowInit {
             }
         }
     }
+}
+
+/// Anything the engine can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("engine config: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Shape(String),
+    #[error("row {row} is out of range: the table has {rows} rows")]
+    RowOutOfRange { row: u64, rows: u64 },
+    #[error("the storage I/O thread stopped")]
+    IoThreadGone,
+    #[error(transparent)]
+    Tier(#[from] TierError),
 }
 
 /// A failure inside a host or device tier.

@@ -5,9 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 /// How the rows of one bag are combined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
+    #[default]
     Sum,
     Mean,
 }

@@ -1,0 +1,251 @@
+//! The bottom of the hierarchy: the [`BackingStore`] that holds every row (a table file
+//! on NVMe, or a flat in-memory table), and the I/O thread that serves it, so that reads
+//! for future batches run while the consumer works on the current one.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{EngineError, RowLayout};
+
+/// Every row of the table, addressable by global row index.
+pub trait BackingStore: Send {
+    /// What it is, for reports (e.g. the file and its read path).
+    fn describe(&self) -> String;
+    fn layout(&self) -> RowLayout;
+    fn rows(&self) -> u64;
+    /// Reads whole rows (values and state), `out[i * floats..]` from `rows[i]`.
+    fn read_rows(&mut self, rows: &[u64], out: &mut [f32]) -> Result<(), EngineError>;
+    /// Writes whole rows.
+    fn write_rows(&mut self, rows: &[u64], data: &[f32]) -> Result<(), EngineError>;
+    /// Makes every write durable.
+    fn sync(&mut self) -> Result<(), EngineError>;
+}
+
+/// All rows in one in-memory array: the reference the tiered table is compared with,
+/// and a backing store for tables that fit in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlatTable {
+    layout: RowLayout,
+    data: Vec<f32>,
+}
+
+impl FlatTable {
+    pub fn new(rows: u64, layout: RowLayout, init: super::RowInit) -> Self {
+        let floats = layout.floats();
+        let mut data = vec![0f32; rows as usize * floats];
+        for (r, row) in data.chunks_exact_mut(floats).enumerate() {
+            init.fill(r as u64, layout, row);
+        }
+        FlatTable { layout, data }
+    }
+
+    pub fn row(&self, row: u64) -> &[f32] {
+        let f = self.layout.floats();
+        &self.data[row as usize * f..(row as usize + 1) * f]
+    }
+
+    pub fn row_mut(&mut self, row: u64) -> &mut [f32] {
+        let f = self.layout.floats();
+        &mut self.data[row as usize * f..(row as usize + 1) * f]
+    }
+
+    /// The all-in-memory lookup: pools `batch`'s bags into `out`.
+    pub fn lookup(&self, batch: &super::table::Batch, pooling: super::pool::Pooling, out: &mut [f32]) {
+        let dim = self.layout.dim;
+        let rows: Vec<&[f32]> = batch.ids.iter().map(|&r| &self.row(r)[..dim]).collect();
+        super::pool::pool_bags(&rows, &batch.bag_offsets, dim, pooling, out);
+    }
+
+    /// The all-in-memory update: the same gradient aggregation and optimizer as the
+    /// tiered table.
+    pub fn apply_gradients(&mut self, batch: &super::table::Batch, bag_grads: &[f32], optimizer: &super::Optimizer, pooling: super::pool::Pooling) {
+        let dim = self.layout.dim;
+        let (rows, grads) = super::table::aggregate_gradients(batch, bag_grads, dim, pooling);
+        for (i, &r) in rows.iter().enumerate() {
+            optimizer.apply_row(self.row_mut(r), &grads[i * dim..(i + 1) * dim]);
+        }
+    }
+
+    fn check(&self, row: u64) -> Result<(), EngineError> {
+        let rows = self.rows();
+        if row >= rows {
+            return Err(EngineError::RowOutOfRange { row, rows });
+        }
+        Ok(())
+    }
+}
+
+impl BackingStore for FlatTable {
+    fn describe(&self) -> String {
+        "in-memory flat table".into()
+    }
+    fn layout(&self) -> RowLayout {
+        self.layout
+    }
+    fn rows(&self) -> u64 {
+        (self.data.len() / self.layout.floats()) as u64
+    }
+    fn read_rows(&mut self, rows: &[u64], out: &mut [f32]) -> Result<(), EngineError> {
+        let f = self.layout.floats();
+        for (&r, dst) in rows.iter().zip(out.chunks_exact_mut(f)) {
+            self.check(r)?;
+            dst.copy_from_slice(self.row(r));
+        }
+        Ok(())
+    }
+    fn write_rows(&mut self, rows: &[u64], data: &[f32]) -> Result<(), EngineError> {
+        let f = self.layout.floats();
+        for (&r, src) in rows.iter().zip(data.chunks_exact(f)) {
+            self.check(r)?;
+            self.row_mut(r).copy_from_slice(src);
+        }
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+/// Rows read from the backing store for one batch, in the order asked.
+#[derive(Debug, Default)]
+pub struct StagedRows {
+    pub rows: Vec<u64>,
+    pub data: Vec<f32>,
+    /// Seconds the I/O thread spent reading them.
+    pub read_seconds: f64,
+}
+
+enum Command {
+    Read { rows: Vec<u64>, reply: mpsc::Sender<Result<StagedRows, EngineError>> },
+    Write { rows: Vec<u64>, data: Vec<f32> },
+    Sync { reply: mpsc::Sender<Result<(), EngineError>> },
+}
+
+/// A ticket for rows being read in the background.
+pub struct PendingRead(mpsc::Receiver<Result<StagedRows, EngineError>>);
+
+impl PendingRead {
+    /// Waits for the rows; returns them and how long the caller waited.
+    pub fn wait(self) -> Result<(StagedRows, Duration), EngineError> {
+        let start = Instant::now();
+        let staged = self.0.recv().map_err(|_| EngineError::IoThreadGone)??;
+        Ok((staged, start.elapsed()))
+    }
+}
+
+/// The I/O thread that owns the backing store. Commands run in the order sent, so a
+/// read sent after a write sees the written rows.
+pub struct StorageService {
+    commands: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<Box<dyn BackingStore>>>,
+    /// An error of a write, reported on the next command that can return one.
+    failed_write: std::sync::Arc<std::sync::Mutex<Option<EngineError>>>,
+    describe: String,
+    layout: RowLayout,
+    rows: u64,
+}
+
+impl StorageService {
+    pub fn start(mut store: Box<dyn BackingStore>) -> Self {
+        let describe = store.describe();
+        let layout = store.layout();
+        let rows = store.rows();
+        let (commands, inbox) = mpsc::channel::<Command>();
+        let failed_write = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let failed = failed_write.clone();
+        let thread = std::thread::Builder::new()
+            .name("strata-storage".into())
+            .spawn(move || {
+                for command in inbox {
+                    match command {
+                        Command::Read { rows, reply } => {
+                            let start = Instant::now();
+                            let mut data = vec![0f32; rows.len() * layout.floats()];
+                            let result = store.read_rows(&rows, &mut data).map(|()| StagedRows {
+                                rows,
+                                data,
+                                read_seconds: start.elapsed().as_secs_f64(),
+                            });
+                            let _ = reply.send(result);
+                        }
+                        Command::Write { rows, data } => {
+                            if let Err(e) = store.write_rows(&rows, &data) {
+                                failed.lock().expect("not poisoned").get_or_insert(e);
+                            }
+                        }
+                        Command::Sync { reply } => {
+                            let _ = reply.send(store.sync());
+                        }
+                    }
+                }
+                store
+            })
+            .expect("spawning the storage thread");
+        StorageService { commands: Some(commands), thread: Some(thread), failed_write, describe, layout, rows }
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    pub fn layout(&self) -> RowLayout {
+        self.layout
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn send(&self, command: Command) -> Result<(), EngineError> {
+        if let Some(e) = self.failed_write.lock().expect("not poisoned").take() {
+            return Err(e);
+        }
+        self.commands.as_ref().ok_or(EngineError::IoThreadGone)?.send(command).map_err(|_| EngineError::IoThreadGone)
+    }
+
+    /// Starts reading `rows` in the background.
+    pub fn read(&self, rows: Vec<u64>) -> Result<PendingRead, EngineError> {
+        let (reply, receive) = mpsc::channel();
+        self.send(Command::Read { rows, reply })?;
+        Ok(PendingRead(receive))
+    }
+
+    /// Queues a write; an error surfaces on a later call.
+    pub fn write(&self, rows: Vec<u64>, data: Vec<f32>) -> Result<(), EngineError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.send(Command::Write { rows, data })
+    }
+
+    /// Waits for every queued write and makes it durable.
+    pub fn sync(&self) -> Result<(), EngineError> {
+        let (reply, receive) = mpsc::channel();
+        self.send(Command::Sync { reply })?;
+        receive.recv().map_err(|_| EngineError::IoThreadGone)??;
+        match self.failed_write.lock().expect("not poisoned").take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl StorageService {
+    /// Makes every write durable, stops the thread and hands the store back.
+    pub fn into_store(mut self) -> Result<Box<dyn BackingStore>, EngineError> {
+        self.sync()?;
+        drop(self.commands.take());
+        let thread = self.thread.take().ok_or(EngineError::IoThreadGone)?;
+        thread.join().map_err(|_| EngineError::IoThreadGone)
+    }
+}
+
+impl Drop for StorageService {
+    fn drop(&mut self) {
+        drop(self.commands.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,684 @@
+//! The tiered table: one embedding table (all tables of a model, under one global row
+//! index) spread over a device tier, a host tier and the backing store, with the
+//! policies of `strata-policies` deciding residency. Lookups pool embedding bags;
+//! gradient updates run in whichever tier holds each row; dirty rows are written down
+//! on eviction and on `flush`.
+//!
+//! Transparency is the law here: where a row lives never changes a result. Every
+//! lookup reads a row's newest copy (device, else host, else the store), bags are
+//! pooled in bag order by one function, and updates go through `Optimizer::apply_row`.
+
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use strata_policies::{EvictionPolicy, PolicyConfig, Request, NEVER};
+
+use super::backing::{BackingStore, PendingRead, StagedRows, StorageService};
+use super::device::{open_device, DeviceKind};
+use super::host::HostSlab;
+use super::pool::{pool_bags, Pooling};
+use super::stats::{EngineStats, TierStats};
+use super::{EngineError, Optimizer, RowLayout, RowSlab};
+
+const NIL: u32 = u32::MAX;
+
+/// How the device and host tiers relate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hierarchy {
+    /// A row promoted to the device keeps its host copy (when the host admits it);
+    /// device evictions write dirty rows into that copy.
+    #[default]
+    Inclusive,
+    /// A row lives in at most one of device and host: promotion moves it up, eviction
+    /// from the device demotes it to the host.
+    Exclusive,
+}
+
+/// One tier's size and policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Capacity in rows; 0 = no such tier.
+    pub rows: usize,
+    pub policy: PolicyConfig,
+}
+
+/// The shape and behaviour of a tiered table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    pub device: TierConfig,
+    #[serde(default)]
+    pub device_backend: DeviceKind,
+    pub host: TierConfig,
+    #[serde(default)]
+    pub hierarchy: Hierarchy,
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    #[serde(default)]
+    pub pooling: Pooling,
+}
+
+/// A batch of lookups: `ids` are global rows, bag `b` is
+/// `ids[bag_offsets[b]..bag_offsets[b + 1]]`. `next_access` (one per id, [`NEVER`]
+/// when unknown) feeds the future-aware policies; `start` is the stream position of
+/// `ids[0]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub ids: Vec<u64>,
+    pub bag_offsets: Vec<usize>,
+    pub next_access: Vec<u64>,
+    pub start: u64,
+}
+
+impl Batch {
+    /// A batch whose future is unknown.
+    pub fn new(ids: Vec<u64>, bag_offsets: Vec<usize>, start: u64) -> Self {
+        let next_access = vec![NEVER; ids.len()];
+        Batch { ids, bag_offsets, next_access, start }
+    }
+
+    pub fn bags(&self) -> usize {
+        self.bag_offsets.len().saturating_sub(1)
+    }
+
+    /// The distinct rows in order of first appearance.
+    pub fn unique_rows(&self) -> Vec<u64> {
+        let mut seen = rustc_hash::FxHashSet::default();
+        self.ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+    }
+}
+
+/// Sums the gradient of every lookup into one gradient per distinct row, in order of
+/// first appearance (deterministic: the same in every tier and in the flat reference).
+/// `bag_grads[b * dim..]` is the gradient of bag `b`'s pooled output.
+pub fn aggregate_gradients(batch: &Batch, bag_grads: &[f32], dim: usize, pooling: Pooling) -> (Vec<u64>, Vec<f32>) {
+    let mut index: FxHashMap<u64, usize> = FxHashMap::default();
+    let mut rows = Vec::new();
+    let mut grads: Vec<f32> = Vec::new();
+    for b in 0..batch.bags() {
+        let bag = &batch.ids[batch.bag_offsets[b]..batch.bag_offsets[b + 1]];
+        let scale = match pooling {
+            Pooling::Sum => 1.0,
+            Pooling::Mean => 1.0 / bag.len().max(1) as f32,
+        };
+        let g = &bag_grads[b * dim..(b + 1) * dim];
+        for &row in bag {
+            let i = *index.entry(row).or_insert_with(|| {
+                rows.push(row);
+                grads.resize(grads.len() + dim, 0.0);
+                rows.len() - 1
+            });
+            for (acc, &x) in grads[i * dim..(i + 1) * dim].iter_mut().zip(g) {
+                *acc += x * scale;
+            }
+        }
+    }
+    (rows, grads)
+}
+
+/// Where a row's newest copy is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Device(u32),
+    Host(u32),
+    Store,
+}
+
+/// A memory tier: a slab of slots, the policy that fills it, and the row <-> slot maps.
+struct Tier {
+    slab: Box<dyn RowSlab>,
+    policy: Box<dyn EvictionPolicy>,
+    slot_of: Vec<u32>,
+    row_in: Vec<u64>,
+    dirty: Vec<bool>,
+    free: Vec<u32>,
+    used: u32,
+    stats: TierStats,
+}
+
+impl Tier {
+    fn new(slab: Box<dyn RowSlab>, policy: &PolicyConfig, rows: u64) -> Result<Tier, EngineError> {
+        let slots = slab.slots();
+        let policy = policy.build(slots).map_err(|e| EngineError::Config(e.to_string()))?;
+        let backend = slab.backend();
+        Ok(Tier {
+            slab,
+            policy,
+            slot_of: vec![NIL; rows as usize],
+            row_in: vec![0; slots],
+            dirty: vec![false; slots],
+            free: Vec::new(),
+            used: 0,
+            stats: TierStats { backend, capacity_rows: slots as u64, ..TierStats::default() },
+        })
+    }
+
+    fn slot(&self, row: u64) -> Option<u32> {
+        let s = self.slot_of[row as usize];
+        (s != NIL).then_some(s)
+    }
+
+    fn take_slot(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.used += 1;
+            self.used - 1
+        })
+    }
+
+    fn attach(&mut self, row: u64, slot: u32, dirty: bool) {
+        self.slot_of[row as usize] = slot;
+        self.row_in[slot as usize] = row;
+        self.dirty[slot as usize] = dirty;
+    }
+
+    /// Forgets `row` (the policy already has); returns its slot and dirty bit.
+    fn detach(&mut self, row: u64) -> (u32, bool) {
+        let slot = self.slot_of[row as usize];
+        debug_assert_ne!(slot, NIL, "detaching a row that is not resident");
+        self.slot_of[row as usize] = NIL;
+        self.free.push(slot);
+        (slot, self.dirty[slot as usize])
+    }
+
+    fn load_row(&self, slot: u32, out: &mut [f32]) -> Result<(), EngineError> {
+        Ok(self.slab.load(&[slot], out)?)
+    }
+
+    fn store_row(&mut self, slot: u32, row: &[f32]) -> Result<(), EngineError> {
+        Ok(self.slab.store(&[slot], row)?)
+    }
+}
+
+/// An embedding table over a device tier, a host tier and a backing store.
+pub struct TieredTable {
+    layout: RowLayout,
+    rows: u64,
+    hierarchy: Hierarchy,
+    optimizer: Optimizer,
+    pooling: Pooling,
+    device: Option<Tier>,
+    host: Option<Tier>,
+    storage: StorageService,
+    /// Rows read ahead for batches not yet looked up, by batch start position, with
+    /// the step at which each read was issued.
+    pending: FxHashMap<u64, (PendingRead, u32)>,
+    /// Rows read from the store for the batch being placed: row -> offset in `staged`.
+    staged_index: FxHashMap<u64, usize>,
+    staged: StagedRows,
+    /// Batch step at which each row was last written to the store (0 = never), to
+    /// reject read-ahead data that a later write made stale.
+    written_at: Vec<u32>,
+    step: u32,
+    /// Dirty rows queued for the store, written in one batch per step.
+    write_rows: Vec<u64>,
+    write_data: Vec<f32>,
+    stats: EngineStats,
+}
+
+impl TieredTable {
+    /// Builds the tiers around `store` (which holds every row).
+    pub fn new(config: &TableConfig, store: Box<dyn BackingStore>) -> Result<TieredTable, EngineError> {
+        let layout = store.layout();
+        let rows = store.rows();
+        if layout.state != config.optimizer.state_floats() {
+            return Err(EngineError::Config(format!(
+                "{}: rows carry {} optimizer values, the configured optimizer needs {}",
+                store.describe(),
+                layout.state,
+                config.optimizer.state_floats()
+            )));
+        }
+        let device = match config.device.rows {
+            0 => None,
+            n => Some(Tier::new(open_device(config.device_backend, n, layout)?, &config.device.policy, rows)?),
+        };
+        let host = match config.host.rows {
+            0 => None,
+            n => Some(Tier::new(Box::new(HostSlab::new(n, layout)?), &config.host.policy, rows)?),
+        };
+        let storage = StorageService::start(store);
+        let stats = EngineStats {
+            storage: storage.describe().to_string(),
+            device: device.as_ref().map(|t| t.stats.clone()),
+            host: host.as_ref().map(|t| t.stats.clone()),
+            ..EngineStats::default()
+        };
+        Ok(TieredTable {
+            layout,
+            rows,
+            hierarchy: config.hierarchy,
+            optimizer: config.optimizer,
+            pooling: config.pooling,
+            device,
+            host,
+            storage,
+            pending: FxHashMap::default(),
+            staged_index: FxHashMap::default(),
+            staged: StagedRows::default(),
+            written_at: vec![0; rows as usize],
+            step: 1,
+            write_rows: Vec::new(),
+            write_data: Vec::new(),
+            stats,
+        })
+    }
+
+    pub fn layout(&self) -> RowLayout {
+        self.layout
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// A buffer for one whole row.
+    fn row_buffer(&self) -> Vec<f32> {
+        vec![0.0; self.layout.floats()]
+    }
+
+    fn place(&self, row: u64) -> Place {
+        if let Some(s) = self.device.as_ref().and_then(|t| t.slot(row)) {
+            return Place::Device(s);
+        }
+        if let Some(s) = self.host.as_ref().and_then(|t| t.slot(row)) {
+            return Place::Host(s);
+        }
+        Place::Store
+    }
+
+    fn check_rows(&self, batch: &Batch) -> Result<(), EngineError> {
+        match batch.ids.iter().find(|&&r| r >= self.rows) {
+            Some(&row) => Err(EngineError::RowOutOfRange { row, rows: self.rows }),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts reading, in the background, the rows of a future `batch` that are in no
+    /// memory tier now. [`TieredTable::lookup`] of that batch picks them up.
+    pub fn prefetch(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        self.check_rows(batch)?;
+        let missing: Vec<u64> = batch.unique_rows().into_iter().filter(|&r| self.place(r) == Place::Store).collect();
+        self.stats.prefetched_rows += missing.len() as u64;
+        let pending = self.storage.read(missing)?;
+        self.pending.insert(batch.start, (pending, self.step));
+        Ok(())
+    }
+
+    /// Stages the store rows `batch` needs: the read-ahead if there was one, else a
+    /// read now. Time spent waiting is consumer stall.
+    fn stage(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        let (pending, issued_at) = match self.pending.remove(&batch.start) {
+            Some(p) => p,
+            None => {
+                let missing: Vec<u64> =
+                    batch.unique_rows().into_iter().filter(|&r| self.place(r) == Place::Store).collect();
+                (self.storage.read(missing)?, self.step + 1)
+            }
+        };
+        let (staged, waited) = pending.wait()?;
+        self.stats.stall_seconds += waited.as_secs_f64();
+        self.stats.store_read_seconds += staged.read_seconds;
+        self.stats.bytes_store_to_host += (staged.data.len() * 4) as u64;
+        self.staged_index.clear();
+        let floats = self.layout.floats();
+        // A row written to the store at or after the step its read was issued may have
+        // been read before the write landed: drop that copy (it is read again if needed).
+        for (i, &row) in staged.rows.iter().enumerate() {
+            if self.written_at[row as usize] < issued_at {
+                self.staged_index.insert(row, i * floats);
+            } else {
+                self.stats.stale_prefetches += 1;
+            }
+        }
+        self.staged = staged;
+        Ok(())
+    }
+
+    /// Reads row `row` from the store into `out`: the staged copy when it is still
+    /// valid, else a synchronous read (the slow path).
+    fn read_from_store(&mut self, row: u64, out: &mut [f32]) -> Result<(), EngineError> {
+        if let Some(&at) = self.staged_index.get(&row) {
+            out.copy_from_slice(&self.staged.data[at..at + out.len()]);
+            return Ok(());
+        }
+        self.flush_writes()?;
+        let start = Instant::now();
+        let (staged, _) = self.storage.read(vec![row])?.wait()?;
+        self.stats.stall_seconds += start.elapsed().as_secs_f64();
+        self.stats.sync_store_reads += 1;
+        self.stats.bytes_store_to_host += (out.len() * 4) as u64;
+        out.copy_from_slice(&staged.data);
+        Ok(())
+    }
+
+    /// Queues a row for the store.
+    fn write_down(&mut self, row: u64, data: &[f32]) {
+        self.staged_index.remove(&row);
+        self.written_at[row as usize] = self.step;
+        self.write_rows.push(row);
+        self.write_data.extend_from_slice(data);
+        self.stats.store_writes += 1;
+        self.stats.bytes_host_to_store += (data.len() * 4) as u64;
+    }
+
+    fn flush_writes(&mut self) -> Result<(), EngineError> {
+        let rows = std::mem::take(&mut self.write_rows);
+        let data = std::mem::take(&mut self.write_data);
+        self.storage.write(rows, data)
+    }
+
+    /// A row leaves the host (its policy evicted it).
+    fn evict_from_host(&mut self, row: u64) -> Result<(), EngineError> {
+        let mut data = self.row_buffer();
+        let host = self.host.as_mut().expect("host tier exists");
+        let (slot, dirty) = host.detach(row);
+        host.stats.evictions += 1;
+        if dirty {
+            host.load_row(slot, &mut data)?;
+            host.stats.write_backs += 1;
+            self.write_down(row, &data);
+        }
+        Ok(())
+    }
+
+    /// Serves `req` from the host tier (the device missed or did not admit it): on a
+    /// host miss the row is read from the store into a host slot if admitted.
+    fn touch_host(&mut self, req: &Request) -> Result<(), EngineError> {
+        let Some(host) = self.host.as_mut() else { return Ok(()) };
+        let access = host.policy.access(req);
+        if access.hit {
+            host.stats.hits += 1;
+        } else {
+            host.stats.misses += 1;
+        }
+        // Even a hit may evict (W-TinyLFU rebalancing its segments).
+        if let Some(victim) = access.evicted {
+            self.evict_from_host(victim)?;
+        }
+        if access.inserted {
+            let mut data = self.row_buffer();
+            self.read_from_store(req.id, &mut data)?;
+            let host = self.host.as_mut().expect("host tier exists");
+            let slot = host.take_slot();
+            host.store_row(slot, &data)?;
+            host.attach(req.id, slot, false);
+            host.stats.promotions += 1;
+        }
+        Ok(())
+    }
+
+    /// A row leaves the device: its newest data goes to the host copy (inclusive) or is
+    /// demoted into the host (exclusive), or to the store.
+    fn evict_from_device(&mut self, row: u64) -> Result<(), EngineError> {
+        let mut data = self.row_buffer();
+        let device = self.device.as_mut().expect("device tier exists");
+        let (slot, dirty) = device.detach(row);
+        device.stats.evictions += 1;
+        device.load_row(slot, &mut data)?;
+        self.stats.bytes_device_to_host += (data.len() * 4) as u64;
+        self.settle_device_victim(row, dirty, &data)
+    }
+
+    fn settle_device_victim(&mut self, row: u64, dirty: bool, data: &[f32]) -> Result<(), EngineError> {
+        match self.hierarchy {
+            Hierarchy::Inclusive => {
+                if !dirty {
+                    return Ok(());
+                }
+                self.device.as_mut().expect("device").stats.write_backs += 1;
+                match self.host.as_mut().and_then(|h| h.slot(row).map(|s| (h, s))) {
+                    Some((host, slot)) => {
+                        host.store_row(slot, data)?;
+                        host.dirty[slot as usize] = true;
+                    }
+                    None => self.write_down(row, data),
+                }
+            }
+            Hierarchy::Exclusive => {
+                let time = self.stats.requests;
+                let admitted = match self.host.as_mut() {
+                    Some(host) => {
+                        let access = host.policy.access(&Request::new(row, time));
+                        debug_assert!(!access.hit, "exclusive: a device row is not in the host");
+                        if let Some(victim) = access.evicted {
+                            self.evict_from_host(victim)?;
+                        }
+                        access.inserted
+                    }
+                    None => false,
+                };
+                if admitted {
+                    let host = self.host.as_mut().expect("host");
+                    let slot = host.take_slot();
+                    host.store_row(slot, data)?;
+                    host.attach(row, slot, dirty);
+                    host.stats.demotions_in += 1;
+                } else if dirty {
+                    self.device.as_mut().expect("device").stats.write_backs += 1;
+                    self.write_down(row, data);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one lookup through the policies, moving rows between tiers as they decide.
+    fn touch(&mut self, req: &Request) -> Result<(), EngineError> {
+        self.stats.requests += 1;
+        let Some(device) = self.device.as_mut() else { return self.touch_host(req) };
+        let access = device.policy.access(req);
+        if access.hit {
+            device.stats.hits += 1;
+        } else {
+            device.stats.misses += 1;
+        }
+        if let Some(victim) = access.evicted {
+            self.evict_from_device(victim)?;
+        }
+        if access.hit {
+            return Ok(());
+        }
+        if !access.inserted {
+            return self.touch_host(req);
+        }
+        // The row enters the device: take its data from the host or the store.
+        let mut data = self.row_buffer();
+        let dirty = match self.hierarchy {
+            Hierarchy::Inclusive => {
+                self.touch_host(req)?;
+                match self.host.as_ref().and_then(|h| h.slot(req.id).map(|s| (h, s))) {
+                    Some((host, slot)) => host.load_row(slot, &mut data)?,
+                    None => self.read_from_store(req.id, &mut data)?,
+                }
+                false
+            }
+            Hierarchy::Exclusive => match self.host.as_mut().and_then(|h| h.slot(req.id).map(|_| h)) {
+                Some(host) => {
+                    host.stats.hits += 1;
+                    host.policy.remove(req.id);
+                    let (slot, dirty) = host.detach(req.id);
+                    host.load_row(slot, &mut data)?;
+                    dirty
+                }
+                None => {
+                    if let Some(host) = self.host.as_mut() {
+                        host.stats.misses += 1;
+                    }
+                    self.read_from_store(req.id, &mut data)?;
+                    false
+                }
+            },
+        };
+        let device = self.device.as_mut().expect("device tier exists");
+        let slot = device.take_slot();
+        device.store_row(slot, &data)?;
+        device.attach(req.id, slot, dirty);
+        device.stats.promotions += 1;
+        self.stats.bytes_host_to_device += (data.len() * 4) as u64;
+        Ok(())
+    }
+
+    /// Places every lookup of `batch` (policies decide, rows move).
+    fn place_batch(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        self.check_rows(batch)?;
+        self.stage(batch)?;
+        for (i, &id) in batch.ids.iter().enumerate() {
+            let req = Request { id, time: batch.start + i as u64, next_access: batch.next_access[i] };
+            self.touch(&req)?;
+        }
+        self.flush_writes()
+    }
+
+    /// Pools the bags of `batch` into `out` (`bags * dim` values), placing its rows first.
+    pub fn lookup(&mut self, batch: &Batch, out: &mut [f32]) -> Result<(), EngineError> {
+        let start = Instant::now();
+        let dim = self.layout.dim;
+        if out.len() != batch.bags() * dim {
+            return Err(EngineError::Shape(format!("lookup output holds {} values, the batch needs {}", out.len(), batch.bags() * dim)));
+        }
+        self.place_batch(batch)?;
+        // Rows that live where the CPU cannot read them in place (a CUDA device, or
+        // only the store after this batch's own evictions) are copied out first.
+        let floats = self.layout.floats();
+        let unique = batch.unique_rows();
+        let mut copied: FxHashMap<u64, usize> = FxHashMap::default();
+        let mut copies: Vec<f32> = Vec::new();
+        let mut device_rows: Vec<(u64, u32)> = Vec::new();
+        for &row in &unique {
+            match self.place(row) {
+                Place::Device(slot) => {
+                    if self.device.as_ref().expect("device").slab.host_row(slot).is_none() {
+                        device_rows.push((row, slot));
+                    }
+                }
+                Place::Host(_) => {}
+                Place::Store => {
+                    let mut data = vec![0f32; floats];
+                    self.read_from_store(row, &mut data)?;
+                    copied.insert(row, copies.len());
+                    copies.extend_from_slice(&data[..dim]);
+                }
+            }
+        }
+        if !device_rows.is_empty() {
+            let slots: Vec<u32> = device_rows.iter().map(|&(_, s)| s).collect();
+            let base = copies.len();
+            copies.resize(base + slots.len() * dim, 0.0);
+            self.device.as_ref().expect("device").slab.gather(&slots, &mut copies[base..])?;
+            self.stats.bytes_device_to_host += (slots.len() * dim * 4) as u64;
+            for (i, &(row, _)) in device_rows.iter().enumerate() {
+                copied.insert(row, base + i * dim);
+            }
+        }
+        let rows: Vec<&[f32]> = batch
+            .ids
+            .iter()
+            .map(|&row| match copied.get(&row) {
+                Some(&at) => &copies[at..at + dim],
+                None => match self.place(row) {
+                    Place::Device(slot) => {
+                        &self.device.as_ref().expect("device").slab.host_row(slot).expect("host-readable")[..dim]
+                    }
+                    Place::Host(slot) => &self.host.as_ref().expect("host").slab.host_row(slot).expect("host slab")[..dim],
+                    Place::Store => unreachable!("store rows were copied"),
+                },
+            })
+            .collect();
+        pool_bags(&rows, &batch.bag_offsets, dim, self.pooling, out);
+        self.stats.lookups += batch.ids.len() as u64;
+        self.stats.batches += 1;
+        self.stats.lookup_latency.record(start.elapsed());
+        Ok(())
+    }
+
+    /// Applies the gradients of `batch`'s pooled outputs (`bag_grads`, `bags * dim`)
+    /// to exactly the rows of the batch, in whichever tier holds each.
+    pub fn apply_gradients(&mut self, batch: &Batch, bag_grads: &[f32]) -> Result<(), EngineError> {
+        let dim = self.layout.dim;
+        if bag_grads.len() != batch.bags() * dim {
+            return Err(EngineError::Shape(format!("gradients hold {} values, the batch needs {}", bag_grads.len(), batch.bags() * dim)));
+        }
+        self.check_rows(batch)?;
+        let (rows, grads) = aggregate_gradients(batch, bag_grads, dim, self.pooling);
+        let optimizer = self.optimizer;
+        for (i, &row) in rows.iter().enumerate() {
+            let grad = &grads[i * dim..(i + 1) * dim];
+            match self.place(row) {
+                Place::Device(slot) => {
+                    let device = self.device.as_mut().expect("device");
+                    device.slab.apply(&[slot], grad, &optimizer)?;
+                    device.dirty[slot as usize] = true;
+                }
+                Place::Host(slot) => {
+                    let host = self.host.as_mut().expect("host");
+                    host.slab.apply(&[slot], grad, &optimizer)?;
+                    host.dirty[slot as usize] = true;
+                }
+                Place::Store => {
+                    let mut data = self.row_buffer();
+                    self.read_from_store(row, &mut data)?;
+                    optimizer.apply_row(&mut data, grad);
+                    self.write_down(row, &data);
+                        }
+            }
+        }
+        self.flush_writes()?;
+        self.step += 1;
+        Ok(())
+    }
+
+    /// Writes every dirty row down to the store and makes it durable; rows stay cached.
+    pub fn flush(&mut self) -> Result<(), EngineError> {
+        // Device rows first: inclusive ones land in their host copy when there is one.
+        if let Some(device) = self.device.as_mut() {
+            let dirty: Vec<(u64, u32)> =
+                (0..device.used).filter(|&s| device.dirty[s as usize] && device.slot(device.row_in[s as usize]) == Some(s)).map(|s| (device.row_in[s as usize], s)).collect();
+            for (row, slot) in dirty {
+                let mut data = vec![0f32; self.layout.floats()];
+                let device = self.device.as_mut().expect("device");
+                device.load_row(slot, &mut data)?;
+                device.dirty[slot as usize] = false;
+                device.stats.write_backs += 1;
+                match self.host.as_mut().and_then(|h| h.slot(row).map(|s| (h, s))) {
+                    Some((host, hslot)) if self.hierarchy == Hierarchy::Inclusive => {
+                        host.store_row(hslot, &data)?;
+                        host.dirty[hslot as usize] = true;
+                    }
+                    _ => self.write_down(row, &data),
+                }
+            }
+        }
+        if let Some(host) = self.host.as_mut() {
+            let dirty: Vec<(u64, u32)> =
+                (0..host.used).filter(|&s| host.dirty[s as usize] && host.slot(host.row_in[s as usize]) == Some(s)).map(|s| (host.row_in[s as usize], s)).collect();
+            for (row, slot) in dirty {
+                let mut data = vec![0f32; self.layout.floats()];
+                let host = self.host.as_mut().expect("host");
+                host.load_row(slot, &mut data)?;
+                host.dirty[slot as usize] = false;
+                host.stats.write_backs += 1;
+                self.write_down(row, &data);
+            }
+        }
+        self.flush_writes()?;
+        self.storage.sync()
+    }
+
+    /// Flushes, stops the I/O thread and hands the store back.
+    pub fn close(mut self) -> Result<Box<dyn BackingStore>, EngineError> {
+        self.flush()?;
+        self.pending.clear();
+        self.storage.into_store()
+    }
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> EngineStats {
+        let mut stats = self.stats.clone();
+        stats.device = self.device.as_ref().map(|t| t.stats.clone());
+        stats.host = self.host.as_ref().map(|t| t.stats.clone());
+        stats
+    }
+}

@@ -1,0 +1,189 @@
+//! Transparency: for every policy, both hierarchies, many capacities (down to smaller
+//! than one batch) and prefetch windows, random sequences of lookups, updates, flushes
+//! and re-opens give bit-identical pooled outputs and final tables to a flat in-memory
+//! table.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use strata::engine::backing::{BackingStore, FlatTable};
+use strata::engine::device::DeviceKind;
+use strata::engine::pool::Pooling;
+use strata::engine::prefetch::Prefetcher;
+use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::{Optimizer, RowInit, RowLayout};
+use strata_policies::PolicyConfig;
+
+/// Random batches: `bags` bags of 1..=4 lookups, rows skewed towards small ids.
+fn batches(rng: &mut SmallRng, rows: u64, count: usize, bags: usize) -> Vec<Batch> {
+    let mut start = 0;
+    (0..count)
+        .map(|_| {
+            let mut ids = Vec::new();
+            let mut offsets = vec![0];
+            for _ in 0..bags {
+                for _ in 0..rng.gen_range(1..=4) {
+                    let u: f64 = rng.gen();
+                    ids.push(((u * u * u) * rows as f64) as u64);
+                }
+                offsets.push(ids.len());
+            }
+            let batch = Batch::new(ids, offsets, start);
+            start += batch.ids.len() as u64;
+            batch
+        })
+        .collect()
+}
+
+struct Case {
+    policy: &'static str,
+    hierarchy: Hierarchy,
+    device_rows: usize,
+    host_rows: usize,
+    window: usize,
+    optimizer: Optimizer,
+    pooling: Pooling,
+}
+
+/// Runs `case` for `segments` re-opens over the same batches and compares every
+/// output and the final table with the flat reference.
+fn check(case: &Case, seed: u64) {
+    let rows = 120u64;
+    let dim = 4;
+    let layout = RowLayout::new(dim, &case.optimizer);
+    let init = RowInit::Uniform { seed, scale: 0.1 };
+    let mut reference = FlatTable::new(rows, layout, init);
+    let mut store: Box<dyn BackingStore> = Box::new(FlatTable::new(rows, layout, init));
+    let policy = PolicyConfig::from_name(case.policy).unwrap();
+    let config = TableConfig {
+        device: TierConfig { rows: case.device_rows, policy: policy.clone() },
+        device_backend: DeviceKind::Emulated,
+        host: TierConfig { rows: case.host_rows, policy },
+        hierarchy: case.hierarchy,
+        optimizer: case.optimizer,
+        pooling: case.pooling,
+    };
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let what = format!(
+        "{} {:?} device {} host {} window {} {:?} {:?} seed {seed}",
+        case.policy, case.hierarchy, case.device_rows, case.host_rows, case.window, case.optimizer, case.pooling
+    );
+    for segment in 0..3 {
+        let all = batches(&mut rng, rows, 12, 6);
+        let mut table = TieredTable::new(&config, store).unwrap();
+        let mut prefetcher = Prefetcher::new(all.clone().into_iter(), case.window);
+        let mut served = 0;
+        while let Some(batch) = prefetcher.next(&mut table).unwrap_or_else(|e| panic!("{what}: prefetch: {e}")) {
+            assert_eq!(batch.ids, all[served].ids, "{what}: batches arrive in order");
+            let mut out = vec![0f32; batch.bags() * dim];
+            let mut expected = vec![0f32; batch.bags() * dim];
+            table.lookup(&batch, &mut out).unwrap_or_else(|e| panic!("{what}: lookup: {e}"));
+            reference.lookup(&batch, case.pooling, &mut expected);
+            assert_eq!(out, expected, "{what}: segment {segment} batch {served} lookup");
+            let grads: Vec<f32> = (0..out.len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            table.apply_gradients(&batch, &grads).unwrap_or_else(|e| panic!("{what}: update: {e}"));
+            reference.apply_gradients(&batch, &grads, &case.optimizer, case.pooling);
+            if rng.gen_ratio(1, 5) {
+                table.flush().unwrap();
+            }
+            served += 1;
+        }
+        assert_eq!(served, all.len());
+        let stats = table.stats();
+        assert_eq!(stats.lookups, all.iter().map(|b| b.ids.len() as u64).sum::<u64>(), "{what}");
+        // The case really moved rows: read-ahead happened, small tiers evicted.
+        if case.window > 0 {
+            assert!(stats.prefetched_rows > 0, "{what}: nothing was read ahead");
+        }
+        if let Some(device) = stats.device.as_ref().filter(|_| case.device_rows < 20 && !case.policy.starts_with("static")) {
+            assert!(device.evictions > 0 && device.promotions > 0, "{what}: {device:?}");
+        }
+        store = table.close().unwrap();
+        let mut got = vec![0f32; rows as usize * layout.floats()];
+        let all_rows: Vec<u64> = (0..rows).collect();
+        store.read_rows(&all_rows, &mut got).unwrap();
+        for r in 0..rows {
+            let f = layout.floats();
+            assert_eq!(&got[r as usize * f..(r as usize + 1) * f], reference.row(r), "{what}: row {r} after segment {segment}");
+        }
+    }
+}
+
+const POLICIES: [&str; 11] =
+    ["lru", "fifo", "clock", "lfu", "arc", "s3fifo", "sieve", "tinylfu", "belady", "lookahead:40", "static:30"];
+
+#[test]
+fn every_policy_and_hierarchy_matches_the_flat_table() {
+    let mut seed = 1;
+    for policy in POLICIES {
+        for hierarchy in [Hierarchy::Inclusive, Hierarchy::Exclusive] {
+            for (device_rows, host_rows, window) in [(8, 40, 2), (3, 5, 0), (1, 1, 1), (30, 0, 1), (0, 25, 3), (60, 119, 2)] {
+                let case = Case {
+                    policy,
+                    hierarchy,
+                    device_rows,
+                    host_rows,
+                    window,
+                    optimizer: Optimizer::RowWiseAdagrad { lr: 0.05, eps: 1e-8 },
+                    pooling: Pooling::Sum,
+                };
+                check(&case, seed);
+                seed += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn sgd_and_mean_pooling_match_the_flat_table() {
+    for (seed, policy) in POLICIES.iter().enumerate() {
+        let case = Case {
+            policy,
+            hierarchy: if seed % 2 == 0 { Hierarchy::Inclusive } else { Hierarchy::Exclusive },
+            device_rows: 6,
+            host_rows: 20,
+            window: seed % 3,
+            optimizer: Optimizer::Sgd { lr: 0.1 },
+            pooling: Pooling::Mean,
+        };
+        check(&case, 1000 + seed as u64);
+    }
+}
+
+#[test]
+fn rows_out_of_range_are_errors_not_panics() {
+    let layout = RowLayout::new(4, &Optimizer::default());
+    let store = Box::new(FlatTable::new(10, layout, RowInit::Zeros));
+    let config = TableConfig {
+        device: TierConfig { rows: 2, policy: PolicyConfig::Lru },
+        device_backend: DeviceKind::Emulated,
+        host: TierConfig { rows: 4, policy: PolicyConfig::Lru },
+        hierarchy: Hierarchy::Inclusive,
+        optimizer: Optimizer::default(),
+        pooling: Pooling::Sum,
+    };
+    let mut table = TieredTable::new(&config, store).unwrap();
+    let batch = Batch::new(vec![1, 10], vec![0, 2], 0);
+    let mut out = vec![0f32; 4];
+    let err = table.lookup(&batch, &mut out).unwrap_err().to_string();
+    assert!(err.contains("row 10") && err.contains("10 rows"), "{err}");
+    let err = table.apply_gradients(&batch, &[0.0; 4]).unwrap_err().to_string();
+    assert!(err.contains("row 10"), "{err}");
+    let bad_shape = Batch::new(vec![1], vec![0, 1], 0);
+    assert!(table.lookup(&bad_shape, &mut [0f32; 3]).is_err());
+}
+
+#[test]
+fn a_table_whose_optimizer_state_does_not_match_is_refused() {
+    let layout = RowLayout::new(4, &Optimizer::Sgd { lr: 0.1 });
+    let store = Box::new(FlatTable::new(10, layout, RowInit::Zeros));
+    let config = TableConfig {
+        device: TierConfig { rows: 2, policy: PolicyConfig::Lru },
+        device_backend: DeviceKind::Emulated,
+        host: TierConfig { rows: 4, policy: PolicyConfig::Lru },
+        hierarchy: Hierarchy::Inclusive,
+        optimizer: Optimizer::default(),
+        pooling: Pooling::Sum,
+    };
+    let err = TieredTable::new(&config, store).err().expect("refused").to_string();
+    assert!(err.contains("optimizer"), "{err}");
+}
