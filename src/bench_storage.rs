@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use strata::engine::storage::format::Header;
 use strata::engine::storage::{ReadConfig, ReadPath, TableFile};
 use strata::engine::{RowInit, RowLayout};
 
@@ -42,12 +43,13 @@ impl StorageBench {
                 std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
             }
             let layout = RowLayout { dim: self.dim, state: 1 };
+            let bytes = Header::new(self.rows, layout).map_or(0, |header| header.file_len());
             eprintln!(
-                "creating {} ({} rows of dim {}, {:.1} GiB)",
+                "creating {} ({} rows of dim {}, {:.2} GiB)",
                 self.file.display(),
                 self.rows,
                 self.dim,
-                (self.rows as f64 * layout.bytes() as f64) / (1u64 << 30) as f64
+                bytes as f64 / (1u64 << 30) as f64
             );
             let started = Instant::now();
             TableFile::create(&self.file, self.rows, layout, RowInit::Uniform { seed: 1, scale: 0.01 })?;
