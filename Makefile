@@ -15,7 +15,7 @@ CONFIG ?= configs/default.toml
 # The Python interpreter with libCacheSim, for the cross-check tests and benchmarks.
 export STRATA_PYTHON := $(PYTHON)
 
-.PHONY: run test build venv toolchain bench bench-simulate clean
+.PHONY: run test build venv toolchain bench bench-simulate bench-storage clean
 
 run: build venv
 	./target/release/strata run $(CONFIG)
@@ -46,6 +46,10 @@ bench: bench-simulate
 
 bench-simulate: build venv
 	./target/release/strata bench simulate --requests 10000000 --scale 0.01 --capacity 0.01,0.1
+
+# Storage-tier random row reads per read path against fio on a 4 GiB table file.
+bench-storage: toolchain
+	bash benches/storage_vs_fio.sh
 
 clean:
 	$(CARGO) clean

@@ -2,6 +2,7 @@
 //! side-by-side benchmarks (`bench`).
 
 mod bench;
+mod bench_storage;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,6 +10,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use strata::data::{DriftConfig, SyntheticConfig, SyntheticTrace};
+use strata::engine::storage::TableFile;
+use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata::lab::{self, LabConfig};
 use strata::sim::{parse_capacities, write_oracle_general, Capacity, Simulation};
 use strata::trace::{KeySource, TextWriter, TraceFormat, CHUNK};
@@ -39,6 +42,25 @@ enum Command {
     /// Benchmarks run side by side with a peer.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Create a storage-tier table file, streaming it to disk in bounded memory.
+    InitTable {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        dim: usize,
+        /// Decides the optimizer state stored with each row.
+        #[arg(long, default_value = "rowwise-adagrad", value_parser = ["rowwise-adagrad", "sgd"])]
+        optimizer: String,
+        #[arg(long, default_value = "uniform", value_parser = ["zeros", "uniform"])]
+        init: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Uniform init range: values in [-scale, scale).
+        #[arg(long, default_value_t = 0.01)]
+        scale: f32,
+    },
 }
 
 #[derive(Args)]
@@ -157,6 +179,28 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Storage-tier random row reads (io_uring, mmap, pread) against fio on one file.
+    Storage {
+        /// The table file; created when missing.
+        #[arg(long)]
+        file: PathBuf,
+        /// Rows when creating (default: 4 GiB of dim-128 rows).
+        #[arg(long, default_value_t = 7 << 20)]
+        rows: u64,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        /// Random rows read per read path.
+        #[arg(long, default_value_t = 200_000)]
+        reads: u64,
+        /// io_uring queue depth and fio iodepth.
+        #[arg(long, default_value_t = 32)]
+        depth: u32,
+        /// Rows per read_rows call.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 10)]
+        fio_seconds: u32,
+    },
 }
 
 fn parse_policies(list: &str) -> Result<Vec<PolicyConfig>> {
@@ -256,6 +300,31 @@ fn gen_trace(args: GenTraceArgs) -> Result<()> {
     Ok(())
 }
 
+fn init_table(out: &Path, rows: u64, dim: usize, optimizer: &str, init: &str, seed: u64, scale: f32) -> Result<()> {
+    let optimizer = match optimizer {
+        "sgd" => Optimizer::Sgd { lr: 0.01 },
+        _ => Optimizer::default(),
+    };
+    let init = match init {
+        "zeros" => RowInit::Zeros,
+        _ => RowInit::Uniform { seed, scale },
+    };
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    let table = TableFile::create(out, rows, RowLayout::new(dim, &optimizer), init)?;
+    let header = table.header();
+    eprintln!(
+        "wrote {rows} rows (dim {dim}, {} state floats) in {} pages of {} bytes to {} ({} bytes)",
+        header.layout.state,
+        header.pages(),
+        header.page_size,
+        out.display(),
+        header.file_len()
+    );
+    Ok(())
+}
+
 fn run(config: &Path, out: Option<&Path>) -> Result<()> {
     let config = LabConfig::load(config)?;
     let (_, summary) = lab::run(&config, out)?;
@@ -280,6 +349,12 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate(args),
         Command::GenTrace(args) => gen_trace(args),
         Command::Run { config, out } => run(&config, out.as_deref()),
+        Command::InitTable { out, rows, dim, optimizer, init, seed, scale } => {
+            init_table(&out, rows, dim, &optimizer, &init, seed, scale)
+        }
+        Command::Bench(BenchCommand::Storage { file, rows, dim, reads, depth, batch, fio_seconds }) => {
+            bench_storage::StorageBench { file, rows, dim, reads, depth, batch, fio_seconds }.run().map(|report| print!("{report}"))
+        }
         Command::Bench(BenchCommand::Simulate { requests, capacity, policies, synthetic, dir, json }) => (|| {
             parse_policies(&policies)?;
             let bench = bench::BenchSimulate {

@@ -1,0 +1,123 @@
+//! The io_uring read path: page reads submitted in batches up to a queue depth into
+//! one page-aligned buffer, registered with the kernel where RLIMIT_MEMLOCK allows.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, types, IoUring};
+
+use super::aligned::AlignedBuf;
+use super::PageReadError;
+
+/// An io_uring instance and the buffer its reads land in. The ring is declared first so
+/// it is dropped (and its buffer registration released) before the buffer.
+pub struct UringReader {
+    ring: IoUring,
+    buf: AlignedBuf,
+    depth: usize,
+    registered: bool,
+    /// Set when a submission failed with reads possibly still in flight: the buffer can
+    /// no longer be trusted, so every later read fails.
+    broken: bool,
+}
+
+/// Whether RLIMIT_MEMLOCK lets this process lock `bytes` more bytes.
+pub fn memlock_allows(bytes: usize) -> bool {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return false;
+    }
+    limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur as u128 >= bytes as u128
+}
+
+impl UringReader {
+    /// Sets up a ring of `depth` entries and a buffer of `buffer_bytes`, registering the
+    /// buffer when the memlock limit allows it (and the kernel accepts it).
+    pub fn new(depth: u32, buffer_bytes: usize) -> io::Result<UringReader> {
+        let depth = depth.max(1);
+        let ring = IoUring::new(depth.next_power_of_two())?;
+        let mut reader =
+            UringReader { ring, buf: AlignedBuf::zeroed(buffer_bytes), depth: depth as usize, registered: false, broken: false };
+        if memlock_allows(reader.buf.len()) {
+            let iovec = libc::iovec { iov_base: reader.buf.as_mut_ptr().cast(), iov_len: reader.buf.len() };
+            // SAFETY: the buffer lives as long as the ring (same struct, dropped after it)
+            // and never moves.
+            match unsafe { reader.ring.submitter().register_buffers(&[iovec]) } {
+                Ok(()) => reader.registered = true,
+                Err(e) => tracing::info!("io_uring: buffer registration refused ({e}); using plain buffers"),
+            }
+        } else {
+            tracing::info!(
+                "io_uring: RLIMIT_MEMLOCK is below the {} KiB read buffer; using plain buffers",
+                reader.buf.len() / 1024
+            );
+        }
+        Ok(reader)
+    }
+
+    pub fn registered(&self) -> bool {
+        self.registered
+    }
+
+    pub fn buffer(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Reads `offsets.len()` pages of `page_size` bytes, page `i` from `offsets[i]` into
+    /// `buffer()[i * page_size..]`, keeping up to `depth` reads in flight.
+    pub fn read_pages(&mut self, fd: RawFd, offsets: &[u64], page_size: usize) -> Result<(), PageReadError> {
+        if self.broken {
+            let message = "io_uring ring unusable after an earlier submission failure";
+            return Err(PageReadError { slot: 0, source: io::Error::other(message) });
+        }
+        assert!(offsets.len() * page_size <= self.buf.len(), "read chunk larger than the io_uring buffer");
+        let base = self.buf.as_mut_ptr();
+        let (mut next, mut in_flight, mut first_error) = (0usize, 0usize, None::<PageReadError>);
+        while next < offsets.len() && first_error.is_none() || in_flight > 0 {
+            while first_error.is_none() && next < offsets.len() && in_flight < self.depth {
+                // SAFETY: slot `next` lies inside the buffer (asserted above).
+                let target = unsafe { base.add(next * page_size) };
+                let entry = if self.registered {
+                    opcode::ReadFixed::new(types::Fd(fd), target, page_size as u32, 0).offset(offsets[next]).build()
+                } else {
+                    opcode::Read::new(types::Fd(fd), target, page_size as u32).offset(offsets[next]).build()
+                };
+                // SAFETY: the target stays valid until the read completes: we reap every
+                // submitted read before returning, and the buffer outlives the ring.
+                if unsafe { self.ring.submission().push(&entry.user_data(next as u64)) }.is_err() {
+                    break;
+                }
+                next += 1;
+                in_flight += 1;
+            }
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(PageReadError { slot: next.saturating_sub(1), source: e });
+                }
+            }
+            for completion in self.ring.completion() {
+                in_flight -= 1;
+                let slot = completion.user_data() as usize;
+                let result = completion.result();
+                let failure = if result < 0 {
+                    Some(io::Error::from_raw_os_error(-result))
+                } else if result as usize != page_size {
+                    Some(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("short read: {result} of {page_size} bytes"),
+                    ))
+                } else {
+                    None
+                };
+                if let (Some(source), None) = (failure, &first_error) {
+                    first_error = Some(PageReadError { slot, source });
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,658 @@
+//! The storage tier: the whole table in a file of checksummed 4 KiB-aligned pages,
+//! read through io_uring, mmap or a pread thread pool, written with batched pwrites.
+
+mod aligned;
+mod error;
+pub mod format;
+mod io_uring;
+mod pread_pool;
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use self::aligned::AlignedBuf;
+pub use self::error::StorageError;
+use self::format::{Header, HEADER_BYTES};
+use self::io_uring::UringReader;
+use self::pread_pool::PreadPool;
+use super::{RowInit, RowLayout};
+
+/// Bytes of pages one read or write batch moves at most (the I/O buffer size), unless
+/// the queue depth or a single page needs more.
+const BATCH_BYTES: usize = 1 << 20;
+/// Bytes `create` writes per call.
+const CREATE_WRITE_BYTES: usize = 8 << 20;
+
+/// How pages are read from a table file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadPath {
+    /// Batched io_uring reads with O_DIRECT into one (registered) aligned buffer.
+    #[default]
+    IoUring,
+    /// A shared memory map (memmap2), advised for random access.
+    Mmap,
+    /// A thread pool issuing O_DIRECT preads in parallel.
+    Pread,
+}
+
+impl ReadPath {
+    pub const ALL: [ReadPath; 3] = [ReadPath::IoUring, ReadPath::Mmap, ReadPath::Pread];
+}
+
+impl fmt::Display for ReadPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReadPath::IoUring => "io_uring",
+            ReadPath::Mmap => "mmap",
+            ReadPath::Pread => "pread",
+        })
+    }
+}
+
+impl FromStr for ReadPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "io_uring" | "io-uring" => Ok(ReadPath::IoUring),
+            "mmap" => Ok(ReadPath::Mmap),
+            "pread" => Ok(ReadPath::Pread),
+            other => Err(format!("unknown read path `{other}`: expected io_uring, mmap or pread")),
+        }
+    }
+}
+
+/// How a table file is opened for reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadConfig {
+    pub read_path: ReadPath,
+    /// io_uring reads in flight at once.
+    pub queue_depth: u32,
+    /// Threads of the pread pool.
+    pub pread_threads: usize,
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        ReadConfig { read_path: ReadPath::IoUring, queue_depth: 32, pread_threads: 8 }
+    }
+}
+
+/// Counters of one open table file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StorageStats {
+    /// `read_rows` calls.
+    pub read_calls: u64,
+    pub rows_read: u64,
+    /// Pages read from the file, by `read_rows` and by partial-page writes.
+    pub pages_read: u64,
+    pub bytes_read: u64,
+    /// `write_rows` calls.
+    pub write_calls: u64,
+    pub rows_written: u64,
+    pub pages_written: u64,
+    pub bytes_written: u64,
+    /// Pages that failed their checksum.
+    pub checksum_failures: u64,
+}
+
+/// A page read that failed: `slot` is the page's position in the batch.
+pub(crate) struct PageReadError {
+    pub slot: usize,
+    pub source: io::Error,
+}
+
+/// Whether an error from opening or reading with O_DIRECT means the file system refuses
+/// direct I/O (tmpfs, some overlay file systems), so buffered I/O should be used.
+pub fn direct_io_refused(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::EINVAL)
+}
+
+/// The read path to use given why the io_uring probe failed, if it did: the requested
+/// one, or pread and the reason for the log when io_uring was requested and refused.
+pub fn resolve_read_path(requested: ReadPath, uring_refusal: Option<&io::Error>) -> (ReadPath, Option<String>) {
+    match (requested, uring_refusal) {
+        (ReadPath::IoUring, Some(e)) => (ReadPath::Pread, Some(format!("io_uring is unavailable ({e})"))),
+        (path, _) => (path, None),
+    }
+}
+
+/// Where pages are read into and how.
+enum Reader {
+    IoUring(Box<UringReader>),
+    Mmap { map: memmap2::Mmap, buf: AlignedBuf },
+    Pread { pool: PreadPool, buf: AlignedBuf },
+}
+
+impl Reader {
+    /// Reads the pages at `offsets` into consecutive page slots; returns them.
+    fn read(&mut self, file: &File, offsets: &[u64], page_size: usize) -> Result<&[u8], PageReadError> {
+        let bytes = offsets.len() * page_size;
+        match self {
+            Reader::IoUring(ring) => {
+                ring.read_pages(file.as_raw_fd(), offsets, page_size)?;
+                Ok(&ring.buffer()[..bytes])
+            }
+            Reader::Mmap { map, buf } => {
+                for (slot, &offset) in offsets.iter().enumerate() {
+                    let start = offset as usize;
+                    let page = map.get(start..start + page_size).ok_or_else(|| PageReadError {
+                        slot,
+                        source: io::Error::new(io::ErrorKind::UnexpectedEof, "page lies past the end of the map"),
+                    })?;
+                    buf[slot * page_size..(slot + 1) * page_size].copy_from_slice(page);
+                }
+                Ok(&buf[..bytes])
+            }
+            Reader::Pread { pool, buf } => {
+                pool.read_pages(offsets, page_size, buf)?;
+                Ok(&buf[..bytes])
+            }
+        }
+    }
+}
+
+/// One table stored in a file: a header page, then rows (values and optimizer state)
+/// packed into checksummed pages. See docs/FORMATS.md, "Table files".
+pub struct TableFile {
+    path: PathBuf,
+    header: Header,
+    file: Arc<File>,
+    writable: bool,
+    read_path: ReadPath,
+    direct_io: bool,
+    reader: Reader,
+    /// Pages per read or write batch.
+    batch_pages: usize,
+    write_buf: Option<AlignedBuf>,
+    /// `(page, request index)` of the current call, sorted.
+    order: Vec<(u64, usize)>,
+    offsets: Vec<u64>,
+    stats: StorageStats,
+}
+
+impl TableFile {
+    /// Writes a new table of `rows` rows initialised by `init`, streaming pages in
+    /// bounded memory, then opens it with the default read configuration.
+    pub fn create(path: &Path, rows: u64, layout: RowLayout, init: RowInit) -> Result<TableFile, StorageError> {
+        let header = Header::new(rows, layout)
+            .map_err(|message| StorageError::BadLayout { path: path.to_path_buf(), message })?;
+        let io_error = |position: String| move |e| StorageError::io(path, position, e);
+        let mut file = File::create(path).map_err(io_error("creating".into()))?;
+        let mut header_page = vec![0u8; HEADER_BYTES];
+        header.encode(&mut header_page);
+        file.write_all(&header_page).map_err(io_error("writing the header".into()))?;
+        let page_size = header.page_size;
+        let pages_per_write = (CREATE_WRITE_BYTES / page_size).max(1);
+        let mut block = vec![0u8; pages_per_write * page_size];
+        let mut row = vec![0f32; layout.floats()];
+        let mut first_page = 0;
+        while first_page < header.pages() {
+            let count = (header.pages() - first_page).min(pages_per_write as u64) as usize;
+            let block = &mut block[..count * page_size];
+            block.fill(0);
+            for (i, page) in block.chunks_exact_mut(page_size).enumerate() {
+                let index = first_page + i as u64;
+                for r in header.rows_of_page(index) {
+                    init.fill(r, layout, &mut row);
+                    let at = header.offset_in_page(r);
+                    encode_row(&row, &mut page[at..at + layout.bytes()]);
+                }
+                format::seal_page(index, page);
+            }
+            file.write_all(block).map_err(io_error(format!("writing pages {first_page}..{}", first_page + count as u64)))?;
+            first_page += count as u64;
+        }
+        file.sync_all().map_err(io_error("fsync".into()))?;
+        drop(file);
+        TableFile::open(path, ReadPath::default())
+    }
+
+    /// Opens a table with `read_path` and the default queue depth and threads.
+    pub fn open(path: &Path, read_path: ReadPath) -> Result<TableFile, StorageError> {
+        TableFile::open_with(path, ReadConfig { read_path, ..ReadConfig::default() })
+    }
+
+    /// Opens a table, validating its header and length, and sets up the read path:
+    /// io_uring falls back to pread (with a warning) where it cannot be set up, and
+    /// O_DIRECT falls back to buffered I/O where the file system refuses it.
+    pub fn open_with(path: &Path, config: ReadConfig) -> Result<TableFile, StorageError> {
+        let want_direct = config.read_path != ReadPath::Mmap;
+        let (file, writable, direct_io) = open_file(path, want_direct)?;
+        let header = read_header(path, &file)?;
+        let file = Arc::new(file);
+        let batch_pages = (BATCH_BYTES / header.page_size).max(config.queue_depth as usize).max(1);
+        let buffer_bytes = batch_pages * header.page_size;
+        let (read_path, reader) = match config.read_path {
+            ReadPath::IoUring => {
+                let probe = UringReader::new(config.queue_depth, buffer_bytes).and_then(|mut ring| {
+                    ring.read_pages(file.as_raw_fd(), &[0], HEADER_BYTES).map_err(|e| e.source)?;
+                    Ok(ring)
+                });
+                match probe {
+                    Ok(ring) => (ReadPath::IoUring, Reader::IoUring(Box::new(ring))),
+                    Err(e) => {
+                        let (path_used, reason) = resolve_read_path(ReadPath::IoUring, Some(&e));
+                        tracing::warn!(
+                            "{}: {}; falling back to {path_used}",
+                            path.display(),
+                            reason.unwrap_or_default()
+                        );
+                        (path_used, pread_reader(path, &file, config.pread_threads, buffer_bytes)?)
+                    }
+                }
+            }
+            ReadPath::Mmap => {
+                // SAFETY: the map is only read through `Reader::read`, which copies pages
+                // out; a file truncated by another process while mapped is outside what
+                // this type guards against (documented in docs/FORMATS.md).
+                let map = unsafe { memmap2::Mmap::map(&*file) }.map_err(|e| StorageError::io(path, "mmap", e))?;
+                if let Err(e) = map.advise(memmap2::Advice::Random) {
+                    tracing::debug!("{}: madvise(MADV_RANDOM) refused: {e}", path.display());
+                }
+                (ReadPath::Mmap, Reader::Mmap { map, buf: AlignedBuf::zeroed(buffer_bytes) })
+            }
+            ReadPath::Pread => (ReadPath::Pread, pread_reader(path, &file, config.pread_threads, buffer_bytes)?),
+        };
+        Ok(TableFile {
+            path: path.to_path_buf(),
+            header,
+            file,
+            writable,
+            read_path,
+            direct_io,
+            reader,
+            batch_pages,
+            write_buf: None,
+            order: Vec::new(),
+            offsets: Vec::new(),
+            stats: StorageStats::default(),
+        })
+    }
+
+    pub fn layout(&self) -> RowLayout {
+        self.header.layout
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.header.rows
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The header: geometry of the pages.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The read path in use (pread where io_uring was requested but refused).
+    pub fn read_path(&self) -> ReadPath {
+        self.read_path
+    }
+
+    /// Whether reads and writes bypass the page cache (O_DIRECT).
+    pub fn direct_io(&self) -> bool {
+        self.direct_io
+    }
+
+    /// Whether the io_uring read buffer is registered with the kernel.
+    pub fn registered_buffers(&self) -> bool {
+        matches!(&self.reader, Reader::IoUring(ring) if ring.registered())
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        self.stats
+    }
+
+    /// The open file, for callers that advise the kernel about it (the benchmark drops
+    /// its cached pages).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Reads whole rows (values then state): `rows[i]` into `out[i * floats..]`. Rows may
+    /// come in any order and repeat; each page needed is read once per call and its
+    /// checksum verified before any of its rows are copied out.
+    pub fn read_rows(&mut self, rows: &[u64], out: &mut [f32]) -> Result<(), StorageError> {
+        let floats = self.header.layout.floats();
+        self.check_request("read_rows", rows, out.len())?;
+        self.stats.read_calls += 1;
+        self.stats.rows_read += rows.len() as u64;
+        let mut order = std::mem::take(&mut self.order);
+        self.sort_by_page(rows, &mut order);
+        let header = self.header;
+        let outcome = (|| {
+            let mut start = 0;
+            while start < order.len() {
+                let end = self.batch_end(&order, start);
+                let batch = &order[start..end];
+                let pages = self.read_batch(batch, "reading", rows)?;
+                let mut slot = 0;
+                for (i, &(page, index)) in batch.iter().enumerate() {
+                    if i > 0 && page != batch[i - 1].0 {
+                        slot += 1;
+                    }
+                    let at = slot * header.page_size + header.offset_in_page(rows[index]);
+                    decode_row(&pages[at..at + 4 * floats], &mut out[index * floats..(index + 1) * floats]);
+                }
+                start = end;
+            }
+            Ok(())
+        })();
+        self.order = order;
+        outcome
+    }
+
+    /// Writes whole rows: `data[i * floats..]` into `rows[i]`, a later duplicate winning.
+    /// Pages are grouped; pages not fully covered are read (and verified) first; every
+    /// page of a batch is resealed and written with one pwrite per run of adjacent pages.
+    pub fn write_rows(&mut self, rows: &[u64], data: &[f32]) -> Result<(), StorageError> {
+        if !self.writable {
+            return Err(StorageError::ReadOnly { path: self.path.clone() });
+        }
+        let floats = self.header.layout.floats();
+        self.check_request("write_rows", rows, data.len())?;
+        self.stats.write_calls += 1;
+        self.stats.rows_written += rows.len() as u64;
+        let page_size = self.header.page_size;
+        let mut write_buf = self.write_buf.take().unwrap_or_else(|| AlignedBuf::zeroed(self.batch_pages * page_size));
+        let mut order = std::mem::take(&mut self.order);
+        self.sort_by_page(rows, &mut order);
+        let outcome = (|| {
+            let mut start = 0;
+            let mut covered = Vec::new();
+            while start < order.len() {
+                let end = self.batch_end(&order, start);
+                let batch = &order[start..end];
+                // Pages whose every row is written need no read.
+                let mut partial = Vec::new();
+                let mut pages = Vec::new();
+                for group in batch.chunk_by(|a, b| a.0 == b.0) {
+                    let page = group[0].0;
+                    covered.clear();
+                    covered.extend(group.iter().map(|&(_, index)| rows[index]));
+                    covered.sort_unstable();
+                    covered.dedup();
+                    if covered.len() < self.header.rows_of_page(page).count() {
+                        partial.push(group[0]);
+                    }
+                    pages.push(page);
+                }
+                let buf = &mut write_buf[..pages.len() * page_size];
+                buf.fill(0);
+                if !partial.is_empty() {
+                    let read = self.read_batch(&partial, "writing", rows)?;
+                    for (k, &(page, _)) in partial.iter().enumerate() {
+                        let slot = pages.binary_search(&page).expect("partial pages are among the batch's pages");
+                        buf[slot * page_size..(slot + 1) * page_size]
+                            .copy_from_slice(&read[k * page_size..(k + 1) * page_size]);
+                    }
+                }
+                let mut slot = 0;
+                for (i, &(page, index)) in batch.iter().enumerate() {
+                    if i > 0 && page != batch[i - 1].0 {
+                        slot += 1;
+                    }
+                    let at = slot * page_size + self.header.offset_in_page(rows[index]);
+                    encode_row(&data[index * floats..(index + 1) * floats], &mut buf[at..at + 4 * floats]);
+                }
+                for (slot, &page) in pages.iter().enumerate() {
+                    format::seal_page(page, &mut buf[slot * page_size..(slot + 1) * page_size]);
+                }
+                let mut run_start = 0;
+                for run in pages.chunk_by(|a, b| a + 1 == *b) {
+                    let bytes = &buf[run_start * page_size..(run_start + run.len()) * page_size];
+                    self.file.write_all_at(bytes, self.header.page_offset(run[0])).map_err(|e| {
+                        StorageError::io(&self.path, format!("writing {}", self.describe_pages(run)), e)
+                    })?;
+                    run_start += run.len();
+                }
+                self.stats.pages_written += pages.len() as u64;
+                self.stats.bytes_written += (pages.len() * page_size) as u64;
+                start = end;
+            }
+            Ok(())
+        })();
+        self.order = order;
+        self.write_buf = Some(write_buf);
+        outcome
+    }
+
+    /// Flushes written pages to the device (fdatasync).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.file.sync_data().map_err(|e| StorageError::io(&self.path, "fsync", e))
+    }
+
+    fn check_request(&self, operation: &'static str, rows: &[u64], buffer_floats: usize) -> Result<(), StorageError> {
+        let floats = self.header.layout.floats();
+        if buffer_floats != rows.len() * floats {
+            return Err(StorageError::BufferSize {
+                path: self.path.clone(),
+                operation,
+                rows: rows.len(),
+                floats,
+                expected: rows.len() * floats,
+                actual: buffer_floats,
+            });
+        }
+        match rows.iter().position(|&row| row >= self.header.rows) {
+            Some(index) => Err(StorageError::RowOutOfRange {
+                path: self.path.clone(),
+                row: rows[index],
+                index,
+                rows: self.header.rows,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn sort_by_page(&self, rows: &[u64], order: &mut Vec<(u64, usize)>) {
+        order.clear();
+        order.extend(rows.iter().enumerate().map(|(index, &row)| (self.header.page_of(row), index)));
+        order.sort_unstable();
+    }
+
+    /// The end of the batch starting at `order[start]`: at most `batch_pages` pages.
+    fn batch_end(&self, order: &[(u64, usize)], start: usize) -> usize {
+        let mut pages = 0;
+        let mut end = start;
+        while end < order.len() {
+            if end == start || order[end].0 != order[end - 1].0 {
+                if pages == self.batch_pages {
+                    break;
+                }
+                pages += 1;
+            }
+            end += 1;
+        }
+        end
+    }
+
+    /// Reads and verifies the distinct pages of `batch` (sorted by page) into page slots.
+    fn read_batch(&mut self, batch: &[(u64, usize)], action: &'static str, rows: &[u64]) -> Result<&[u8], StorageError> {
+        let mut offsets = std::mem::take(&mut self.offsets);
+        offsets.clear();
+        let mut first_of_slot = Vec::new();
+        for (i, &(page, _)) in batch.iter().enumerate() {
+            if i == 0 || page != batch[i - 1].0 {
+                offsets.push(self.header.page_offset(page));
+                first_of_slot.push(i);
+            }
+        }
+        let page_size = self.header.page_size;
+        let (path, header) = (&self.path, self.header);
+        let outcome = self.reader.read(&self.file, &offsets, page_size);
+        let pages = match outcome {
+            Ok(pages) => pages,
+            Err(e) => {
+                let page = batch[first_of_slot[e.slot.min(first_of_slot.len() - 1)]].0;
+                let position = format!("reading {}", describe_page(&header, page));
+                self.offsets = offsets;
+                return Err(StorageError::io(path, position, e.source));
+            }
+        };
+        self.stats.pages_read += offsets.len() as u64;
+        self.stats.bytes_read += (offsets.len() * page_size) as u64;
+        for (slot, &first) in first_of_slot.iter().enumerate() {
+            let (page, index) = batch[first];
+            if let Err((stored, computed)) = format::verify_page(page, &pages[slot * page_size..(slot + 1) * page_size]) {
+                self.stats.checksum_failures += 1;
+                let span = header.rows_of_page(page);
+                self.offsets = offsets;
+                return Err(StorageError::ChecksumMismatch {
+                    path: path.clone(),
+                    page,
+                    first_row: span.start,
+                    end_row: span.end,
+                    stored,
+                    computed,
+                    action,
+                    row: rows[index],
+                });
+            }
+        }
+        self.offsets = offsets;
+        Ok(pages)
+    }
+
+    fn describe_pages(&self, run: &[u64]) -> String {
+        match run {
+            [page] => describe_page(&self.header, *page),
+            _ => {
+                let (first, last) = (run[0], run[run.len() - 1]);
+                format!(
+                    "pages {first}..={last} (rows {}..{})",
+                    self.header.rows_of_page(first).start,
+                    self.header.rows_of_page(last).end
+                )
+            }
+        }
+    }
+}
+
+fn describe_page(header: &Header, page: u64) -> String {
+    let span = header.rows_of_page(page);
+    format!("page {page} (rows {}..{})", span.start, span.end)
+}
+
+fn encode_row(row: &[f32], bytes: &mut [u8]) {
+    for (v, b) in row.iter().zip(bytes.chunks_exact_mut(4)) {
+        b.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn decode_row(bytes: &[u8], row: &mut [f32]) {
+    for (v, b) in row.iter_mut().zip(bytes.chunks_exact(4)) {
+        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+}
+
+fn pread_reader(path: &Path, file: &Arc<File>, threads: usize, buffer_bytes: usize) -> Result<Reader, StorageError> {
+    let pool = PreadPool::new(file.clone(), threads).map_err(|e| StorageError::io(path, "starting pread threads", e))?;
+    Ok(Reader::Pread { pool, buf: AlignedBuf::zeroed(buffer_bytes) })
+}
+
+/// Opens the file read-write (read-only where it is not writable), with O_DIRECT when
+/// asked and the file system accepts it: the probe opens with O_DIRECT and reads the
+/// header page, and falls back to buffered I/O on EINVAL.
+fn open_file(path: &Path, want_direct: bool) -> Result<(File, bool, bool), StorageError> {
+    let open = |writable: bool, direct: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .custom_flags(if direct { libc::O_DIRECT } else { 0 })
+            .open(path)
+    };
+    let (file, writable) = match open(true, false) {
+        Ok(file) => (file, true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS | libc::EPERM)) => {
+            (open(false, false).map_err(|e| StorageError::io(path, "opening", e))?, false)
+        }
+        Err(e) => return Err(StorageError::io(path, "opening", e)),
+    };
+    if !want_direct {
+        return Ok((file, writable, false));
+    }
+    let probe = open(writable, true).and_then(|direct| {
+        let mut page = AlignedBuf::zeroed(HEADER_BYTES);
+        direct.read_at(&mut page, 0).map(|_| direct)
+    });
+    match probe {
+        Ok(direct) => Ok((direct, writable, true)),
+        Err(e) if direct_io_refused(&e) => {
+            tracing::info!("{}: O_DIRECT refused by the file system ({e}); using buffered I/O", path.display());
+            Ok((file, writable, false))
+        }
+        Err(e) => Err(StorageError::io(path, "opening with O_DIRECT", e)),
+    }
+}
+
+/// Reads and validates the header page and the file's length.
+fn read_header(path: &Path, file: &File) -> Result<Header, StorageError> {
+    let actual = file.metadata().map_err(|e| StorageError::io(path, "reading metadata", e))?.len();
+    let mut page = AlignedBuf::zeroed(HEADER_BYTES);
+    let mut filled = 0;
+    while filled < HEADER_BYTES {
+        match file.read_at(&mut page[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StorageError::io(path, "reading the header", e)),
+        }
+    }
+    let header = Header::decode(&page[..filled]).map_err(|message| StorageError::BadHeader { path: path.to_path_buf(), message })?;
+    if actual != header.file_len() {
+        return Err(StorageError::BadLength {
+            path: path.to_path_buf(),
+            expected: header.file_len(),
+            actual,
+            pages: header.pages(),
+            page_size: header.page_size,
+            header_bytes: HEADER_BYTES,
+        });
+    }
+    Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_path_parses_and_prints() {
+        for path in ReadPath::ALL {
+            assert_eq!(path.to_string().parse::<ReadPath>(), Ok(path));
+        }
+        assert!("aio".parse::<ReadPath>().expect_err("unknown").contains("io_uring, mmap or pread"));
+        let config: ReadConfig = toml::from_str("read_path = \"mmap\"").expect("valid toml");
+        assert_eq!(config.read_path, ReadPath::Mmap);
+    }
+
+    #[test]
+    fn refused_io_uring_falls_back_to_pread_with_the_reason() {
+        let refused = io::Error::from_raw_os_error(libc::EPERM);
+        let (path, reason) = resolve_read_path(ReadPath::IoUring, Some(&refused));
+        assert_eq!(path, ReadPath::Pread);
+        assert!(reason.expect("a reason").contains("io_uring is unavailable"));
+        assert_eq!(resolve_read_path(ReadPath::IoUring, None), (ReadPath::IoUring, None));
+        assert_eq!(resolve_read_path(ReadPath::Mmap, Some(&refused)), (ReadPath::Mmap, None));
+    }
+
+    #[test]
+    fn only_einval_means_direct_io_is_refused() {
+        assert!(direct_io_refused(&io::Error::from_raw_os_error(libc::EINVAL)));
+        assert!(!direct_io_refused(&io::Error::from_raw_os_error(libc::EIO)));
+        assert!(!direct_io_refused(&io::Error::other("other")));
+    }
+}

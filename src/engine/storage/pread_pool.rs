@@ -1,0 +1,101 @@
+//! The pread read path: a small pool of threads issuing one positioned read per page
+//! in parallel, fed by a channel.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::PageReadError;
+
+/// One page to read: `len` bytes at `offset` into `dest`, answered on `done`.
+struct PageJob {
+    offset: u64,
+    dest: *mut u8,
+    len: usize,
+    slot: usize,
+    done: Sender<(usize, io::Result<()>)>,
+}
+
+// SAFETY: `dest` points into a buffer that `PreadPool::read_pages` keeps borrowed, and
+// disjoint per job, until every job has answered or been dropped.
+unsafe impl Send for PageJob {}
+
+/// Worker threads reading pages of one file.
+pub struct PreadPool {
+    jobs: Option<Sender<PageJob>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl PreadPool {
+    pub fn new(file: Arc<File>, threads: usize) -> io::Result<PreadPool> {
+        let (jobs, queue) = crossbeam_channel::unbounded::<PageJob>();
+        let workers = (0..threads.max(1))
+            .map(|i| {
+                let (file, queue): (Arc<File>, Receiver<PageJob>) = (file.clone(), queue.clone());
+                std::thread::Builder::new().name(format!("strata-pread-{i}")).spawn(move || {
+                    for job in queue {
+                        // SAFETY: see `PageJob`: the range is ours alone until we answer.
+                        let dest = unsafe { std::slice::from_raw_parts_mut(job.dest, job.len) };
+                        let outcome = file.read_exact_at(dest, job.offset);
+                        let _ = job.done.send((job.slot, outcome));
+                    }
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(PreadPool { jobs: Some(jobs), workers })
+    }
+
+    /// Reads page `i` of `page_size` bytes from `offsets[i]` into `buf[i * page_size..]`.
+    pub fn read_pages(&self, offsets: &[u64], page_size: usize, buf: &mut [u8]) -> Result<(), PageReadError> {
+        assert!(offsets.len() * page_size <= buf.len(), "read chunk larger than the pread buffer");
+        let jobs = self.jobs.as_ref().expect("pool is running until dropped");
+        let (done, answers) = crossbeam_channel::unbounded();
+        let base = buf.as_mut_ptr();
+        let mut sent = 0;
+        for (slot, &offset) in offsets.iter().enumerate() {
+            // SAFETY: slot ranges are disjoint and inside `buf` (asserted above).
+            let dest = unsafe { base.add(slot * page_size) };
+            if jobs.send(PageJob { offset, dest, len: page_size, slot, done: done.clone() }).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        // Only the jobs hold senders now: if a worker dies, its job's sender is dropped
+        // and `recv` below ends instead of waiting forever.
+        drop(done);
+        let mut first_error = None;
+        if sent < offsets.len() {
+            first_error =
+                Some(PageReadError { slot: sent, source: io::Error::other("pread worker threads have stopped") });
+        }
+        for _ in 0..sent {
+            match answers.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((slot, Err(source))) => {
+                    first_error.get_or_insert(PageReadError { slot, source });
+                }
+                Err(_) => {
+                    first_error.get_or_insert(PageReadError {
+                        slot: 0,
+                        source: io::Error::other("a pread worker thread stopped mid-read"),
+                    });
+                    break;
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for PreadPool {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
