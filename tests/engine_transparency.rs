@@ -10,6 +10,7 @@ use strata::engine::device::DeviceKind;
 use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
 use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::storage::{ReadPath, TableFile};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 
@@ -48,11 +49,24 @@ struct Case {
 /// output and the final table with the flat reference.
 fn check(case: &Case, seed: u64) {
     let rows = 120u64;
-    let dim = 4;
-    let layout = RowLayout::new(dim, &case.optimizer);
+    let layout = RowLayout::new(4, &case.optimizer);
+    let init = RowInit::Uniform { seed, scale: 0.1 };
+    check_with_store(case, seed, Box::new(FlatTable::new(rows, layout, init)), &|store| store);
+}
+
+/// Runs `case` over `store`; `reopen` turns the store a closed table handed back into
+/// the next segment's store (a table file is closed and opened again from its path).
+fn check_with_store(
+    case: &Case,
+    seed: u64,
+    mut store: Box<dyn BackingStore>,
+    reopen: &dyn Fn(Box<dyn BackingStore>) -> Box<dyn BackingStore>,
+) {
+    let rows = store.rows();
+    let layout = store.layout();
+    let dim = layout.dim;
     let init = RowInit::Uniform { seed, scale: 0.1 };
     let mut reference = FlatTable::new(rows, layout, init);
-    let mut store: Box<dyn BackingStore> = Box::new(FlatTable::new(rows, layout, init));
     let policy = PolicyConfig::from_name(case.policy).unwrap();
     let config = TableConfig {
         device: TierConfig { rows: case.device_rows, policy: policy.clone() },
@@ -97,7 +111,7 @@ fn check(case: &Case, seed: u64) {
         if let Some(device) = stats.device.as_ref().filter(|_| case.device_rows < 20 && !case.policy.starts_with("static")) {
             assert!(device.evictions > 0 && device.promotions > 0, "{what}: {device:?}");
         }
-        store = table.close().unwrap();
+        store = reopen(table.close().unwrap());
         let mut got = vec![0f32; rows as usize * layout.floats()];
         let all_rows: Vec<u64> = (0..rows).collect();
         store.read_rows(&all_rows, &mut got).unwrap();
@@ -186,4 +200,53 @@ fn a_table_whose_optimizer_state_does_not_match_is_refused() {
     };
     let err = TieredTable::new(&config, store).err().expect("refused").to_string();
     assert!(err.contains("optimizer"), "{err}");
+}
+
+#[test]
+fn table_files_with_every_read_path_match_the_flat_table() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, read_path) in [ReadPath::IoUring, ReadPath::Mmap, ReadPath::Pread].into_iter().enumerate() {
+        for hierarchy in [Hierarchy::Inclusive, Hierarchy::Exclusive] {
+            let seed = 500 + i as u64;
+            let optimizer = Optimizer::RowWiseAdagrad { lr: 0.05, eps: 1e-8 };
+            let path = dir.path().join(format!("t{i}-{hierarchy:?}.strata"));
+            let layout = RowLayout::new(4, &optimizer);
+            TableFile::create(&path, 120, layout, RowInit::Uniform { seed, scale: 0.1 }).unwrap();
+            let store = Box::new(TableFile::open(&path, read_path).unwrap());
+            let case = Case { policy: "s3fifo", hierarchy, device_rows: 5, host_rows: 17, window: 2, optimizer, pooling: Pooling::Sum };
+            let reopen = |closed: Box<dyn BackingStore>| -> Box<dyn BackingStore> {
+                drop(closed);
+                Box::new(TableFile::open(&path, read_path).unwrap())
+            };
+            check_with_store(&case, seed, store, &reopen);
+        }
+    }
+}
+
+#[test]
+fn a_corrupted_page_reaches_the_caller_as_an_error_naming_table_page_and_row() {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.strata");
+    let optimizer = Optimizer::default();
+    let layout = RowLayout::new(4, &optimizer);
+    TableFile::create(&path, 100, layout, RowInit::Uniform { seed: 1, scale: 0.1 }).unwrap();
+    let header = *TableFile::open(&path, ReadPath::Pread).unwrap().header();
+    let page = header.page_of(42);
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.seek(SeekFrom::Start(header.page_offset(page) + 7)).unwrap();
+    file.write_all(&[0xA5]).unwrap();
+    drop(file);
+    let config = TableConfig {
+        device: TierConfig { rows: 2, policy: PolicyConfig::Lru },
+        device_backend: DeviceKind::Emulated,
+        host: TierConfig { rows: 4, policy: PolicyConfig::Lru },
+        hierarchy: Hierarchy::Inclusive,
+        optimizer,
+        pooling: Pooling::Sum,
+    };
+    let mut table = TieredTable::new(&config, Box::new(TableFile::open(&path, ReadPath::IoUring).unwrap())).unwrap();
+    let batch = Batch::new(vec![42, 42], vec![0, 2], 0);
+    let err = table.lookup(&batch, &mut [0f32; 4]).unwrap_err().to_string();
+    assert!(err.contains("bad.strata") && err.contains(&format!("page {page}")) && err.contains("row 42"), "{err}");
 }

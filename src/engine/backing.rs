@@ -107,6 +107,32 @@ impl BackingStore for FlatTable {
     }
 }
 
+impl BackingStore for super::storage::TableFile {
+    fn describe(&self) -> String {
+        format!(
+            "{} ({}{})",
+            self.path().display(),
+            self.read_path(),
+            if self.direct_io() { ", O_DIRECT" } else { ", buffered" }
+        )
+    }
+    fn layout(&self) -> RowLayout {
+        super::storage::TableFile::layout(self)
+    }
+    fn rows(&self) -> u64 {
+        super::storage::TableFile::rows(self)
+    }
+    fn read_rows(&mut self, rows: &[u64], out: &mut [f32]) -> Result<(), EngineError> {
+        Ok(super::storage::TableFile::read_rows(self, rows, out)?)
+    }
+    fn write_rows(&mut self, rows: &[u64], data: &[f32]) -> Result<(), EngineError> {
+        Ok(super::storage::TableFile::write_rows(self, rows, data)?)
+    }
+    fn sync(&mut self) -> Result<(), EngineError> {
+        Ok(super::storage::TableFile::sync(self)?)
+    }
+}
+
 /// Rows read from the backing store for one batch, in the order asked.
 #[derive(Debug, Default)]
 pub struct StagedRows {

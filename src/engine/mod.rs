@@ -147,6 +147,8 @@ pub enum EngineError {
     IoThreadGone,
     #[error(transparent)]
     Tier(#[from] TierError),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
 }
 
 /// A failure inside a host or device tier.
