@@ -2,6 +2,7 @@
 //! side-by-side benchmarks (`bench`).
 
 mod bench;
+mod bench_lookup;
 mod bench_storage;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use strata::lab::{self, LabConfig};
 use strata::sim::{parse_capacities, write_oracle_general, Capacity, Simulation};
 use strata::trace::{KeySource, TextWriter, TraceFormat, CHUNK};
 use strata::{data::TableLayout, report};
+use strata::engine::storage::ReadPath;
 use strata_policies::{AdmissionConfig, PolicyConfig};
 
 #[derive(Parser)]
@@ -201,6 +203,40 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         fio_seconds: u32,
     },
+    /// A Zipf lookup stream through the tiered table, with and without prefetch, next
+    /// to the same stream served entirely from host memory.
+    Lookup {
+        /// The table file; created when missing or of another shape.
+        #[arg(long, default_value = "out/bench/lookup.strata")]
+        file: PathBuf,
+        #[command(flatten)]
+        synthetic: SyntheticArgs,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        /// Samples per batch (214 lookups each).
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 20)]
+        warmup: u64,
+        #[arg(long, default_value_t = 60)]
+        batches: u64,
+        /// Device tier as a fraction of the rows.
+        #[arg(long, default_value_t = 0.02)]
+        device: f64,
+        /// Host tier as a fraction of the rows.
+        #[arg(long, default_value_t = 0.10)]
+        host: f64,
+        /// Batches read ahead in the prefetch setup.
+        #[arg(long, default_value_t = 4)]
+        window: usize,
+        #[arg(long, default_value = "lru")]
+        policy: String,
+        #[arg(long, default_value = "io_uring")]
+        read_path: ReadPath,
+        /// Print JSON (with every engine statistic) instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_policies(list: &str) -> Result<Vec<PolicyConfig>> {
@@ -352,6 +388,33 @@ fn main() -> ExitCode {
         Command::InitTable { out, rows, dim, optimizer, init, seed, scale } => {
             init_table(&out, rows, dim, &optimizer, &init, seed, scale)
         }
+        Command::Bench(BenchCommand::Lookup {
+            file, synthetic, dim, batch, warmup, batches, device, host, window, policy, read_path, json,
+        }) => (|| {
+            let bench = bench_lookup::LookupBench {
+                file,
+                synthetic: synthetic.config()?,
+                dim,
+                batch,
+                warmup,
+                batches,
+                device,
+                host,
+                window,
+                policy: PolicyConfig::from_name(&policy)?,
+                read_path,
+            };
+            if let Some(dir) = bench.file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+            }
+            let results = bench.run()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                print!("{}", bench_lookup::markdown(&bench, &results));
+            }
+            Ok(())
+        })(),
         Command::Bench(BenchCommand::Storage { file, rows, dim, reads, depth, batch, fio_seconds }) => {
             bench_storage::StorageBench { file, rows, dim, reads, depth, batch, fio_seconds }.run().map(|report| print!("{report}"))
         }

@@ -1,0 +1,229 @@
+//! `strata bench lookup`: a Zipf lookup stream of synthetic Criteo-shaped batches served
+//! by the tiered table, with and without read-ahead, next to the same stream served
+//! entirely from host memory (the engine with every row in its host tier, and a flat
+//! in-memory table).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use strata::data::{SyntheticBatches, SyntheticConfig};
+use strata::engine::backing::{BackingStore, FlatTable};
+use strata::engine::device::DeviceKind;
+use strata::engine::pool::Pooling;
+use strata::engine::prefetch::Prefetcher;
+use strata::engine::stats::EngineStats;
+use strata::engine::storage::{ReadPath, TableFile};
+use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::{Optimizer, RowInit, RowLayout};
+use strata_policies::PolicyConfig;
+
+pub struct LookupBench {
+    pub file: PathBuf,
+    pub synthetic: SyntheticConfig,
+    pub dim: usize,
+    pub batch: usize,
+    pub warmup: u64,
+    pub batches: u64,
+    pub device: f64,
+    pub host: f64,
+    pub window: usize,
+    pub policy: PolicyConfig,
+    pub read_path: ReadPath,
+}
+
+#[derive(Serialize)]
+pub struct SetupResult {
+    pub name: String,
+    pub lookups_per_sec: f64,
+    pub stall_fraction: f64,
+    pub device_hit_ratio: Option<f64>,
+    pub host_hit_ratio: Option<f64>,
+    pub store_rows_read: u64,
+    pub resident_mib: f64,
+    pub stats: Option<EngineStats>,
+}
+
+/// The process's resident set, MiB (Linux).
+fn resident_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+impl LookupBench {
+    fn stream(&self, count: u64) -> Result<SyntheticBatches> {
+        Ok(SyntheticBatches::new(&self.synthetic, self.batch, Some(count))?)
+    }
+
+    fn table_file(&self, rows: u64, layout: RowLayout) -> Result<()> {
+        let fits = TableFile::open(&self.file, ReadPath::Pread).map(|t| t.rows() == rows && t.layout() == layout).unwrap_or(false);
+        if !fits {
+            eprintln!("creating {} ({rows} rows, dim {})", self.file.display(), layout.dim);
+            TableFile::create(&self.file, rows, layout, RowInit::Uniform { seed: 7, scale: 0.05 })
+                .with_context(|| format!("creating {}", self.file.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Serves warm-up then timed batches through a tiered table; returns the timed part.
+    fn run_tiered(&self, name: &str, config: &TableConfig, window: usize, preload: bool) -> Result<SetupResult> {
+        let store = TableFile::open(&self.file, self.read_path)?;
+        let rows = store.rows();
+        let mut table = TieredTable::new(config, Box::new(store))?;
+        let dim = self.dim;
+        let mut out = Vec::new();
+        if preload {
+            // Bring every row into the host tier first: "served entirely from memory".
+            let chunk = 65_536u64;
+            for first in (0..rows).step_by(chunk as usize) {
+                let ids: Vec<u64> = (first..(first + chunk).min(rows)).collect();
+                let batch = Batch::new(ids.clone(), (0..=ids.len()).collect(), first);
+                out.resize(batch.bags() * dim, 0.0);
+                table.lookup(&batch, &mut out)?;
+            }
+        }
+        let mut prefetcher = Prefetcher::new(self.stream(self.warmup + self.batches)?, window);
+        let mut served = 0;
+        let mut timer = None;
+        let mut baseline = EngineStats::default();
+        let mut lookups = 0u64;
+        while let Some(batch) = prefetcher.next(&mut table)? {
+            if served == self.warmup {
+                baseline = table.stats();
+                timer = Some(Instant::now());
+            }
+            out.resize(batch.bags() * dim, 0.0);
+            table.lookup(&batch, &mut out)?;
+            if served >= self.warmup {
+                lookups += batch.ids.len() as u64;
+            }
+            served += 1;
+        }
+        let seconds = timer.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let stats = table.stats();
+        let hit = |now: Option<&strata::engine::stats::TierStats>, before: Option<&strata::engine::stats::TierStats>| {
+            now.map(|n| {
+                let (h0, m0) = before.map_or((0, 0), |b| (b.hits, b.misses));
+                let (h, m) = (n.hits - h0, n.misses - m0);
+                h as f64 / (h + m).max(1) as f64
+            })
+        };
+        Ok(SetupResult {
+            name: name.to_string(),
+            lookups_per_sec: lookups as f64 / seconds.max(1e-9),
+            stall_fraction: (stats.stall_seconds - baseline.stall_seconds) / seconds.max(1e-9),
+            device_hit_ratio: hit(stats.device.as_ref(), baseline.device.as_ref()),
+            host_hit_ratio: hit(stats.host.as_ref(), baseline.host.as_ref()),
+            store_rows_read: (stats.bytes_store_to_host - baseline.bytes_store_to_host) / (4 * (dim as u64 + 1)),
+            resident_mib: resident_mib(),
+            stats: Some(stats),
+        })
+    }
+
+    /// The flat in-memory table: the ideal.
+    fn run_flat(&self, rows: u64, layout: RowLayout) -> Result<SetupResult> {
+        let mut store = TableFile::open(&self.file, ReadPath::Pread)?;
+        let mut flat = FlatTable::new(rows, layout, RowInit::Zeros);
+        let chunk = 65_536u64;
+        let mut buf = Vec::new();
+        for first in (0..rows).step_by(chunk as usize) {
+            let ids: Vec<u64> = (first..(first + chunk).min(rows)).collect();
+            buf.resize(ids.len() * layout.floats(), 0.0);
+            BackingStore::read_rows(&mut store, &ids, &mut buf)?;
+            flat.write_rows(&ids, &buf)?;
+        }
+        let stream: Vec<Batch> = self.stream(self.warmup + self.batches)?.skip(self.warmup as usize).collect();
+        let mut out = Vec::new();
+        let start = Instant::now();
+        let mut lookups = 0u64;
+        for batch in &stream {
+            out.resize(batch.bags() * self.dim, 0.0);
+            flat.lookup(batch, Pooling::Sum, &mut out);
+            lookups += batch.ids.len() as u64;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(SetupResult {
+            name: "flat in-memory table (ideal)".into(),
+            lookups_per_sec: lookups as f64 / seconds.max(1e-9),
+            stall_fraction: 0.0,
+            device_hit_ratio: None,
+            host_hit_ratio: None,
+            store_rows_read: 0,
+            resident_mib: resident_mib(),
+            stats: None,
+        })
+    }
+
+    pub fn run(&self) -> Result<Vec<SetupResult>> {
+        let optimizer = Optimizer::default();
+        let layout = RowLayout::new(self.dim, &optimizer);
+        let rows = self.synthetic.layout().total_rows();
+        self.table_file(rows, layout)?;
+        let tiers = |device: usize, host: usize| TableConfig {
+            device: TierConfig { rows: device, policy: self.policy.clone() },
+            device_backend: DeviceKind::Auto,
+            host: TierConfig { rows: host, policy: self.policy.clone() },
+            hierarchy: Hierarchy::Inclusive,
+            optimizer,
+            pooling: Pooling::Sum,
+        };
+        let device_rows = ((rows as f64 * self.device) as usize).max(1);
+        let host_rows = ((rows as f64 * self.host) as usize).max(1);
+        let mut results = vec![self.run_tiered("all rows in the host tier", &tiers(0, rows as usize), 0, true)?];
+        results.push(self.run_tiered(
+            &format!("device {:.0}% + host {:.0}%, no prefetch", 100.0 * self.device, 100.0 * self.host),
+            &tiers(device_rows, host_rows),
+            0,
+            false,
+        )?);
+        results.push(self.run_tiered(
+            &format!("device {:.0}% + host {:.0}%, prefetch window {}", 100.0 * self.device, 100.0 * self.host, self.window),
+            &tiers(device_rows, host_rows),
+            self.window,
+            false,
+        )?);
+        results.push(self.run_flat(rows, layout)?);
+        Ok(results)
+    }
+}
+
+/// The results as a Markdown table, with ratios to the all-in-host setup.
+pub fn markdown(bench: &LookupBench, results: &[SetupResult]) -> String {
+    let rows = bench.synthetic.layout().total_rows();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{rows} rows x dim {}, batches of {} samples (214 lookups each), Zipf {:?}, policy {}, {} warm-up + {} timed batches, store {} ({})\n",
+        bench.dim,
+        bench.batch,
+        bench.synthetic.zipf,
+        bench.policy.label(),
+        bench.warmup,
+        bench.batches,
+        bench.file.display(),
+        bench.read_path
+    );
+    out.push_str("| setup | M lookups/s | vs all-in-host | stall | device hits | host hits | store rows read | RSS MiB |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let base = results.first().map_or(1.0, |r| r.lookups_per_sec);
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    for r in results {
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {:.0}% | {:.0}% | {} | {} | {} | {:.0} |",
+            r.name,
+            r.lookups_per_sec / 1e6,
+            100.0 * r.lookups_per_sec / base,
+            100.0 * r.stall_fraction,
+            pct(r.device_hit_ratio),
+            pct(r.host_hit_ratio),
+            r.store_rows_read,
+            r.resident_mib
+        );
+    }
+    out
+}
