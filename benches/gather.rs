@@ -11,8 +11,10 @@ use strata::engine::{Optimizer, RowLayout, RowSlab};
 const DIM: usize = 128;
 const BAG: usize = 32;
 const BATCH: usize = 1024;
-/// Slab size: well past the caches of the development VM's share.
-const SLAB_BYTES: usize = 512 << 20;
+/// Slab size: past the development VM's last-level cache (480 MiB reported).
+const SLAB_BYTES: usize = 1 << 30;
+/// Batches of ids cycled through, so repeated iterations do not re-read cached rows.
+const ID_BATCHES: usize = 64;
 
 fn gather(c: &mut Criterion) {
     let layout = RowLayout::new(DIM, &Optimizer::default());
@@ -23,7 +25,7 @@ fn gather(c: &mut Criterion) {
     }
     let lookups = BAG * BATCH;
     let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
-    let ids: Vec<u32> = (0..lookups).map(|_| rng.gen_range(0..slots)).collect();
+    let ids: Vec<u32> = (0..lookups * ID_BATCHES).map(|_| rng.gen_range(0..slots)).collect();
     let offsets: Vec<usize> = (0..=BATCH).map(|b| b * BAG).collect();
     let mut out = vec![0f32; BATCH * DIM];
     let bytes = (lookups * DIM * 4) as u64;
@@ -33,8 +35,11 @@ fn gather(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("pool_bags_sum_dim128_bag32", |b| {
         let mut refs: Vec<&[f32]> = Vec::with_capacity(lookups);
+        let mut batch = 0;
         b.iter(|| {
             refs.clear();
+            let ids = &ids[batch % ID_BATCHES * lookups..][..lookups];
+            batch += 1;
             refs.extend(ids.iter().map(|&id| slab.host_row(id).expect("row")));
             pool_bags(&refs, &offsets, DIM, Pooling::Sum, &mut out);
             black_box(&out);
