@@ -58,14 +58,25 @@ impl HostSlab {
         let align = if bytes >= 16 * HUGE_PAGE { HUGE_PAGE } else { ROW_ALIGN };
         let alloc = Layout::from_size_align(bytes, align).map_err(|e| fail(format!("{bytes} bytes: {e}")))?;
         // SAFETY: `alloc` has a non-zero size (slots >= 1, stride >= 64).
-        let raw = unsafe { alloc::alloc_zeroed(alloc) };
+        let raw = unsafe {
+            if align == HUGE_PAGE {
+                alloc::alloc(alloc)
+            } else {
+                alloc::alloc_zeroed(alloc)
+            }
+        };
         let ptr = NonNull::new(raw.cast::<f32>())
             .ok_or_else(|| fail(format!("could not allocate {bytes} bytes for {slots} rows")))?;
-        #[cfg(target_os = "linux")]
         if align == HUGE_PAGE {
-            // SAFETY: the range is our own mapping; the advice is only a hint (errors are
-            // harmless: the slab then uses ordinary pages).
-            unsafe { libc::madvise(raw.cast(), bytes, libc::MADV_HUGEPAGE) };
+            // Advise huge pages before the first touch, then zero (which faults them in).
+            #[cfg(target_os = "linux")]
+            // SAFETY: the range is our own allocation; the advice is only a hint (an
+            // error is harmless: the slab then uses ordinary pages).
+            unsafe {
+                libc::madvise(raw.cast(), bytes, libc::MADV_HUGEPAGE);
+            }
+            // SAFETY: `raw` is valid for `bytes` bytes of writes.
+            unsafe { raw.write_bytes(0, bytes) };
         }
         Ok(HostSlab { ptr, alloc, slots, stride: stride_bytes / 4, layout })
     }

@@ -13,8 +13,10 @@ pub enum Pooling {
     Mean,
 }
 
-/// Rows ahead of the one being added whose cache lines are requested early.
-const PREFETCH_ROWS: usize = 6;
+/// Rows ahead of the one being added whose cache lines are requested early (8 to 12
+/// measured best on the development VM for dim 128: enough misses in flight to cover
+/// DRAM latency without evicting rows before use).
+const PREFETCH_ROWS: usize = 10;
 
 #[inline(always)]
 fn prefetch(values: &[f32]) {
@@ -45,6 +47,9 @@ pub fn pool_bags(rows: &[&[f32]], bag_offsets: &[usize], dim: usize, pooling: Po
             acc.fill(0.0);
             continue;
         };
+        if let Some(ahead) = rows.get(start + PREFETCH_ROWS) {
+            prefetch(&ahead[..dim.min(ahead.len())]);
+        }
         acc.copy_from_slice(&first[..dim]);
         for (i, row) in rest.iter().enumerate() {
             if let Some(ahead) = rows.get(start + 1 + i + PREFETCH_ROWS) {
