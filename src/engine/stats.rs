@@ -88,6 +88,9 @@ pub struct EngineStats {
     pub prefetched_rows: u64,
     /// Read-ahead rows dropped because a write made them stale.
     pub stale_prefetches: u64,
+    /// Rows read at lookup time in one batch because they left the memory tiers after
+    /// their batch's read-ahead was planned.
+    pub late_store_reads: u64,
     /// Single rows read synchronously (not staged: the slow path).
     pub sync_store_reads: u64,
     /// Rows written to the store.

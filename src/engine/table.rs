@@ -205,6 +205,8 @@ pub struct TieredTable {
     /// Rows read ahead for batches not yet looked up, by batch start position, with
     /// the step at which each read was issued.
     pending: FxHashMap<u64, (PendingRead, u32)>,
+    /// Rows some pending read-ahead is fetching.
+    in_flight: rustc_hash::FxHashSet<u64>,
     /// Rows read from the store for the batch being placed: row -> offset in `staged`.
     staged_index: FxHashMap<u64, usize>,
     staged: StagedRows,
@@ -256,6 +258,7 @@ impl TieredTable {
             host,
             storage,
             pending: FxHashMap::default(),
+            in_flight: Default::default(),
             staged_index: FxHashMap::default(),
             staged: StagedRows::default(),
             written_at: vec![0; rows as usize],
@@ -300,7 +303,14 @@ impl TieredTable {
     /// memory tier now. [`TieredTable::lookup`] of that batch picks them up.
     pub fn prefetch(&mut self, batch: &Batch) -> Result<(), EngineError> {
         self.check_rows(batch)?;
-        let missing: Vec<u64> = batch.unique_rows().into_iter().filter(|&r| self.place(r) == Place::Store).collect();
+        // Rows already being read for an earlier batch in the window are left out: that
+        // batch places them before this one is served.
+        let missing: Vec<u64> = batch
+            .unique_rows()
+            .into_iter()
+            .filter(|&r| self.place(r) == Place::Store && !self.in_flight.contains(&r))
+            .collect();
+        self.in_flight.extend(missing.iter().copied());
         self.stats.prefetched_rows += missing.len() as u64;
         let pending = self.storage.read(missing)?;
         self.pending.insert(batch.start, (pending, self.step));
@@ -319,6 +329,9 @@ impl TieredTable {
             }
         };
         let (staged, waited) = pending.wait()?;
+        for row in &staged.rows {
+            self.in_flight.remove(row);
+        }
         self.stats.stall_seconds += waited.as_secs_f64();
         self.stats.store_read_seconds += staged.read_seconds;
         self.stats.bytes_store_to_host += (staged.data.len() * 4) as u64;
@@ -334,6 +347,27 @@ impl TieredTable {
             }
         }
         self.staged = staged;
+        // Rows that left the memory tiers after the read-ahead was planned (or whose
+        // staged copy went stale): one more batched read, not one read per row.
+        let late: Vec<u64> = batch
+            .unique_rows()
+            .into_iter()
+            .filter(|&r| self.place(r) == Place::Store && !self.staged_index.contains_key(&r))
+            .collect();
+        if !late.is_empty() {
+            self.flush_writes()?;
+            self.stats.late_store_reads += late.len() as u64;
+            let (more, waited) = self.storage.read(late)?.wait()?;
+            self.stats.stall_seconds += waited.as_secs_f64();
+            self.stats.store_read_seconds += more.read_seconds;
+            self.stats.bytes_store_to_host += (more.data.len() * 4) as u64;
+            let base = self.staged.data.len();
+            for (i, &row) in more.rows.iter().enumerate() {
+                self.staged_index.insert(row, base + i * floats);
+            }
+            self.staged.rows.extend_from_slice(&more.rows);
+            self.staged.data.extend_from_slice(&more.data);
+        }
         Ok(())
     }
 
