@@ -18,15 +18,12 @@ pub enum Pooling {
 /// DRAM latency without evicting rows before use).
 const PREFETCH_ROWS: usize = 10;
 
+/// Requests every cache line of `values`.
 #[inline(always)]
 fn prefetch(values: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in values.chunks(16) {
-        // SAFETY: prefetching is a hint and the address lies inside `values`.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) }
+    for line in (0..values.len()).step_by(16) {
+        strata_policies::prefetch_element(values, line);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = values;
 }
 
 /// Pools bags of rows: bag `b` is `rows[bag_offsets[b]..bag_offsets[b + 1]]`, and
