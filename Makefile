@@ -15,7 +15,7 @@ CONFIG ?= configs/default.toml
 # The Python interpreter with libCacheSim, for the cross-check tests and benchmarks.
 export STRATA_PYTHON := $(PYTHON)
 
-.PHONY: run test build venv toolchain bench bench-simulate bench-storage clean
+.PHONY: run test build venv toolchain bench bench-simulate bench-storage bench-gather bench-lookup clean
 
 run: build venv
 	./target/release/strata run $(CONFIG)
@@ -40,9 +40,9 @@ $(VENV)/.installed:
 	$(PYTHON) -c "import libcachesim"
 	touch $@
 
-# Criterion benches and the side-by-side comparison with libCacheSim.
-bench: bench-simulate
-	$(CARGO) bench --bench policy_ops
+# Criterion benches and the side-by-side comparisons (libCacheSim, fio, memcpy, all-in-host).
+bench: bench-simulate bench-storage bench-gather bench-lookup
+	$(CARGO) bench --bench policy_ops --bench gather
 
 bench-simulate: build venv
 	./target/release/strata bench simulate --requests 10000000 --scale 0.01 --capacity 0.01,0.1
@@ -50,6 +50,12 @@ bench-simulate: build venv
 # Storage-tier random row reads per read path against fio on a 4 GiB table file.
 bench-storage: toolchain
 	bash benches/storage_vs_fio.sh
+
+bench-gather: build
+	./target/release/strata bench gather
+
+bench-lookup: build
+	./target/release/strata bench lookup --scale 0.01 --zipf 1.05 --device 0.02 --host 0.1 --window 4
 
 clean:
 	$(CARGO) clean
