@@ -163,18 +163,23 @@ fn sgd_and_mean_pooling_match_the_flat_table() {
     }
 }
 
-#[test]
-fn rows_out_of_range_are_errors_not_panics() {
-    let layout = RowLayout::new(4, &Optimizer::default());
-    let store = Box::new(FlatTable::new(10, layout, RowInit::Zeros));
-    let config = TableConfig {
+/// Two-row device and four-row host tiers, LRU, inclusive.
+fn small_config(optimizer: Optimizer) -> TableConfig {
+    TableConfig {
         device: TierConfig { rows: 2, policy: PolicyConfig::Lru },
         device_backend: DeviceKind::Emulated,
         host: TierConfig { rows: 4, policy: PolicyConfig::Lru },
         hierarchy: Hierarchy::Inclusive,
-        optimizer: Optimizer::default(),
+        optimizer,
         pooling: Pooling::Sum,
-    };
+    }
+}
+
+#[test]
+fn rows_out_of_range_are_errors_not_panics() {
+    let layout = RowLayout::new(4, &Optimizer::default());
+    let store = Box::new(FlatTable::new(10, layout, RowInit::Zeros));
+    let config = small_config(Optimizer::default());
     let mut table = TieredTable::new(&config, store).unwrap();
     let batch = Batch::new(vec![1, 10], vec![0, 2], 0);
     let mut out = vec![0f32; 4];
@@ -190,14 +195,7 @@ fn rows_out_of_range_are_errors_not_panics() {
 fn a_table_whose_optimizer_state_does_not_match_is_refused() {
     let layout = RowLayout::new(4, &Optimizer::Sgd { lr: 0.1 });
     let store = Box::new(FlatTable::new(10, layout, RowInit::Zeros));
-    let config = TableConfig {
-        device: TierConfig { rows: 2, policy: PolicyConfig::Lru },
-        device_backend: DeviceKind::Emulated,
-        host: TierConfig { rows: 4, policy: PolicyConfig::Lru },
-        hierarchy: Hierarchy::Inclusive,
-        optimizer: Optimizer::default(),
-        pooling: Pooling::Sum,
-    };
+    let config = small_config(Optimizer::default());
     let err = TieredTable::new(&config, store).err().expect("refused").to_string();
     assert!(err.contains("optimizer"), "{err}");
 }
@@ -237,14 +235,7 @@ fn a_corrupted_page_reaches_the_caller_as_an_error_naming_table_page_and_row() {
     file.seek(SeekFrom::Start(header.page_offset(page) + 7)).unwrap();
     file.write_all(&[0xA5]).unwrap();
     drop(file);
-    let config = TableConfig {
-        device: TierConfig { rows: 2, policy: PolicyConfig::Lru },
-        device_backend: DeviceKind::Emulated,
-        host: TierConfig { rows: 4, policy: PolicyConfig::Lru },
-        hierarchy: Hierarchy::Inclusive,
-        optimizer,
-        pooling: Pooling::Sum,
-    };
+    let config = small_config(optimizer);
     let mut table = TieredTable::new(&config, Box::new(TableFile::open(&path, ReadPath::IoUring).unwrap())).unwrap();
     let batch = Batch::new(vec![42, 42], vec![0, 2], 0);
     let err = table.lookup(&batch, &mut [0f32; 4]).unwrap_err().to_string();

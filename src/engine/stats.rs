@@ -24,6 +24,15 @@ pub struct TierStats {
 }
 
 impl TierStats {
+    /// Counts one lookup that reached the tier.
+    pub fn record(&mut self, hit: bool) {
+        if hit {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+    }
+
     pub fn hit_ratio(&self) -> f64 {
         let n = self.hits + self.misses;
         if n == 0 {

@@ -423,11 +423,7 @@ impl TieredTable {
     fn touch_host(&mut self, req: &Request) -> Result<(), EngineError> {
         let Some(host) = self.host.as_mut() else { return Ok(()) };
         let access = host.policy.access(req);
-        if access.hit {
-            host.stats.hits += 1;
-        } else {
-            host.stats.misses += 1;
-        }
+        host.stats.record(access.hit);
         // Even a hit may evict (W-TinyLFU rebalancing its segments).
         if let Some(victim) = access.evicted {
             self.evict_from_host(victim)?;
@@ -504,11 +500,7 @@ impl TieredTable {
         self.stats.requests += 1;
         let Some(device) = self.device.as_mut() else { return self.touch_host(req) };
         let access = device.policy.access(req);
-        if access.hit {
-            device.stats.hits += 1;
-        } else {
-            device.stats.misses += 1;
-        }
+        device.stats.record(access.hit);
         if let Some(victim) = access.evicted {
             self.evict_from_device(victim)?;
         }
@@ -531,7 +523,7 @@ impl TieredTable {
             }
             Hierarchy::Exclusive => match self.host.as_mut().and_then(|h| h.slot(req.id).map(|_| h)) {
                 Some(host) => {
-                    host.stats.hits += 1;
+                    host.stats.record(true);
                     host.policy.remove(req.id);
                     let (slot, dirty) = host.detach(req.id);
                     host.load_row(slot, &mut data)?;
@@ -539,7 +531,7 @@ impl TieredTable {
                 }
                 None => {
                     if let Some(host) = self.host.as_mut() {
-                        host.stats.misses += 1;
+                        host.stats.record(false);
                     }
                     self.read_from_store(req.id, &mut data)?;
                     false
