@@ -319,12 +319,11 @@ impl TieredTable {
 
     /// Stages the store rows `batch` needs: the read-ahead if there was one, else a
     /// read now. Time spent waiting is consumer stall.
-    fn stage(&mut self, batch: &Batch) -> Result<(), EngineError> {
+    fn stage(&mut self, batch: &Batch, unique: &[u64]) -> Result<(), EngineError> {
         let (pending, issued_at) = match self.pending.remove(&batch.start) {
             Some(p) => p,
             None => {
-                let missing: Vec<u64> =
-                    batch.unique_rows().into_iter().filter(|&r| self.place(r) == Place::Store).collect();
+                let missing: Vec<u64> = unique.iter().copied().filter(|&r| self.place(r) == Place::Store).collect();
                 (self.storage.read(missing)?, self.step + 1)
             }
         };
@@ -349,9 +348,9 @@ impl TieredTable {
         self.staged = staged;
         // Rows that left the memory tiers after the read-ahead was planned (or whose
         // staged copy went stale): one more batched read, not one read per row.
-        let late: Vec<u64> = batch
-            .unique_rows()
-            .into_iter()
+        let late: Vec<u64> = unique
+            .iter()
+            .copied()
             .filter(|&r| self.place(r) == Place::Store && !self.staged_index.contains_key(&r))
             .collect();
         if !late.is_empty() {
@@ -548,10 +547,18 @@ impl TieredTable {
     }
 
     /// Places every lookup of `batch` (policies decide, rows move).
-    fn place_batch(&mut self, batch: &Batch) -> Result<(), EngineError> {
+    fn place_batch(&mut self, batch: &Batch, unique: &[u64]) -> Result<(), EngineError> {
         self.check_rows(batch)?;
-        self.stage(batch)?;
+        self.stage(batch, unique)?;
+        const AHEAD: usize = 16;
         for (i, &id) in batch.ids.iter().enumerate() {
+            // The policies' metadata for rows a little ahead: its cache misses dominate.
+            if let Some(&ahead) = batch.ids.get(i + AHEAD) {
+                for tier in [self.device.as_ref(), self.host.as_ref()].into_iter().flatten() {
+                    tier.policy.prefetch(ahead);
+                    strata_policies::prefetch_element(&tier.slot_of, ahead as usize);
+                }
+            }
             let req = Request { id, time: batch.start + i as u64, next_access: batch.next_access[i] };
             self.touch(&req)?;
         }
@@ -565,11 +572,11 @@ impl TieredTable {
         if out.len() != batch.bags() * dim {
             return Err(EngineError::Shape(format!("lookup output holds {} values, the batch needs {}", out.len(), batch.bags() * dim)));
         }
-        self.place_batch(batch)?;
+        let unique = batch.unique_rows();
+        self.place_batch(batch, &unique)?;
         // Rows that live where the CPU cannot read them in place (a CUDA device, or
         // only the store after this batch's own evictions) are copied out first.
         let floats = self.layout.floats();
-        let unique = batch.unique_rows();
         let mut copied: FxHashMap<u64, usize> = FxHashMap::default();
         let mut copies: Vec<f32> = Vec::new();
         let mut device_rows: Vec<(u64, u32)> = Vec::new();
