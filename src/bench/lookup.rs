@@ -207,12 +207,12 @@ pub fn markdown(bench: &LookupBench, results: &[SetupResult]) -> String {
         bench.file.display(),
         bench.read_path
     );
-    out.push_str("| setup | M lookups/s | vs all-in-host | stall | device hits | host hits | store rows read | RSS MiB |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     if let Some(stats) = results.iter().filter_map(|r| r.stats.as_ref()).find(|s| s.device.is_some()) {
         let tier = |t: &Option<strata::engine::stats::TierStats>| t.as_ref().map_or("none".to_string(), |t| t.backend.clone());
         let _ = writeln!(out, "device tier: {}; host tier: {}; store: {}\n", tier(&stats.device), tier(&stats.host), stats.storage);
     }
+    out.push_str("| setup | M lookups/s | vs all-in-host | stall | device hits | host hits | store rows read | RSS MiB |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     let base = results.first().map_or(1.0, |r| r.lookups_per_sec);
     let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
     for r in results {
