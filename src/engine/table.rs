@@ -217,6 +217,8 @@ pub struct TieredTable {
     /// Dirty rows queued for the store, written in one batch per step.
     write_rows: Vec<u64>,
     write_data: Vec<f32>,
+    /// Row buffers for moving rows between tiers.
+    spare_rows: Vec<Vec<f32>>,
     stats: EngineStats,
 }
 
@@ -265,6 +267,7 @@ impl TieredTable {
             step: 1,
             write_rows: Vec::new(),
             write_data: Vec::new(),
+            spare_rows: Vec::new(),
             stats,
         })
     }
@@ -277,9 +280,13 @@ impl TieredTable {
         self.rows
     }
 
-    /// A buffer for one whole row.
-    fn row_buffer(&self) -> Vec<f32> {
-        vec![0.0; self.layout.floats()]
+    /// A buffer for one whole row (recycled: row moves are on the hot path).
+    fn row_buffer(&mut self) -> Vec<f32> {
+        self.spare_rows.pop().unwrap_or_else(|| vec![0.0; self.layout.floats()])
+    }
+
+    fn recycle(&mut self, buffer: Vec<f32>) {
+        self.spare_rows.push(buffer);
     }
 
     fn place(&self, row: u64) -> Place {
@@ -405,14 +412,15 @@ impl TieredTable {
 
     /// A row leaves the host (its policy evicted it).
     fn evict_from_host(&mut self, row: u64) -> Result<(), EngineError> {
-        let mut data = self.row_buffer();
         let host = self.host.as_mut().expect("host tier exists");
         let (slot, dirty) = host.detach(row);
         host.stats.evictions += 1;
         if dirty {
-            host.load_row(slot, &mut data)?;
             host.stats.write_backs += 1;
+            let mut data = self.row_buffer();
+            self.host.as_ref().expect("host tier exists").load_row(slot, &mut data)?;
             self.write_down(row, &data);
+            self.recycle(data);
         }
         Ok(())
     }
@@ -435,6 +443,7 @@ impl TieredTable {
             host.store_row(slot, &data)?;
             host.attach(req.id, slot, false);
             host.stats.promotions += 1;
+            self.recycle(data);
         }
         Ok(())
     }
@@ -442,13 +451,18 @@ impl TieredTable {
     /// A row leaves the device: its newest data goes to the host copy (inclusive) or is
     /// demoted into the host (exclusive), or to the store.
     fn evict_from_device(&mut self, row: u64) -> Result<(), EngineError> {
-        let mut data = self.row_buffer();
         let device = self.device.as_mut().expect("device tier exists");
         let (slot, dirty) = device.detach(row);
         device.stats.evictions += 1;
-        device.load_row(slot, &mut data)?;
+        if !dirty && self.hierarchy == Hierarchy::Inclusive {
+            return Ok(()); // the copy below is as new
+        }
+        let mut data = self.row_buffer();
+        self.device.as_ref().expect("device tier exists").load_row(slot, &mut data)?;
         self.stats.bytes_device_to_host += (data.len() * 4) as u64;
-        self.settle_device_victim(row, dirty, &data)
+        self.settle_device_victim(row, dirty, &data)?;
+        self.recycle(data);
+        Ok(())
     }
 
     fn settle_device_victim(&mut self, row: u64, dirty: bool, data: &[f32]) -> Result<(), EngineError> {
@@ -543,6 +557,7 @@ impl TieredTable {
         device.attach(req.id, slot, dirty);
         device.stats.promotions += 1;
         self.stats.bytes_host_to_device += (data.len() * 4) as u64;
+        self.recycle(data);
         Ok(())
     }
 
@@ -655,6 +670,7 @@ impl TieredTable {
                     self.read_from_store(row, &mut data)?;
                     optimizer.apply_row(&mut data, grad);
                     self.write_down(row, &data);
+                    self.recycle(data);
                         }
             }
         }
