@@ -241,3 +241,51 @@ fn a_corrupted_page_reaches_the_caller_as_an_error_naming_table_page_and_row() {
     let err = table.lookup(&batch, &mut [0f32; 4]).unwrap_err().to_string();
     assert!(err.contains("bad.strata") && err.contains(&format!("page {page}")) && err.contains("row 42"), "{err}");
 }
+
+#[test]
+fn the_engine_sees_the_hit_ratios_the_simulator_predicts() {
+    use strata::data::{SyntheticBatches, SyntheticConfig};
+    use strata_policies::{replay, Admission, ReplayStats, Request};
+    let synthetic = SyntheticConfig { scale: 0.0005, ..SyntheticConfig::default() };
+    let batches: Vec<Batch> = SyntheticBatches::new(&synthetic, 16, Some(30)).unwrap().collect();
+    let rows = synthetic.layout().total_rows();
+    let optimizer = Optimizer::default();
+    let layout = RowLayout::new(4, &optimizer);
+    for name in ["lru", "s3fifo", "sieve", "arc"] {
+        let policy = PolicyConfig::from_name(name).unwrap();
+        let config = TableConfig {
+            device: TierConfig { rows: 300, policy: policy.clone() },
+            device_backend: DeviceKind::Emulated,
+            host: TierConfig { rows: 2000, policy: policy.clone() },
+            hierarchy: Hierarchy::Inclusive,
+            optimizer,
+            pooling: Pooling::Sum,
+        };
+        let mut table = TieredTable::new(&config, Box::new(FlatTable::new(rows, layout, RowInit::Zeros))).unwrap();
+        for batch in &batches {
+            table.lookup(batch, &mut vec![0f32; batch.bags() * 4]).unwrap();
+        }
+        let engine = table.stats();
+        // The device sees every lookup; the host sees the device's misses.
+        let mut device = policy.build(300).unwrap();
+        let mut host = policy.build(2000).unwrap();
+        let (mut device_stats, mut host_stats) = (ReplayStats::default(), ReplayStats::default());
+        let mut time = 0;
+        for batch in &batches {
+            for &id in &batch.ids {
+                let req = [Request::new(id, time)];
+                time += 1;
+                let before = device_stats.misses;
+                replay(device.as_mut(), &mut Admission::always(), &req, &mut device_stats);
+                if device_stats.misses > before {
+                    replay(host.as_mut(), &mut Admission::always(), &req, &mut host_stats);
+                }
+            }
+        }
+        let device_engine = engine.device.unwrap();
+        let host_engine = engine.host.unwrap();
+        assert_eq!(device_engine.misses, device_stats.misses, "{name}: device misses");
+        assert_eq!(device_engine.hits, device_stats.hits(), "{name}: device hits");
+        assert_eq!(host_engine.misses, host_stats.misses, "{name}: host misses");
+    }
+}
