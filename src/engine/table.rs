@@ -183,6 +183,22 @@ impl Tier {
         (slot, self.dirty[slot as usize])
     }
 
+    /// `(row, slot)` of every resident dirty row.
+    fn dirty_rows(&self) -> Vec<(u64, u32)> {
+        (0..self.used)
+            .filter(|&s| self.dirty[s as usize] && self.slot(self.row_in[s as usize]) == Some(s))
+            .map(|s| (self.row_in[s as usize], s))
+            .collect()
+    }
+
+    /// Copies a dirty row out for writing down and marks it clean.
+    fn clean(&mut self, slot: u32, out: &mut [f32]) -> Result<(), EngineError> {
+        self.load_row(slot, out)?;
+        self.dirty[slot as usize] = false;
+        self.stats.write_backs += 1;
+        Ok(())
+    }
+
     fn load_row(&self, slot: u32, out: &mut [f32]) -> Result<(), EngineError> {
         Ok(self.slab.load(&[slot], out)?)
     }
@@ -681,37 +697,23 @@ impl TieredTable {
 
     /// Writes every dirty row down to the store and makes it durable; rows stay cached.
     pub fn flush(&mut self) -> Result<(), EngineError> {
+        let mut data = self.row_buffer();
         // Device rows first: inclusive ones land in their host copy when there is one.
-        if let Some(device) = self.device.as_mut() {
-            let dirty: Vec<(u64, u32)> =
-                (0..device.used).filter(|&s| device.dirty[s as usize] && device.slot(device.row_in[s as usize]) == Some(s)).map(|s| (device.row_in[s as usize], s)).collect();
-            for (row, slot) in dirty {
-                let mut data = vec![0f32; self.layout.floats()];
-                let device = self.device.as_mut().expect("device");
-                device.load_row(slot, &mut data)?;
-                device.dirty[slot as usize] = false;
-                device.stats.write_backs += 1;
-                match self.host.as_mut().and_then(|h| h.slot(row).map(|s| (h, s))) {
-                    Some((host, hslot)) if self.hierarchy == Hierarchy::Inclusive => {
-                        host.store_row(hslot, &data)?;
-                        host.dirty[hslot as usize] = true;
-                    }
-                    _ => self.write_down(row, &data),
+        for (row, slot) in self.device.as_ref().map_or_else(Vec::new, Tier::dirty_rows) {
+            self.device.as_mut().expect("device").clean(slot, &mut data)?;
+            match self.host.as_mut().and_then(|h| h.slot(row).map(|s| (h, s))) {
+                Some((host, host_slot)) if self.hierarchy == Hierarchy::Inclusive => {
+                    host.store_row(host_slot, &data)?;
+                    host.dirty[host_slot as usize] = true;
                 }
+                _ => self.write_down(row, &data),
             }
         }
-        if let Some(host) = self.host.as_mut() {
-            let dirty: Vec<(u64, u32)> =
-                (0..host.used).filter(|&s| host.dirty[s as usize] && host.slot(host.row_in[s as usize]) == Some(s)).map(|s| (host.row_in[s as usize], s)).collect();
-            for (row, slot) in dirty {
-                let mut data = vec![0f32; self.layout.floats()];
-                let host = self.host.as_mut().expect("host");
-                host.load_row(slot, &mut data)?;
-                host.dirty[slot as usize] = false;
-                host.stats.write_backs += 1;
-                self.write_down(row, &data);
-            }
+        for (row, slot) in self.host.as_ref().map_or_else(Vec::new, Tier::dirty_rows) {
+            self.host.as_mut().expect("host").clean(slot, &mut data)?;
+            self.write_down(row, &data);
         }
+        self.recycle(data);
         self.flush_writes()?;
         self.storage.sync()
     }
