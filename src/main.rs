@@ -60,6 +60,9 @@ enum Command {
         /// Uniform init range: values in [-scale, scale).
         #[arg(long, default_value_t = 0.01)]
         scale: f32,
+        /// Replace an existing file (which may hold trained rows).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -402,8 +405,12 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate(args),
         Command::GenTrace(args) => gen_trace(args),
         Command::Run { config, out } => run(&config, out.as_deref()),
-        Command::InitTable { out, rows, dim, optimizer, init, seed, scale } => {
-            init_table(&out, rows, dim, &optimizer, &init, seed, scale)
+        Command::InitTable { out, rows, dim, optimizer, init, seed, scale, force } => {
+            if out.exists() && !force {
+                Err(anyhow::anyhow!("{}: already exists; pass --force to replace it", out.display()))
+            } else {
+                init_table(&out, rows, dim, &optimizer, &init, seed, scale)
+            }
         }
         Command::Bench(BenchCommand::Lookup {
             file, synthetic, dim, batch, warmup, batches, device, host, window, policy, read_path, json,

@@ -132,3 +132,19 @@ fn config_with_bad_values_is_rejected_before_work_starts() {
     assert!(err.contains(&config) && err.contains("capacities"), "{err}");
     assert!(!out.exists(), "no output may be written for a bad config");
 }
+
+#[test]
+fn init_table_never_overwrites_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("t.strata");
+    let path = table.to_str().unwrap();
+    let ok = strata(&["init-table", "--out", path, "--rows", "100", "--dim", "8"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let before = std::fs::read(&table).unwrap();
+    let err = fails(&["init-table", "--out", path, "--rows", "5", "--dim", "4"]);
+    assert!(err.contains(path) && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&table).unwrap(), before, "the existing table is untouched");
+    let forced = strata(&["init-table", "--out", path, "--rows", "5", "--dim", "4", "--force"]);
+    assert!(forced.status.success());
+    assert_ne!(std::fs::read(&table).unwrap(), before);
+}

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use strata::data::{SyntheticBatches, SyntheticConfig};
 use strata::engine::backing::{BackingStore, FlatTable};
@@ -59,12 +59,26 @@ impl LookupBench {
         Ok(SyntheticBatches::new(&self.synthetic, self.batch, Some(count))?)
     }
 
+    /// Creates the table file when it is missing; an existing file must have the
+    /// benchmark's shape (it is never overwritten).
     fn table_file(&self, rows: u64, layout: RowLayout) -> Result<()> {
-        let fits = TableFile::open(&self.file, ReadPath::Pread).map(|t| t.rows() == rows && t.layout() == layout).unwrap_or(false);
-        if !fits {
+        if !self.file.exists() {
             eprintln!("creating {} ({rows} rows, dim {})", self.file.display(), layout.dim);
             TableFile::create(&self.file, rows, layout, RowInit::Uniform { seed: 7, scale: 0.05 })
                 .with_context(|| format!("creating {}", self.file.display()))?;
+            return Ok(());
+        }
+        let table = TableFile::open(&self.file, ReadPath::Pread)?;
+        if table.rows() != rows || table.layout() != layout {
+            bail!(
+                "{}: holds {} rows of dim {} with {} state values; this benchmark needs {rows} rows of dim {} with {} (pass another --file)",
+                self.file.display(),
+                table.rows(),
+                table.layout().dim,
+                table.layout().state,
+                layout.dim,
+                layout.state
+            );
         }
         Ok(())
     }
