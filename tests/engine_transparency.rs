@@ -189,6 +189,12 @@ fn rows_out_of_range_are_errors_not_panics() {
     assert!(err.contains("row 10"), "{err}");
     let bad_shape = Batch::new(vec![1], vec![0, 1], 0);
     assert!(table.lookup(&bad_shape, &mut [0f32; 3]).is_err());
+    let bad_offsets = Batch::new(vec![1, 2], vec![0, 3], 0);
+    let err = table.lookup(&bad_offsets, &mut [0f32; 4]).unwrap_err().to_string();
+    assert!(err.contains("bag offsets"), "{err}");
+    let mut bad_future = Batch::new(vec![1, 2], vec![0, 2], 0);
+    bad_future.next_access.pop();
+    assert!(table.apply_gradients(&bad_future, &[0.0; 4]).is_err());
 }
 
 #[test]

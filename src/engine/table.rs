@@ -84,6 +84,30 @@ impl Batch {
         self.bag_offsets.len().saturating_sub(1)
     }
 
+    /// Checks the batch's shape: bag offsets start at 0, never decrease and end at the
+    /// last id; one next-access time per id.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let offsets_ok = self.bag_offsets.first() == Some(&0)
+            && self.bag_offsets.windows(2).all(|w| w[0] <= w[1])
+            && self.bag_offsets.last() == Some(&self.ids.len());
+        if !offsets_ok {
+            return Err(EngineError::Shape(format!(
+                "batch at {}: bag offsets must rise from 0 to the {} ids",
+                self.start,
+                self.ids.len()
+            )));
+        }
+        if self.next_access.len() != self.ids.len() {
+            return Err(EngineError::Shape(format!(
+                "batch at {}: {} next-access times for {} ids",
+                self.start,
+                self.next_access.len(),
+                self.ids.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// The distinct rows in order of first appearance.
     pub fn unique_rows(&self) -> Vec<u64> {
         let mut seen = rustc_hash::FxHashSet::default();
@@ -316,6 +340,7 @@ impl TieredTable {
     }
 
     fn check_rows(&self, batch: &Batch) -> Result<(), EngineError> {
+        batch.validate()?;
         match batch.ids.iter().find(|&&r| r >= self.rows) {
             Some(&row) => Err(EngineError::RowOutOfRange { row, rows: self.rows }),
             None => Ok(()),
