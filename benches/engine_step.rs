@@ -40,9 +40,9 @@ fn engine_step(c: &mut Criterion) {
     });
 
     let config = TableConfig {
-        device: TierConfig { rows: 0, policy: PolicyConfig::Lru },
+        device: TierConfig::rows(0, PolicyConfig::Lru),
         device_backend: DeviceKind::Emulated,
-        host: TierConfig { rows: rows as usize, policy: PolicyConfig::Lru },
+        host: TierConfig::rows(rows as usize, PolicyConfig::Lru),
         hierarchy: Hierarchy::Inclusive,
         optimizer,
         pooling: Pooling::Sum,

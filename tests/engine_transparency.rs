@@ -69,9 +69,9 @@ fn check_with_store(
     let mut reference = FlatTable::new(rows, layout, init);
     let policy = PolicyConfig::from_name(case.policy).unwrap();
     let config = TableConfig {
-        device: TierConfig { rows: case.device_rows, policy: policy.clone() },
+        device: TierConfig::rows(case.device_rows, policy.clone()),
         device_backend: DeviceKind::Emulated,
-        host: TierConfig { rows: case.host_rows, policy },
+        host: TierConfig::rows(case.host_rows, policy),
         hierarchy: case.hierarchy,
         optimizer: case.optimizer,
         pooling: case.pooling,
@@ -166,9 +166,9 @@ fn sgd_and_mean_pooling_match_the_flat_table() {
 /// Two-row device and four-row host tiers, LRU, inclusive.
 fn small_config(optimizer: Optimizer) -> TableConfig {
     TableConfig {
-        device: TierConfig { rows: 2, policy: PolicyConfig::Lru },
+        device: TierConfig::rows(2, PolicyConfig::Lru),
         device_backend: DeviceKind::Emulated,
-        host: TierConfig { rows: 4, policy: PolicyConfig::Lru },
+        host: TierConfig::rows(4, PolicyConfig::Lru),
         hierarchy: Hierarchy::Inclusive,
         optimizer,
         pooling: Pooling::Sum,
@@ -260,9 +260,9 @@ fn the_engine_sees_the_hit_ratios_the_simulator_predicts() {
     for name in ["lru", "s3fifo", "sieve", "arc"] {
         let policy = PolicyConfig::from_name(name).unwrap();
         let config = TableConfig {
-            device: TierConfig { rows: 300, policy: policy.clone() },
+            device: TierConfig::rows(300, policy.clone()),
             device_backend: DeviceKind::Emulated,
-            host: TierConfig { rows: 2000, policy: policy.clone() },
+            host: TierConfig::rows(2000, policy.clone()),
             hierarchy: Hierarchy::Inclusive,
             optimizer,
             pooling: Pooling::Sum,

@@ -178,9 +178,9 @@ impl LookupBench {
         let rows = self.synthetic.layout().total_rows();
         self.table_file(rows, layout)?;
         let tiers = |device: usize, host: usize| TableConfig {
-            device: TierConfig { rows: device, policy: self.policy.clone() },
+            device: TierConfig::rows(device, self.policy.clone()),
             device_backend: DeviceKind::Auto,
-            host: TierConfig { rows: host, policy: self.policy.clone() },
+            host: TierConfig::rows(host, self.policy.clone()),
             hierarchy: Hierarchy::Inclusive,
             optimizer,
             pooling: Pooling::Sum,

@@ -36,13 +36,44 @@ pub enum Hierarchy {
     Exclusive,
 }
 
-/// One tier's size and policy.
+/// One tier's size and policy. The size is given as `rows`, or as a byte budget
+/// (`bytes`: as many rows as fit at the slab's 64-byte-aligned row stride); 0 = no
+/// such tier.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierConfig {
-    /// Capacity in rows; 0 = no such tier.
+    #[serde(default)]
     pub rows: usize,
+    #[serde(default)]
+    pub bytes: u64,
     pub policy: PolicyConfig,
+}
+
+impl TierConfig {
+    /// A tier of `rows` rows.
+    pub fn rows(rows: usize, policy: PolicyConfig) -> Self {
+        TierConfig { rows, bytes: 0, policy }
+    }
+
+    /// A tier of as many rows as fit in `bytes`.
+    pub fn bytes(bytes: u64, policy: PolicyConfig) -> Self {
+        TierConfig { rows: 0, bytes, policy }
+    }
+
+    /// The tier's capacity in rows for rows of `layout`.
+    pub fn capacity(&self, tier: &str, layout: RowLayout) -> Result<usize, EngineError> {
+        match (self.rows, self.bytes) {
+            (rows, 0) => Ok(rows),
+            (0, bytes) => {
+                let stride = HostSlab::stride_bytes(layout) as u64;
+                match bytes / stride {
+                    0 => Err(EngineError::Config(format!("{tier}: {bytes} bytes hold no row of {stride} bytes"))),
+                    rows => Ok(rows as usize),
+                }
+            }
+            _ => Err(EngineError::Config(format!("{tier}: give rows or bytes, not both"))),
+        }
+    }
 }
 
 /// The shape and behaviour of a tiered table.
@@ -275,11 +306,11 @@ impl TieredTable {
                 config.optimizer.state_floats()
             )));
         }
-        let device = match config.device.rows {
+        let device = match config.device.capacity("device", layout)? {
             0 => None,
             n => Some(Tier::new(open_device(config.device_backend, n, layout)?, &config.device.policy, rows)?),
         };
-        let host = match config.host.rows {
+        let host = match config.host.capacity("host", layout)? {
             0 => None,
             n => Some(Tier::new(Box::new(HostSlab::new(n, layout)?), &config.host.policy, rows)?),
         };
@@ -756,5 +787,30 @@ impl TieredTable {
         stats.device = self.device.as_ref().map(|t| t.stats.clone());
         stats.host = self.host.as_ref().map(|t| t.stats.clone());
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_sizes_in_rows_or_bytes() {
+        let layout = RowLayout { dim: 128, state: 1 }; // 516 bytes -> 576-byte stride
+        assert_eq!(TierConfig::rows(10, PolicyConfig::Lru).capacity("host", layout).unwrap(), 10);
+        assert_eq!(TierConfig::bytes(576 * 1000 + 5, PolicyConfig::Lru).capacity("host", layout).unwrap(), 1000);
+        let err = TierConfig::bytes(100, PolicyConfig::Lru).capacity("host", layout).unwrap_err().to_string();
+        assert!(err.contains("host") && err.contains("100 bytes"), "{err}");
+        let both = TierConfig { rows: 1, bytes: 1 << 20, policy: PolicyConfig::Lru };
+        assert!(both.capacity("device", layout).is_err());
+    }
+
+    #[test]
+    fn table_config_from_toml_rejects_unknown_fields() {
+        let text = "hierarchy = \"exclusive\"\n[device]\nrows = 100\npolicy = { kind = \"lru\" }\n[host]\nbytes = 1073741824\npolicy = { kind = \"s3fifo\" }\n";
+        let config: TableConfig = toml::from_str(text).unwrap();
+        assert_eq!(config.hierarchy, Hierarchy::Exclusive);
+        assert_eq!(config.host.bytes, 1 << 30);
+        assert!(toml::from_str::<TableConfig>(&format!("{text}colour = 1\n")).is_err());
     }
 }
