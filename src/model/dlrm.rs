@@ -1,0 +1,239 @@
+//! The DLRM model on tch: bottom MLP over the dense features, the pooled embeddings of
+//! the tiered engine as a leaf tensor, a `dot` or `dcnv2` interaction, top MLP, and a
+//! training step that hands the embedding gradient back in the engine's bag layout.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Reduction, Tensor};
+
+use super::config::{DenseOptimizer, Interaction, ModelConfig, ModelConfigError, ModelDevice};
+use crate::data::CRITEO_DENSE_FEATURES;
+
+/// Anything building or running the model can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Config(#[from] ModelConfigError),
+    #[error("model.device is \"cuda\" but libtorch finds no CUDA device")]
+    NoCuda,
+    #[error("model input: {0}")]
+    Shape(String),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// What one training step gives back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainStep {
+    /// Mean binary cross-entropy of the batch, before the update.
+    pub loss: f32,
+    /// The gradient of the loss with respect to the pooled embeddings, in the layout of
+    /// the engine's `apply_gradients`: bag `b = sample * tables + table`, `dim` values each.
+    pub embedding_grad: Vec<f32>,
+}
+
+/// A fully-connected layer `y = x W^T + b`.
+struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+/// A low-rank cross layer of DCNv2: `x0 * (up(down(x))) + x`.
+struct Cross {
+    down: Tensor,
+    up: Dense,
+}
+
+enum InteractionLayers {
+    /// Flat indices `i * n + j` (`i > j`) of the pairwise-product matrix to keep.
+    Dot { pairs: Tensor },
+    Cross(Vec<Cross>),
+}
+
+/// Creates the model's variables from one seeded stream, in a fixed order, so the
+/// initial parameters depend on the seed alone (not on libtorch's global generator,
+/// which other threads may be drawing from).
+struct Init<'a> {
+    path: nn::Path<'a>,
+    rng: SmallRng,
+}
+
+impl Init<'_> {
+    /// A tensor of `dims`, uniform in `[-bound, bound)`.
+    fn uniform(&mut self, name: &str, dims: &[i64], bound: f32) -> Tensor {
+        let count: i64 = dims.iter().product();
+        let values: Vec<f32> = (0..count).map(|_| self.rng.gen_range(-bound..bound)).collect();
+        self.path.var_copy(name, &Tensor::from_slice(&values).view(dims))
+    }
+
+    /// PyTorch's default `nn.Linear` initialisation: weight and bias uniform in
+    /// `±1/sqrt(inputs)`.
+    fn dense(&mut self, name: &str, inputs: usize, outputs: usize) -> Dense {
+        let bound = 1.0 / (inputs as f32).sqrt();
+        let (i, o) = (inputs as i64, outputs as i64);
+        Dense { weight: self.uniform(&format!("{name}_weight"), &[o, i], bound), bias: self.uniform(&format!("{name}_bias"), &[o], bound) }
+    }
+
+    fn mlp(&mut self, name: &str, mut inputs: usize, widths: &[usize]) -> Vec<Dense> {
+        widths
+            .iter()
+            .enumerate()
+            .map(|(l, &width)| {
+                let layer = self.dense(&format!("{name}_{l}"), inputs, width);
+                inputs = width;
+                layer
+            })
+            .collect()
+    }
+}
+
+/// A DLRM over `tables` pooled embeddings of width `embedding_dim` and the 13 dense
+/// features, with its dense parameters and their optimizer.
+pub struct Dlrm {
+    tables: usize,
+    dim: usize,
+    device: Device,
+    bottom: Vec<Dense>,
+    interaction: InteractionLayers,
+    top: Vec<Dense>,
+    optimizer: nn::Optimizer,
+}
+
+impl Dlrm {
+    /// Builds the model for `tables` embedding tables. Sets libtorch's CPU thread count
+    /// when the config names one (process-wide).
+    pub fn new(config: &ModelConfig, tables: usize) -> Result<Dlrm, ModelError> {
+        config.validate()?;
+        if tables == 0 {
+            return Err(ModelConfigError::Zero { field: "tables" }.into());
+        }
+        let device = match config.device {
+            ModelDevice::Cpu => Device::Cpu,
+            ModelDevice::Cuda if tch::Cuda::is_available() => Device::Cuda(0),
+            ModelDevice::Cuda => return Err(ModelError::NoCuda),
+            ModelDevice::Auto => Device::cuda_if_available(),
+        };
+        if let Some(threads) = config.threads {
+            tch::set_num_threads(threads as i32);
+        }
+        let dim = config.embedding_dim;
+        let vectors = tables + 1;
+        let vars = nn::VarStore::new(device);
+        let mut init = Init { path: vars.root(), rng: SmallRng::seed_from_u64(config.seed) };
+        let bottom = init.mlp("bottom", CRITEO_DENSE_FEATURES, &config.bottom_mlp);
+        let (interaction, top_inputs) = match config.interaction {
+            Interaction::Dot => {
+                let n = vectors as i64;
+                let pairs: Vec<i64> = (0..n).flat_map(|i| (0..i).map(move |j| i * n + j)).collect();
+                let width = dim + pairs.len();
+                (InteractionLayers::Dot { pairs: Tensor::from_slice(&pairs).to_device(device) }, width)
+            }
+            Interaction::Dcnv2 { layers, low_rank } => {
+                let width = vectors * dim;
+                let cross = (0..layers)
+                    .map(|l| {
+                        let bound = 1.0 / (width as f32).sqrt();
+                        let down = init.uniform(&format!("cross_{l}_down"), &[low_rank as i64, width as i64], bound);
+                        Cross { down, up: init.dense(&format!("cross_{l}_up"), low_rank, width) }
+                    })
+                    .collect();
+                (InteractionLayers::Cross(cross), width)
+            }
+        };
+        let mut top_widths = config.top_mlp.clone();
+        top_widths.push(1);
+        let top = init.mlp("top", top_inputs, &top_widths);
+        let optimizer = match config.dense_optimizer {
+            DenseOptimizer::Sgd { lr } => nn::Sgd::default().build(&vars, lr)?,
+            DenseOptimizer::Adam { lr } => nn::Adam::default().build(&vars, lr)?,
+        };
+        Ok(Dlrm { tables, dim, device, bottom, interaction, top, optimizer })
+    }
+
+    /// The click logits `[batch]` of raw dense counts `[batch, 13]` (fed as
+    /// `log(max(x, 0) + 3)`) and pooled embeddings `[batch, tables, dim]`, both on the
+    /// model's device. Differentiable in both.
+    pub fn forward(&self, dense: &Tensor, pooled: &Tensor) -> Tensor {
+        let batch = pooled.size()[0];
+        let mut bottom = (dense.clamp_min(0.0) + 3.0).log();
+        for layer in &self.bottom {
+            bottom = layer.forward(&bottom).relu();
+        }
+        let vectors = Tensor::cat(&[&bottom.unsqueeze(1), pooled], 1);
+        let mut x = match &self.interaction {
+            InteractionLayers::Dot { pairs } => {
+                let n = (self.tables + 1) as i64;
+                let products = vectors.bmm(&vectors.transpose(1, 2)).view([batch, n * n]);
+                Tensor::cat(&[&bottom, &products.index_select(1, pairs)], 1)
+            }
+            InteractionLayers::Cross(layers) => {
+                let x0 = vectors.view([batch, -1]);
+                let mut x = x0.shallow_clone();
+                for layer in layers {
+                    x = &x0 * layer.up.forward(&x.matmul(&layer.down.tr())) + &x;
+                }
+                x
+            }
+        };
+        let last = self.top.len() - 1;
+        for (l, layer) in self.top.iter().enumerate() {
+            x = layer.forward(&x);
+            if l < last {
+                x = x.relu();
+            }
+        }
+        x.view([batch])
+    }
+
+    /// One step on a batch: forward, mean BCE-with-logits loss, backward, a step of the
+    /// dense optimizer. `dense` is `batch * 13` raw counts, `pooled` the engine's lookup
+    /// output (`batch * tables * dim`, bag `s * tables + t`), `labels` 0/1 clicks. The
+    /// embedding gradient comes back for the engine to apply.
+    pub fn train_step(&mut self, dense: &[f32], pooled: &[f32], labels: &[f32]) -> Result<TrainStep, ModelError> {
+        let (dense, pooled) = self.inputs(labels.len(), dense, pooled)?;
+        let pooled = pooled.set_requires_grad(true);
+        let labels = Tensor::from_slice(labels).to_device(self.device);
+        let logits = self.forward(&dense, &pooled);
+        let loss = logits.f_binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, Reduction::Mean)?;
+        self.optimizer.zero_grad();
+        loss.f_backward()?;
+        self.optimizer.step();
+        let grad = pooled.grad().to_device(Device::Cpu).view([-1]);
+        Ok(TrainStep { loss: loss.f_double_value(&[])? as f32, embedding_grad: Vec::<f32>::try_from(&grad)? })
+    }
+
+    /// Click probabilities of a batch, without gradients or updates; inputs as in
+    /// [`Dlrm::train_step`], the batch size taken from `dense`.
+    pub fn predict(&self, dense: &[f32], pooled: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let (dense, pooled) = self.inputs(dense.len() / CRITEO_DENSE_FEATURES, dense, pooled)?;
+        let probabilities = tch::no_grad(|| self.forward(&dense, &pooled).sigmoid()).to_device(Device::Cpu);
+        Ok(Vec::<f32>::try_from(&probabilities)?)
+    }
+
+    /// The device tensors of a batch's inputs, after checking their lengths.
+    fn inputs(&self, batch: usize, dense: &[f32], pooled: &[f32]) -> Result<(Tensor, Tensor), ModelError> {
+        let per_sample = self.tables * self.dim;
+        if batch == 0 || dense.len() != batch * CRITEO_DENSE_FEATURES || pooled.len() != batch * per_sample {
+            return Err(ModelError::Shape(format!(
+                "a batch of {batch} needs {} dense values and {} pooled values ({} tables of dim {}), got {} and {}",
+                batch * CRITEO_DENSE_FEATURES,
+                batch * per_sample,
+                self.tables,
+                self.dim,
+                dense.len(),
+                pooled.len()
+            )));
+        }
+        let b = batch as i64;
+        let dense = Tensor::from_slice(dense).view([b, CRITEO_DENSE_FEATURES as i64]).to_device(self.device);
+        let pooled = Tensor::from_slice(pooled).view([b, self.tables as i64, self.dim as i64]).to_device(self.device);
+        Ok((dense, pooled))
+    }
+}

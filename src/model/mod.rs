@@ -1,0 +1,12 @@
+//! The DLRM model whose embedding tables live in the tiered engine: its configuration,
+//! the tch model (with the `torch` feature) and the evaluation metrics.
+
+pub mod config;
+#[cfg(feature = "torch")]
+pub mod dlrm;
+pub mod metrics;
+
+pub use config::{DenseOptimizer, Interaction, ModelConfig, ModelConfigError, ModelDevice};
+#[cfg(feature = "torch")]
+pub use dlrm::{Dlrm, ModelError, TrainStep};
+pub use metrics::roc_auc;
