@@ -1,7 +1,8 @@
 //! Batches of lookups for the engine from the synthetic generator: one bag per
-//! (sample, table), `multi_hot[t]` lookups in bag `t` of each sample.
+//! (sample, table), `multi_hot[t]` lookups in bag `t` of each sample; with features,
+//! each sample's dense counts and click label too.
 
-use super::{SyntheticConfig, SyntheticConfigError, SyntheticSource};
+use super::{Sample, SyntheticConfig, SyntheticConfigError, SyntheticSource};
 use crate::engine::table::Batch;
 
 /// An endless (or `count`-long) stream of engine batches of `batch_size` samples.
@@ -10,11 +11,18 @@ pub struct SyntheticBatches {
     batch_size: usize,
     remaining: Option<u64>,
     start: u64,
+    features: Option<Sample>,
 }
 
 impl SyntheticBatches {
     pub fn new(config: &SyntheticConfig, batch_size: usize, count: Option<u64>) -> Result<Self, SyntheticConfigError> {
-        Ok(SyntheticBatches { source: SyntheticSource::new(config)?, batch_size, remaining: count, start: 0 })
+        Ok(SyntheticBatches { source: SyntheticSource::new(config)?, batch_size, remaining: count, start: 0, features: None })
+    }
+
+    /// Also draws each sample's dense features and label (for training and serving).
+    pub fn with_features(mut self) -> Self {
+        self.features = Some(Sample::default());
+        self
     }
 
     pub fn source(&self) -> &SyntheticSource {
@@ -37,15 +45,26 @@ impl Iterator for SyntheticBatches {
         let mut ids = Vec::with_capacity(self.batch_size * per_sample);
         let mut offsets = Vec::with_capacity(self.batch_size * hot.len() + 1);
         offsets.push(0);
+        let (mut dense, mut labels) = (Vec::new(), Vec::new());
         for _ in 0..self.batch_size {
-            self.source.next_ids(&mut ids);
+            match self.features.as_mut() {
+                Some(sample) => {
+                    self.source.next_sample(sample);
+                    ids.extend_from_slice(&sample.ids);
+                    dense.extend_from_slice(&sample.dense);
+                    labels.push(sample.label);
+                }
+                None => self.source.next_ids(&mut ids),
+            }
             let mut end = ids.len() - per_sample;
             for &h in &hot {
                 end += h;
                 offsets.push(end);
             }
         }
-        let batch = Batch::new(ids, offsets, self.start);
+        let mut batch = Batch::new(ids, offsets, self.start);
+        batch.dense = dense;
+        batch.labels = labels;
         self.start += batch.ids.len() as u64;
         Some(batch)
     }
@@ -65,5 +84,17 @@ mod tests {
         assert_eq!(batches[0].bag_offsets[1], 3);
         assert_eq!(*batches[0].bag_offsets.last().unwrap(), 3 * 214);
         assert_eq!(batches[1].start, 3 * 214);
+        assert!(batches[0].dense.is_empty() && batches[0].labels.is_empty());
+    }
+
+    #[test]
+    fn feature_batches_carry_dense_values_and_labels_with_the_same_ids() {
+        let config = SyntheticConfig { scale: 0.0005, ..SyntheticConfig::default() };
+        let plain: Vec<Batch> = SyntheticBatches::new(&config, 4, Some(1)).unwrap().collect();
+        let full: Vec<Batch> = SyntheticBatches::new(&config, 4, Some(1)).unwrap().with_features().collect();
+        assert_eq!(full[0].dense.len(), 4 * 13);
+        assert_eq!(full[0].labels.len(), 4);
+        assert!(full[0].labels.iter().all(|&l| l == 0.0 || l == 1.0));
+        assert_eq!(full[0].bag_offsets, plain[0].bag_offsets);
     }
 }

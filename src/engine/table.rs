@@ -95,20 +95,23 @@ pub struct TableConfig {
 /// A batch of lookups: `ids` are global rows, bag `b` is
 /// `ids[bag_offsets[b]..bag_offsets[b + 1]]`. `next_access` (one per id, [`NEVER`]
 /// when unknown) feeds the future-aware policies; `start` is the stream position of
-/// `ids[0]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `ids[0]`. For training, `dense` (13 raw counts per sample) and `labels` (one per
+/// sample) ride along; the engine itself never reads them.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
     pub ids: Vec<u64>,
     pub bag_offsets: Vec<usize>,
     pub next_access: Vec<u64>,
     pub start: u64,
+    pub dense: Vec<f32>,
+    pub labels: Vec<f32>,
 }
 
 impl Batch {
     /// A batch whose future is unknown.
     pub fn new(ids: Vec<u64>, bag_offsets: Vec<usize>, start: u64) -> Self {
         let next_access = vec![NEVER; ids.len()];
-        Batch { ids, bag_offsets, next_access, start }
+        Batch { ids, bag_offsets, next_access, start, dense: Vec::new(), labels: Vec::new() }
     }
 
     pub fn bags(&self) -> usize {

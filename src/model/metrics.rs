@@ -1,4 +1,5 @@
-//! Evaluation metrics of a click model: ROC AUC over scores and 0/1 labels.
+//! Evaluation metrics of a click model: ROC AUC and log-loss over predicted click
+//! probabilities and 0/1 labels.
 
 /// The area under the ROC curve: the probability that a random positive scores above a
 /// random negative, ties counting one half (the Mann-Whitney U statistic, from average
@@ -33,9 +34,37 @@ pub fn roc_auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
     Some((positive_rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives))
 }
 
+/// Mean binary cross-entropy of probabilities against 0/1 labels, probabilities
+/// clamped to `[1e-7, 1 - 1e-7]`. `None` when empty or the lengths differ.
+pub fn log_loss(probabilities: &[f32], labels: &[f32]) -> Option<f64> {
+    if probabilities.len() != labels.len() || probabilities.is_empty() {
+        return None;
+    }
+    let total: f64 = probabilities
+        .iter()
+        .zip(labels)
+        .map(|(&p, &y)| {
+            let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
+            if y > 0.5 {
+                -p.ln()
+            } else {
+                -(1.0 - p).ln()
+            }
+        })
+        .sum();
+    Some(total / probabilities.len() as f64)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::roc_auc;
+    use super::{log_loss, roc_auc};
+
+    #[test]
+    fn log_loss_of_known_predictions() {
+        assert_eq!(log_loss(&[0.5, 0.5], &[1.0, 0.0]), Some(std::f64::consts::LN_2));
+        assert!(log_loss(&[1.0], &[0.0]).unwrap() > 16.0);
+        assert_eq!(log_loss(&[], &[]), None);
+    }
 
     #[test]
     fn perfect_reversed_and_tied_rankings() {

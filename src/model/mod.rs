@@ -1,12 +1,15 @@
 //! The DLRM model whose embedding tables live in the tiered engine: its configuration,
-//! the tch model (with the `torch` feature) and the evaluation metrics.
+//! the tch model and its training and serving loops (with the `torch` feature), and the
+//! evaluation metrics.
 
 pub mod config;
 #[cfg(feature = "torch")]
 pub mod dlrm;
+#[cfg(feature = "torch")]
+pub mod train;
 pub mod metrics;
 
 pub use config::{DenseOptimizer, Interaction, ModelConfig, ModelConfigError, ModelDevice};
 #[cfg(feature = "torch")]
 pub use dlrm::{Dlrm, ModelError, TrainStep};
-pub use metrics::roc_auc;
+pub use metrics::{log_loss, roc_auc};
