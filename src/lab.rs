@@ -93,25 +93,21 @@ pub enum LabError {
     Simulate(#[from] SimulateError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    File(#[from] crate::config::ConfigError),
 }
 
 impl LabConfig {
     /// Reads and checks a config file; every problem names the file (and, for TOML
     /// errors, the line and column).
     pub fn load(path: &Path) -> Result<LabConfig, LabError> {
+        Self::parse(path, &crate::config::read(path)?)
+    }
+
+    /// Parses and checks the text of a config file read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<LabConfig, LabError> {
         let config_error = |message: String| LabError::Config { path: path.to_path_buf(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| config_error(e.to_string()))?;
-        let config: LabConfig = toml::from_str(&text).map_err(|e| {
-            let position = e
-                .span()
-                .map(|span| {
-                    let line = text[..span.start].matches('\n').count() + 1;
-                    let column = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
-                    format!("line {line}, column {column}: ")
-                })
-                .unwrap_or_default();
-            config_error(format!("{position}{}", e.message()))
-        })?;
+        let config: LabConfig = crate::config::parse_toml(path, text)?;
         config.simulation(Path::new(".")).map_err(&config_error)?;
         if let TraceSpec::Synthetic { synthetic, .. } = &config.trace {
             synthetic.validate().map_err(|e| config_error(e.to_string()))?;

@@ -5,8 +5,11 @@
 //! DLRM model (on libtorch through tch, behind the `torch` feature) and the CLI; the
 //! policies themselves live in `strata-policies`.
 
+pub mod config;
 pub mod data;
 pub mod engine;
+#[cfg(feature = "torch")]
+pub mod experiment;
 pub mod lab;
 pub mod model;
 pub mod progress;

@@ -381,12 +381,33 @@ fn init_table(out: &Path, rows: u64, dim: usize, optimizer: &str, init: &str, se
     Ok(())
 }
 
-fn run(config: &Path, out: Option<&Path>) -> Result<()> {
-    let config = LabConfig::load(config)?;
+/// Runs a config: a training experiment when it has a `[model]` section, else the
+/// policy lab.
+fn run(path: &Path, out: Option<&Path>) -> Result<()> {
+    let text = strata::config::read(path)?;
+    let is_experiment = toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("model"));
+    if is_experiment {
+        return run_experiment(path, &text, out);
+    }
+    let config = LabConfig::parse(path, &text)?;
     let (_, summary) = lab::run(&config, out)?;
     print!("{summary}");
     eprintln!("reports in {}", out.unwrap_or(&config.output.dir).display());
     Ok(())
+}
+
+#[cfg(feature = "torch")]
+fn run_experiment(path: &Path, text: &str, out: Option<&Path>) -> Result<()> {
+    let config = strata::experiment::ExperimentConfig::parse(path, text)?;
+    let (_, summary) = strata::experiment::run(&config, out)?;
+    print!("{summary}");
+    eprintln!("reports in {}", out.unwrap_or(&config.output.dir).display());
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn run_experiment(path: &Path, _text: &str, _out: Option<&Path>) -> Result<()> {
+    bail!("{}: training experiments need the `torch` feature (build with `make build`)", path.display())
 }
 
 fn main() -> ExitCode {

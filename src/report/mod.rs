@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use plot::plot_curves;
+pub use plot::{plot_bars, plot_curves, plot_series};
 
 use crate::sim::SimulationReport;
 

@@ -68,3 +68,69 @@ pub fn plot_curves(curves: &[Curve], title: &str, path: &Path) -> Result<(), Rep
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
+
+/// Draws named series of `(x, y)` points on linear axes into the SVG file at `path`.
+pub fn plot_series(series: &[(String, Vec<(f64, f64)>)], title: &str, x_desc: &str, y_desc: &str, path: &Path) -> Result<(), ReportError> {
+    let err = |e: &dyn std::fmt::Display| ReportError::new(path, format!("plotting failed: {e}"));
+    let points = || series.iter().flat_map(|(_, p)| p.iter().copied());
+    let x_max = points().map(|p| p.0).fold(1.0, f64::max);
+    let y_max = points().map(|p| p.1).filter(|y| y.is_finite()).fold(0.0, f64::max) * 1.05 + 1e-9;
+    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| err(&e))?;
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}
+
+/// Draws one horizontal bar per `(label, value)` into the SVG file at `path`.
+pub fn plot_bars(bars: &[(String, f64)], title: &str, value_desc: &str, path: &Path) -> Result<(), ReportError> {
+    let err = |e: &dyn std::fmt::Display| ReportError::new(path, format!("plotting failed: {e}"));
+    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max) * 1.1 + 1e-9;
+    let height = 120 + 40 * bars.len() as u32;
+    let root = SVGBackend::new(path, (900, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(260)
+        .build_cartesian_2d(0f64..max, (0..bars.len()).into_segmented())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(value_desc)
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => bars.get(*i).map_or(String::new(), |b| b.0.clone()),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (_, value))| {
+            let color = COLORS[i % COLORS.len()];
+            Rectangle::new([(0.0, SegmentValue::Exact(i)), (*value, SegmentValue::Exact(i + 1))], color.filled())
+        }))
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}
