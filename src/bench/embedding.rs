@@ -53,6 +53,8 @@ pub struct EmbeddingBench {
 pub struct StepResult {
     pub name: String,
     pub seconds_per_step: f64,
+    /// The pooled lookup's share of a step (the rest is the update).
+    pub lookup_seconds_per_step: f64,
     pub lookups_per_sec: f64,
 }
 
@@ -63,6 +65,8 @@ pub struct FbgemmResult {
     pub lookups_per_batch: Vec<u64>,
     pub distinct_rows_per_batch: Vec<u64>,
     pub seconds_per_step: f64,
+    /// The forward (pooled lookup) share of a step; the backward holds the update.
+    pub forward_seconds_per_step: f64,
     pub lookups_per_sec: f64,
     pub versions: serde_json::Value,
 }
@@ -124,22 +128,34 @@ impl EmbeddingBench {
         Optimizer::default()
     }
 
-    fn timed(&self, name: &str, batches: &[Batch], mut step: impl FnMut(&Batch) -> Result<()>) -> Result<StepResult> {
+    /// Times `lookup` then `update` on each batch, after the warm-up steps.
+    fn timed(
+        &self,
+        name: &str,
+        batches: &[Batch],
+        mut lookup: impl FnMut(&Batch) -> Result<()>,
+        mut update: impl FnMut(&Batch) -> Result<()>,
+    ) -> Result<StepResult> {
         for k in 0..self.warmup {
-            step(&batches[k % batches.len()])?;
+            lookup(&batches[k % batches.len()])?;
+            update(&batches[k % batches.len()])?;
         }
-        let mut seconds = 0.0;
+        let (mut seconds, mut looking) = (0.0, 0.0);
         let mut lookups = 0usize;
         for k in 0..self.iters {
             let batch = &batches[(self.warmup + k) % batches.len()];
             let start = Instant::now();
-            step(batch)?;
+            lookup(batch)?;
+            let looked = start.elapsed().as_secs_f64();
+            update(batch)?;
             seconds += start.elapsed().as_secs_f64();
+            looking += looked;
             lookups += batch.ids.len();
         }
         Ok(StepResult {
             name: name.into(),
             seconds_per_step: seconds / self.iters as f64,
+            lookup_seconds_per_step: looking / self.iters as f64,
             lookups_per_sec: lookups as f64 / seconds,
         })
     }
@@ -169,12 +185,20 @@ impl EmbeddingBench {
         let mut out = vec![0f32; grads.len()];
         let mut strata = Vec::new();
 
-        let mut flat = FlatTable::new(rows, row_layout, init);
-        strata.push(self.timed("strata flat table", &batches, |b| {
-            flat.lookup(b, Pooling::Sum, &mut out);
-            flat.apply_gradients(b, &grads, &optimizer, Pooling::Sum);
-            Ok(())
-        })?);
+        // Both closures use the table, one after the other.
+        let flat = std::cell::RefCell::new(FlatTable::new(rows, row_layout, init));
+        strata.push(self.timed(
+            "strata flat table",
+            &batches,
+            |b| {
+                flat.borrow().lookup(b, Pooling::Sum, &mut out);
+                Ok(())
+            },
+            |b| {
+                flat.borrow_mut().apply_gradients(b, &grads, &optimizer, Pooling::Sum);
+                Ok(())
+            },
+        )?);
         drop(flat);
 
         let config = TableConfig {
@@ -185,16 +209,17 @@ impl EmbeddingBench {
             optimizer,
             pooling: Pooling::Sum,
         };
-        let mut table = TieredTable::new(&config, Box::new(FlatTable::new(rows, row_layout, init)))?;
+        let table = std::cell::RefCell::new(TieredTable::new(&config, Box::new(FlatTable::new(rows, row_layout, init)))?);
         // Every row the batches touch is in the host tier before timing.
         for b in &batches {
-            table.lookup(b, &mut out)?;
+            table.borrow_mut().lookup(b, &mut out)?;
         }
-        strata.push(self.timed("strata tiered, all rows in host tier", &batches, |b| {
-            table.lookup(b, &mut out)?;
-            table.apply_gradients(b, &grads)?;
-            Ok(())
-        })?);
+        strata.push(self.timed(
+            "strata tiered, all rows in host tier",
+            &batches,
+            |b| Ok(table.borrow_mut().lookup(b, &mut out)?),
+            |b| Ok(table.borrow_mut().apply_gradients(b, &grads)?),
+        )?);
         drop(table);
 
         let args: Vec<String> = vec![
@@ -269,17 +294,23 @@ pub fn markdown(report: &EmbeddingReport) -> String {
         versions["torch"].as_str().unwrap_or("?"),
         versions["fbgemm_gpu"].as_str().unwrap_or("?"),
     );
-    let _ = writeln!(s, "| set-up | ms/step | Mlookups/s | vs FBGEMM |");
-    let _ = writeln!(s, "|---|---:|---:|---:|");
-    let fb = report.fbgemm.lookups_per_sec;
-    let _ = writeln!(
-        s,
-        "| FBGEMM SplitTableBatchedEmbeddingBagsCodegen (CPU) | {:.1} | {:.2} | 1.00x |",
-        report.fbgemm.seconds_per_step * 1e3,
-        fb / 1e6
-    );
+    let _ = writeln!(s, "| set-up | ms/step | lookup ms | update ms | M lookups/s | vs FBGEMM |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    let fb = &report.fbgemm;
+    let row = |s: &mut String, name: &str, step: f64, lookup: f64, rate: f64| {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x |",
+            step * 1e3,
+            lookup * 1e3,
+            (step - lookup) * 1e3,
+            rate / 1e6,
+            rate / fb.lookups_per_sec
+        );
+    };
+    row(&mut s, "FBGEMM SplitTableBatchedEmbeddingBagsCodegen (CPU)", fb.seconds_per_step, fb.forward_seconds_per_step, fb.lookups_per_sec);
     for r in &report.strata {
-        let _ = writeln!(s, "| {} | {:.1} | {:.2} | {:.2}x |", r.name, r.seconds_per_step * 1e3, r.lookups_per_sec / 1e6, r.lookups_per_sec / fb);
+        row(&mut s, &r.name, r.seconds_per_step, r.lookup_seconds_per_step, r.lookups_per_sec);
     }
     s
 }
@@ -310,7 +341,7 @@ mod tests {
     #[test]
     fn script_output_parses_and_must_match_the_work() {
         let json = r#"{"impl": "x", "threads": 1, "lookups_per_batch": [6, 6], "distinct_rows_per_batch": [4, 5],
-            "seconds_per_step": 0.5, "lookups_per_sec": 12.0, "versions": {"torch": "2.11.0", "fbgemm_gpu": "1.6.0"}}"#;
+            "seconds_per_step": 0.5, "forward_seconds_per_step": 0.2, "lookups_per_sec": 12.0, "versions": {"torch": "2.11.0", "fbgemm_gpu": "1.6.0"}}"#;
         let r: FbgemmResult = serde_json::from_str(json).unwrap();
         assert_eq!(r.lookups_per_sec, 12.0);
         assert_eq!(r.versions["fbgemm_gpu"], "1.6.0");
