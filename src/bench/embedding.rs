@@ -242,10 +242,11 @@ impl EmbeddingBench {
             "--threads".into(),
             "1".into(),
         ];
-        let fbgemm: FbgemmResult =
-            super::run_python_json(&self.python, FBGEMM_SCRIPT, &args, "run `make bench-fbgemm` or set STRATA_TORCH_PYTHON")?;
-        check_same_work(&lookups, &distinct, &fbgemm)?;
+        let fbgemm: Result<FbgemmResult> =
+            super::run_python_json(&self.python, FBGEMM_SCRIPT, &args, "run `make bench-fbgemm` or set STRATA_TORCH_PYTHON");
         std::fs::remove_file(&file).ok();
+        let fbgemm = fbgemm?;
+        check_same_work(&lookups, &distinct, &fbgemm)?;
 
         let steps = lookups.len() as f64;
         Ok(EmbeddingReport {
