@@ -19,6 +19,9 @@ STRATA := $(or $(CARGO_TARGET_DIR),target)/release/strata
 TORCH_VERSION := 2.11.0
 TORCH_VENV := $(STRATA_CACHE)/venv-torch-$(TORCH_VERSION)
 TORCH_PYTHON := $(TORCH_VENV)/bin/python
+# FBGEMM's CPU kernels, only for `make bench-fbgemm` (1.6.0 is the release built
+# against torch 2.11; it warns that its compat table lacks 2.11 but imports and runs).
+FBGEMM_VERSION := 1.6.0
 
 # The Python interpreter with libCacheSim, for the cross-check tests and benchmarks.
 export STRATA_PYTHON := $(PYTHON)
@@ -28,7 +31,7 @@ export STRATA_PYTHON := $(PYTHON)
 TORCH_CARGO = VIRTUAL_ENV=$(TORCH_VENV) PATH="$(TORCH_VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH=1 $(CARGO)
 FEATURES := --features strata/torch
 
-.PHONY: run test build venv torch-venv toolchain bench bench-simulate bench-storage bench-gather bench-lookup clean
+.PHONY: run test build venv torch-venv fbgemm toolchain bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm clean
 
 run: build venv
 	$(STRATA) run $(CONFIG)
@@ -63,6 +66,14 @@ $(TORCH_VENV)/.installed:
 	$(TORCH_PYTHON) -W ignore -c "import torch; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)', torch.__version__"
 	touch $@
 
+fbgemm: $(TORCH_VENV)/.fbgemm-$(FBGEMM_VERSION).installed
+
+# fbgemm-gpu-cpu into the torch venv (and numpy with it); not part of `make test`/`run`.
+$(TORCH_VENV)/.fbgemm-$(FBGEMM_VERSION).installed: $(TORCH_VENV)/.installed
+	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check fbgemm-gpu-cpu==$(FBGEMM_VERSION)
+	$(TORCH_PYTHON) -W ignore -c "import logging; logging.disable(logging.WARNING); import torch, fbgemm_gpu; assert fbgemm_gpu.__version__ == '$(FBGEMM_VERSION)', fbgemm_gpu.__version__; torch.ops.fbgemm.split_embedding_codegen_lookup_rowwise_adagrad_function_cpu"
+	touch $@
+
 # Criterion benches and the side-by-side comparisons (libCacheSim, fio, memcpy, all-in-host).
 bench: bench-simulate bench-storage bench-gather bench-lookup
 	$(TORCH_CARGO) bench --bench policy_ops --bench gather $(FEATURES)
@@ -79,6 +90,11 @@ bench-gather: build
 
 bench-lookup: build
 	$(STRATA) bench lookup --scale 0.01 --zipf 1.05 --device 0.02 --host 0.1 --window 4
+
+# The embedding step (lookup + row-wise Adagrad, host memory, 1 thread) against FBGEMM's
+# CPU kernels on the same batches: MLPerf tables at 1%, dim 128, batch 2048, multi-hot.
+bench-fbgemm: build fbgemm
+	STRATA_TORCH_PYTHON=$(TORCH_PYTHON) $(STRATA) bench embedding --scale 0.01 --zipf 1.05 --dim 128 --batch 2048
 
 clean:
 	$(CARGO) clean

@@ -238,6 +238,30 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The embedding part of a training step (pooled lookup + row-wise Adagrad, host
+    /// memory, one thread) in Strata against FBGEMM's CPU kernels on the same batches.
+    Embedding {
+        #[command(flatten)]
+        synthetic: SyntheticArgs,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        /// Samples per step (214 lookups each with the MLPerf multi-hot sizes).
+        #[arg(long, default_value_t = 2048)]
+        batch: usize,
+        /// Distinct batches, cycled through the timed steps.
+        #[arg(long, default_value_t = 4)]
+        batches: u64,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// Folder for the batches handed to the FBGEMM script.
+        #[arg(long, default_value = "out/bench")]
+        dir: PathBuf,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Pooled embedding-bag gather from a host slab against plain memory copy (and, with
     /// `--backend cuda`, pinned host-to-device copy and device gather).
     Gather {
@@ -466,6 +490,25 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Gather { backend, rows, dim, bag, batch }) => {
             bench::gather::run(backend, rows, dim, bag, batch)
         }
+        Command::Bench(BenchCommand::Embedding { synthetic, dim, batch, batches, warmup, iters, dir, json }) => (|| {
+            let bench = bench::embedding::EmbeddingBench {
+                synthetic: synthetic.config()?,
+                dim,
+                batch,
+                batches,
+                warmup,
+                iters,
+                python: bench::embedding::python(),
+                dir,
+            };
+            let report = bench.run()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", bench::embedding::markdown(&report));
+            }
+            Ok(())
+        })(),
         Command::Bench(BenchCommand::Simulate { requests, capacity, policies, synthetic, dir, json }) => (|| {
             parse_policies(&policies)?;
             let bench = bench::simulate::BenchSimulate {

@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 use strata_policies::{AdmissionConfig, PolicyConfig};
@@ -19,7 +18,7 @@ pub const LIBCACHESIM_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench
 /// The Python interpreter with `libcachesim` installed: `$STRATA_PYTHON`, else the
 /// one on the PATH.
 pub fn python() -> PathBuf {
-    std::env::var_os("STRATA_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from)
+    super::python_from_env("STRATA_PYTHON", None)
 }
 
 /// What `libcachesim_replay.py` prints per policy.
@@ -47,23 +46,9 @@ pub fn run_libcachesim(
     capacity_rows: u64,
     policies: &[String],
 ) -> anyhow::Result<Vec<PeerResult>> {
-    let output = Command::new(python)
-        .arg(LIBCACHESIM_SCRIPT)
-        .arg(trace)
-        .arg(format)
-        .arg(capacity_rows.to_string())
-        .args(policies)
-        .output()
-        .map_err(|e| anyhow::anyhow!("{}: cannot start ({e}); run `make venv` or set STRATA_PYTHON", python.display()))?;
-    if !output.status.success() {
-        anyhow::bail!(
-            "{} {LIBCACHESIM_SCRIPT} failed: {}",
-            python.display(),
-            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("no message")
-        );
-    }
-    let parsed: PeerOutput = serde_json::from_slice(&output.stdout)
-        .map_err(|e| anyhow::anyhow!("{LIBCACHESIM_SCRIPT}: unreadable output: {e}"))?;
+    let mut args = vec![trace.as_os_str().to_owned(), format.into(), capacity_rows.to_string().into()];
+    args.extend(policies.iter().map(Into::into));
+    let parsed: PeerOutput = super::run_python_json(python, LIBCACHESIM_SCRIPT, &args, "run `make venv` or set STRATA_PYTHON")?;
     Ok(parsed.results)
 }
 
