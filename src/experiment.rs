@@ -237,7 +237,7 @@ fn result(name: &str, outcome: TrainOutcome) -> SetupResult {
     SetupResult {
         name: name.to_string(),
         samples_per_sec: outcome.samples_per_sec,
-        stall_fraction: engine.stall_seconds / outcome.seconds.max(1e-9),
+        stall_fraction: outcome.stall_seconds / outcome.seconds.max(1e-9),
         hit_ratio: HitRatios {
             device: engine.device.as_ref().map(|t| t.hit_ratio()),
             host: engine.host.as_ref().map(|t| t.hit_ratio()),

@@ -41,6 +41,8 @@ pub struct TrainOutcome {
     pub samples: u64,
     pub seconds: f64,
     pub samples_per_sec: f64,
+    /// Seconds the training steps waited for rows from the store (evaluation excluded).
+    pub stall_seconds: f64,
     /// Training loss of every step.
     pub losses: Vec<f32>,
     pub evaluations: Vec<Evaluation>,
@@ -100,6 +102,7 @@ pub fn train(
     let mut evaluations = Vec::new();
     let mut pooled = Vec::new();
     let mut training_seconds = 0.0;
+    let mut eval_stall = 0.0;
     let mut start = Instant::now();
     while let Some(batch) = prefetcher.next(table)? {
         samples += check_features(&batch)? as u64;
@@ -111,11 +114,14 @@ pub fn train(
         steps += 1;
         if eval_every > 0 && steps.is_multiple_of(eval_every) && !held_out.is_empty() {
             training_seconds += start.elapsed().as_secs_f64();
+            let stalled = table.stats().stall_seconds;
             evaluations.push(evaluate(model, table, held_out, steps)?);
+            eval_stall += table.stats().stall_seconds - stalled;
             start = Instant::now();
         }
     }
     training_seconds += start.elapsed().as_secs_f64();
+    let stall_seconds = table.stats().stall_seconds - eval_stall;
     if !held_out.is_empty() && evaluations.last().map(|e| e.step) != Some(steps) {
         evaluations.push(evaluate(model, table, held_out, steps)?);
     }
@@ -124,6 +130,7 @@ pub fn train(
         samples,
         seconds: training_seconds,
         samples_per_sec: samples as f64 / training_seconds.max(1e-9),
+        stall_seconds,
         losses,
         evaluations,
         engine: table.stats(),
