@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// A config file that could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -37,4 +38,17 @@ pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
 /// Reads the file at `path`.
 pub fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, e))
+}
+
+/// `[output]` of a config: where a run writes its reports.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub dir: PathBuf,
+}
+
+impl Default for OutputSpec {
+    fn default() -> Self {
+        OutputSpec { dir: PathBuf::from("out/run") }
+    }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use strata_policies::PolicyConfig;
 
-use crate::config::{parse_toml, ConfigError};
+use crate::config::{parse_toml, ConfigError, OutputSpec};
 use crate::data::{SyntheticBatches, SyntheticConfig};
 use crate::engine::backing::{BackingStore, FlatTable};
 use crate::engine::device::DeviceKind;
@@ -98,18 +98,6 @@ pub struct SetupSpec {
 
 fn lru() -> String {
     "lru".into()
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutputSpec {
-    pub dir: PathBuf,
-}
-
-impl Default for OutputSpec {
-    fn default() -> Self {
-        OutputSpec { dir: PathBuf::from("out/experiment") }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,26 +269,33 @@ fn setup_error(setup: &SetupSpec, source: TrainError) -> ExperimentError {
     ExperimentError::Setup { setup: setup.name.clone(), source }
 }
 
+const COLUMNS: [&str; 9] = ["setup", "samples/s", "vs first", "stall", "device hits", "host hits", "write-backs", "AUC", "log-loss"];
+
+/// The cells of a set-up's row in the summaries, in the order of [`COLUMNS`].
+fn cells(r: &SetupResult, base: f64) -> [String; 9] {
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    [
+        r.name.clone(),
+        format!("{:.0}", r.samples_per_sec),
+        format!("{:.0}%", 100.0 * r.samples_per_sec / base),
+        format!("{:.0}%", 100.0 * r.stall_fraction),
+        pct(r.hit_ratio.device),
+        pct(r.hit_ratio.host),
+        r.write_backs.to_string(),
+        r.auc.map_or("-".into(), |a| format!("{a:.4}")),
+        format!("{:.4}", r.logloss),
+    ]
+}
+
+fn first_speed(results: &[SetupResult]) -> f64 {
+    results.first().map_or(1.0, |r| r.samples_per_sec)
+}
+
 /// The Markdown summary: one row per set-up.
 pub fn markdown(results: &[SetupResult]) -> String {
-    let mut out = String::from("| setup | samples/s | vs first | stall | device hits | host hits | write-backs | AUC | log-loss |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    let base = results.first().map_or(1.0, |r| r.samples_per_sec);
-    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    let mut out = format!("| {} |\n|---|{}\n", COLUMNS.join(" | "), "---:|".repeat(COLUMNS.len() - 1));
     for r in results {
-        let _ = writeln!(
-            out,
-            "| {} | {:.0} | {:.0}% | {:.0}% | {} | {} | {} | {} | {:.4} |",
-            r.name,
-            r.samples_per_sec,
-            100.0 * r.samples_per_sec / base,
-            100.0 * r.stall_fraction,
-            pct(r.hit_ratio.device),
-            pct(r.hit_ratio.host),
-            r.write_backs,
-            r.auc.map_or("-".into(), |a| format!("{a:.4}")),
-            r.logloss
-        );
+        let _ = writeln!(out, "| {} |", cells(r, first_speed(results)).join(" | "));
     }
     out
 }
@@ -343,21 +338,10 @@ fn write_reports(config: &ExperimentConfig, results: &[SetupResult], dir: &Path)
     )?;
     let mut html = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>Strata experiment</title>");
     html.push_str("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style></head><body>");
-    html.push_str("<h1>Strata training experiment</h1><table><tr><th>setup</th><th>samples/s</th><th>stall</th><th>device hits</th><th>host hits</th><th>write-backs</th><th>AUC</th><th>log-loss</th></tr>");
+    let _ = write!(html, "<h1>Strata training experiment</h1><table><tr><th>{}</th></tr>", COLUMNS.join("</th><th>"));
     for r in results {
-        let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{:.0}</td><td>{:.0}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td></tr>",
-            escape(&r.name),
-            r.samples_per_sec,
-            100.0 * r.stall_fraction,
-            pct(r.hit_ratio.device),
-            pct(r.hit_ratio.host),
-            r.write_backs,
-            r.auc.map_or("-".into(), |a| format!("{a:.4}")),
-            r.logloss
-        );
+        let row: Vec<String> = cells(r, first_speed(results)).iter().map(|c| escape(c)).collect();
+        let _ = write!(html, "<tr><td>{}</td></tr>", row.join("</td><td>"));
     }
     html.push_str("</table>");
     for svg in ["throughput.svg", "loss.svg"] {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use strata_policies::{AdmissionConfig, PolicyConfig};
 
+use crate::config::OutputSpec;
 use crate::data::{SyntheticConfig, SyntheticTrace, TableLayout};
 use crate::report::{self, ReportError};
 use crate::sim::{Capacity, SimulateError, Simulation, SimulationReport};
@@ -70,19 +71,6 @@ pub struct SimulateSpec {
 
 fn yes() -> bool {
     true
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutputSpec {
-    /// Folder for report.json, results.csv, mrc.csv and mrc.svg.
-    pub dir: PathBuf,
-}
-
-impl Default for OutputSpec {
-    fn default() -> Self {
-        OutputSpec { dir: PathBuf::from("out/lab") }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
