@@ -6,11 +6,9 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use strata::data::{SyntheticBatches, SyntheticConfig};
 use strata::engine::backing::FlatTable;
-use strata::engine::device::DeviceKind;
 use strata::engine::pool::Pooling;
-use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::table::{Batch, TableConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
-use strata_policies::PolicyConfig;
 
 const DIM: usize = 64;
 
@@ -39,14 +37,7 @@ fn engine_step(c: &mut Criterion) {
         })
     });
 
-    let config = TableConfig {
-        device: TierConfig::rows(0, PolicyConfig::Lru),
-        device_backend: DeviceKind::Emulated,
-        host: TierConfig::rows(rows as usize, PolicyConfig::Lru),
-        hierarchy: Hierarchy::Inclusive,
-        optimizer,
-        pooling: Pooling::Sum,
-    };
+    let config = TableConfig::host_only(rows, optimizer, Pooling::Sum);
     let mut table = TieredTable::new(&config, Box::new(FlatTable::new(rows, layout, init))).expect("table");
     // Warm: every row the batches touch is in the host tier before timing.
     for batch in &batches {

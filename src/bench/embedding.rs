@@ -12,11 +12,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use strata::data::{SyntheticBatches, SyntheticConfig, TableLayout};
 use strata::engine::backing::FlatTable;
-use strata::engine::device::DeviceKind;
 use strata::engine::pool::Pooling;
-use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::table::{Batch, TableConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
-use strata_policies::PolicyConfig;
 
 /// Where the FBGEMM driver script lives.
 pub const FBGEMM_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/fbgemm_compare.py");
@@ -201,14 +199,7 @@ impl EmbeddingBench {
         )?);
         drop(flat);
 
-        let config = TableConfig {
-            device: TierConfig::rows(0, PolicyConfig::Lru),
-            device_backend: DeviceKind::Emulated,
-            host: TierConfig::rows(rows as usize, PolicyConfig::Lru),
-            hierarchy: Hierarchy::Inclusive,
-            optimizer,
-            pooling: Pooling::Sum,
-        };
+        let config = TableConfig::host_only(rows, optimizer, Pooling::Sum);
         let table = std::cell::RefCell::new(TieredTable::new(&config, Box::new(FlatTable::new(rows, row_layout, init)))?);
         // Every row the batches touch is in the host tier before timing.
         for b in &batches {

@@ -92,6 +92,21 @@ pub struct TableConfig {
     pub pooling: Pooling,
 }
 
+impl TableConfig {
+    /// Every one of `rows` rows in the host tier (LRU), no device tier: the
+    /// all-in-memory set-up the tiered ones are compared with.
+    pub fn host_only(rows: u64, optimizer: Optimizer, pooling: Pooling) -> Self {
+        TableConfig {
+            device: TierConfig::rows(0, PolicyConfig::Lru),
+            device_backend: DeviceKind::Emulated,
+            host: TierConfig::rows(rows as usize, PolicyConfig::Lru),
+            hierarchy: Hierarchy::Inclusive,
+            optimizer,
+            pooling,
+        }
+    }
+}
+
 /// A batch of lookups: `ids` are global rows, bag `b` is
 /// `ids[bag_offsets[b]..bag_offsets[b + 1]]`. `next_access` (one per id, [`NEVER`]
 /// when unknown) feeds the future-aware policies; `start` is the stream position of
