@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::{Curve, ReportError};
@@ -46,16 +47,36 @@ pub fn plot_curves(curves: &[Curve], title: &str, path: &Path) -> Result<(), Rep
         .y_desc("miss ratio")
         .draw()
         .map_err(|e| err(&e))?;
-    for (i, curve) in curves.iter().enumerate() {
+    let series: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|c| (c.policy.clone(), c.points.iter().map(|p| (p.capacity_rows.max(1) as f64, p.miss_ratio)).collect()))
+        .collect();
+    draw_lines(&mut chart, &series, true, path)?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Draws named line series (with point markers when `markers`) and their legend on
+/// `chart`, one colour each.
+fn draw_lines<'a, X>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, RangedCoordf64>>,
+    series: &[(String, Vec<(f64, f64)>)],
+    markers: bool,
+    path: &Path,
+) -> Result<(), ReportError>
+where
+    X: Ranged<ValueType = f64>,
+{
+    let err = |e: &dyn std::fmt::Display| ReportError::new(path, format!("plotting failed: {e}"));
+    for (i, (name, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let points: Vec<(f64, f64)> = curve.points.iter().map(|p| (p.capacity_rows.max(1) as f64, p.miss_ratio)).collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
             .map_err(|e| err(&e))?
-            .label(curve.policy.clone())
+            .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        if points.len() <= 32 {
-            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(|e| err(&e))?;
+        if markers && points.len() <= 32 {
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| err(&e))?;
         }
     }
     chart
@@ -64,9 +85,7 @@ pub fn plot_curves(curves: &[Curve], title: &str, path: &Path) -> Result<(), Rep
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+        .map_err(|e| err(&e))
 }
 
 /// Draws named series of `(x, y)` points on linear axes into the SVG file at `path`.
@@ -85,21 +104,7 @@ pub fn plot_series(series: &[(String, Vec<(f64, f64)>)], title: &str, x_desc: &s
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)
         .map_err(|e| err(&e))?;
     chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| err(&e))?;
-    for (i, (name, points)) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
+    draw_lines(&mut chart, series, false, path)?;
     root.present().map_err(|e| err(&e))
 }
 
