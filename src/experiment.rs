@@ -94,6 +94,23 @@ pub struct SetupSpec {
     /// Batches read ahead (0 = no prefetch).
     #[serde(default)]
     pub window: usize,
+    /// Dirty rows held by the storage thread to write them down in page order, sized
+    /// like the tiers (0 = none). Host memory beyond the host tier.
+    #[serde(default)]
+    pub write_buffer: f64,
+    /// Where the whole table lives: `file` (the engine's `table_file`, when given) or
+    /// `memory` (a flat in-memory table: the all-in-memory reference).
+    #[serde(default)]
+    pub store: StoreKind,
+}
+
+/// The backing store of a set-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    File,
+    Memory,
 }
 
 fn lru() -> String {
@@ -111,14 +128,19 @@ pub enum ExperimentError {
 }
 
 impl SetupSpec {
+    /// Rows of a size given as a fraction (below 1) or a number of rows (from 1).
+    fn rows_of(&self, what: &str, size: f64, rows: u64) -> Result<usize, String> {
+        if size == 0.0 {
+            return Ok(0);
+        }
+        let capacity = Capacity::try_from(size).map_err(|e| format!("setup `{}`: {what}: {e}", self.name))?;
+        Ok(capacity.rows(rows).min(rows) as usize)
+    }
+
     fn tier(&self, tier: &str, size: f64, policy: &Option<String>, rows: u64) -> Result<TierConfig, String> {
         let name = policy.as_deref().unwrap_or(&self.policy);
         let policy = PolicyConfig::from_name(name).map_err(|e| format!("setup `{}`: {tier} policy: {e}", self.name))?;
-        if size == 0.0 {
-            return Ok(TierConfig::rows(0, policy));
-        }
-        let capacity = Capacity::try_from(size).map_err(|e| format!("setup `{}`: {tier}: {e}", self.name))?;
-        Ok(TierConfig::rows(capacity.rows(rows).min(rows) as usize, policy))
+        Ok(TierConfig::rows(self.rows_of(tier, size, rows)?, policy))
     }
 }
 
@@ -164,12 +186,13 @@ impl ExperimentConfig {
         Ok(stream.with_features().skip(self.data.train_batches as usize).collect())
     }
 
-    /// A fresh store holding the initial table.
-    fn store(&self) -> Result<Box<dyn BackingStore>, TrainError> {
+    /// A fresh store holding the initial table: `kind` says where.
+    fn store(&self, kind: StoreKind) -> Result<Box<dyn BackingStore>, TrainError> {
         let layout = RowLayout::new(self.model.embedding_dim, &self.engine.optimizer);
         let init = RowInit::Uniform { seed: self.engine.init_seed, scale: self.engine.init_scale };
         let rows = self.rows();
-        Ok(match &self.engine.table_file {
+        let file = self.engine.table_file.as_ref().filter(|_| kind == StoreKind::File);
+        Ok(match file {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| TrainError::Batch { start: 0, what: format!("{}: {e}", dir.display()) })?;
@@ -191,6 +214,7 @@ impl SetupSpec {
             hierarchy: self.hierarchy,
             optimizer: engine.optimizer,
             pooling: engine.pooling,
+            write_buffer_rows: self.rows_of("write_buffer", self.write_buffer, rows)?,
         })
     }
 }
@@ -254,7 +278,8 @@ pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupRe
         let fail = |source: TrainError| setup_error(setup, source);
         let table_config = setup.table_config(&config.engine, rows).map_err(|m| ConfigError::new(dir, m))?;
         let mut model = Dlrm::new(&config.model, crate::data::CRITEO_CARDINALITIES.len()).map_err(|e| fail(e.into()))?;
-        let mut table = TieredTable::new(&table_config, config.store().map_err(&fail)?).map_err(|e| fail(e.into()))?;
+        let store = config.store(setup.store).map_err(&fail)?;
+        let mut table = TieredTable::new(&table_config, store).map_err(|e| fail(e.into()))?;
         eprintln!("training `{}`", setup.name);
         let outcome = train(&mut model, &mut table, config.batches().map_err(&fail)?, setup.window, &held_out, config.data.eval_every)
             .map_err(&fail)?;

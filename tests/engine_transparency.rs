@@ -43,6 +43,7 @@ struct Case {
     window: usize,
     optimizer: Optimizer,
     pooling: Pooling,
+    write_buffer_rows: usize,
 }
 
 /// Runs `case` for `segments` re-opens over the same batches and compares every
@@ -75,11 +76,12 @@ fn check_with_store(
         hierarchy: case.hierarchy,
         optimizer: case.optimizer,
         pooling: case.pooling,
+        write_buffer_rows: case.write_buffer_rows,
     };
     let mut rng = SmallRng::seed_from_u64(seed);
     let what = format!(
-        "{} {:?} device {} host {} window {} {:?} {:?} seed {seed}",
-        case.policy, case.hierarchy, case.device_rows, case.host_rows, case.window, case.optimizer, case.pooling
+        "{} {:?} device {} host {} window {} write buffer {} {:?} {:?} seed {seed}",
+        case.policy, case.hierarchy, case.device_rows, case.host_rows, case.window, case.write_buffer_rows, case.optimizer, case.pooling
     );
     for segment in 0..3 {
         let all = batches(&mut rng, rows, 12, 6);
@@ -108,6 +110,9 @@ fn check_with_store(
         if case.window > 0 {
             assert!(stats.prefetched_rows > 0, "{what}: nothing was read ahead");
         }
+        if case.write_buffer_rows > 0 && stats.store_writes > 0 {
+            assert!(stats.write_buffer.rows_in > 0, "{what}: the write-back buffer took nothing in");
+        }
         if let Some(device) = stats.device.as_ref().filter(|_| case.device_rows < 20 && !case.policy.starts_with("static")) {
             assert!(device.evictions > 0 && device.promotions > 0, "{what}: {device:?}");
         }
@@ -130,7 +135,8 @@ fn every_policy_and_hierarchy_matches_the_flat_table() {
     let mut seed = 1;
     for policy in POLICIES {
         for hierarchy in [Hierarchy::Inclusive, Hierarchy::Exclusive] {
-            for (device_rows, host_rows, window) in [(8, 40, 2), (3, 5, 0), (1, 1, 1), (30, 0, 1), (0, 25, 3), (60, 119, 2)] {
+            let sets = [(8, 40, 2, 0), (3, 5, 0, 7), (1, 1, 1, 1), (30, 0, 1, 16), (0, 25, 3, 0), (60, 119, 2, 5)];
+            for (device_rows, host_rows, window, write_buffer_rows) in sets {
                 let case = Case {
                     policy,
                     hierarchy,
@@ -139,6 +145,7 @@ fn every_policy_and_hierarchy_matches_the_flat_table() {
                     window,
                     optimizer: Optimizer::RowWiseAdagrad { lr: 0.05, eps: 1e-8 },
                     pooling: Pooling::Sum,
+                    write_buffer_rows,
                 };
                 check(&case, seed);
                 seed += 1;
@@ -158,6 +165,7 @@ fn sgd_and_mean_pooling_match_the_flat_table() {
             window: seed % 3,
             optimizer: Optimizer::Sgd { lr: 0.1 },
             pooling: Pooling::Mean,
+            write_buffer_rows: seed % 2 * 9,
         };
         check(&case, 1000 + seed as u64);
     }
@@ -172,6 +180,7 @@ fn small_config(optimizer: Optimizer) -> TableConfig {
         hierarchy: Hierarchy::Inclusive,
         optimizer,
         pooling: Pooling::Sum,
+        write_buffer_rows: 0,
     }
 }
 
@@ -217,7 +226,18 @@ fn table_files_with_every_read_path_match_the_flat_table() {
             let layout = RowLayout::new(4, &optimizer);
             TableFile::create(&path, 120, layout, RowInit::Uniform { seed, scale: 0.1 }).unwrap();
             let store = Box::new(TableFile::open(&path, read_path).unwrap());
-            let case = Case { policy: "s3fifo", hierarchy, device_rows: 5, host_rows: 17, window: 2, optimizer, pooling: Pooling::Sum };
+            // Exclusive set-ups hold write-backs in a buffer (pages coalesced on disk).
+            let write_buffer_rows = if hierarchy == Hierarchy::Exclusive { 11 } else { 0 };
+            let case = Case {
+                policy: "s3fifo",
+                hierarchy,
+                device_rows: 5,
+                host_rows: 17,
+                window: 2,
+                optimizer,
+                pooling: Pooling::Sum,
+                write_buffer_rows,
+            };
             let reopen = |closed: Box<dyn BackingStore>| -> Box<dyn BackingStore> {
                 drop(closed);
                 Box::new(TableFile::open(&path, read_path).unwrap())
@@ -266,6 +286,7 @@ fn the_engine_sees_the_hit_ratios_the_simulator_predicts() {
             hierarchy: Hierarchy::Inclusive,
             optimizer,
             pooling: Pooling::Sum,
+            write_buffer_rows: 0,
         };
         let mut table = TieredTable::new(&config, Box::new(FlatTable::new(rows, layout, RowInit::Zeros))).unwrap();
         for batch in &batches {

@@ -36,7 +36,15 @@ fn table(device: TierConfig, host: TierConfig, hierarchy: Hierarchy) -> TieredTa
     let optimizer = Optimizer::RowWiseAdagrad { lr: 0.05, eps: 1e-8 };
     let rows = synthetic().layout().total_rows();
     let store = FlatTable::new(rows, RowLayout::new(DIM, &optimizer), RowInit::Uniform { seed: 9, scale: 0.05 });
-    let config = TableConfig { device, device_backend: DeviceKind::Emulated, host, hierarchy, optimizer, pooling: Pooling::Sum };
+    let config = TableConfig {
+        device,
+        device_backend: DeviceKind::Emulated,
+        host,
+        hierarchy,
+        optimizer,
+        pooling: Pooling::Sum,
+        write_buffer_rows: 0,
+    };
     TieredTable::new(&config, Box::new(store)).unwrap()
 }
 

@@ -184,6 +184,7 @@ impl LookupBench {
             hierarchy: Hierarchy::Inclusive,
             optimizer,
             pooling: Pooling::Sum,
+            write_buffer_rows: 0, // lookups write nothing back
         };
         let device_rows = ((rows as f64 * self.device) as usize).max(1);
         let host_rows = ((rows as f64 * self.host) as usize).max(1);

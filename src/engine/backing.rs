@@ -2,10 +2,11 @@
 //! on NVMe, or a flat in-memory table), and the I/O thread that serves it, so that reads
 //! for future batches run while the consumer works on the current one.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::write_buffer::{WriteBuffer, WriteBufferStats};
 use super::{EngineError, RowLayout};
 
 /// Every row of the table, addressable by global row index.
@@ -160,26 +161,32 @@ impl PendingRead {
     }
 }
 
-/// The I/O thread that owns the backing store. Commands run in the order sent, so a
-/// read sent after a write sees the written rows.
+/// The I/O thread that owns the backing store and its write-back buffer. Commands run
+/// in the order sent, so a read sent after a write sees the written rows.
 pub struct StorageService {
     commands: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<Box<dyn BackingStore>>>,
     /// An error of a write, reported on the next command that can return one.
-    failed_write: std::sync::Arc<std::sync::Mutex<Option<EngineError>>>,
+    failed_write: Arc<Mutex<Option<EngineError>>>,
+    buffer_stats: Arc<Mutex<WriteBufferStats>>,
     describe: String,
     layout: RowLayout,
     rows: u64,
 }
 
 impl StorageService {
-    pub fn start(mut store: Box<dyn BackingStore>) -> Self {
+    /// Starts the I/O thread over `store`, holding up to `write_buffer_rows` dirty rows
+    /// before writing them down in page order (0 = each write goes straight down).
+    pub fn start(mut store: Box<dyn BackingStore>, write_buffer_rows: usize) -> Self {
         let describe = store.describe();
         let layout = store.layout();
         let rows = store.rows();
         let (commands, inbox) = mpsc::channel::<Command>();
-        let failed_write = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let failed_write = Arc::new(Mutex::new(None));
         let failed = failed_write.clone();
+        let mut buffer = WriteBuffer::new(write_buffer_rows, layout.floats());
+        let buffer_stats = Arc::new(Mutex::new(buffer.stats));
+        let shared_stats = buffer_stats.clone();
         let thread = std::thread::Builder::new()
             .name("strata-storage".into())
             .spawn(move || {
@@ -188,7 +195,7 @@ impl StorageService {
                         Command::Read { rows, reply } => {
                             let start = Instant::now();
                             let mut data = vec![0f32; rows.len() * layout.floats()];
-                            let result = store.read_rows(&rows, &mut data).map(|()| StagedRows {
+                            let result = read_through(&mut *store, &mut buffer, &rows, &mut data).map(|()| StagedRows {
                                 rows,
                                 data,
                                 read_seconds: start.elapsed().as_secs_f64(),
@@ -196,19 +203,35 @@ impl StorageService {
                             let _ = reply.send(result);
                         }
                         Command::Write { rows, data } => {
-                            if let Err(e) = store.write_rows(&rows, &data) {
+                            let written = if buffer.capacity() == 0 {
+                                store.write_rows(&rows, &data)
+                            } else {
+                                buffer.insert(&rows, &data);
+                                if buffer.is_full() { drain(&mut *store, &mut buffer) } else { Ok(()) }
+                            };
+                            if let Err(e) = written {
                                 failed.lock().expect("not poisoned").get_or_insert(e);
                             }
                         }
                         Command::Sync { reply } => {
-                            let _ = reply.send(store.sync());
+                            let _ = reply.send(drain(&mut *store, &mut buffer).and_then(|()| store.sync()));
                         }
                     }
+                    *shared_stats.lock().expect("not poisoned") = buffer.stats;
+                }
+                // Dropped without a sync: what is still held goes down all the same.
+                if let Err(e) = drain(&mut *store, &mut buffer) {
+                    tracing::error!("{}: writing the held dirty rows on shutdown: {e}", store.describe());
                 }
                 store
             })
             .expect("spawning the storage thread");
-        StorageService { commands: Some(commands), thread: Some(thread), failed_write, describe, layout, rows }
+        StorageService { commands: Some(commands), thread: Some(thread), failed_write, buffer_stats, describe, layout, rows }
+    }
+
+    /// The write-back buffer's counters as of the last command the thread finished.
+    pub fn write_buffer_stats(&self) -> WriteBufferStats {
+        *self.buffer_stats.lock().expect("not poisoned")
     }
 
     pub fn describe(&self) -> &str {
@@ -265,6 +288,43 @@ impl StorageService {
         let thread = self.thread.take().ok_or(EngineError::IoThreadGone)?;
         thread.join().map_err(|_| EngineError::IoThreadGone)
     }
+}
+
+/// Reads `rows` into `out`: held rows from the write-back buffer, the others from the
+/// store in one call.
+fn read_through(store: &mut dyn BackingStore, buffer: &mut WriteBuffer, rows: &[u64], out: &mut [f32]) -> Result<(), EngineError> {
+    if buffer.is_empty() {
+        return store.read_rows(rows, out);
+    }
+    let floats = store.layout().floats();
+    let (mut missing, mut positions) = (Vec::new(), Vec::new());
+    for (i, &row) in rows.iter().enumerate() {
+        match buffer.get(row) {
+            Some(values) => out[i * floats..(i + 1) * floats].copy_from_slice(values),
+            None => {
+                missing.push(row);
+                positions.push(i);
+            }
+        }
+    }
+    buffer.count_read_hits(rows.len() - missing.len());
+    if !missing.is_empty() {
+        let mut read = vec![0f32; missing.len() * floats];
+        store.read_rows(&missing, &mut read)?;
+        for (k, &i) in positions.iter().enumerate() {
+            out[i * floats..(i + 1) * floats].copy_from_slice(&read[k * floats..(k + 1) * floats]);
+        }
+    }
+    Ok(())
+}
+
+/// Writes every row the buffer holds down to the store, in page order.
+fn drain(store: &mut dyn BackingStore, buffer: &mut WriteBuffer) -> Result<(), EngineError> {
+    if buffer.is_empty() {
+        return Ok(());
+    }
+    let (rows, data) = buffer.drain_sorted();
+    store.write_rows(&rows, &data)
 }
 
 impl Drop for StorageService {

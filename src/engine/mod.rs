@@ -16,6 +16,7 @@ pub mod stats;
 pub mod storage;
 pub mod table;
 pub mod testing;
+pub mod write_buffer;
 
 use serde::{Deserialize, Serialize};
 

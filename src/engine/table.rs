@@ -90,6 +90,10 @@ pub struct TableConfig {
     pub optimizer: Optimizer,
     #[serde(default)]
     pub pooling: Pooling,
+    /// Dirty rows the storage thread holds before writing them down in page order
+    /// (host memory beyond the host tier; 0 = each step's write-backs go straight down).
+    #[serde(default)]
+    pub write_buffer_rows: usize,
 }
 
 impl TableConfig {
@@ -103,6 +107,7 @@ impl TableConfig {
             hierarchy: Hierarchy::Inclusive,
             optimizer,
             pooling,
+            write_buffer_rows: 0,
         }
     }
 }
@@ -332,7 +337,7 @@ impl TieredTable {
             0 => None,
             n => Some(Tier::new(Box::new(HostSlab::new(n, layout)?), &config.host.policy, rows)?),
         };
-        let storage = StorageService::start(store);
+        let storage = StorageService::start(store, config.write_buffer_rows);
         let stats = EngineStats {
             storage: storage.describe().to_string(),
             device: device.as_ref().map(|t| t.stats.clone()),
@@ -804,6 +809,7 @@ impl TieredTable {
         let mut stats = self.stats.clone();
         stats.device = self.device.as_ref().map(|t| t.stats.clone());
         stats.host = self.host.as_ref().map(|t| t.stats.clone());
+        stats.write_buffer = self.storage.write_buffer_stats();
         stats
     }
 }

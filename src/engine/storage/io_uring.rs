@@ -1,17 +1,18 @@
-//! The io_uring read path: page reads submitted in batches up to a queue depth into
-//! one page-aligned buffer, registered with the kernel where RLIMIT_MEMLOCK allows.
+//! The io_uring path: page reads submitted in batches up to a queue depth into one
+//! page-aligned buffer (registered with the kernel where RLIMIT_MEMLOCK allows), and
+//! page writes from the caller's buffers at the same depth.
 
 use std::io;
 use std::os::fd::RawFd;
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{opcode, squeue, types, IoUring};
 
 use super::aligned::AlignedBuf;
-use super::PageReadError;
+use super::PageIoError;
 
 /// An io_uring instance and the buffer its reads land in. The ring is declared first so
 /// it is dropped (and its buffer registration released) before the buffer.
-pub struct UringReader {
+pub struct PageRing {
     ring: IoUring,
     buf: AlignedBuf,
     depth: usize,
@@ -31,14 +32,14 @@ pub fn memlock_allows(bytes: usize) -> bool {
     limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur as u128 >= bytes as u128
 }
 
-impl UringReader {
+impl PageRing {
     /// Sets up a ring of `depth` entries and a buffer of `buffer_bytes`, registering the
     /// buffer when the memlock limit allows it (and the kernel accepts it).
-    pub fn new(depth: u32, buffer_bytes: usize) -> io::Result<UringReader> {
+    pub fn new(depth: u32, buffer_bytes: usize) -> io::Result<PageRing> {
         let depth = depth.max(1);
         let ring = IoUring::new(depth.next_power_of_two())?;
         let mut reader =
-            UringReader { ring, buf: AlignedBuf::zeroed(buffer_bytes), depth: depth as usize, registered: false, broken: false };
+            PageRing { ring, buf: AlignedBuf::zeroed(buffer_bytes), depth: depth as usize, registered: false, broken: false };
         if memlock_allows(reader.buf.len()) {
             let iovec = libc::iovec { iov_base: reader.buf.as_mut_ptr().cast(), iov_len: reader.buf.len() };
             // SAFETY: the buffer lives as long as the ring (same struct, dropped after it)
@@ -66,26 +67,51 @@ impl UringReader {
 
     /// Reads `offsets.len()` pages of `page_size` bytes, page `i` from `offsets[i]` into
     /// `buffer()[i * page_size..]`, keeping up to `depth` reads in flight.
-    pub fn read_pages(&mut self, fd: RawFd, offsets: &[u64], page_size: usize) -> Result<(), PageReadError> {
+    pub fn read_pages(&mut self, fd: RawFd, offsets: &[u64], page_size: usize) -> Result<(), PageIoError> {
+        assert!(offsets.len() * page_size <= self.buf.len(), "read chunk larger than the io_uring buffer");
+        let (base, registered) = (self.buf.as_mut_ptr(), self.registered);
+        let entry = |slot: usize| {
+            // SAFETY: slot `slot` lies inside the buffer (asserted above).
+            let target = unsafe { base.add(slot * page_size) };
+            if registered {
+                opcode::ReadFixed::new(types::Fd(fd), target, page_size as u32, 0).offset(offsets[slot]).build()
+            } else {
+                opcode::Read::new(types::Fd(fd), target, page_size as u32).offset(offsets[slot]).build()
+            }
+        };
+        self.transfer(offsets.len(), entry, |_| page_size, "read")
+    }
+
+    /// Writes `runs[i].1` at file offset `runs[i].0` for every run, keeping up to `depth`
+    /// writes in flight. The buffers must stay untouched until this returns.
+    pub fn write_runs(&mut self, fd: RawFd, runs: &[(u64, &[u8])]) -> Result<(), PageIoError> {
+        let entry = |slot: usize| {
+            let (offset, bytes) = runs[slot];
+            opcode::Write::new(types::Fd(fd), bytes.as_ptr(), bytes.len() as u32).offset(offset).build()
+        };
+        self.transfer(runs.len(), entry, |slot| runs[slot].1.len(), "write")
+    }
+
+    /// Submits operation `entry(slot)` for every slot in `0..count`, up to `depth` at a
+    /// time, and reaps them all; an operation moving fewer than `len(slot)` bytes fails.
+    fn transfer(
+        &mut self,
+        count: usize,
+        entry: impl Fn(usize) -> squeue::Entry,
+        len: impl Fn(usize) -> usize,
+        what: &str,
+    ) -> Result<(), PageIoError> {
         if self.broken {
             let message = "io_uring ring unusable after an earlier submission failure";
-            return Err(PageReadError { slot: 0, source: io::Error::other(message) });
+            return Err(PageIoError { slot: 0, source: io::Error::other(message) });
         }
-        assert!(offsets.len() * page_size <= self.buf.len(), "read chunk larger than the io_uring buffer");
-        let base = self.buf.as_mut_ptr();
-        let (mut next, mut in_flight, mut first_error) = (0usize, 0usize, None::<PageReadError>);
-        while next < offsets.len() && first_error.is_none() || in_flight > 0 {
-            while first_error.is_none() && next < offsets.len() && in_flight < self.depth {
-                // SAFETY: slot `next` lies inside the buffer (asserted above).
-                let target = unsafe { base.add(next * page_size) };
-                let entry = if self.registered {
-                    opcode::ReadFixed::new(types::Fd(fd), target, page_size as u32, 0).offset(offsets[next]).build()
-                } else {
-                    opcode::Read::new(types::Fd(fd), target, page_size as u32).offset(offsets[next]).build()
-                };
-                // SAFETY: the target stays valid until the read completes: we reap every
-                // submitted read before returning, and the buffer outlives the ring.
-                if unsafe { self.ring.submission().push(&entry.user_data(next as u64)) }.is_err() {
+        let (mut next, mut in_flight, mut first_error) = (0usize, 0usize, None::<PageIoError>);
+        while next < count && first_error.is_none() || in_flight > 0 {
+            while first_error.is_none() && next < count && in_flight < self.depth {
+                // SAFETY: the memory each entry names stays valid until it completes: we
+                // reap every submitted operation before returning, and the buffers
+                // outlive this call (the ring's own buffer outlives the ring).
+                if unsafe { self.ring.submission().push(&entry(next).user_data(next as u64)) }.is_err() {
                     break;
                 }
                 next += 1;
@@ -96,7 +122,7 @@ impl UringReader {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
                 Err(e) => {
                     self.broken = true;
-                    return Err(PageReadError { slot: next.saturating_sub(1), source: e });
+                    return Err(PageIoError { slot: next.saturating_sub(1), source: e });
                 }
             }
             for completion in self.ring.completion() {
@@ -105,16 +131,13 @@ impl UringReader {
                 let result = completion.result();
                 let failure = if result < 0 {
                     Some(io::Error::from_raw_os_error(-result))
-                } else if result as usize != page_size {
-                    Some(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("short read: {result} of {page_size} bytes"),
-                    ))
+                } else if result as usize != len(slot) {
+                    Some(io::Error::new(io::ErrorKind::UnexpectedEof, format!("short {what}: {result} of {} bytes", len(slot))))
                 } else {
                     None
                 };
                 if let (Some(source), None) = (failure, &first_error) {
-                    first_error = Some(PageReadError { slot, source });
+                    first_error = Some(PageIoError { slot, source });
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! The storage tier: the whole table in a file of checksummed 4 KiB-aligned pages,
-//! read through io_uring, mmap or a pread thread pool, written with batched pwrites.
+//! read through io_uring, mmap or a pread thread pool, written in parallel runs of pages.
 
 mod aligned;
 mod error;
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use self::aligned::AlignedBuf;
 pub use self::error::StorageError;
 use self::format::{Header, HEADER_BYTES};
-use self::io_uring::UringReader;
+use self::io_uring::PageRing;
 use self::pread_pool::PreadPool;
 use super::{RowInit, RowLayout};
 
@@ -105,8 +105,8 @@ pub struct StorageStats {
     pub checksum_failures: u64,
 }
 
-/// A page read that failed: `slot` is the page's position in the batch.
-pub(crate) struct PageReadError {
+/// A page transfer that failed: `slot` is its position in the batch.
+pub(crate) struct PageIoError {
     pub slot: usize,
     pub source: io::Error,
 }
@@ -128,14 +128,14 @@ pub fn resolve_read_path(requested: ReadPath, uring_refusal: Option<&io::Error>)
 
 /// Where pages are read into and how.
 enum Reader {
-    IoUring(Box<UringReader>),
+    IoUring(Box<PageRing>),
     Mmap { map: memmap2::Mmap, buf: AlignedBuf },
     Pread { pool: PreadPool, buf: AlignedBuf },
 }
 
 impl Reader {
     /// Reads the pages at `offsets` into consecutive page slots; returns them.
-    fn read(&mut self, file: &File, offsets: &[u64], page_size: usize) -> Result<&[u8], PageReadError> {
+    fn read(&mut self, file: &File, offsets: &[u64], page_size: usize) -> Result<&[u8], PageIoError> {
         let bytes = offsets.len() * page_size;
         match self {
             Reader::IoUring(ring) => {
@@ -145,7 +145,7 @@ impl Reader {
             Reader::Mmap { map, buf } => {
                 for (slot, &offset) in offsets.iter().enumerate() {
                     let start = offset as usize;
-                    let page = map.get(start..start + page_size).ok_or_else(|| PageReadError {
+                    let page = map.get(start..start + page_size).ok_or_else(|| PageIoError {
                         slot,
                         source: io::Error::new(io::ErrorKind::UnexpectedEof, "page lies past the end of the map"),
                     })?;
@@ -156,6 +156,23 @@ impl Reader {
             Reader::Pread { pool, buf } => {
                 pool.read_pages(offsets, page_size, buf)?;
                 Ok(&buf[..bytes])
+            }
+        }
+    }
+
+    /// Writes every `(offset, bytes)` run: in parallel through the ring or the pread
+    /// threads, one after another where pages are read through the memory map.
+    fn write(&mut self, file: &File, runs: &[(u64, &[u8])]) -> Result<(), PageIoError> {
+        match self {
+            Reader::IoUring(ring) => ring.write_runs(file.as_raw_fd(), runs),
+            Reader::Pread { pool, .. } => pool.write_runs(runs),
+            Reader::Mmap { .. } => {
+                runs.iter()
+                    .enumerate()
+                    .try_for_each(|(slot, &(offset, bytes))| {
+                        file.write_all_at(bytes, offset)
+                            .map_err(|source| PageIoError { slot, source })
+                    })
             }
         }
     }
@@ -234,7 +251,7 @@ impl TableFile {
         let buffer_bytes = batch_pages * header.page_size;
         let (read_path, reader) = match config.read_path {
             ReadPath::IoUring => {
-                let probe = UringReader::new(config.queue_depth, buffer_bytes).and_then(|mut ring| {
+                let probe = PageRing::new(config.queue_depth, buffer_bytes).and_then(|mut ring| {
                     ring.read_pages(file.as_raw_fd(), &[0], HEADER_BYTES).map_err(|e| e.source)?;
                     Ok(ring)
                 });
@@ -356,7 +373,8 @@ impl TableFile {
 
     /// Writes whole rows: `data[i * floats..]` into `rows[i]`, a later duplicate winning.
     /// Pages are grouped; pages not fully covered are read (and verified) first; every
-    /// page of a batch is resealed and written with one pwrite per run of adjacent pages.
+    /// page of a batch is resealed and written with one write per run of adjacent pages,
+    /// the runs in parallel (io_uring or the pread threads).
     pub fn write_rows(&mut self, rows: &[u64], data: &[f32]) -> Result<(), StorageError> {
         if !self.writable {
             return Err(StorageError::ReadOnly { path: self.path.clone() });
@@ -410,13 +428,17 @@ impl TableFile {
                 for (slot, &page) in pages.iter().enumerate() {
                     format::seal_page(page, &mut buf[slot * page_size..(slot + 1) * page_size]);
                 }
+                let mut runs = Vec::new();
+                let mut run_pages = Vec::new();
                 let mut run_start = 0;
                 for run in pages.chunk_by(|a, b| a + 1 == *b) {
-                    let bytes = &buf[run_start * page_size..(run_start + run.len()) * page_size];
-                    self.file.write_all_at(bytes, self.header.page_offset(run[0])).map_err(|e| {
-                        StorageError::io(&self.path, format!("writing {}", self.describe_pages(run)), e)
-                    })?;
+                    runs.push((self.header.page_offset(run[0]), &buf[run_start * page_size..(run_start + run.len()) * page_size]));
+                    run_pages.push(run);
                     run_start += run.len();
+                }
+                if let Err(e) = self.reader.write(&self.file, &runs) {
+                    let position = format!("writing {}", self.describe_pages(run_pages[e.slot.min(run_pages.len() - 1)]));
+                    return Err(StorageError::io(&self.path, position, e.source));
                 }
                 self.stats.pages_written += pages.len() as u64;
                 self.stats.bytes_written += (pages.len() * page_size) as u64;

@@ -1,0 +1,138 @@
+//! The storage thread's write-back buffer: dirty rows held in memory until enough have
+//! gathered to write them down in page order, so that rows sharing a page cost one page
+//! read-modify-write instead of one each, and reads of a held row are served from it.
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+/// Counters of the write-back buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WriteBufferStats {
+    /// Rows it holds at most (0 = no buffer: every write goes straight down).
+    pub capacity_rows: u64,
+    /// Row writes taken in.
+    pub rows_in: u64,
+    /// Row writes that replaced a held copy of the same row (never written down).
+    pub rows_replaced: u64,
+    /// Rows written down to the store.
+    pub rows_out: u64,
+    /// Times it was written down (full, or on a sync).
+    pub drains: u64,
+    /// Row reads answered from it instead of the store.
+    pub read_hits: u64,
+}
+
+/// Dirty rows by row index, each row's newest copy only.
+pub struct WriteBuffer {
+    floats: usize,
+    index: FxHashMap<u64, usize>,
+    rows: Vec<u64>,
+    data: Vec<f32>,
+    pub stats: WriteBufferStats,
+}
+
+impl WriteBuffer {
+    /// A buffer of `capacity_rows` rows of `floats` values each.
+    pub fn new(capacity_rows: usize, floats: usize) -> Self {
+        WriteBuffer {
+            floats,
+            index: FxHashMap::default(),
+            rows: Vec::new(),
+            data: Vec::new(),
+            stats: WriteBufferStats {
+                capacity_rows: capacity_rows as u64,
+                ..WriteBufferStats::default()
+            },
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.stats.capacity_rows as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.rows.len() >= self.capacity()
+    }
+
+    /// Takes in `rows` (`data[i * floats..]` for `rows[i]`), a later copy of a row
+    /// replacing an earlier one.
+    pub fn insert(&mut self, rows: &[u64], data: &[f32]) {
+        let floats = self.floats;
+        for (i, &row) in rows.iter().enumerate() {
+            let values = &data[i * floats..(i + 1) * floats];
+            self.stats.rows_in += 1;
+            match self.index.get(&row) {
+                Some(&at) => {
+                    self.stats.rows_replaced += 1;
+                    self.data[at * floats..(at + 1) * floats].copy_from_slice(values);
+                }
+                None => {
+                    self.index.insert(row, self.rows.len());
+                    self.rows.push(row);
+                    self.data.extend_from_slice(values);
+                }
+            }
+        }
+    }
+
+    /// The held copy of `row`, if any.
+    pub fn get(&self, row: u64) -> Option<&[f32]> {
+        self.index
+            .get(&row)
+            .map(|&at| &self.data[at * self.floats..(at + 1) * self.floats])
+    }
+
+    /// Counts `rows` reads answered from the buffer.
+    pub fn count_read_hits(&mut self, rows: usize) {
+        self.stats.read_hits += rows as u64;
+    }
+
+    /// Every held row, sorted by row index (so by page), and their values; the buffer
+    /// is left empty.
+    pub fn drain_sorted(&mut self) -> (Vec<u64>, Vec<f32>) {
+        let floats = self.floats;
+        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+        order.sort_unstable_by_key(|&i| self.rows[i]);
+        let rows: Vec<u64> = order.iter().map(|&i| self.rows[i]).collect();
+        let mut data = Vec::with_capacity(self.data.len());
+        for &i in &order {
+            data.extend_from_slice(&self.data[i * floats..(i + 1) * floats]);
+        }
+        self.index.clear();
+        self.rows.clear();
+        self.data.clear();
+        self.stats.drains += 1;
+        self.stats.rows_out += rows.len() as u64;
+        (rows, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_copy_and_drains_in_row_order() {
+        let mut buffer = WriteBuffer::new(3, 2);
+        buffer.insert(&[9, 4], &[9.0, 9.5, 4.0, 4.5]);
+        buffer.insert(&[9], &[10.0, 10.5]);
+        assert!(!buffer.is_full());
+        assert_eq!(buffer.get(9), Some(&[10.0, 10.5][..]));
+        assert_eq!(buffer.get(5), None);
+        buffer.insert(&[1], &[1.0, 1.5]);
+        assert!(buffer.is_full());
+        let (rows, data) = buffer.drain_sorted();
+        assert_eq!(rows, vec![1, 4, 9]);
+        assert_eq!(data, vec![1.0, 1.5, 4.0, 4.5, 10.0, 10.5]);
+        assert!(buffer.is_empty() && buffer.get(9).is_none());
+        let s = buffer.stats;
+        assert_eq!(
+            (s.rows_in, s.rows_replaced, s.rows_out, s.drains),
+            (4, 1, 3, 1)
+        );
+    }
+}
