@@ -95,6 +95,9 @@ pub struct EngineStats {
     pub store_read_seconds: f64,
     /// Rows read ahead for future batches.
     pub prefetched_rows: u64,
+    /// Rows read ahead a second time, for the next batch, because they left the memory
+    /// tiers after its read-ahead was planned.
+    pub topped_up_rows: u64,
     /// Read-ahead rows dropped because a write made them stale.
     pub stale_prefetches: u64,
     /// Rows read at lookup time in one batch because they left the memory tiers after

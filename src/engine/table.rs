@@ -23,6 +23,14 @@ use super::{EngineError, Optimizer, RowLayout, RowSlab};
 
 const NIL: u32 = u32::MAX;
 
+/// The read-ahead of one future batch: its distinct rows and the reads fetching those
+/// that were in no memory tier, each with the write sequence number it was sent after.
+struct Planned {
+    unique: Vec<u64>,
+    reads: Vec<(PendingRead, u32)>,
+    topped_up: bool,
+}
+
 /// How the device and host tiers relate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -296,18 +304,18 @@ pub struct TieredTable {
     device: Option<Tier>,
     host: Option<Tier>,
     storage: StorageService,
-    /// Rows read ahead for batches not yet looked up, by batch start position, with
-    /// the step at which each read was issued.
-    pending: FxHashMap<u64, (PendingRead, u32)>,
+    /// Read-ahead for batches not yet looked up, by batch start position.
+    pending: FxHashMap<u64, Planned>,
     /// Rows some pending read-ahead is fetching.
     in_flight: rustc_hash::FxHashSet<u64>,
     /// Rows read from the store for the batch being placed: row -> offset in `staged`.
     staged_index: FxHashMap<u64, usize>,
     staged: StagedRows,
-    /// Batch step at which each row was last written to the store (0 = never), to
-    /// reject read-ahead data that a later write made stale.
+    /// Sequence number of the write command that last carried each row to the store
+    /// (0 = never), to reject read-ahead data that a later write made stale.
     written_at: Vec<u32>,
-    step: u32,
+    /// Write commands sent to the store so far.
+    write_seq: u32,
     /// Dirty rows queued for the store, written in one batch per step.
     write_rows: Vec<u64>,
     write_data: Vec<f32>,
@@ -358,7 +366,7 @@ impl TieredTable {
             staged_index: FxHashMap::default(),
             staged: StagedRows::default(),
             written_at: vec![0; rows as usize],
-            step: 1,
+            write_seq: 0,
             write_rows: Vec::new(),
             write_data: Vec::new(),
             spare_rows: Vec::new(),
@@ -407,47 +415,71 @@ impl TieredTable {
         self.check_rows(batch)?;
         // Rows already being read for an earlier batch in the window are left out: that
         // batch places them before this one is served.
-        let missing: Vec<u64> = batch
-            .unique_rows()
-            .into_iter()
-            .filter(|&r| self.place(r) == Place::Store && !self.in_flight.contains(&r))
-            .collect();
+        let unique = batch.unique_rows();
+        let missing: Vec<u64> =
+            unique.iter().copied().filter(|&r| self.place(r) == Place::Store && !self.in_flight.contains(&r)).collect();
         self.in_flight.extend(missing.iter().copied());
         self.stats.prefetched_rows += missing.len() as u64;
-        let pending = self.storage.read(missing)?;
-        self.pending.insert(batch.start, (pending, self.step));
+        let read = self.storage.read(missing)?;
+        self.pending.insert(batch.start, Planned { unique, reads: vec![(read, self.write_seq)], topped_up: false });
+        Ok(())
+    }
+
+    /// Tops up the read-ahead of the next planned batch after `served_start`: its rows
+    /// that were in a memory tier when it was planned but have left since are read now,
+    /// while the batch just looked up is computed, instead of late at its own lookup.
+    fn top_up_next(&mut self, served_start: u64) -> Result<(), EngineError> {
+        let Some(next) = self.pending.keys().copied().filter(|&start| start > served_start).min() else { return Ok(()) };
+        let planned = &self.pending[&next];
+        if planned.topped_up {
+            return Ok(());
+        }
+        let missing: Vec<u64> =
+            planned.unique.iter().copied().filter(|&r| self.place(r) == Place::Store && !self.in_flight.contains(&r)).collect();
+        self.in_flight.extend(missing.iter().copied());
+        self.stats.topped_up_rows += missing.len() as u64;
+        let read = if missing.is_empty() { None } else { Some(self.storage.read(missing)?) };
+        let planned = self.pending.get_mut(&next).expect("planned above");
+        planned.topped_up = true;
+        planned.reads.extend(read.map(|r| (r, self.write_seq)));
         Ok(())
     }
 
     /// Stages the store rows `batch` needs: the read-ahead if there was one, else a
     /// read now. Time spent waiting is consumer stall.
     fn stage(&mut self, batch: &Batch, unique: &[u64]) -> Result<(), EngineError> {
-        let (pending, issued_at) = match self.pending.remove(&batch.start) {
-            Some(p) => p,
+        let reads = match self.pending.remove(&batch.start) {
+            Some(planned) => planned.reads,
             None => {
                 let missing: Vec<u64> = unique.iter().copied().filter(|&r| self.place(r) == Place::Store).collect();
-                (self.storage.read(missing)?, self.step + 1)
+                vec![(self.storage.read(missing)?, self.write_seq)]
             }
         };
-        let (staged, waited) = pending.wait()?;
-        for row in &staged.rows {
-            self.in_flight.remove(row);
-        }
-        self.stats.stall_seconds += waited.as_secs_f64();
-        self.stats.store_read_seconds += staged.read_seconds;
-        self.stats.bytes_store_to_host += (staged.data.len() * 4) as u64;
         self.staged_index.clear();
+        self.staged.rows.clear();
+        self.staged.data.clear();
         let floats = self.layout.floats();
-        // A row written to the store at or after the step its read was issued may have
-        // been read before the write landed: drop that copy (it is read again if needed).
-        for (i, &row) in staged.rows.iter().enumerate() {
-            if self.written_at[row as usize] < issued_at {
-                self.staged_index.insert(row, i * floats);
-            } else {
-                self.stats.stale_prefetches += 1;
+        for (read, sent_after) in reads {
+            let (staged, waited) = read.wait()?;
+            for row in &staged.rows {
+                self.in_flight.remove(row);
             }
+            self.stats.stall_seconds += waited.as_secs_f64();
+            self.stats.store_read_seconds += staged.read_seconds;
+            self.stats.bytes_store_to_host += (staged.data.len() * 4) as u64;
+            // A row carried to the store by a write sent after its read may have been
+            // read before the write landed: drop that copy (it is read again if needed).
+            let base = self.staged.data.len();
+            for (i, &row) in staged.rows.iter().enumerate() {
+                if self.written_at[row as usize] <= sent_after {
+                    self.staged_index.insert(row, base + i * floats);
+                } else {
+                    self.stats.stale_prefetches += 1;
+                }
+            }
+            self.staged.rows.extend_from_slice(&staged.rows);
+            self.staged.data.extend_from_slice(&staged.data);
         }
-        self.staged = staged;
         // Rows that left the memory tiers after the read-ahead was planned (or whose
         // staged copy went stale): one more batched read, not one read per row.
         let late: Vec<u64> = unique
@@ -492,7 +524,7 @@ impl TieredTable {
     /// Queues a row for the store.
     fn write_down(&mut self, row: u64, data: &[f32]) {
         self.staged_index.remove(&row);
-        self.written_at[row as usize] = self.step;
+        self.written_at[row as usize] = self.write_seq + 1; // the command that carries it
         self.write_rows.push(row);
         self.write_data.extend_from_slice(data);
         self.stats.store_writes += 1;
@@ -500,6 +532,10 @@ impl TieredTable {
     }
 
     fn flush_writes(&mut self) -> Result<(), EngineError> {
+        if self.write_rows.is_empty() {
+            return Ok(());
+        }
+        self.write_seq += 1;
         let rows = std::mem::take(&mut self.write_rows);
         let data = std::mem::take(&mut self.write_data);
         self.storage.write(rows, data)
@@ -731,6 +767,7 @@ impl TieredTable {
             })
             .collect();
         pool_bags(&rows, &batch.bag_offsets, dim, self.pooling, out);
+        self.top_up_next(batch.start)?;
         self.stats.lookups += batch.ids.len() as u64;
         self.stats.batches += 1;
         self.stats.lookup_latency.record(start.elapsed());
@@ -769,9 +806,7 @@ impl TieredTable {
                         }
             }
         }
-        self.flush_writes()?;
-        self.step += 1;
-        Ok(())
+        self.flush_writes()
     }
 
     /// Writes every dirty row down to the store and makes it durable; rows stay cached.
