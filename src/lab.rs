@@ -12,7 +12,7 @@ use crate::report::{self, ReportError};
 use crate::sim::{Capacity, SimulateError, Simulation, SimulationReport};
 use crate::trace::{KeySource, TraceError, TraceFormat};
 
-/// A lab config file (`configs/default.toml`); every field is documented in
+/// A lab config file (`configs/policy-lab.toml`); every field is documented in
 /// `configs/README.md`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -33,7 +33,7 @@ enum Command {
     GenTrace(GenTraceArgs),
     /// Run the job described by a config file (the policy lab for now).
     Run {
-        /// The TOML config, e.g. configs/default.toml.
+        /// The TOML config, e.g. configs/default.toml (training) or configs/policy-lab.toml.
         config: PathBuf,
         /// Output folder (default: the config's `output.dir`).
         #[arg(long)]
