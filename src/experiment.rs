@@ -1,25 +1,29 @@
-//! Training experiments (`strata run CONFIG` with a `[model]` section): the same
-//! synthetic batches and seeds trained under each placement set-up (tier sizes,
-//! policies, hierarchy, prefetch window), with throughput, stall, hit ratios, bytes
-//! moved, write-backs, held-out log-loss and AUC per set-up, written as JSON, CSV, SVG
-//! plots, a self-contained HTML page and a Markdown summary.
+//! Training and serving experiments (`strata run CONFIG` with a `[model]` section): the
+//! same synthetic batches, requests and seeds run under each placement set-up (tier
+//! sizes, policies, hierarchy, prefetch window): training throughput, stall, hit ratios,
+//! bytes moved, write-backs, checkpoints, held-out log-loss and AUC; serving queries/s,
+//! latency percentiles, stall, hit ratios and a checksum of every prediction. Written
+//! as JSON, CSV, SVG plots, a self-contained HTML page and a Markdown summary.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use strata_policies::PolicyConfig;
 
 use crate::config::{parse_toml, ConfigError, OutputSpec};
-use crate::data::{SyntheticBatches, SyntheticConfig};
+use crate::data::{Rebatch, SyntheticBatches, SyntheticConfig};
 use crate::engine::backing::{BackingStore, FlatTable};
 use crate::engine::device::DeviceKind;
 use crate::engine::pool::Pooling;
 use crate::engine::storage::{ReadPath, TableFile};
 use crate::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
-use crate::engine::{Optimizer, RowInit, RowLayout};
-use crate::model::train::{train, TrainError, TrainOutcome};
+use crate::engine::stats::EngineStats;
+use crate::engine::{EngineError, Optimizer, RowInit, RowLayout};
+use crate::model::train::{serve, train, ServeOptions, ServeOutcome, TrainError, TrainOptions, TrainOutcome};
 use crate::model::{Dlrm, ModelConfig};
+use crate::progress::Progress;
 use crate::report::{self, ReportError};
 use crate::sim::Capacity;
 
@@ -32,6 +36,8 @@ pub struct ExperimentConfig {
     pub engine: EngineSpec,
     #[serde(rename = "setup")]
     pub setups: Vec<SetupSpec>,
+    /// Serving after training (or alone, with `train_batches = 0`).
+    pub serve: Option<ServeSpec>,
     #[serde(default)]
     pub output: OutputSpec,
 }
@@ -49,6 +55,22 @@ pub struct DataSpec {
     /// Evaluate every this many steps (0 = at the end only).
     #[serde(default)]
     pub eval_every: u64,
+    /// Flush the table to the store every this many steps (0 = never).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+}
+
+/// `[serve]`: request batches replayed through lookup and prediction, no updates.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSpec {
+    /// Requests measured.
+    pub requests: u64,
+    /// Samples (queries) per request.
+    pub batch_size: usize,
+    /// Requests served before the measured ones, left out of every figure.
+    #[serde(default)]
+    pub warmup: u64,
 }
 
 /// Where the table lives and how its rows are updated.
@@ -91,26 +113,17 @@ pub struct SetupSpec {
     pub host_policy: Option<String>,
     #[serde(default)]
     pub hierarchy: Hierarchy,
-    /// Batches read ahead (0 = no prefetch).
+    /// Batches (training) or requests (serving) read ahead (0 = no prefetch).
     #[serde(default)]
     pub window: usize,
     /// Dirty rows held by the storage thread to write them down in page order, sized
     /// like the tiers (0 = none). Host memory beyond the host tier.
     #[serde(default)]
     pub write_buffer: f64,
-    /// Where the whole table lives: `file` (the engine's `table_file`, when given) or
-    /// `memory` (a flat in-memory table: the all-in-memory reference).
+    /// Read every row into the host tier before training and serving (the host must hold
+    /// every row): the all-in-memory set-up with no cold misses.
     #[serde(default)]
-    pub store: StoreKind,
-}
-
-/// The backing store of a set-up.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreKind {
-    #[default]
-    File,
-    Memory,
+    pub preload: bool,
 }
 
 fn lru() -> String {
@@ -152,15 +165,34 @@ impl ExperimentConfig {
         let error = |message: String| ConfigError::new(path, message);
         config.data.synthetic.validate().map_err(|e| error(format!("data.synthetic: {e}")))?;
         config.model.validate().map_err(|e| error(format!("model: {e}")))?;
-        if config.data.batch_size == 0 || config.data.train_batches == 0 {
-            return Err(error("data: batch_size and train_batches must be at least 1".into()).into());
+        if config.data.batch_size == 0 {
+            return Err(error("data: batch_size must be at least 1".into()).into());
+        }
+        match &config.serve {
+            None if config.data.train_batches == 0 => {
+                return Err(error("data: train_batches must be at least 1 (0 only with a [serve] section: serve only)".into()).into())
+            }
+            Some(_) if config.data.train_batches == 0 && config.data.eval_batches > 0 => {
+                return Err(error("data: eval_batches needs training (train_batches >= 1); set it to 0 to serve only".into()).into())
+            }
+            Some(serve) if serve.requests == 0 || serve.batch_size == 0 => {
+                return Err(error("serve: requests and batch_size must be at least 1".into()).into())
+            }
+            _ => {}
         }
         if config.setups.is_empty() {
             return Err(error("give at least one [[setup]]".into()).into());
         }
         let rows = config.data.synthetic.layout().total_rows();
         for setup in &config.setups {
-            setup.table_config(&config.engine, rows).map_err(error)?;
+            let table = setup.table_config(&config.engine, rows).map_err(error)?;
+            if setup.preload && (table.host.rows as u64) < rows {
+                return Err(error(format!(
+                    "setup `{}`: preload needs a host tier holding every row ({rows} rows; host = {} holds {})",
+                    setup.name, setup.host, table.host.rows
+                ))
+                .into());
+            }
         }
         Ok(config)
     }
@@ -186,13 +218,23 @@ impl ExperimentConfig {
         Ok(stream.with_features().skip(self.data.train_batches as usize).collect())
     }
 
-    /// A fresh store holding the initial table: `kind` says where.
-    fn store(&self, kind: StoreKind) -> Result<Box<dyn BackingStore>, TrainError> {
+    /// The serving requests (warm-up first): the stream after the training and held-out
+    /// batches, cut into requests of `[serve] batch_size` samples. Held in memory, so
+    /// that a request's latency never includes generating it.
+    fn requests(&self, serve: &ServeSpec) -> Result<Vec<Batch>, TrainError> {
+        let stream = SyntheticBatches::new(&self.data.synthetic, self.data.batch_size, None)
+            .map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })?
+            .with_features()
+            .skip((self.data.train_batches + self.data.eval_batches) as usize);
+        Ok(Rebatch::new(stream, serve.batch_size).take((serve.warmup + serve.requests) as usize).collect())
+    }
+
+    /// A fresh store holding the initial table.
+    fn store(&self) -> Result<Box<dyn BackingStore>, TrainError> {
         let layout = RowLayout::new(self.model.embedding_dim, &self.engine.optimizer);
         let init = RowInit::Uniform { seed: self.engine.init_seed, scale: self.engine.init_scale };
         let rows = self.rows();
-        let file = self.engine.table_file.as_ref().filter(|_| kind == StoreKind::File);
-        Ok(match file {
+        Ok(match &self.engine.table_file {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| TrainError::Batch { start: 0, what: format!("{}: {e}", dir.display()) })?;
@@ -219,72 +261,160 @@ impl SetupSpec {
     }
 }
 
-/// One set-up's results.
+/// One set-up's results. Training figures are `None` when the experiment only serves,
+/// serving figures `None` without a `[serve]` section.
 #[derive(Clone, Debug, Serialize)]
 pub struct SetupResult {
     pub name: String,
-    pub samples_per_sec: f64,
-    pub stall_fraction: f64,
+    pub samples_per_sec: Option<f64>,
+    /// Share of the training time spent waiting for rows from the store.
+    pub stall_fraction: Option<f64>,
+    /// Hit ratios of the tiers during training (evaluation lookups included).
     pub hit_ratio: HitRatios,
     pub auc: Option<f64>,
-    pub logloss: f64,
-    pub write_backs: u64,
-    pub bytes_store_to_host: u64,
-    pub bytes_host_to_store: u64,
-    pub bytes_host_to_device: u64,
-    pub bytes_device_to_host: u64,
+    pub logloss: Option<f64>,
+    pub write_backs: Option<u64>,
+    pub checkpoints: Option<u64>,
+    pub checkpoint_seconds: Option<f64>,
+    pub bytes_store_to_host: Option<u64>,
+    pub bytes_host_to_store: Option<u64>,
+    pub bytes_host_to_device: Option<u64>,
+    pub bytes_device_to_host: Option<u64>,
     pub device_backend: Option<String>,
-    pub outcome: TrainOutcome,
+    pub queries_per_sec: Option<f64>,
+    pub p50_us: Option<f64>,
+    pub p95_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    /// This set-up's p99 over the first set-up's.
+    pub p99_vs_first: Option<f64>,
+    /// Share of the serving time spent waiting for rows from the store.
+    pub serve_stall_fraction: Option<f64>,
+    /// Hit ratios of the tiers while serving the measured requests.
+    pub serve_hit_ratio: HitRatios,
+    pub prediction_checksum: Option<String>,
+    /// The whole training outcome (losses of every step, evaluations, engine counters).
+    pub outcome: Option<TrainOutcome>,
+    /// The whole serving outcome (every latency, engine counters).
+    pub serving: Option<ServeOutcome>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// Hit ratio of each tier (`None` for a tier the set-up does not have).
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct HitRatios {
     pub device: Option<f64>,
     pub host: Option<f64>,
 }
 
-fn result(name: &str, outcome: TrainOutcome) -> SetupResult {
-    let engine = &outcome.engine;
-    let last = outcome.evaluations.last();
-    SetupResult {
-        name: name.to_string(),
-        samples_per_sec: outcome.samples_per_sec,
-        stall_fraction: outcome.stall_seconds / outcome.seconds.max(1e-9),
-        hit_ratio: HitRatios {
-            device: engine.device.as_ref().map(|t| t.hit_ratio()),
-            host: engine.host.as_ref().map(|t| t.hit_ratio()),
-        },
-        auc: last.and_then(|e| e.auc),
-        logloss: last.map_or(f64::NAN, |e| e.logloss),
-        write_backs: engine.device.iter().chain(engine.host.iter()).map(|t| t.write_backs).sum(),
-        bytes_store_to_host: engine.bytes_store_to_host,
-        bytes_host_to_store: engine.bytes_host_to_store,
-        bytes_host_to_device: engine.bytes_host_to_device,
-        bytes_device_to_host: engine.bytes_device_to_host,
-        device_backend: engine.device.as_ref().map(|t| t.backend.clone()),
-        outcome,
+impl HitRatios {
+    fn of(engine: Option<&EngineStats>) -> HitRatios {
+        HitRatios {
+            device: engine.and_then(|e| e.device.as_ref()).map(|t| t.hit_ratio()),
+            host: engine.and_then(|e| e.host.as_ref()).map(|t| t.hit_ratio()),
+        }
     }
 }
 
-/// Trains every set-up and writes the reports into `out` (the config's folder if
-/// `None`); returns the results and the Markdown summary.
+fn result(name: &str, training: Option<TrainOutcome>, serving: Option<ServeOutcome>) -> SetupResult {
+    let engine = training.as_ref().map(|t| &t.engine);
+    let served = serving.as_ref().map(|s| &s.engine);
+    let last = training.as_ref().and_then(|t| t.evaluations.last());
+    SetupResult {
+        name: name.to_string(),
+        samples_per_sec: training.as_ref().map(|t| t.samples_per_sec),
+        stall_fraction: training.as_ref().map(|t| t.stall_seconds / t.seconds.max(1e-9)),
+        hit_ratio: HitRatios::of(engine),
+        auc: last.and_then(|e| e.auc),
+        logloss: last.map(|e| e.logloss),
+        write_backs: engine.map(|e| e.device.iter().chain(e.host.iter()).map(|t| t.write_backs).sum()),
+        checkpoints: training.as_ref().map(|t| t.checkpoints),
+        checkpoint_seconds: training.as_ref().map(|t| t.checkpoint_seconds),
+        bytes_store_to_host: engine.map(|e| e.bytes_store_to_host),
+        bytes_host_to_store: engine.map(|e| e.bytes_host_to_store),
+        bytes_host_to_device: engine.map(|e| e.bytes_host_to_device),
+        bytes_device_to_host: engine.map(|e| e.bytes_device_to_host),
+        device_backend: engine.or(served).and_then(|e| e.device.as_ref()).map(|t| t.backend.clone()),
+        queries_per_sec: serving.as_ref().map(|s| s.queries_per_sec),
+        p50_us: serving.as_ref().map(|s| s.p50_us),
+        p95_us: serving.as_ref().map(|s| s.p95_us),
+        p99_us: serving.as_ref().map(|s| s.p99_us),
+        p99_vs_first: None,
+        serve_stall_fraction: serving.as_ref().map(|s| s.stall_seconds / s.seconds.max(1e-9)),
+        serve_hit_ratio: HitRatios::of(served),
+        prediction_checksum: serving.as_ref().map(|s| s.prediction_checksum.clone()),
+        outcome: training,
+        serving,
+    }
+}
+
+/// Reads every row into the memory tiers, in row order, through ordinary lookups.
+fn preload(table: &mut TieredTable) -> Result<(), EngineError> {
+    const CHUNK: u64 = 1 << 16;
+    let dim = table.layout().dim;
+    let mut pooled = Vec::new();
+    for first in (0..table.rows()).step_by(CHUNK as usize) {
+        let ids: Vec<u64> = (first..(first + CHUNK).min(table.rows())).collect();
+        let offsets: Vec<usize> = (0..=ids.len()).collect();
+        pooled.resize(ids.len() * dim, 0.0);
+        table.lookup(&Batch::new(ids, offsets, first), &mut pooled)?;
+    }
+    Ok(())
+}
+
+/// Runs every set-up (preload, training, serving, as configured) and writes the reports
+/// into `out` (the config's folder if `None`); returns the results and the Markdown
+/// summary.
 pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupResult>, String), ExperimentError> {
     let dir = out.unwrap_or(&config.output.dir);
     std::fs::create_dir_all(dir).map_err(|e| ReportError::new(dir, e))?;
     let rows = config.rows();
-    let held_out = config.held_out().map_err(|source| setup_error(&config.setups[0], source))?;
+    let first_fail = |source: TrainError| setup_error(&config.setups[0], source);
+    let held_out = config.held_out().map_err(first_fail)?;
+    let requests: Option<Arc<[Batch]>> = match &config.serve {
+        Some(spec) => Some(config.requests(spec).map_err(first_fail)?.into()),
+        None => None,
+    };
     let mut results = Vec::new();
     for setup in &config.setups {
         let fail = |source: TrainError| setup_error(setup, source);
         let table_config = setup.table_config(&config.engine, rows).map_err(|m| ConfigError::new(dir, m))?;
         let mut model = Dlrm::new(&config.model, crate::data::CRITEO_CARDINALITIES.len()).map_err(|e| fail(e.into()))?;
-        let store = config.store(setup.store).map_err(&fail)?;
-        let mut table = TieredTable::new(&table_config, store).map_err(|e| fail(e.into()))?;
-        eprintln!("training `{}`", setup.name);
-        let outcome = train(&mut model, &mut table, config.batches().map_err(&fail)?, setup.window, &held_out, config.data.eval_every)
-            .map_err(&fail)?;
+        let mut table = TieredTable::new(&table_config, config.store().map_err(&fail)?).map_err(|e| fail(e.into()))?;
+        if setup.preload {
+            eprintln!("preloading `{}`", setup.name);
+            preload(&mut table).map_err(|e| fail(e.into()))?;
+        }
+        let training = match config.data.train_batches {
+            0 => None,
+            steps => {
+                eprintln!("training `{}`", setup.name);
+                let progress = Progress::new(format!("training `{}`", setup.name), Some(steps));
+                let options = TrainOptions { window: setup.window, eval_every: config.data.eval_every, checkpoint_every: config.data.checkpoint_every };
+                let outcome = train(&mut model, &mut table, config.batches().map_err(&fail)?, &held_out, &options, &progress).map_err(&fail)?;
+                progress.finish();
+                Some(outcome)
+            }
+        };
+        let serving = match (&config.serve, &requests) {
+            (Some(spec), Some(requests)) => {
+                eprintln!("serving `{}`", setup.name);
+                let progress = Progress::new(format!("serving `{}`", setup.name), Some(requests.len() as u64));
+                let stream = {
+                    let requests = Arc::clone(requests);
+                    (0..requests.len()).map(move |i| requests[i].clone())
+                };
+                let options = ServeOptions { window: setup.window, warmup: spec.warmup };
+                let outcome = serve(&model, &mut table, stream, &options, &progress).map_err(&fail)?;
+                progress.finish();
+                Some(outcome)
+            }
+            _ => None,
+        };
         table.flush().map_err(|e| fail(e.into()))?;
-        results.push(result(&setup.name, outcome));
+        results.push(result(&setup.name, training, serving));
+    }
+    let first_p99 = results.first().and_then(|r| r.p99_us);
+    for r in &mut results {
+        r.p99_vs_first = r.p99_us.zip(first_p99).map(|(p99, first)| p99 / first.max(1e-9));
     }
     write_reports(config, &results, dir)?;
     Ok((results.clone(), markdown(&results)))
@@ -294,82 +424,179 @@ fn setup_error(setup: &SetupSpec, source: TrainError) -> ExperimentError {
     ExperimentError::Setup { setup: setup.name.clone(), source }
 }
 
-const COLUMNS: [&str; 9] = ["setup", "samples/s", "vs first", "stall", "device hits", "host hits", "write-backs", "AUC", "log-loss"];
-
-/// The cells of a set-up's row in the summaries, in the order of [`COLUMNS`].
-fn cells(r: &SetupResult, base: f64) -> [String; 9] {
-    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
-    [
-        r.name.clone(),
-        format!("{:.0}", r.samples_per_sec),
-        format!("{:.0}%", 100.0 * r.samples_per_sec / base),
-        format!("{:.0}%", 100.0 * r.stall_fraction),
-        pct(r.hit_ratio.device),
-        pct(r.hit_ratio.host),
-        r.write_backs.to_string(),
-        r.auc.map_or("-".into(), |a| format!("{a:.4}")),
-        format!("{:.4}", r.logloss),
-    ]
+/// One table of the summaries: a title, its columns, and one row of cells per set-up.
+struct SummaryTable {
+    title: &'static str,
+    columns: &'static [&'static str],
+    rows: Vec<Vec<String>>,
 }
 
-fn first_speed(results: &[SetupResult]) -> f64 {
-    results.first().map_or(1.0, |r| r.samples_per_sec)
+fn percent(x: Option<f64>) -> String {
+    x.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v))
 }
 
-/// The Markdown summary: one row per set-up.
+/// The training table (when the set-ups trained) and the serving table (when they
+/// served), shared by the Markdown and HTML summaries.
+fn summary_tables(results: &[SetupResult]) -> Vec<SummaryTable> {
+    let mut tables = Vec::new();
+    if results.iter().any(|r| r.outcome.is_some()) {
+        let base = results.first().and_then(|r| r.samples_per_sec).unwrap_or(1.0);
+        let rows = results
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    r.samples_per_sec.map_or("-".into(), |v| format!("{v:.0}")),
+                    r.samples_per_sec.map_or("-".into(), |v| format!("{:.0}%", 100.0 * v / base)),
+                    percent(r.stall_fraction),
+                    percent(r.hit_ratio.device),
+                    percent(r.hit_ratio.host),
+                    r.write_backs.map_or("-".into(), |w| w.to_string()),
+                    r.auc.map_or("-".into(), |a| format!("{a:.4}")),
+                    r.logloss.map_or("-".into(), |l| format!("{l:.4}")),
+                ]
+            })
+            .collect();
+        tables.push(SummaryTable {
+            title: "Training",
+            columns: &["setup", "samples/s", "vs first", "stall", "device hits", "host hits", "write-backs", "AUC", "log-loss"],
+            rows,
+        });
+    }
+    if results.iter().any(|r| r.serving.is_some()) {
+        let micros = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.0}"));
+        let rows = results
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    r.queries_per_sec.map_or("-".into(), |v| format!("{v:.0}")),
+                    micros(r.p50_us),
+                    micros(r.p95_us),
+                    micros(r.p99_us),
+                    r.p99_vs_first.map_or("-".into(), |v| format!("{v:.2}x")),
+                    percent(r.serve_stall_fraction),
+                    percent(r.serve_hit_ratio.device),
+                    percent(r.serve_hit_ratio.host),
+                    r.prediction_checksum.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        tables.push(SummaryTable {
+            title: "Serving",
+            columns: &["setup", "queries/s", "p50 us", "p95 us", "p99 us", "p99 vs first", "stall", "device hits", "host hits", "scores checksum"],
+            rows,
+        });
+    }
+    tables
+}
+
+/// The Markdown summary: a training and/or a serving table, one row per set-up.
 pub fn markdown(results: &[SetupResult]) -> String {
-    let mut out = format!("| {} |\n|---|{}\n", COLUMNS.join(" | "), "---:|".repeat(COLUMNS.len() - 1));
-    for r in results {
-        let _ = writeln!(out, "| {} |", cells(r, first_speed(results)).join(" | "));
+    let mut out = String::new();
+    for table in summary_tables(results) {
+        let _ = write!(out, "{}\n\n| {} |\n|---|{}\n", table.title, table.columns.join(" | "), "---:|".repeat(table.columns.len() - 1));
+        for row in &table.rows {
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        out.push('\n');
     }
     out
 }
 
+const CSV_HEADER: &str = "name,samples_per_sec,stall_fraction,device_hit_ratio,host_hit_ratio,write_backs,auc,logloss,checkpoints,checkpoint_seconds,\
+queries_per_sec,p50_us,p95_us,p99_us,p99_vs_first,serve_stall_fraction,serve_device_hit_ratio,serve_host_hit_ratio,prediction_checksum\n";
+
+fn csv(results: &[SetupResult]) -> String {
+    let mut csv = String::from(CSV_HEADER);
+    let float = |x: Option<f64>, digits: usize| x.map_or(String::new(), |v| format!("{v:.digits$}"));
+    let int = |x: Option<u64>| x.map_or(String::new(), |v| v.to_string());
+    for r in results {
+        let cells = [
+            r.name.replace(',', ";"),
+            float(r.samples_per_sec, 1),
+            float(r.stall_fraction, 4),
+            float(r.hit_ratio.device, 6),
+            float(r.hit_ratio.host, 6),
+            int(r.write_backs),
+            float(r.auc, 6),
+            float(r.logloss, 6),
+            int(r.checkpoints),
+            float(r.checkpoint_seconds, 4),
+            float(r.queries_per_sec, 1),
+            float(r.p50_us, 1),
+            float(r.p95_us, 1),
+            float(r.p99_us, 1),
+            float(r.p99_vs_first, 4),
+            float(r.serve_stall_fraction, 4),
+            float(r.serve_hit_ratio.device, 6),
+            float(r.serve_hit_ratio.host, 6),
+            r.prediction_checksum.clone().unwrap_or_default(),
+        ];
+        let _ = writeln!(csv, "{}", cells.join(","));
+    }
+    csv
+}
+
+/// Writes report.json, report.csv, the plots that apply (throughput.svg and loss.svg
+/// for training, latency.svg for serving, hit_ratio.svg always) and report.html with
+/// every table and plot inlined.
 fn write_reports(config: &ExperimentConfig, results: &[SetupResult], dir: &Path) -> Result<(), ReportError> {
     let json = serde_json::json!({ "config": config, "setups": results });
     let text = serde_json::to_string_pretty(&json).map_err(|e| ReportError::new(dir, e))?;
     report::write_file(&dir.join("report.json"), text.as_bytes())?;
-    let mut csv = String::from("name,samples_per_sec,stall_fraction,device_hit_ratio,host_hit_ratio,write_backs,auc,logloss\n");
-    for r in results {
-        let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.6}"));
-        let _ = writeln!(
-            csv,
-            "{},{:.1},{:.4},{},{},{},{},{:.6}",
-            r.name.replace(',', ";"),
-            r.samples_per_sec,
-            r.stall_fraction,
-            opt(r.hit_ratio.device),
-            opt(r.hit_ratio.host),
-            r.write_backs,
-            opt(r.auc),
-            r.logloss
-        );
+    report::write_file(&dir.join("report.csv"), csv(results).as_bytes())?;
+    let names: Vec<String> = results.iter().map(|r| r.name.clone()).collect();
+    let column = |value: &dyn Fn(&SetupResult) -> Option<f64>| results.iter().map(|r| value(r).unwrap_or(f64::NAN)).collect::<Vec<f64>>();
+    let mut plots = Vec::new();
+    let trained = results.iter().any(|r| r.outcome.is_some());
+    let served = results.iter().any(|r| r.serving.is_some());
+    if trained {
+        report::plot_bars(&names, &[("samples/s".into(), column(&|r| r.samples_per_sec))], "Training throughput", "samples/s", &dir.join("throughput.svg"))?;
+        // Loss curves (the training loss, averaged over 10 steps) on one plot.
+        let losses: Vec<(String, Vec<(f64, f64)>)> = results
+            .iter()
+            .filter_map(|r| r.outcome.as_ref().map(|o| (r, o)))
+            .map(|(r, o)| {
+                let points = o.losses.chunks(10).enumerate().map(|(i, c)| ((i * 10 + c.len()) as f64, f64::from(c.iter().sum::<f32>() / c.len() as f32)));
+                (r.name.clone(), points.collect())
+            })
+            .collect();
+        report::plot_series(&losses, "Training loss (mean of 10 steps)", "step", "loss", &dir.join("loss.svg"))?;
+        plots.extend(["throughput.svg", "loss.svg"]);
     }
-    report::write_file(&dir.join("report.csv"), csv.as_bytes())?;
-    // Loss curves (the training loss, averaged over 10 steps) on one plot.
-    let losses: Vec<(String, Vec<(f64, f64)>)> = results
-        .iter()
-        .map(|r| {
-            let points = r.outcome.losses.chunks(10).enumerate().map(|(i, c)| ((i * 10 + c.len()) as f64, f64::from(c.iter().sum::<f32>() / c.len() as f32)));
-            (r.name.clone(), points.collect())
-        })
-        .collect();
-    report::plot_series(&losses, "Training loss (mean of 10 steps)", "step", "loss", &dir.join("loss.svg"))?;
-    report::plot_bars(
-        &results.iter().map(|r| (r.name.clone(), r.samples_per_sec)).collect::<Vec<_>>(),
-        "Training throughput",
-        "samples/s",
-        &dir.join("throughput.svg"),
-    )?;
+    if served {
+        let series = [
+            ("p50".to_string(), column(&|r| r.p50_us)),
+            ("p95".to_string(), column(&|r| r.p95_us)),
+            ("p99".to_string(), column(&|r| r.p99_us)),
+        ];
+        report::plot_bars(&names, &series, "Serving latency per request", "microseconds", &dir.join("latency.svg"))?;
+        plots.push("latency.svg");
+    }
+    let mut hit_series = Vec::new();
+    if trained {
+        hit_series.push(("device (training)".to_string(), column(&|r| r.hit_ratio.device)));
+        hit_series.push(("host (training)".to_string(), column(&|r| r.hit_ratio.host)));
+    }
+    if served {
+        hit_series.push(("device (serving)".to_string(), column(&|r| r.serve_hit_ratio.device)));
+        hit_series.push(("host (serving)".to_string(), column(&|r| r.serve_hit_ratio.host)));
+    }
+    report::plot_bars(&names, &hit_series, "Hit ratio per tier", "hit ratio", &dir.join("hit_ratio.svg"))?;
+    plots.push("hit_ratio.svg");
     let mut html = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>Strata experiment</title>");
     html.push_str("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style></head><body>");
-    let _ = write!(html, "<h1>Strata training experiment</h1><table><tr><th>{}</th></tr>", COLUMNS.join("</th><th>"));
-    for r in results {
-        let row: Vec<String> = cells(r, first_speed(results)).iter().map(|c| escape(c)).collect();
-        let _ = write!(html, "<tr><td>{}</td></tr>", row.join("</td><td>"));
+    html.push_str("<h1>Strata experiment</h1>");
+    for table in summary_tables(results) {
+        let _ = write!(html, "<h2>{}</h2><table><tr><th>{}</th></tr>", table.title, table.columns.join("</th><th>"));
+        for row in &table.rows {
+            let cells: Vec<String> = row.iter().map(|c| escape(c)).collect();
+            let _ = write!(html, "<tr><td>{}</td></tr>", cells.join("</td><td>"));
+        }
+        html.push_str("</table>");
     }
-    html.push_str("</table>");
-    for svg in ["throughput.svg", "loss.svg"] {
+    for svg in plots {
         let body = std::fs::read_to_string(dir.join(svg)).map_err(|e| ReportError::new(&dir.join(svg), e))?;
         let _ = write!(html, "<div>{}</div>", body.trim_start_matches(|c| c != '<').replacen("<?xml version=\"1.0\" encoding=\"UTF-8\"?>", "", 1));
     }

@@ -1,5 +1,6 @@
 //! Progress bars for long work: shown on a terminal, silent in CI and pipes.
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -9,10 +10,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub struct Progress(ProgressBar);
 
 impl Progress {
-    pub fn new(message: &'static str, total: Option<u64>) -> Self {
+    pub fn new(message: impl Into<Cow<'static, str>>, total: Option<u64>) -> Self {
         let visible = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
         if !visible {
-            return Progress(ProgressBar::hidden());
+            return Progress::hidden();
         }
         let bar = match total {
             Some(total) => ProgressBar::new(total).with_style(
@@ -25,6 +26,11 @@ impl Progress {
             ),
         };
         Progress(bar.with_message(message))
+    }
+
+    /// A progress bar that never shows (library callers and tests).
+    pub fn hidden() -> Self {
+        Progress(ProgressBar::hidden())
     }
 
     pub fn advance(&self, n: u64) {

@@ -1,8 +1,12 @@
-//! Training experiments end to end: `strata run` on a tiny config trains every set-up,
-//! writes every report, and the placement set-ups reach the same AUC and log-loss as
-//! the all-in-memory one; a bad experiment config fails before any work.
+//! Training and serving experiments end to end: `strata run` on a tiny config trains
+//! and serves every set-up, writes every report, and the placement set-ups reach the
+//! same AUC, log-loss and predictions as the all-in-memory one; a bad experiment config
+//! fails before any work.
 
+use std::path::Path;
 use std::process::Command;
+
+use serde_json::Value;
 
 fn strata(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_strata")).args(args).env("STRATA_LOG", "error").output().unwrap()
@@ -55,7 +59,7 @@ fn an_experiment_writes_its_reports_and_placement_never_changes_results() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("| ideal |") && summary.contains("| arc exclusive |"), "{summary}");
-    for name in ["report.json", "report.csv", "report.html", "loss.svg", "throughput.svg"] {
+    for name in ["report.json", "report.csv", "report.html", "loss.svg", "throughput.svg", "hit_ratio.svg"] {
         assert!(dir.path().join("out").join(name).exists(), "{name} missing");
     }
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
@@ -68,7 +72,9 @@ fn an_experiment_writes_its_reports_and_placement_never_changes_results() {
         assert_eq!(s["auc"], setups[0]["auc"], "AUC of {}", s["name"]);
         assert_eq!(s["logloss"], setups[0]["logloss"], "log-loss of {}", s["name"]);
         assert_eq!(s["outcome"]["losses"], setups[0]["outcome"]["losses"], "losses of {}", s["name"]);
+        assert!(s["queries_per_sec"].is_null() && s["serving"].is_null(), "no [serve], no serving figures");
     }
+    assert!(!dir.path().join("out/latency.svg").exists());
     assert!(setups[1]["hit_ratio"]["device"].as_f64().unwrap() > 0.0);
     let html = std::fs::read_to_string(dir.path().join("out/report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("lru, prefetch 2"));
@@ -91,4 +97,107 @@ fn a_bad_experiment_config_fails_before_any_work() {
     let out = strata(&["run", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("colour") && stderr.contains("line"), "{stderr}");
+}
+
+/// Writes `config` (with its table file and output folder in `dir`), runs it and returns
+/// the report's set-ups and the Markdown summary.
+fn run_in(dir: &Path, config: &str) -> (Vec<Value>, String) {
+    let path = dir.join("exp.toml");
+    let with_file = config.replace("init_scale = 0.05\n", &format!("init_scale = 0.05\ntable_file = \"{}\"\n", dir.join("table.strata").display()));
+    std::fs::write(&path, format!("{with_file}\n[output]\ndir = \"{}\"\n", dir.join("out").display())).unwrap();
+    let out = strata(&["run", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(dir.join("out/report.json")).unwrap()).unwrap();
+    (report["setups"].as_array().unwrap().clone(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Checks the serving figures of every set-up: `requests` measured requests of
+/// `batch_size` queries, ordered percentiles, the same predictions everywhere.
+fn check_serving(setups: &[Value], requests: u64, batch_size: u64) {
+    for s in setups {
+        let name = &s["name"];
+        for field in ["queries_per_sec", "p50_us", "p95_us", "p99_us", "p99_vs_first", "serve_stall_fraction", "serve_hit_ratio", "prediction_checksum"] {
+            assert!(!s[field].is_null(), "{field} missing for {name}");
+        }
+        let (p50, p95, p99) = (s["p50_us"].as_f64().unwrap(), s["p95_us"].as_f64().unwrap(), s["p99_us"].as_f64().unwrap());
+        assert!(0.0 < p50 && p50 <= p95 && p95 <= p99, "{name}: {p50} {p95} {p99}");
+        assert_eq!(s["serving"]["requests"], requests, "{name}");
+        assert_eq!(s["serving"]["queries"], requests * batch_size, "{name}");
+        assert_eq!(s["serving"]["latencies_us"].as_array().unwrap().len() as u64, requests, "{name}");
+        assert_eq!(s["prediction_checksum"], setups[0]["prediction_checksum"], "predictions of {name}");
+    }
+    assert_eq!(setups[0]["p99_vs_first"], 1.0);
+}
+
+const SERVE: &str = "[serve]\nrequests = 24\nbatch_size = 8\nwarmup = 4\n";
+
+#[test]
+fn training_then_serving_reports_latency_and_the_same_predictions_for_every_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{}\n{SERVE}", CONFIG.replace("eval_every = 10", "eval_every = 10\ncheckpoint_every = 7"));
+    let (setups, summary) = run_in(dir.path(), &config);
+    assert_eq!(setups.len(), 3);
+    check_serving(&setups, 24, 8);
+    for s in &setups {
+        assert_eq!(s["checkpoints"], 4, "steps 7, 14, 21 and 28 of 30");
+        assert_eq!(s["outcome"]["losses"], setups[0]["outcome"]["losses"], "losses of {}", s["name"]);
+        assert!(!s["samples_per_sec"].is_null() && !s["auc"].is_null());
+    }
+    assert!(setups[1]["serve_hit_ratio"]["device"].as_f64().unwrap() > 0.0);
+    assert!(setups[0]["serve_hit_ratio"]["device"].is_null(), "the ideal set-up has no device tier");
+    assert!(summary.contains("Training") && summary.contains("Serving") && summary.contains("p99 vs first"), "{summary}");
+    let out = dir.path().join("out");
+    for name in ["latency.svg", "hit_ratio.svg", "loss.svg", "throughput.svg"] {
+        assert!(out.join(name).exists(), "{name} missing");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 4, "every plot inlined");
+    assert!(html.contains("Serving latency per request") && html.contains("Hit ratio per tier"));
+    let csv = std::fs::read_to_string(out.join("report.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    assert!(header.contains(&"p99_us") && header.contains(&"prediction_checksum") && header.contains(&"checkpoints"));
+    assert_eq!(csv.lines().count(), 4);
+}
+
+#[test]
+fn a_serve_only_experiment_serves_the_initial_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve_only = CONFIG.replace("train_batches = 30", "train_batches = 0").replace("eval_batches = 4", "eval_batches = 0");
+    let config = format!("{serve_only}\n{SERVE}").replace("name = \"ideal\"\n", "name = \"ideal\"\npreload = true\n");
+    let (setups, summary) = run_in(dir.path(), &config);
+    check_serving(&setups, 24, 8);
+    for s in &setups {
+        assert!(s["samples_per_sec"].is_null() && s["auc"].is_null() && s["outcome"].is_null(), "{}: no training", s["name"]);
+    }
+    // Preloaded, the all-in-memory set-up never reads the store while serving.
+    assert_eq!(setups[0]["serve_hit_ratio"]["host"], 1.0);
+    assert_eq!(setups[0]["serving"]["engine"]["bytes_store_to_host"], 0);
+    assert!(setups[1]["serving"]["engine"]["bytes_store_to_host"].as_u64().unwrap() > 0);
+    for s in &setups {
+        assert_eq!(s["serving"]["engine"]["store_writes"], 0, "{}: serving dirties no row", s["name"]);
+    }
+    assert!(!summary.contains("Training") && summary.contains("| ideal |"), "{summary}");
+    assert!(!dir.path().join("out/loss.svg").exists());
+}
+
+#[test]
+fn a_bad_serve_config_fails_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let path = dir.path().join("serve.toml");
+    let run = |config: String| {
+        std::fs::write(&path, format!("{config}\n[output]\ndir = \"{}\"\n", out_dir.display())).unwrap();
+        let out = strata(&["run", path.to_str().unwrap()]);
+        assert!(!out.status.success());
+        assert!(!out_dir.exists(), "nothing may be written for a bad config");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run(format!("{CONFIG}\n{}", SERVE.replace("batch_size = 8", "batch_size = 0")));
+    assert!(stderr.contains("serve.toml") && stderr.contains("serve") && stderr.contains("batch_size"), "{stderr}");
+    let stderr = run(format!("{CONFIG}\n{SERVE}percentile = 99\n"));
+    assert!(stderr.contains("percentile") && stderr.contains("line 41"), "{stderr}");
+    let stderr = run(CONFIG.replace("train_batches = 30", "train_batches = 0"));
+    assert!(stderr.contains("train_batches") && stderr.contains("[serve]"), "{stderr}");
+    let stderr = run(format!("{CONFIG}\n{SERVE}").replace("name = \"arc exclusive\"\n", "name = \"arc exclusive\"\npreload = true\n"));
+    assert!(stderr.contains("arc exclusive") && stderr.contains("preload") && stderr.contains("every row"), "{stderr}");
 }

@@ -1,6 +1,7 @@
 //! The training and serving loops: the same seed gives bit-identical losses and final
 //! tables whatever the policies, hierarchy, tier sizes and prefetch window (policies
-//! change speed, never results); training learns; serving reports latencies.
+//! change speed, never results), and with or without checkpoints; training learns;
+//! serving reports latencies and the same predictions from every set-up.
 
 use strata::data::{SyntheticBatches, SyntheticConfig};
 use strata::engine::backing::FlatTable;
@@ -8,8 +9,9 @@ use strata::engine::device::DeviceKind;
 use strata::engine::pool::Pooling;
 use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
-use strata::model::train::{serve, train, TrainError};
+use strata::model::train::{serve, train, ServeOptions, TrainError, TrainOptions};
 use strata::model::{DenseOptimizer, Dlrm, Interaction, ModelConfig, ModelDevice};
+use strata::progress::Progress;
 use strata_policies::PolicyConfig;
 
 const DIM: usize = 8;
@@ -18,8 +20,8 @@ fn synthetic() -> SyntheticConfig {
     SyntheticConfig { scale: 0.0005, seed: 5, ..SyntheticConfig::default() }
 }
 
-fn model() -> Dlrm {
-    let config = ModelConfig {
+fn model_config() -> ModelConfig {
+    ModelConfig {
         embedding_dim: DIM,
         bottom_mlp: vec![16, DIM],
         top_mlp: vec![16, 8],
@@ -28,8 +30,11 @@ fn model() -> Dlrm {
         seed: 3,
         threads: Some(1),
         device: ModelDevice::Cpu,
-    };
-    Dlrm::new(&config, 26).unwrap()
+    }
+}
+
+fn model() -> Dlrm {
+    Dlrm::new(&model_config(), 26).unwrap()
 }
 
 fn table(device: TierConfig, host: TierConfig, hierarchy: Hierarchy) -> TieredTable {
@@ -52,22 +57,35 @@ fn batches(count: u64) -> SyntheticBatches {
     SyntheticBatches::new(&synthetic(), 32, Some(count)).unwrap().with_features()
 }
 
+fn every_row(rows: usize) -> TierConfig {
+    TierConfig::rows(rows, PolicyConfig::Lru)
+}
+
+fn training(window: usize) -> TrainOptions {
+    TrainOptions { window, ..TrainOptions::default() }
+}
+
 /// Losses and the final table of one training run.
 fn run(mut table: TieredTable, window: usize) -> (Vec<f32>, Vec<f32>) {
     let mut model = model();
-    let outcome = train(&mut model, &mut table, batches(25), window, &[], 0).unwrap();
+    let outcome = train(&mut model, &mut table, batches(25), &[], &training(window), &Progress::hidden()).unwrap();
     assert_eq!(outcome.steps, 25);
+    (outcome.losses, final_table(table))
+}
+
+/// Every row of the table after closing it (which flushes).
+fn final_table(table: TieredTable) -> Vec<f32> {
     let mut store = table.close().unwrap();
     let rows: Vec<u64> = (0..store.rows()).collect();
     let mut data = vec![0f32; rows.len() * store.layout().floats()];
     store.read_rows(&rows, &mut data).unwrap();
-    (outcome.losses, data)
+    data
 }
 
 #[test]
 fn policies_and_windows_change_speed_never_results() {
     let rows = synthetic().layout().total_rows() as usize;
-    let ideal = run(table(TierConfig::rows(0, PolicyConfig::Lru), TierConfig::rows(rows, PolicyConfig::Lru), Hierarchy::Inclusive), 0);
+    let ideal = run(table(TierConfig::rows(0, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive), 0);
     let setups: Vec<(&str, TieredTable, usize)> = vec![
         ("lru, no prefetch", table(TierConfig::rows(200, PolicyConfig::Lru), TierConfig::rows(1500, PolicyConfig::Lru), Hierarchy::Inclusive), 0),
         ("lru, prefetch 2", table(TierConfig::rows(200, PolicyConfig::Lru), TierConfig::rows(1500, PolicyConfig::Lru), Hierarchy::Inclusive), 2),
@@ -83,9 +101,9 @@ fn policies_and_windows_change_speed_never_results() {
         ),
     ];
     for (name, table, window) in setups {
-        let (losses, final_table) = run(table, window);
+        let (losses, table_after) = run(table, window);
         assert_eq!(losses, ideal.0, "{name}: losses");
-        assert!(final_table == ideal.1, "{name}: the final table differs from the all-in-host run");
+        assert!(table_after == ideal.1, "{name}: the final table differs from the all-in-host run");
     }
     assert!(ideal.0.iter().all(|l| l.is_finite()));
 }
@@ -96,7 +114,8 @@ fn training_through_tiers_learns_the_hidden_model() {
     let mut table = table(TierConfig::rows(300, PolicyConfig::Lru), TierConfig::rows(3000, PolicyConfig::from_name("s3fifo").unwrap()), Hierarchy::Inclusive);
     // Held-out batches come from later in the same stream, never trained on.
     let held_out: Vec<Batch> = SyntheticBatches::new(&synthetic(), 64, Some(320)).unwrap().with_features().skip(300).collect();
-    let outcome = train(&mut model, &mut table, batches(300), 2, &held_out, 100).unwrap();
+    let options = TrainOptions { window: 2, eval_every: 100, checkpoint_every: 0 };
+    let outcome = train(&mut model, &mut table, batches(300), &held_out, &options, &Progress::hidden()).unwrap();
     assert_eq!(outcome.evaluations.iter().map(|e| e.step).collect::<Vec<_>>(), vec![100, 200, 300]);
     let last = outcome.evaluations.last().unwrap();
     assert!(last.auc.unwrap() > 0.65, "held-out AUC {:?}", last.auc);
@@ -106,14 +125,53 @@ fn training_through_tiers_learns_the_hidden_model() {
 }
 
 #[test]
-fn serving_counts_requests_and_orders_percentiles() {
+fn checkpoints_flush_every_tier_and_change_no_result() {
+    let rows = synthetic().layout().total_rows() as usize;
+    let train_with = |checkpoint_every: u64| {
+        // Every row fits in memory: only a checkpoint writes rows to the store.
+        let mut table = table(TierConfig::rows(150, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive);
+        let options = TrainOptions { window: 2, eval_every: 0, checkpoint_every };
+        let outcome = train(&mut model(), &mut table, batches(25), &[], &options, &Progress::hidden()).unwrap();
+        (outcome, final_table(table))
+    };
+    let (plain, plain_table) = train_with(0);
+    let (checkpointed, checkpointed_table) = train_with(10);
+    assert_eq!((plain.checkpoints, plain.engine.store_writes), (0, 0));
+    assert_eq!(checkpointed.checkpoints, 2, "steps 10 and 20");
+    assert!(checkpointed.engine.store_writes > 0, "a checkpoint writes the dirty rows down");
+    let device_writes = checkpointed.engine.device.as_ref().unwrap().write_backs;
+    let host_writes = checkpointed.engine.host.as_ref().unwrap().write_backs;
+    assert!(device_writes > 0 && host_writes > 0, "both tiers flushed: {device_writes} {host_writes}");
+    assert_eq!(checkpointed.losses, plain.losses);
+    assert!(checkpointed_table == plain_table, "the final table differs with checkpoints");
+}
+
+#[test]
+fn serving_counts_requests_orders_percentiles_and_predicts_the_same_everywhere() {
     let model = model();
-    let mut table = table(TierConfig::rows(100, PolicyConfig::Lru), TierConfig::rows(800, PolicyConfig::Lru), Hierarchy::Inclusive);
-    let requests = SyntheticBatches::new(&synthetic(), 4, Some(50)).unwrap().with_features();
-    let outcome = serve(&model, &mut table, requests, 1).unwrap();
-    assert_eq!((outcome.requests, outcome.queries), (50, 200));
-    assert!(outcome.p50_us <= outcome.p95_us && outcome.p95_us <= outcome.p99_us && outcome.p50_us > 0);
-    assert_eq!(outcome.latency.count, 50);
+    let rows = synthetic().layout().total_rows() as usize;
+    let requests = || SyntheticBatches::new(&synthetic(), 4, Some(50)).unwrap().with_features();
+    let options = ServeOptions { window: 1, warmup: 10 };
+    let mut tiered = table(TierConfig::rows(100, PolicyConfig::Lru), TierConfig::rows(800, PolicyConfig::Lru), Hierarchy::Inclusive);
+    let outcome = serve(&model, &mut tiered, requests(), &options, &Progress::hidden()).unwrap();
+    assert_eq!((outcome.warmup_requests, outcome.requests, outcome.queries), (10, 40, 160));
+    assert_eq!(outcome.latencies_us.len(), 40);
+    assert!(outcome.p50_us <= outcome.p95_us && outcome.p95_us <= outcome.p99_us && outcome.p99_us <= outcome.max_us);
+    assert!(outcome.p50_us > 0.0);
+    // The engine counters cover the 40 measured requests only.
+    assert_eq!(outcome.engine.batches, 40);
+    assert_eq!(outcome.engine.lookups, 40 * 4 * 214);
+    let device = outcome.engine.device.as_ref().unwrap();
+    assert_eq!(device.hits + device.misses, 40 * 4 * 214);
+    assert!(outcome.engine.store_writes == 0, "serving never updates a row");
+    let mut ideal = table(TierConfig::rows(0, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive);
+    let all_in_host = serve(&model, &mut ideal, requests(), &ServeOptions { window: 0, warmup: 0 }, &Progress::hidden()).unwrap();
+    assert_eq!(all_in_host.requests, 50);
+    assert_eq!(all_in_host.prediction_checksum, outcome.prediction_checksum);
+    let other_model = Dlrm::new(&ModelConfig { seed: 4, ..model_config() }, 26).unwrap();
+    let mut again = table(TierConfig::rows(0, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive);
+    let other = serve(&other_model, &mut again, requests(), &options, &Progress::hidden()).unwrap();
+    assert_ne!(other.prediction_checksum, outcome.prediction_checksum, "the checksum sees the scores");
 }
 
 #[test]
@@ -121,7 +179,7 @@ fn batches_without_features_are_refused() {
     let mut model = model();
     let mut table = table(TierConfig::rows(10, PolicyConfig::Lru), TierConfig::rows(100, PolicyConfig::Lru), Hierarchy::Inclusive);
     let lookups_only = SyntheticBatches::new(&synthetic(), 4, Some(2)).unwrap();
-    let err = train(&mut model, &mut table, lookups_only, 0, &[], 0).unwrap_err();
+    let err = train(&mut model, &mut table, lookups_only, &[], &training(0), &Progress::hidden()).unwrap_err();
     assert!(matches!(err, TrainError::Batch { .. }), "{err}");
     assert!(err.to_string().contains("no labels"), "{err}");
 }

@@ -1,8 +1,9 @@
 //! Batches of lookups for the engine from the synthetic generator: one bag per
 //! (sample, table), `multi_hot[t]` lookups in bag `t` of each sample; with features,
-//! each sample's dense counts and click label too.
+//! each sample's dense counts and click label too. `Rebatch` cuts any stream of
+//! feature batches into batches of another size (serving requests).
 
-use super::{Sample, SyntheticConfig, SyntheticConfigError, SyntheticSource};
+use super::{Sample, SyntheticConfig, SyntheticConfigError, SyntheticSource, CRITEO_DENSE_FEATURES};
 use crate::engine::table::Batch;
 
 /// An endless (or `count`-long) stream of engine batches of `batch_size` samples.
@@ -70,6 +71,63 @@ impl Iterator for SyntheticBatches {
     }
 }
 
+/// Cuts a stream of feature batches (labels and dense values) into batches of `samples`
+/// samples each, in order, with the stream positions kept; the last batch is shorter
+/// when the stream ends mid-way. A batch without labels cannot be cut and passes as is.
+pub struct Rebatch<I> {
+    source: I,
+    samples: usize,
+    /// The source batch being cut, and its first sample not handed out yet.
+    current: Option<(Batch, usize)>,
+}
+
+impl<I: Iterator<Item = Batch>> Rebatch<I> {
+    pub fn new(source: I, samples: usize) -> Self {
+        Rebatch { source, samples: samples.max(1), current: None }
+    }
+}
+
+impl<I: Iterator<Item = Batch>> Iterator for Rebatch<I> {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        let (mut ids, mut offsets, mut dense, mut labels) = (Vec::new(), vec![0], Vec::new(), Vec::new());
+        let mut start = None;
+        while labels.len() < self.samples {
+            let (batch, first) = match self.current.take() {
+                Some(current) => current,
+                None => match self.source.next() {
+                    Some(batch) if batch.labels.is_empty() && labels.is_empty() => return Some(batch),
+                    Some(batch) if batch.labels.is_empty() => {
+                        self.current = Some((batch, 0));
+                        break;
+                    }
+                    Some(batch) => (batch, 0),
+                    None => break,
+                },
+            };
+            let bags_per_sample = batch.bags() / batch.labels.len();
+            let take = (self.samples - labels.len()).min(batch.labels.len() - first);
+            let (bag_lo, bag_hi) = (first * bags_per_sample, (first + take) * bags_per_sample);
+            let (id_lo, id_hi) = (batch.bag_offsets[bag_lo], batch.bag_offsets[bag_hi]);
+            start.get_or_insert(batch.start + id_lo as u64);
+            let base = ids.len();
+            ids.extend_from_slice(&batch.ids[id_lo..id_hi]);
+            offsets.extend(batch.bag_offsets[bag_lo + 1..=bag_hi].iter().map(|&o| o - id_lo + base));
+            dense.extend_from_slice(&batch.dense[first * CRITEO_DENSE_FEATURES..(first + take) * CRITEO_DENSE_FEATURES]);
+            labels.extend_from_slice(&batch.labels[first..first + take]);
+            if first + take < batch.labels.len() {
+                self.current = Some((batch, first + take));
+            }
+        }
+        let start = start?;
+        let mut batch = Batch::new(ids, offsets, start);
+        batch.dense = dense;
+        batch.labels = labels;
+        Some(batch)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +154,31 @@ mod tests {
         assert_eq!(full[0].labels.len(), 4);
         assert!(full[0].labels.iter().all(|&l| l == 0.0 || l == 1.0));
         assert_eq!(full[0].bag_offsets, plain[0].bag_offsets);
+    }
+
+    #[test]
+    fn rebatching_keeps_every_sample_in_order_with_stream_positions() {
+        let config = SyntheticConfig { scale: 0.0005, multi_hot: false, ..SyntheticConfig::default() };
+        let whole: Vec<Batch> = SyntheticBatches::new(&config, 12, Some(1)).unwrap().with_features().collect();
+        let cut: Vec<Batch> = Rebatch::new(SyntheticBatches::new(&config, 4, Some(3)).unwrap().with_features(), 5).collect();
+        assert_eq!(cut.iter().map(|b| b.labels.len()).collect::<Vec<_>>(), vec![5, 5, 2]);
+        for b in &cut {
+            b.validate().unwrap();
+            assert_eq!(b.bags(), 26 * b.labels.len());
+            assert_eq!(b.dense.len(), CRITEO_DENSE_FEATURES * b.labels.len());
+        }
+        assert_eq!(cut.iter().map(|b| b.start).collect::<Vec<_>>(), vec![0, 5 * 26, 10 * 26]);
+        let joined = |f: &dyn Fn(&Batch) -> Vec<f32>| cut.iter().flat_map(f).collect::<Vec<f32>>();
+        assert_eq!(cut.iter().flat_map(|b| b.ids.clone()).collect::<Vec<_>>(), whole[0].ids);
+        assert_eq!(joined(&|b| b.dense.clone()), whole[0].dense);
+        assert_eq!(joined(&|b| b.labels.clone()), whole[0].labels);
+        // Multi-hot bags: offsets follow the ids of each sample's own bags.
+        let config = SyntheticConfig { scale: 0.0005, ..SyntheticConfig::default() };
+        let whole: Vec<Batch> = SyntheticBatches::new(&config, 6, Some(1)).unwrap().with_features().collect();
+        let cut: Vec<Batch> = Rebatch::new(SyntheticBatches::new(&config, 3, Some(2)).unwrap().with_features(), 4).collect();
+        assert_eq!(cut[1].start, 4 * 214);
+        assert_eq!(cut[1].bag_offsets, whole[0].bag_offsets[4 * 26..].iter().map(|o| o - 4 * 214).collect::<Vec<_>>());
+        let plain: Vec<Batch> = Rebatch::new(SyntheticBatches::new(&config, 3, Some(2)).unwrap(), 4).collect();
+        assert_eq!(plain.len(), 2, "batches without labels pass unchanged");
     }
 }

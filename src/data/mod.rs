@@ -5,7 +5,7 @@ mod batches;
 mod layout;
 mod synthetic;
 
-pub use batches::SyntheticBatches;
+pub use batches::{Rebatch, SyntheticBatches};
 pub use layout::{TableLayout, CRITEO_CARDINALITIES, CRITEO_DENSE_FEATURES, CRITEO_MULTI_HOT};
 pub(crate) use synthetic::mix64;
 pub use synthetic::{DriftConfig, Sample, SyntheticConfig, SyntheticConfigError, SyntheticSource, SyntheticTrace};

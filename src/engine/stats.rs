@@ -33,6 +33,20 @@ impl TierStats {
         }
     }
 
+    /// The counts since `earlier`, a snapshot of the same tier.
+    pub fn since(&self, earlier: &TierStats) -> TierStats {
+        TierStats {
+            backend: self.backend.clone(),
+            capacity_rows: self.capacity_rows,
+            hits: self.hits - earlier.hits,
+            misses: self.misses - earlier.misses,
+            promotions: self.promotions - earlier.promotions,
+            demotions_in: self.demotions_in - earlier.demotions_in,
+            evictions: self.evictions - earlier.evictions,
+            write_backs: self.write_backs - earlier.write_backs,
+        }
+    }
+
     pub fn hit_ratio(&self) -> f64 {
         let n = self.hits + self.misses;
         if n == 0 {
@@ -62,6 +76,15 @@ impl LatencyHistogram {
         self.buckets_us_pow2[bucket] += 1;
         self.count += 1;
         self.total_seconds += latency.as_secs_f64();
+    }
+
+    /// The latencies recorded since `earlier`, a snapshot of the same histogram.
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        let mut buckets = self.buckets_us_pow2.clone();
+        for (bucket, &before) in buckets.iter_mut().zip(&earlier.buckets_us_pow2) {
+            *bucket -= before;
+        }
+        LatencyHistogram { buckets_us_pow2: buckets, count: self.count - earlier.count, total_seconds: self.total_seconds - earlier.total_seconds }
     }
 
     /// The upper bound (microseconds) of the bucket holding quantile `q` in [0, 1].
@@ -115,6 +138,39 @@ pub struct EngineStats {
     pub lookup_latency: LatencyHistogram,
 }
 
+impl EngineStats {
+    /// What happened since `earlier`, a snapshot of the same table: one phase of a run
+    /// (training, serving) on its own.
+    pub fn since(&self, earlier: &EngineStats) -> EngineStats {
+        let tier = |now: &Option<TierStats>, then: &Option<TierStats>| match (now, then) {
+            (Some(now), Some(then)) => Some(now.since(then)),
+            (now, _) => now.clone(),
+        };
+        EngineStats {
+            storage: self.storage.clone(),
+            device: tier(&self.device, &earlier.device),
+            host: tier(&self.host, &earlier.host),
+            batches: self.batches - earlier.batches,
+            lookups: self.lookups - earlier.lookups,
+            requests: self.requests - earlier.requests,
+            stall_seconds: self.stall_seconds - earlier.stall_seconds,
+            store_read_seconds: self.store_read_seconds - earlier.store_read_seconds,
+            prefetched_rows: self.prefetched_rows - earlier.prefetched_rows,
+            topped_up_rows: self.topped_up_rows - earlier.topped_up_rows,
+            stale_prefetches: self.stale_prefetches - earlier.stale_prefetches,
+            late_store_reads: self.late_store_reads - earlier.late_store_reads,
+            sync_store_reads: self.sync_store_reads - earlier.sync_store_reads,
+            store_writes: self.store_writes - earlier.store_writes,
+            write_buffer: self.write_buffer.since(&earlier.write_buffer),
+            bytes_store_to_host: self.bytes_store_to_host - earlier.bytes_store_to_host,
+            bytes_host_to_store: self.bytes_host_to_store - earlier.bytes_host_to_store,
+            bytes_host_to_device: self.bytes_host_to_device - earlier.bytes_host_to_device,
+            bytes_device_to_host: self.bytes_device_to_host - earlier.bytes_device_to_host,
+            lookup_latency: self.lookup_latency.since(&earlier.lookup_latency),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +184,20 @@ mod tests {
         assert_eq!(h.count, 5);
         assert_eq!(h.quantile_us(0.5), 4);
         assert_eq!(h.quantile_us(1.0), 128);
+        let before = h.clone();
+        h.record(Duration::from_micros(3));
+        let later = h.since(&before);
+        assert_eq!((later.count, later.buckets_us_pow2.iter().sum::<u64>(), later.quantile_us(1.0)), (1, 1, 4));
+    }
+
+    #[test]
+    fn stats_since_a_snapshot_count_only_what_came_after() {
+        let tier = |hits, misses| Some(TierStats { backend: "host".into(), capacity_rows: 10, hits, misses, ..TierStats::default() });
+        let before = EngineStats { host: tier(5, 7), lookups: 12, store_writes: 2, stall_seconds: 0.5, ..EngineStats::default() };
+        let after = EngineStats { host: tier(9, 8), lookups: 17, store_writes: 2, stall_seconds: 0.75, ..EngineStats::default() };
+        let phase = after.since(&before);
+        assert_eq!(phase.host, tier(4, 1));
+        assert_eq!((phase.lookups, phase.store_writes, phase.stall_seconds), (5, 0, 0.25));
+        assert_eq!(phase.device, None);
     }
 }

@@ -644,14 +644,17 @@ impl TieredTable {
         self.stats.requests += 1;
         let Some(device) = self.device.as_mut() else { return self.touch_host(req) };
         let access = device.policy.access(req);
-        device.stats.record(access.hit);
+        // A policy may count a row resident that never came in (static placement pins its
+        // hot set when profiling ends): such a row comes in on its first lookup, a miss.
+        let arrives = access.hit && device.slot(req.id).is_none();
+        device.stats.record(access.hit && !arrives);
         if let Some(victim) = access.evicted {
             self.evict_from_device(victim)?;
         }
-        if access.hit {
+        if access.hit && !arrives {
             return Ok(());
         }
-        if !access.inserted {
+        if !access.inserted && !arrives {
             return self.touch_host(req);
         }
         // The row enters the device: take its data from the host or the store.
@@ -862,6 +865,34 @@ mod tests {
         assert!(err.contains("host") && err.contains("100 bytes"), "{err}");
         let both = TierConfig { rows: 1, bytes: 1 << 20, policy: PolicyConfig::Lru };
         assert!(both.capacity("device", layout).is_err());
+    }
+
+    #[test]
+    fn statically_pinned_rows_come_into_the_device_on_first_use() {
+        use crate::engine::backing::FlatTable;
+        use crate::engine::RowInit;
+        let optimizer = Optimizer::Sgd { lr: 0.1 };
+        let store = FlatTable::new(100, RowLayout::new(4, &optimizer), RowInit::Uniform { seed: 1, scale: 0.1 });
+        let config = TableConfig {
+            device: TierConfig::rows(5, PolicyConfig::from_name("static:20").unwrap()),
+            device_backend: DeviceKind::Emulated,
+            host: TierConfig::rows(0, PolicyConfig::Lru),
+            hierarchy: Hierarchy::Inclusive,
+            optimizer,
+            pooling: Pooling::Sum,
+        };
+        let mut table = TieredTable::new(&config, Box::new(store)).unwrap();
+        let hot = [3u64, 7, 11, 42, 99];
+        let mut out = vec![0f32; hot.len() * 4];
+        for step in 0..10u64 {
+            // 5 lookups a batch: the profile (20 requests) ends after the 4th batch.
+            table.lookup(&Batch::new(hot.to_vec(), (0..=hot.len()).collect(), step * 5), &mut out).unwrap();
+        }
+        let device = table.stats().device.unwrap();
+        assert_eq!((device.promotions, device.misses, device.hits), (5, 20 + 5, 25), "{device:?}");
+        let read = table.stats().bytes_store_to_host;
+        table.lookup(&Batch::new(hot.to_vec(), (0..=hot.len()).collect(), 50), &mut out).unwrap();
+        assert_eq!(table.stats().bytes_store_to_host, read, "pinned rows are served from the device");
     }
 
     #[test]

@@ -22,6 +22,20 @@ pub struct WriteBufferStats {
     pub read_hits: u64,
 }
 
+impl WriteBufferStats {
+    /// The counts since `earlier`, a snapshot of the same buffer.
+    pub fn since(&self, earlier: &WriteBufferStats) -> WriteBufferStats {
+        WriteBufferStats {
+            capacity_rows: self.capacity_rows,
+            rows_in: self.rows_in - earlier.rows_in,
+            rows_replaced: self.rows_replaced - earlier.rows_replaced,
+            rows_out: self.rows_out - earlier.rows_out,
+            drains: self.drains - earlier.drains,
+            read_hits: self.read_hits - earlier.read_hits,
+        }
+    }
+}
+
 /// Dirty rows by row index, each row's newest copy only.
 pub struct WriteBuffer {
     floats: usize,

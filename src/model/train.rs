@@ -1,7 +1,8 @@
 //! The training and serving loops: batches flow through the prefetch pipeline into the
 //! tiered table's lookup, the DLRM's forward and backward, and the table's sparse
-//! update; evaluation reports log-loss and ROC AUC on held-out batches; serving replays
-//! requests with no updates and reports latency percentiles.
+//! update, with periodic evaluation (log-loss and ROC AUC on held-out batches) and
+//! checkpoints (the table's flush); serving replays requests with no updates and
+//! reports exact latency percentiles, queries/s and a checksum of every score.
 
 use std::time::Instant;
 
@@ -10,9 +11,10 @@ use serde::Serialize;
 use super::dlrm::{Dlrm, ModelError};
 use super::metrics::{log_loss, roc_auc};
 use crate::engine::prefetch::Prefetcher;
-use crate::engine::stats::{EngineStats, LatencyHistogram};
+use crate::engine::stats::EngineStats;
 use crate::engine::table::{Batch, TieredTable};
 use crate::engine::EngineError;
+use crate::progress::Progress;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -32,21 +34,6 @@ pub struct Evaluation {
     pub logloss: f64,
     /// `None` when the held-out labels hold one class only.
     pub auc: Option<f64>,
-}
-
-/// What a training run did.
-#[derive(Clone, Debug, Serialize)]
-pub struct TrainOutcome {
-    pub steps: u64,
-    pub samples: u64,
-    pub seconds: f64,
-    pub samples_per_sec: f64,
-    /// Seconds the training steps waited for rows from the store (evaluation excluded).
-    pub stall_seconds: f64,
-    /// Training loss of every step.
-    pub losses: Vec<f32>,
-    pub evaluations: Vec<Evaluation>,
-    pub engine: EngineStats,
 }
 
 /// The number of samples of a training batch, after checking it carries features.
@@ -85,25 +72,59 @@ pub fn evaluate(model: &Dlrm, table: &mut TieredTable, batches: &[Batch], step: 
     })
 }
 
-/// Trains on `batches` (served `window` batches behind the source, with read-ahead),
-/// evaluating on `held_out` every `eval_every` steps (0 = only at the end).
+/// How a training run is scheduled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrainOptions {
+    /// Batches read ahead (0 = no prefetch).
+    pub window: usize,
+    /// Evaluate on the held-out batches every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Flush the table (every tier's dirty rows to the store, then sync) every this many
+    /// steps (0 = never).
+    pub checkpoint_every: u64,
+}
+
+/// What a training run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainOutcome {
+    pub steps: u64,
+    pub samples: u64,
+    /// Seconds of training steps: evaluations and checkpoints excluded.
+    pub seconds: f64,
+    pub samples_per_sec: f64,
+    /// Seconds the training steps waited for rows from the store (evaluation excluded).
+    pub stall_seconds: f64,
+    /// Checkpoints taken (table flushes), and the seconds they took.
+    pub checkpoints: u64,
+    pub checkpoint_seconds: f64,
+    /// Training loss of every step.
+    pub losses: Vec<f32>,
+    pub evaluations: Vec<Evaluation>,
+    /// What the engine did during training (evaluations and checkpoints included).
+    pub engine: EngineStats,
+}
+
+/// Trains on `batches` (served `options.window` batches behind the source, with
+/// read-ahead), evaluating on `held_out` and checkpointing as `options` says; advances
+/// `progress` once per step.
 pub fn train(
     model: &mut Dlrm,
     table: &mut TieredTable,
     batches: impl Iterator<Item = Batch> + Send + 'static,
-    window: usize,
     held_out: &[Batch],
-    eval_every: u64,
+    options: &TrainOptions,
+    progress: &Progress,
 ) -> Result<TrainOutcome, TrainError> {
     let dim = table.layout().dim;
-    let mut prefetcher = Prefetcher::new(batches, window);
+    let before = table.stats();
+    let mut prefetcher = Prefetcher::new(batches, options.window);
     let (mut steps, mut samples) = (0u64, 0u64);
     let mut losses = Vec::new();
     let mut evaluations = Vec::new();
     let mut pooled = Vec::new();
-    let mut training_seconds = 0.0;
-    let mut eval_stall = 0.0;
-    let mut start = Instant::now();
+    let (mut eval_seconds, mut eval_stall) = (0.0, 0.0);
+    let (mut checkpoints, mut checkpoint_seconds) = (0u64, 0.0);
+    let start = Instant::now();
     while let Some(batch) = prefetcher.next(table)? {
         samples += check_features(&batch)? as u64;
         pooled.resize(batch.bags() * dim, 0.0);
@@ -112,16 +133,22 @@ pub fn train(
         table.apply_gradients(&batch, &step.embedding_grad)?;
         losses.push(step.loss);
         steps += 1;
-        if eval_every > 0 && steps.is_multiple_of(eval_every) && !held_out.is_empty() {
-            training_seconds += start.elapsed().as_secs_f64();
-            let stalled = table.stats().stall_seconds;
+        progress.advance(1);
+        if options.eval_every > 0 && steps.is_multiple_of(options.eval_every) && !held_out.is_empty() {
+            let (began, stalled) = (Instant::now(), table.stats().stall_seconds);
             evaluations.push(evaluate(model, table, held_out, steps)?);
             eval_stall += table.stats().stall_seconds - stalled;
-            start = Instant::now();
+            eval_seconds += began.elapsed().as_secs_f64();
+        }
+        if options.checkpoint_every > 0 && steps.is_multiple_of(options.checkpoint_every) {
+            let began = Instant::now();
+            table.flush()?;
+            checkpoints += 1;
+            checkpoint_seconds += began.elapsed().as_secs_f64();
         }
     }
-    training_seconds += start.elapsed().as_secs_f64();
-    let stall_seconds = table.stats().stall_seconds - eval_stall;
+    let training_seconds = (start.elapsed().as_secs_f64() - eval_seconds - checkpoint_seconds).max(0.0);
+    let stall_seconds = table.stats().stall_seconds - before.stall_seconds - eval_stall;
     if !held_out.is_empty() && evaluations.last().map(|e| e.step) != Some(steps) {
         evaluations.push(evaluate(model, table, held_out, steps)?);
     }
@@ -131,56 +158,131 @@ pub fn train(
         seconds: training_seconds,
         samples_per_sec: samples as f64 / training_seconds.max(1e-9),
         stall_seconds,
+        checkpoints,
+        checkpoint_seconds,
         losses,
         evaluations,
-        engine: table.stats(),
+        engine: table.stats().since(&before),
     })
 }
 
-/// What a serving run did: queries are samples, latency is per request batch.
+/// How a serving run is scheduled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Requests read ahead (0 = no prefetch).
+    pub window: usize,
+    /// Requests served first and left out of every measurement (but not the checksum).
+    pub warmup: u64,
+}
+
+/// What a serving run did: queries are samples, latency is per request. Every figure
+/// but `prediction_checksum` and `warmup_requests` covers the measured requests only.
 #[derive(Clone, Debug, Serialize)]
 pub struct ServeOutcome {
+    pub warmup_requests: u64,
     pub requests: u64,
     pub queries: u64,
     pub seconds: f64,
     pub queries_per_sec: f64,
-    pub p50_us: u64,
-    pub p95_us: u64,
-    pub p99_us: u64,
-    pub latency: LatencyHistogram,
+    /// Latency percentiles (nearest rank) and mean, in microseconds. A request's
+    /// latency runs from the moment the loop takes it up (before the prefetcher hands it
+    /// over) to its scores, so every wait for its rows is in it.
+    pub p50_us: f64,
+    pub p95_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+    /// Seconds the requests waited for rows from the store.
+    pub stall_seconds: f64,
+    /// A hash of every score of every request (warm-up included), in order, as 16 hex
+    /// digits: equal across set-ups exactly when every prediction is bit-identical.
+    pub prediction_checksum: String,
+    /// The latency of each measured request, in order (microseconds).
+    pub latencies_us: Vec<f64>,
+    /// What the engine did while serving the measured requests.
+    pub engine: EngineStats,
 }
 
-/// Replays `requests` (small batches) through lookup and prediction, no updates.
+/// Replays `requests` (small batches) through lookup and prediction, no updates;
+/// advances `progress` once per request.
 pub fn serve(
     model: &Dlrm,
     table: &mut TieredTable,
     requests: impl Iterator<Item = Batch> + Send + 'static,
-    window: usize,
+    options: &ServeOptions,
+    progress: &Progress,
 ) -> Result<ServeOutcome, TrainError> {
     let dim = table.layout().dim;
-    let mut prefetcher = Prefetcher::new(requests, window);
-    let mut latency = LatencyHistogram::default();
-    let (mut count, mut queries) = (0u64, 0u64);
+    let mut prefetcher = Prefetcher::new(requests, options.window);
+    let mut latencies_us = Vec::new();
+    let mut checksum = CHECKSUM_SEED;
+    let (mut served, mut queries) = (0u64, 0u64);
     let mut pooled = Vec::new();
-    let start = Instant::now();
-    while let Some(batch) = prefetcher.next(table)? {
-        let began = Instant::now();
-        queries += check_features(&batch)? as u64;
+    let (mut before, mut start) = (table.stats(), Instant::now());
+    loop {
+        if served == options.warmup {
+            (before, start) = (table.stats(), Instant::now());
+        }
+        let taken_up = Instant::now();
+        let Some(batch) = prefetcher.next(table)? else { break };
+        let samples = check_features(&batch)? as u64;
         pooled.resize(batch.bags() * dim, 0.0);
         table.lookup(&batch, &mut pooled)?;
-        std::hint::black_box(model.predict(&batch.dense, &pooled)?);
-        latency.record(began.elapsed());
-        count += 1;
+        let scores = model.predict(&batch.dense, &pooled)?;
+        let latency = taken_up.elapsed();
+        for score in scores {
+            checksum = crate::data::mix64(checksum ^ u64::from(score.to_bits()));
+        }
+        if served >= options.warmup {
+            latencies_us.push(latency.as_secs_f64() * 1e6);
+            queries += samples;
+        }
+        served += 1;
+        progress.advance(1);
     }
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = if served > options.warmup { start.elapsed().as_secs_f64() } else { 0.0 };
+    let engine = if served > options.warmup { table.stats().since(&before) } else { EngineStats::default() };
+    let mut sorted = latencies_us.clone();
+    sorted.sort_by(f64::total_cmp);
     Ok(ServeOutcome {
-        requests: count,
+        warmup_requests: served.min(options.warmup),
+        requests: latencies_us.len() as u64,
         queries,
         seconds,
         queries_per_sec: queries as f64 / seconds.max(1e-9),
-        p50_us: latency.quantile_us(0.50),
-        p95_us: latency.quantile_us(0.95),
-        p99_us: latency.quantile_us(0.99),
-        latency,
+        p50_us: percentile(&sorted, 0.50),
+        p95_us: percentile(&sorted, 0.95),
+        p99_us: percentile(&sorted, 0.99),
+        max_us: sorted.last().copied().unwrap_or(0.0),
+        mean_us: sorted.iter().sum::<f64>() / sorted.len().max(1) as f64,
+        stall_seconds: engine.stall_seconds,
+        prediction_checksum: format!("{checksum:016x}"),
+        latencies_us,
+        engine,
     })
+}
+
+const CHECKSUM_SEED: u64 = 0x5354_5241_5441_5343;
+
+/// The nearest-rank `q` quantile of `sorted` (ascending): the smallest value with at
+/// least `q` of the values at or below it; 0 for no values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!((percentile(&sorted, 0.5), percentile(&sorted, 0.95), percentile(&sorted, 0.99)), (50.0, 95.0, 99.0));
+        assert_eq!((percentile(&[7.0], 0.99), percentile(&[], 0.5)), (7.0, 0.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0], 0.0), 1.0);
+    }
 }

@@ -1,4 +1,5 @@
-//! SVG line plots (plotters) of miss ratio against capacity, one line per policy.
+//! SVG plots (plotters): miss ratio against capacity (one line per policy), named line
+//! series (training loss), and grouped horizontal bars (throughput, hit ratios, latency).
 
 use std::path::Path;
 
@@ -108,34 +109,59 @@ pub fn plot_series(series: &[(String, Vec<(f64, f64)>)], title: &str, x_desc: &s
     root.present().map_err(|e| err(&e))
 }
 
-/// Draws one horizontal bar per `(label, value)` into the SVG file at `path`.
-pub fn plot_bars(bars: &[(String, f64)], title: &str, value_desc: &str, path: &Path) -> Result<(), ReportError> {
+/// Draws horizontal bars into the SVG file at `path`: one group per label, one bar per
+/// series in each group (`series[j].1[i]` is series `j`'s value for `labels[i]`; a
+/// non-finite value draws no bar), one colour per series, with a legend when there is
+/// more than one series.
+pub fn plot_bars(labels: &[String], series: &[(String, Vec<f64>)], title: &str, value_desc: &str, path: &Path) -> Result<(), ReportError> {
     let err = |e: &dyn std::fmt::Display| ReportError::new(path, format!("plotting failed: {e}"));
-    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max) * 1.1 + 1e-9;
-    let height = 120 + 40 * bars.len() as u32;
+    let values = || series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| v.is_finite());
+    let per_group = series.len().max(1);
+    // Room on the right for the legend, so that it never hides a bar.
+    let max = values().fold(0.0, f64::max) * if per_group > 1 { 1.4 } else { 1.1 } + 1e-9;
+    let height = 120 + (12 + 22 * per_group as u32) * labels.len() as u32 + if per_group > 1 { 20 * per_group as u32 } else { 0 };
     let root = SVGBackend::new(path, (900, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
+    // The y axis counts units from the bottom: label i's group is the i-th from the top,
+    // with a margin above and below its bars, each `BAR` units thick, series 0 on top.
+    const BAR: i32 = 30;
+    const MARGIN: i32 = 10;
+    let group = 2 * MARGIN + BAR * per_group as i32;
+    let groups = labels.len().max(1) as i32;
+    let centers: Vec<i32> = (0..groups).map(|i| i * group + group / 2).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(260)
-        .build_cartesian_2d(0f64..max, (0..bars.len()).into_segmented())
+        .build_cartesian_2d(0f64..max, (0..groups * group).with_key_points(centers))
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
+        .disable_y_mesh()
         .x_desc(value_desc)
-        .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => bars.get(*i).map_or(String::new(), |b| b.0.clone()),
-            _ => String::new(),
-        })
+        .y_label_formatter(&|&v| labels.get((groups - 1 - v / group) as usize).cloned().unwrap_or_default())
         .draw()
         .map_err(|e| err(&e))?;
-    chart
-        .draw_series(bars.iter().enumerate().map(|(i, (_, value))| {
-            let color = COLORS[i % COLORS.len()];
-            Rectangle::new([(0.0, SegmentValue::Exact(i)), (*value, SegmentValue::Exact(i + 1))], color.filled())
-        }))
-        .map_err(|e| err(&e))?;
+    for (j, (name, values)) in series.iter().enumerate() {
+        let color = COLORS[j % COLORS.len()];
+        let bars = values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &value)| {
+            let top = (groups - i as i32) * group - MARGIN - BAR * j as i32;
+            Rectangle::new([(0.0, top - BAR), (value, top)], color.filled())
+        });
+        let drawn = chart.draw_series(bars).map_err(|e| err(&e))?;
+        if series.len() > 1 {
+            drawn.label(name.clone()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+        }
+    }
+    if series.len() > 1 {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
     root.present().map_err(|e| err(&e))
 }
