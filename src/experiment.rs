@@ -1,5 +1,6 @@
 //! Training experiments (`strata run CONFIG` with a `[model]` section): the same
-//! synthetic batches and seeds trained under each placement set-up (tier sizes,
+//! batches (synthetic, or read from Criteo TSV or MLPerf NumPy files) and seeds trained
+//! under each placement set-up (tier sizes,
 //! policies, hierarchy, prefetch window), with throughput, stall, hit ratios, bytes
 //! moved, write-backs, held-out log-loss and AUC per set-up, written as JSON, CSV, SVG
 //! plots, a self-contained HTML page and a Markdown summary.
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use strata_policies::PolicyConfig;
 
 use crate::config::{parse_toml, ConfigError, OutputSpec};
-use crate::data::{SyntheticBatches, SyntheticConfig};
+use crate::data::{BatchStream, CriteoTsvSpec, DataSource, MlperfNumpySpec, SyntheticConfig};
 use crate::engine::backing::{BackingStore, FlatTable};
 use crate::engine::device::DeviceKind;
 use crate::engine::pool::Pooling;
@@ -36,15 +37,22 @@ pub struct ExperimentConfig {
     pub output: OutputSpec,
 }
 
-/// The synthetic Criteo-shaped training and held-out streams.
+/// The training and held-out data: one of `[data.synthetic]` (the default when none is
+/// given), `[data.criteo_tsv]` and `[data.mlperf_numpy]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
-    #[serde(default)]
-    pub synthetic: SyntheticConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SyntheticConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub criteo_tsv: Option<CriteoTsvSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlperf_numpy: Option<MlperfNumpySpec>,
     pub batch_size: usize,
+    /// Training batches (file sources may end sooner).
     pub train_batches: u64,
-    /// Held-out batches, drawn from the stream after the training batches.
+    /// Held-out batches: drawn from the synthetic stream after the training batches, or
+    /// read from the held-out files.
     pub eval_batches: u64,
     /// Evaluate every this many steps (0 = at the end only).
     #[serde(default)]
@@ -69,6 +77,18 @@ pub struct EngineSpec {
     pub read_path: ReadPath,
     #[serde(default)]
     pub device_backend: DeviceKind,
+}
+
+impl DataSpec {
+    /// The source the config names: the synthetic generator when it names none.
+    /// (`ExperimentConfig::parse` rejects a config that names more than one.)
+    pub fn source(&self) -> DataSource {
+        match (&self.criteo_tsv, &self.mlperf_numpy) {
+            (Some(tsv), _) => DataSource::CriteoTsv(tsv.clone()),
+            (None, Some(numpy)) => DataSource::MlperfNumpy(numpy.clone()),
+            (None, None) => DataSource::Synthetic(self.synthetic.clone().unwrap_or_default()),
+        }
+    }
 }
 
 fn default_read_path() -> ReadPath {
@@ -150,7 +170,11 @@ impl ExperimentConfig {
     pub fn parse(path: &Path, text: &str) -> Result<ExperimentConfig, ExperimentError> {
         let config: ExperimentConfig = parse_toml(path, text)?;
         let error = |message: String| ConfigError::new(path, message);
-        config.data.synthetic.validate().map_err(|e| error(format!("data.synthetic: {e}")))?;
+        let named = [config.data.synthetic.is_some(), config.data.criteo_tsv.is_some(), config.data.mlperf_numpy.is_some()];
+        if named.iter().filter(|&&n| n).count() > 1 {
+            return Err(error("data: give one of [data.synthetic], [data.criteo_tsv] and [data.mlperf_numpy]".into()).into());
+        }
+        config.data.source().check(config.data.eval_batches > 0).map_err(|e| error(format!("data: {e}")))?;
         config.model.validate().map_err(|e| error(format!("model: {e}")))?;
         if config.data.batch_size == 0 || config.data.train_batches == 0 {
             return Err(error("data: batch_size and train_batches must be at least 1".into()).into());
@@ -158,7 +182,7 @@ impl ExperimentConfig {
         if config.setups.is_empty() {
             return Err(error("give at least one [[setup]]".into()).into());
         }
-        let rows = config.data.synthetic.layout().total_rows();
+        let rows = config.rows();
         for setup in &config.setups {
             setup.table_config(&config.engine, rows).map_err(error)?;
         }
@@ -167,23 +191,17 @@ impl ExperimentConfig {
 
     /// Rows of the table (all 26 tables).
     pub fn rows(&self) -> u64 {
-        self.data.synthetic.layout().total_rows()
+        self.data.source().layout().total_rows()
     }
 
-    fn batches(&self) -> Result<SyntheticBatches, TrainError> {
-        SyntheticBatches::new(&self.data.synthetic, self.data.batch_size, Some(self.data.train_batches))
-            .map(SyntheticBatches::with_features)
-            .map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })
+    /// The training batches; a read error ends them and waits in `failure()`.
+    fn batches(&self) -> Result<BatchStream, TrainError> {
+        self.data.source().train(self.data.batch_size, self.data.train_batches).map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })
     }
 
     fn held_out(&self) -> Result<Vec<Batch>, TrainError> {
-        let stream = SyntheticBatches::new(
-            &self.data.synthetic,
-            self.data.batch_size,
-            Some(self.data.train_batches + self.data.eval_batches),
-        )
-        .map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })?;
-        Ok(stream.with_features().skip(self.data.train_batches as usize).collect())
+        let data = &self.data;
+        data.source().held_out(data.batch_size, data.train_batches, data.eval_batches).map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })
     }
 
     /// A fresh store holding the initial table: `kind` says where.
@@ -281,8 +299,12 @@ pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupRe
         let store = config.store(setup.store).map_err(&fail)?;
         let mut table = TieredTable::new(&table_config, store).map_err(|e| fail(e.into()))?;
         eprintln!("training `{}`", setup.name);
-        let outcome = train(&mut model, &mut table, config.batches().map_err(&fail)?, setup.window, &held_out, config.data.eval_every)
-            .map_err(&fail)?;
+        let batches = config.batches().map_err(&fail)?;
+        let failure = batches.failure();
+        let outcome = train(&mut model, &mut table, batches, setup.window, &held_out, config.data.eval_every).map_err(&fail)?;
+        if let Some((start, error)) = failure.take() {
+            return Err(fail(TrainError::Batch { start, what: error.to_string() }));
+        }
         table.flush().map_err(|e| fail(e.into()))?;
         results.push(result(&setup.name, outcome));
     }
