@@ -141,8 +141,10 @@ fn lru() -> String {
 pub enum ExperimentError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("setup `{setup}`: {source}")]
-    Setup { setup: String, source: TrainError },
+    /// (Not a `source` field: the message already holds the cause, and a source would
+    /// print it twice.)
+    #[error("setup `{setup}`: {error}")]
+    Setup { setup: String, error: TrainError },
     #[error(transparent)]
     Report(#[from] ReportError),
 }
@@ -313,7 +315,7 @@ pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupRe
 }
 
 fn setup_error(setup: &SetupSpec, source: TrainError) -> ExperimentError {
-    ExperimentError::Setup { setup: setup.name.clone(), source }
+    ExperimentError::Setup { setup: setup.name.clone(), error: source }
 }
 
 const COLUMNS: [&str; 9] = ["setup", "samples/s", "vs first", "stall", "device hits", "host hits", "write-backs", "AUC", "log-loss"];

@@ -198,4 +198,17 @@ fn a_bad_line_deep_in_a_training_file_fails_the_run_naming_file_and_line() {
     let error = run_fails(dir.path(), &experiment(&data));
     assert!(error.contains(&format!("{}:100: column 2: expected an integer, found `1.5`", train.display())), "{error}");
     assert!(error.contains("setup `ideal`") && error.contains(&format!("batch at {}", 3 * 32 * 26)), "{error}");
+    assert_eq!(error.matches("expected an integer").count(), 1, "the cause once: {error}");
+}
+
+#[test]
+fn the_numpy_config_parses_against_files_gen_data_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["gen-data", "--format", "numpy", "--out", dir.path().to_str().unwrap(), "--samples", "10", "--days", "2", "--scale", "0.002", "--seed", "42"];
+    let out = strata(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/train-numpy.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace("data/train-small-numpy", dir.path().to_str().unwrap());
+    let config = strata::experiment::ExperimentConfig::parse(&path, &text).unwrap();
+    assert_eq!(config.rows(), 408_382);
 }
