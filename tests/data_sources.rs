@@ -195,7 +195,7 @@ fn write_array(path: &Path, dtype: Dtype, shape: &[u64], value: impl Fn(u64) -> 
     let n: u64 = shape.iter().product();
     match dtype {
         Dtype::F32 => writer.write_f32(&(0..n).map(|i| value(i) as f32).collect::<Vec<_>>()).unwrap(),
-        _ => writer.write_ints((0..n).map(|i| value(i) as i64).collect::<Vec<_>>().into_iter()).unwrap(),
+        _ => writer.write_ints((0..n).map(|i| value(i) as i64)).unwrap(),
     }
     writer.finish().unwrap();
 }

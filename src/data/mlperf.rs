@@ -117,10 +117,6 @@ impl MlperfDay {
         })
     }
 
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
     fn load_chunk(&mut self) -> Result<(), DataError> {
         let count = CHUNK_ROWS.min(self.rows - self.next) as usize;
         self.dense.read_rows(self.next, count, &mut self.dense_buf)?;

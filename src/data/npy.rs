@@ -70,7 +70,7 @@ impl Dtype {
 
 /// One array in a file: where its C-order data starts, its type and shape. Rows are
 /// read with positioned reads, never the whole array at once.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct NpyArray {
     file: Arc<File>,
     /// The file, or `archive.npz:member.npy` for a member of an archive.
@@ -231,10 +231,10 @@ impl NpyWriter {
         values.iter().try_for_each(|v| self.out.write_all(&v.to_le_bytes())).map_err(|e| DataError::io(&self.path, e))
     }
 
-    pub fn write_ints(&mut self, values: impl ExactSizeIterator<Item = i64>) -> Result<(), DataError> {
-        self.take(values.len())?;
-        let path = &self.path;
+    pub fn write_ints(&mut self, values: impl IntoIterator<Item = i64>) -> Result<(), DataError> {
         for v in values {
+            self.take(1)?;
+            let path = &self.path;
             let written = match self.dtype {
                 Dtype::I32 => {
                     let v = i32::try_from(v).map_err(|_| DataError::Format { path: path.clone(), message: format!("{v} does not fit <i4") })?;
