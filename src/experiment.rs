@@ -1,9 +1,10 @@
 //! Training and serving experiments (`strata run CONFIG` with a `[model]` section): the
-//! same synthetic batches, requests and seeds run under each placement set-up (tier
-//! sizes, policies, hierarchy, prefetch window): training throughput, stall, hit ratios,
-//! bytes moved, write-backs, checkpoints, held-out log-loss and AUC; serving queries/s,
-//! latency percentiles, stall, hit ratios and a checksum of every prediction. Written
-//! as JSON, CSV, SVG plots, a self-contained HTML page and a Markdown summary.
+//! same batches (synthetic, or read from Criteo TSV or MLPerf NumPy files), requests and
+//! seeds run under each placement set-up (tier sizes, policies, hierarchy, prefetch
+//! window): training throughput, stall, hit ratios, bytes moved, write-backs,
+//! checkpoints, held-out log-loss and AUC; serving queries/s, latency percentiles,
+//! stall, hit ratios and a checksum of every prediction. Written as JSON, CSV, SVG
+//! plots, a self-contained HTML page and a Markdown summary.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use strata_policies::PolicyConfig;
 
 use crate::config::{parse_toml, ConfigError, OutputSpec};
-use crate::data::{Rebatch, SyntheticBatches, SyntheticConfig};
+use crate::data::{BatchStream, CriteoTsvSpec, DataSource, MlperfNumpySpec, Rebatch, SyntheticConfig};
 use crate::engine::backing::{BackingStore, FlatTable};
 use crate::engine::device::DeviceKind;
 use crate::engine::pool::Pooling;
@@ -42,15 +43,22 @@ pub struct ExperimentConfig {
     pub output: OutputSpec,
 }
 
-/// The synthetic Criteo-shaped training and held-out streams.
+/// The training and held-out data: one of `[data.synthetic]` (the default when none is
+/// given), `[data.criteo_tsv]` and `[data.mlperf_numpy]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
-    #[serde(default)]
-    pub synthetic: SyntheticConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SyntheticConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub criteo_tsv: Option<CriteoTsvSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlperf_numpy: Option<MlperfNumpySpec>,
     pub batch_size: usize,
+    /// Training batches (file sources may end sooner).
     pub train_batches: u64,
-    /// Held-out batches, drawn from the stream after the training batches.
+    /// Held-out batches: drawn from the synthetic stream after the training batches, or
+    /// read from the held-out files.
     pub eval_batches: u64,
     /// Evaluate every this many steps (0 = at the end only).
     #[serde(default)]
@@ -91,6 +99,18 @@ pub struct EngineSpec {
     pub read_path: ReadPath,
     #[serde(default)]
     pub device_backend: DeviceKind,
+}
+
+impl DataSpec {
+    /// The source the config names: the synthetic generator when it names none.
+    /// (`ExperimentConfig::parse` rejects a config that names more than one.)
+    pub fn source(&self) -> DataSource {
+        match (&self.criteo_tsv, &self.mlperf_numpy) {
+            (Some(tsv), _) => DataSource::CriteoTsv(tsv.clone()),
+            (None, Some(numpy)) => DataSource::MlperfNumpy(numpy.clone()),
+            (None, None) => DataSource::Synthetic(self.synthetic.clone().unwrap_or_default()),
+        }
+    }
 }
 
 fn default_read_path() -> ReadPath {
@@ -134,8 +154,10 @@ fn lru() -> String {
 pub enum ExperimentError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("setup `{setup}`: {source}")]
-    Setup { setup: String, source: TrainError },
+    /// (Not a `source` field: the message already holds the cause, and a source would
+    /// print it twice.)
+    #[error("setup `{setup}`: {error}")]
+    Setup { setup: String, error: TrainError },
     #[error(transparent)]
     Report(#[from] ReportError),
 }
@@ -163,7 +185,11 @@ impl ExperimentConfig {
     pub fn parse(path: &Path, text: &str) -> Result<ExperimentConfig, ExperimentError> {
         let config: ExperimentConfig = parse_toml(path, text)?;
         let error = |message: String| ConfigError::new(path, message);
-        config.data.synthetic.validate().map_err(|e| error(format!("data.synthetic: {e}")))?;
+        let named = [config.data.synthetic.is_some(), config.data.criteo_tsv.is_some(), config.data.mlperf_numpy.is_some()];
+        if named.iter().filter(|&&n| n).count() > 1 {
+            return Err(error("data: give one of [data.synthetic], [data.criteo_tsv] and [data.mlperf_numpy]".into()).into());
+        }
+        config.data.source().check(config.data.eval_batches > 0).map_err(|e| error(format!("data: {e}")))?;
         config.model.validate().map_err(|e| error(format!("model: {e}")))?;
         if config.data.batch_size == 0 {
             return Err(error("data: batch_size must be at least 1".into()).into());
@@ -183,7 +209,7 @@ impl ExperimentConfig {
         if config.setups.is_empty() {
             return Err(error("give at least one [[setup]]".into()).into());
         }
-        let rows = config.data.synthetic.layout().total_rows();
+        let rows = config.rows();
         for setup in &config.setups {
             let table = setup.table_config(&config.engine, rows).map_err(error)?;
             if setup.preload && (table.host.rows as u64) < rows {
@@ -199,34 +225,32 @@ impl ExperimentConfig {
 
     /// Rows of the table (all 26 tables).
     pub fn rows(&self) -> u64 {
-        self.data.synthetic.layout().total_rows()
+        self.data.source().layout().total_rows()
     }
 
-    fn batches(&self) -> Result<SyntheticBatches, TrainError> {
-        SyntheticBatches::new(&self.data.synthetic, self.data.batch_size, Some(self.data.train_batches))
-            .map(SyntheticBatches::with_features)
-            .map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })
+    /// The training batches; a read error ends them and waits in `failure()`.
+    fn batches(&self) -> Result<BatchStream, TrainError> {
+        self.data.source().train(self.data.batch_size, self.data.train_batches).map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })
     }
 
     fn held_out(&self) -> Result<Vec<Batch>, TrainError> {
-        let stream = SyntheticBatches::new(
-            &self.data.synthetic,
-            self.data.batch_size,
-            Some(self.data.train_batches + self.data.eval_batches),
-        )
-        .map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })?;
-        Ok(stream.with_features().skip(self.data.train_batches as usize).collect())
+        let data = &self.data;
+        data.source().held_out(data.batch_size, data.train_batches, data.eval_batches).map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })
     }
 
-    /// The serving requests (warm-up first): the stream after the training and held-out
-    /// batches, cut into requests of `[serve] batch_size` samples. Held in memory, so
-    /// that a request's latency never includes generating it.
+    /// The serving requests (warm-up first): the held-out stream after its
+    /// `eval_batches` batches (for the synthetic source, the stream after the training
+    /// and held-out batches), cut into requests of `[serve] batch_size` samples. Held in
+    /// memory, so that a request's latency never includes generating it.
     fn requests(&self, serve: &ServeSpec) -> Result<Vec<Batch>, TrainError> {
-        let stream = SyntheticBatches::new(&self.data.synthetic, self.data.batch_size, None)
-            .map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })?
-            .with_features()
-            .skip((self.data.train_batches + self.data.eval_batches) as usize);
-        Ok(Rebatch::new(stream, serve.batch_size).take((serve.warmup + serve.requests) as usize).collect())
+        let data = &self.data;
+        let requests = serve.warmup + serve.requests;
+        let batches = (requests * serve.batch_size as u64).div_ceil(data.batch_size as u64);
+        let stream = data
+            .source()
+            .held_out(data.batch_size, data.train_batches, data.eval_batches + batches)
+            .map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })?;
+        Ok(Rebatch::new(stream.into_iter().skip(data.eval_batches as usize), serve.batch_size).take(requests as usize).collect())
     }
 
     /// A fresh store holding the initial table.
@@ -389,8 +413,13 @@ pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupRe
                 eprintln!("training `{}`", setup.name);
                 let progress = Progress::new(format!("training `{}`", setup.name), Some(steps));
                 let options = TrainOptions { window: setup.window, eval_every: config.data.eval_every, checkpoint_every: config.data.checkpoint_every };
-                let outcome = train(&mut model, &mut table, config.batches().map_err(&fail)?, &held_out, &options, &progress).map_err(&fail)?;
+                let batches = config.batches().map_err(&fail)?;
+                let failure = batches.failure();
+                let outcome = train(&mut model, &mut table, batches, &held_out, &options, &progress).map_err(&fail)?;
                 progress.finish();
+                if let Some((start, error)) = failure.take() {
+                    return Err(fail(TrainError::Batch { start, what: error.to_string() }));
+                }
                 Some(outcome)
             }
         };
@@ -421,7 +450,7 @@ pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupRe
 }
 
 fn setup_error(setup: &SetupSpec, source: TrainError) -> ExperimentError {
-    ExperimentError::Setup { setup: setup.name.clone(), source }
+    ExperimentError::Setup { setup: setup.name.clone(), error: source }
 }
 
 /// One table of the summaries: a title, its columns, and one row of cells per set-up.

@@ -1,5 +1,6 @@
-//! The `strata` command line: the policy lab (`simulate`, `gen-trace`, `run`) and the
-//! side-by-side benchmarks (`bench`).
+//! The `strata` command line: the policy lab (`simulate`, `gen-trace`, `run`), training
+//! data files from the synthetic stream (`gen-data`) and the side-by-side benchmarks
+//! (`bench`).
 
 mod bench;
 
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use strata::data::{DriftConfig, SyntheticConfig, SyntheticTrace};
+use strata::data::{write_synthetic, DriftConfig, FileFormat, SyntheticConfig, SyntheticTrace};
 use strata::engine::storage::TableFile;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata::lab::{self, LabConfig};
@@ -31,6 +32,9 @@ enum Command {
     Simulate(SimulateArgs),
     /// Write a synthetic Criteo-shaped trace (text or oracleGeneral).
     GenTrace(GenTraceArgs),
+    /// Write the synthetic stream as training data files: Criteo TSV or the MLPerf
+    /// NumPy layout, one set of files per day.
+    GenData(GenDataArgs),
     /// Run the job described by a config file (the policy lab for now).
     Run {
         /// The TOML config, e.g. configs/default.toml (training) or configs/policy-lab.toml.
@@ -158,6 +162,25 @@ struct GenTraceArgs {
     /// Requests (lookups) to write.
     #[arg(long, default_value_t = 1_000_000)]
     requests: u64,
+    #[command(flatten)]
+    synthetic: SyntheticArgs,
+}
+
+#[derive(Args)]
+struct GenDataArgs {
+    /// `tsv` (day_{i}.tsv; needs --one-hot) or `numpy` (day_{i}_dense.npy,
+    /// day_{i}_labels.npy, and day_{i}_sparse.npy or, multi-hot, day_{i}_sparse_multi_hot.npz).
+    #[arg(long, value_parser = ["tsv", "numpy"])]
+    format: String,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Samples in each day's files.
+    #[arg(long)]
+    samples: u64,
+    /// Days; the stream runs on from one day into the next.
+    #[arg(long, default_value_t = 1)]
+    days: u32,
     #[command(flatten)]
     synthetic: SyntheticArgs,
 }
@@ -380,6 +403,14 @@ fn gen_trace(args: GenTraceArgs) -> Result<()> {
     Ok(())
 }
 
+fn gen_data(args: GenDataArgs) -> Result<()> {
+    let config = args.synthetic.config()?;
+    let format = if args.format == "tsv" { FileFormat::CriteoTsv } else { FileFormat::MlperfNumpy };
+    let files = write_synthetic(&config, format, &args.out, args.days, args.samples)?;
+    eprintln!("wrote {} days of {} samples to {} ({} files)", args.days, args.samples, args.out.display(), files.len());
+    Ok(())
+}
+
 fn init_table(out: &Path, rows: u64, dim: usize, optimizer: &str, init: &str, seed: u64, scale: f32) -> Result<()> {
     let optimizer = match optimizer {
         "sgd" => Optimizer::Sgd { lr: 0.01 },
@@ -449,6 +480,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Simulate(args) => simulate(args),
         Command::GenTrace(args) => gen_trace(args),
+        Command::GenData(args) => gen_data(args),
         Command::Run { config, out } => run(&config, out.as_deref()),
         Command::InitTable { out, rows, dim, optimizer, init, seed, scale, force } => {
             if out.exists() && !force {

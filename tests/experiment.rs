@@ -1,7 +1,9 @@
 //! Training and serving experiments end to end: `strata run` on a tiny config trains
 //! and serves every set-up, writes every report, and the placement set-ups reach the
 //! same AUC, log-loss and predictions as the all-in-memory one; a bad experiment config
-//! fails before any work.
+//! fails before any work; training on files `gen-data` wrote gives the synthetic
+//! stream's losses bit for bit, and a bad line deep in a file fails the run naming the
+//! file and the line.
 
 use std::path::Path;
 use std::process::Command;
@@ -200,4 +202,122 @@ fn a_bad_serve_config_fails_before_any_work() {
     assert!(stderr.contains("train_batches") && stderr.contains("[serve]"), "{stderr}");
     let stderr = run(format!("{CONFIG}\n{SERVE}").replace("name = \"arc exclusive\"\n", "name = \"arc exclusive\"\npreload = true\n"));
     assert!(stderr.contains("arc exclusive") && stderr.contains("preload") && stderr.contains("every row"), "{stderr}");
+}
+
+/// A two-set-up experiment on `data` (the `[data.*]` source table).
+fn experiment(data: &str) -> String {
+    let head = "[data]\nbatch_size = 32\ntrain_batches = 20\neval_batches = 4\neval_every = 10\n";
+    let model = &CONFIG[CONFIG.find("[model]").unwrap()..CONFIG.find("[[setup]]").unwrap()];
+    let setups = "[[setup]]\nname = \"ideal\"\ndevice = 0\nhost = 1e9\n[[setup]]\nname = \"lru, prefetch 2\"\ndevice = 0.01\nhost = 0.05\nwindow = 2\n";
+    format!("{head}{data}\n{model}{setups}")
+}
+
+/// Losses and evaluations of every set-up of the experiment `text`.
+fn train_losses(dir: &std::path::Path, text: &str) -> Vec<(Vec<f32>, Vec<strata::model::train::Evaluation>)> {
+    let path = dir.join("exp.toml");
+    let config = strata::experiment::ExperimentConfig::parse(&path, text).unwrap();
+    let (results, _) = strata::experiment::run(&config, Some(&dir.join("out"))).unwrap();
+    results.into_iter().map(|r| r.outcome.expect("trained")).map(|o| (o.losses, o.evaluations)).collect()
+}
+
+fn gen_data(dir: &std::path::Path, format: &str, one_hot: bool) {
+    let mut args = vec!["gen-data", "--format", format, "--out", dir.to_str().unwrap(), "--samples", "640", "--days", "2"];
+    args.extend_from_slice(&["--scale", "0.0005", "--seed", "3"]);
+    if one_hot {
+        args.push("--one-hot");
+    }
+    let out = strata(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn training_on_generated_files_matches_the_synthetic_stream_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (numpy, tsv) = (dir.path().join("numpy"), dir.path().join("tsv"));
+    gen_data(&numpy, "numpy", false);
+    gen_data(&tsv, "tsv", true);
+    let cases = [
+        (
+            "[data.synthetic]\nscale = 0.0005\nseed = 3\n".to_string(),
+            format!("[data.mlperf_numpy]\ndir = \"{}\"\ntrain_days = [0]\neval_days = [1]\nmulti_hot = true\nscale = 0.0005\n", numpy.display()),
+        ),
+        (
+            "[data.synthetic]\nscale = 0.0005\nseed = 3\nmulti_hot = false\n".to_string(),
+            format!(
+                "[data.criteo_tsv]\ntrain_files = [\"{}\"]\neval_files = [\"{}\"]\nscale = 0.0005\n",
+                tsv.join("day_0.tsv").display(),
+                tsv.join("day_1.tsv").display()
+            ),
+        ),
+    ];
+    for (synthetic, files) in cases {
+        let expected = train_losses(dir.path(), &experiment(&synthetic));
+        let got = train_losses(dir.path(), &experiment(&files));
+        assert_eq!(expected.len(), 2);
+        for ((losses, evaluations), (expected_losses, expected_evaluations)) in got.iter().zip(&expected) {
+            assert_eq!(losses.len(), 20);
+            assert_eq!(losses, expected_losses, "{files}");
+            assert_eq!(evaluations.len(), 2);
+            assert_eq!(evaluations, expected_evaluations, "{files}");
+        }
+    }
+}
+
+/// Runs the experiment `text` through the CLI and returns its one error line.
+fn run_fails(dir: &std::path::Path, text: &str) -> String {
+    let config = dir.join("exp.toml");
+    std::fs::write(&config, format!("{text}\n[output]\ndir = \"{}\"\n", dir.join("out").display())).unwrap();
+    let out = strata(&["run", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "expected a failure");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("training `")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {stderr}");
+    lines[0].to_string()
+}
+
+#[test]
+fn a_missing_or_doubly_named_data_source_fails_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere.tsv");
+    let error = run_fails(dir.path(), &experiment(&format!("[data.criteo_tsv]\ntrain_files = [\"{}\"]\neval_files = [\"{}\"]\n", missing.display(), missing.display())));
+    assert!(error.contains("exp.toml: data: ") && error.contains(&format!("{}: No such file", missing.display())), "{error}");
+    assert!(!dir.path().join("out").exists(), "nothing may be written for a bad config");
+    let error = run_fails(dir.path(), &experiment(&format!("[data.mlperf_numpy]\ndir = \"{}\"\ntrain_days = [0]\n", dir.path().display())));
+    assert!(error.contains("eval_days"), "{error}");
+    let error = run_fails(dir.path(), &experiment(&format!("[data.mlperf_numpy]\ndir = \"{}\"\ntrain_days = [0]\neval_days = [1]\n", dir.path().display())));
+    assert!(error.contains(&format!("{}: No such file", dir.path().join("day_0_dense.npy").display())), "{error}");
+    let error = run_fails(dir.path(), &experiment(&format!("[data.synthetic]\nseed = 1\n[data.mlperf_numpy]\ndir = \"{}\"\ntrain_days = [0]\n", dir.path().display())));
+    assert!(error.contains("give one of [data.synthetic], [data.criteo_tsv] and [data.mlperf_numpy]"), "{error}");
+    assert!(!dir.path().join("out").exists(), "nothing may be written for a bad config");
+}
+
+#[test]
+fn a_bad_line_deep_in_a_training_file_fails_the_run_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    gen_data(dir.path(), "tsv", true);
+    let train = dir.path().join("day_0.tsv");
+    let text = std::fs::read_to_string(&train).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let mut fields: Vec<&str> = lines[99].split('\t').collect();
+    fields[1] = "1.5";
+    lines[99] = fields.join("\t");
+    std::fs::write(&train, lines.join("\n") + "\n").unwrap();
+    let data = format!("[data.criteo_tsv]\ntrain_files = [\"{}\"]\neval_files = [\"{}\"]\nscale = 0.0005\n", train.display(), dir.path().join("day_1.tsv").display());
+    let error = run_fails(dir.path(), &experiment(&data));
+    assert!(error.contains(&format!("{}:100: column 2: expected an integer, found `1.5`", train.display())), "{error}");
+    assert!(error.contains("setup `ideal`") && error.contains(&format!("batch at {}", 3 * 32 * 26)), "{error}");
+    assert_eq!(error.matches("expected an integer").count(), 1, "the cause once: {error}");
+}
+
+#[test]
+fn the_numpy_config_parses_against_files_gen_data_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["gen-data", "--format", "numpy", "--out", dir.path().to_str().unwrap(), "--samples", "10", "--days", "2", "--scale", "0.002", "--seed", "42"];
+    let out = strata(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/train-numpy.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace("data/train-small-numpy", dir.path().to_str().unwrap());
+    let config = strata::experiment::ExperimentConfig::parse(&path, &text).unwrap();
+    assert_eq!(config.rows(), 408_382);
 }

@@ -1,9 +1,10 @@
 //! Criteo click logs (Kaggle and 1TB) as TSV: `label, 13 integer features, 26
 //! categorical features as 32-bit hex hashes`, empty = missing. Categorical hashes
 //! become rows of the 26 tables by `hash mod table rows`, as the MLPerf loaders do.
+//! The writer turns samples back into such lines.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{KeySource, TraceError, TraceRecord, NEVER};
@@ -115,5 +116,47 @@ impl KeySource for CriteoTsvReader {
         }
         self.sample = sample;
         Ok(())
+    }
+}
+
+/// Writes samples as Criteo TSV lines: each table's row (the id less the table's first
+/// global row) as the hex hash, which reads back as the same row for the same tables.
+pub struct CriteoTsvWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    layout: TableLayout,
+    line: String,
+}
+
+impl CriteoTsvWriter {
+    /// `layout` must have 26 tables of one lookup each.
+    pub fn create(path: &Path, layout: &TableLayout) -> Result<Self, TraceError> {
+        if layout.tables() != 26 || layout.lookups_per_sample() != 26 {
+            return Err(TraceError::Parse {
+                path: path.to_path_buf(),
+                line: 0,
+                message: "a Criteo TSV holds one id for each of 26 tables (generate with one lookup per table)".into(),
+            });
+        }
+        let file = File::create(path).map_err(|e| TraceError::io(path, e))?;
+        Ok(CriteoTsvWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(1 << 20, file), layout: layout.clone(), line: String::new() })
+    }
+
+    pub fn write(&mut self, sample: &Sample) -> Result<(), TraceError> {
+        use std::fmt::Write as _;
+        self.line.clear();
+        let _ = write!(self.line, "{}", sample.label as u8);
+        for &count in &sample.dense {
+            let _ = write!(self.line, "\t{}", count as i64);
+        }
+        for (t, &id) in sample.ids.iter().enumerate() {
+            let _ = write!(self.line, "\t{:08x}", id - self.layout.global_row(t, 0));
+        }
+        self.line.push('\n');
+        self.out.write_all(self.line.as_bytes()).map_err(|e| TraceError::io(&self.path, e))
+    }
+
+    pub fn finish(mut self) -> Result<(), TraceError> {
+        self.out.flush().map_err(|e| TraceError::io(&self.path, e))
     }
 }
