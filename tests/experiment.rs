@@ -321,3 +321,19 @@ fn the_numpy_config_parses_against_files_gen_data_writes() {
     let config = strata::experiment::ExperimentConfig::parse(&path, &text).unwrap();
     assert_eq!(config.rows(), 408_382);
 }
+
+#[test]
+fn every_shipped_experiment_config_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Experiments (a [model] section) that read files need them generated first.
+        if path.extension().is_some_and(|e| e == "toml") && text.contains("\n[model]") && !text.contains("[data.mlperf_numpy]") {
+            strata::experiment::ExperimentConfig::parse(&path, &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} experiment configs found");
+}
