@@ -471,6 +471,14 @@ impl TieredTable {
         let store_rows = self.store_rows(batch);
         let (pending, issued_at) = match self.pending.remove(&batch.start) {
             Some(p) => p,
+            // Every row is in a memory tier and nothing was read ahead: no round trip
+            // to the storage thread.
+            None if store_rows.is_empty() => {
+                self.staged_index.clear();
+                self.staged.rows.clear();
+                self.staged.data.clear();
+                return Ok(());
+            }
             None => (self.storage.read(store_rows.clone())?, self.step + 1),
         };
         let (staged, waited) = pending.wait()?;
