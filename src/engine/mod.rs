@@ -82,9 +82,14 @@ impl Optimizer {
     /// operation by operation, without fused multiply-adds), so where a row lives never
     /// changes the result.
     pub fn apply_row(&self, row: &mut [f32], grad: &[f32]) {
-        let mut sum = [0f32];
-        self.gradient_sums(grad, grad.len(), &mut sum);
-        self.apply_row_with_sum(row, grad, sum[0]);
+        with_wide_vectors(
+            #[inline(always)]
+            || {
+                let mut sum = [0f32];
+                self.gradient_sums_kernel(grad, grad.len(), &mut sum);
+                self.apply_row_kernel(row, grad, sum[0]);
+            },
+        )
     }
 
     /// The part of the update that depends on each gradient row alone, for the
@@ -94,60 +99,68 @@ impl Optimizer {
     /// chains of additions overlap instead of waiting on each other; each row's sum is
     /// still added in the same order, bit for bit.
     pub fn gradient_sums(&self, grads: &[f32], dim: usize, out: &mut [f32]) {
-        /// Rows whose sums are interleaved.
-        const ROWS: usize = 8;
-        if matches!(self, Optimizer::Sgd { .. }) || dim == 0 {
-            return;
-        }
         with_wide_vectors(
             #[inline(always)]
-            || {
-                for (group, out) in grads.chunks(ROWS * dim).zip(out.chunks_mut(ROWS)) {
-                    if out.len() == ROWS {
-                        let rows: [&[f32]; ROWS] = std::array::from_fn(|k| &group[k * dim..][..dim]);
-                        let mut sums = [0f32; ROWS];
-                        for j in 0..dim {
-                            for (sum, row) in sums.iter_mut().zip(&rows) {
-                                *sum += row[j] * row[j];
-                            }
-                        }
-                        out.copy_from_slice(&sums);
-                    } else {
-                        for (row, out) in group.chunks_exact(dim).zip(out) {
-                            let mut sum = 0f32;
-                            for &g in row {
-                                sum += g * g;
-                            }
-                            *out = sum;
-                        }
-                    }
-                }
-            },
+            || self.gradient_sums_kernel(grads, dim, out),
         )
     }
 
     /// Updates one row (`dim` values then its state) with its gradient `grad`, given
     /// `sum`, the value [`Optimizer::gradient_sums`] gives for `grad`.
     pub fn apply_row_with_sum(&self, row: &mut [f32], grad: &[f32], sum: f32) {
-        let dim = grad.len();
         with_wide_vectors(
             #[inline(always)]
-            || match *self {
-                Optimizer::Sgd { lr } => {
-                    for (w, &g) in row[..dim].iter_mut().zip(grad) {
-                        *w -= lr * g;
-                    }
-                }
-                Optimizer::RowWiseAdagrad { lr, eps } => {
-                    let acc = row[dim] + sum / dim as f32;
-                    row[dim] = acc;
-                    let step = lr / (acc.sqrt() + eps);
-                    for (w, &g) in row[..dim].iter_mut().zip(grad) {
-                        *w -= step * g;
-                    }
-                }
-            },
+            || self.apply_row_kernel(row, grad, sum),
         )
+    }
+
+    #[inline(always)]
+    fn gradient_sums_kernel(&self, grads: &[f32], dim: usize, out: &mut [f32]) {
+        /// Rows whose sums are interleaved.
+        const ROWS: usize = 8;
+        if matches!(self, Optimizer::Sgd { .. }) || dim == 0 {
+            return;
+        }
+        for (group, out) in grads.chunks(ROWS * dim).zip(out.chunks_mut(ROWS)) {
+            if out.len() == ROWS {
+                let rows: [&[f32]; ROWS] = std::array::from_fn(|k| &group[k * dim..][..dim]);
+                let mut sums = [0f32; ROWS];
+                for j in 0..dim {
+                    for (sum, row) in sums.iter_mut().zip(&rows) {
+                        *sum += row[j] * row[j];
+                    }
+                }
+                out.copy_from_slice(&sums);
+            } else {
+                for (row, out) in group.chunks_exact(dim).zip(out) {
+                    let mut sum = 0f32;
+                    for &g in row {
+                        sum += g * g;
+                    }
+                    *out = sum;
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn apply_row_kernel(&self, row: &mut [f32], grad: &[f32], sum: f32) {
+        let dim = grad.len();
+        match *self {
+            Optimizer::Sgd { lr } => {
+                for (w, &g) in row[..dim].iter_mut().zip(grad) {
+                    *w -= lr * g;
+                }
+            }
+            Optimizer::RowWiseAdagrad { lr, eps } => {
+                let acc = row[dim] + sum / dim as f32;
+                row[dim] = acc;
+                let step = lr / (acc.sqrt() + eps);
+                for (w, &g) in row[..dim].iter_mut().zip(grad) {
+                    *w -= step * g;
+                }
+            }
+        }
     }
 }
 

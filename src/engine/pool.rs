@@ -205,31 +205,34 @@ impl RowGradients {
         &self.rows
     }
 
-    /// Writes the gradient of `rows()[k]` into `out` (`dim` values): the sum from zero,
-    /// in bag order, of `bag_grads[b * dim..(b + 1) * dim]` (times `1 / len` of bag `b`
-    /// for mean pooling) over the bags `b` of its lookups. `bag_offsets` are the ones
-    /// the batch was grouped with.
+    /// Writes the gradients of `rows()[rows]` into `out` (`dim` values each): for each
+    /// row, the sum from zero, in bag order, of `bag_grads[b * dim..(b + 1) * dim]`
+    /// (times `1 / len` of bag `b` for mean pooling) over the bags `b` of its lookups.
+    /// `bag_offsets` are the ones the batch was grouped with.
     ///
     /// # Panics
-    /// If `k` is out of range or `bag_grads` holds fewer than `dim` values per bag.
-    pub fn sum(&self, k: usize, bag_offsets: &[usize], bag_grads: &[f32], pooling: Pooling, out: &mut [f32]) {
-        let (dim, bag_mask) = (out.len(), self.bag_mask());
-        let lookups = self.starts[k]..self.starts[k + 1];
+    /// If `rows` is out of range, `out` does not hold `dim` values per row, or
+    /// `bag_grads` holds fewer than `dim` values per bag.
+    pub fn sum(&self, rows: std::ops::Range<usize>, bag_offsets: &[usize], bag_grads: &[f32], dim: usize, pooling: Pooling, out: &mut [f32]) {
+        assert_eq!(out.len(), rows.len() * dim, "RowGradients::sum: {} values for {} rows of dim {dim}", out.len(), rows.len());
+        let bag_mask = self.bag_mask();
         super::with_wide_vectors(
             #[inline(always)]
             || {
-                out.fill(0.0);
-                for i in lookups {
-                    if let Some(&ahead) = self.keys.get(i + PREFETCH_GRADS) {
-                        prefetch(&bag_grads[(ahead & bag_mask) as usize * dim..][..dim]);
-                    }
-                    let bag = (self.keys[i] & bag_mask) as usize;
-                    let scale = match pooling {
-                        Pooling::Sum => 1.0,
-                        Pooling::Mean => 1.0 / (bag_offsets[bag + 1] - bag_offsets[bag]) as f32,
-                    };
-                    for (s, &g) in out.iter_mut().zip(&bag_grads[bag * dim..(bag + 1) * dim]) {
-                        *s += g * scale;
+                for (k, out) in rows.zip(out.chunks_exact_mut(dim.max(1))) {
+                    out.fill(0.0);
+                    for i in self.starts[k]..self.starts[k + 1] {
+                        if let Some(&ahead) = self.keys.get(i + PREFETCH_GRADS) {
+                            prefetch(&bag_grads[(ahead & bag_mask) as usize * dim..][..dim]);
+                        }
+                        let bag = (self.keys[i] & bag_mask) as usize;
+                        let scale = match pooling {
+                            Pooling::Sum => 1.0,
+                            Pooling::Mean => 1.0 / (bag_offsets[bag + 1] - bag_offsets[bag]) as f32,
+                        };
+                        for (s, &g) in out.iter_mut().zip(&bag_grads[bag * dim..(bag + 1) * dim]) {
+                            *s += g * scale;
+                        }
                     }
                 }
             },
@@ -342,14 +345,15 @@ mod tests {
                 want.sort_by_key(|&(row, _)| row);
                 let rows: Vec<u64> = want.iter().map(|&(row, _)| row).collect();
                 assert_eq!(gradients.rows(), rows, "dim {dim} {pooling:?}");
-                let mut out = vec![f32::NAN; dim];
-                for (k, (row, sum)) in want.iter().enumerate() {
-                    gradients.sum(k, &offsets, &grads, pooling, &mut out);
-                    assert_eq!(
-                        out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        sum.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        "dim {dim} {pooling:?} row {row}"
-                    );
+                // All rows at once, and each on its own.
+                let mut all = vec![f32::NAN; want.len() * dim];
+                gradients.sum(0..want.len(), &offsets, &grads, dim, pooling, &mut all);
+                let mut one = vec![f32::NAN; dim];
+                for (k, ((row, sum), all)) in want.iter().zip(all.chunks_exact(dim)).enumerate() {
+                    gradients.sum(k..k + 1, &offsets, &grads, dim, pooling, &mut one);
+                    let want: Vec<u32> = sum.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "dim {dim} {pooling:?} row {row}");
+                    assert_eq!(one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "dim {dim} {pooling:?} row {row}");
                 }
             }
         }
@@ -364,7 +368,7 @@ mod tests {
         gradients.group(&[0, 0, 0], &[0, 2, 3]).unwrap();
         assert_eq!(gradients.rows(), [0]);
         let mut out = [f32::NAN; 2];
-        gradients.sum(0, &[0, 2, 3], &[1.0, 2.0, 0.5, 0.25], Pooling::Mean, &mut out);
+        gradients.sum(0..1, &[0, 2, 3], &[1.0, 2.0, 0.5, 0.25], 2, Pooling::Mean, &mut out);
         assert_eq!(out, [0.5 + 0.5 + 0.5, 1.0 + 1.0 + 0.25]);
         // A 63-bit row and 4 bags (2 bits) do not fit one 64-bit key.
         let err = gradients.group(&[1 << 62, 0, 1, 2], &[0, 1, 2, 3, 4]).unwrap_err().to_string();

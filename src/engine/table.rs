@@ -177,9 +177,7 @@ pub fn aggregate_gradients(batch: &Batch, bag_grads: &[f32], dim: usize, pooling
         panic!("aggregate_gradients: {e}");
     }
     let mut grads = vec![0f32; gradients.rows().len() * dim];
-    for (k, grad) in grads.chunks_exact_mut(dim.max(1)).enumerate() {
-        gradients.sum(k, &batch.bag_offsets, bag_grads, pooling, grad);
-    }
+    gradients.sum(0..gradients.rows().len(), &batch.bag_offsets, bag_grads, dim, pooling, &mut grads);
     (gradients.rows().to_vec(), grads)
 }
 
@@ -872,9 +870,7 @@ impl TieredTable {
                 self.prefetch_row(row);
             }
             let grads = &mut grads[..group.len() * dim];
-            for (k, grad) in grads.chunks_exact_mut(dim).enumerate() {
-                gradients.sum(first + k, &batch.bag_offsets, bag_grads, self.pooling, grad);
-            }
+            gradients.sum(first..first + group.len(), &batch.bag_offsets, bag_grads, dim, self.pooling, grads);
             let sums = &mut sums[..group.len()];
             self.optimizer.gradient_sums(grads, dim, sums);
             for ((&row, grad), &sum) in group.iter().zip(grads.chunks_exact(dim)).zip(sums.iter()) {
