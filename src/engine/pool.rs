@@ -334,7 +334,7 @@ mod tests {
                     // Empty bags, and rows repeated within a bag and across bags.
                     for _ in 0..values.next_u64() % 6 {
                         let r = values.next_u64();
-                        ids.push(if r % 3 == 0 { r % 4 } else { r % largest });
+                        ids.push(if r.is_multiple_of(3) { r % 4 } else { r % largest });
                     }
                     offsets.push(ids.len());
                 }
