@@ -26,12 +26,14 @@ fn engine_step(c: &mut Criterion) {
     group.throughput(Throughput::Elements(lookups as u64));
     group.sample_size(10);
 
+    // One output buffer for every step, as a training loop keeps it.
+    let mut out = vec![0f32; batches.iter().map(Batch::bags).max().unwrap_or(0) * DIM];
     let mut flat = FlatTable::new(rows, layout, init);
     group.bench_function("flat_table", |b| {
         b.iter(|| {
             for (batch, g) in batches.iter().zip(&grads) {
-                let mut out = vec![0f32; batch.bags() * DIM];
-                flat.lookup(batch, Pooling::Sum, &mut out);
+                let out = &mut out[..batch.bags() * DIM];
+                flat.lookup(batch, Pooling::Sum, out);
                 flat.apply_gradients(batch, g, &optimizer, Pooling::Sum);
             }
         })
@@ -41,13 +43,13 @@ fn engine_step(c: &mut Criterion) {
     let mut table = TieredTable::new(&config, Box::new(FlatTable::new(rows, layout, init))).expect("table");
     // Warm: every row the batches touch is in the host tier before timing.
     for batch in &batches {
-        table.lookup(batch, &mut vec![0f32; batch.bags() * DIM]).expect("lookup");
+        table.lookup(batch, &mut out[..batch.bags() * DIM]).expect("lookup");
     }
     group.bench_function("tiered_all_in_host", |b| {
         b.iter(|| {
             for (batch, g) in batches.iter().zip(&grads) {
-                let mut out = vec![0f32; batch.bags() * DIM];
-                table.lookup(batch, &mut out).expect("lookup");
+                let out = &mut out[..batch.bags() * DIM];
+                table.lookup(batch, out).expect("lookup");
                 table.apply_gradients(batch, g).expect("update");
             }
         })

@@ -79,10 +79,73 @@ impl Optimizer {
     }
 
     /// Updates one row (`dim` values then its state) with its gradient. Every tier
-    /// calls this (the CUDA kernel mirrors it operation by operation, without fused
-    /// multiply-adds), so where a row lives never changes the result.
-    #[inline]
+    /// calls this, or the two halves below for many rows (the CUDA kernel mirrors it
+    /// operation by operation, without fused multiply-adds), so where a row lives never
+    /// changes the result.
     pub fn apply_row(&self, row: &mut [f32], grad: &[f32]) {
+        with_wide_vectors(
+            #[inline(always)]
+            || {
+                let mut sum = [0f32];
+                self.gradient_sums_kernel(grad, grad.len(), &mut sum);
+                self.apply_row_kernel(row, grad, sum[0]);
+            },
+        )
+    }
+
+    /// The part of the update that depends on each gradient row alone, for the
+    /// `grads.len() / dim` rows of `grads` (`dim` values each) into `out` (one value per
+    /// row): for row-wise Adagrad the sum of the row's squares, added from its first
+    /// value to its last; nothing for SGD. Eight rows' sums run interleaved, so their
+    /// chains of additions overlap instead of waiting on each other; each row's sum is
+    /// still added in the same order, bit for bit.
+    pub fn gradient_sums(&self, grads: &[f32], dim: usize, out: &mut [f32]) {
+        with_wide_vectors(
+            #[inline(always)]
+            || self.gradient_sums_kernel(grads, dim, out),
+        )
+    }
+
+    /// Updates one row (`dim` values then its state) with its gradient `grad`, given
+    /// `sum`, the value [`Optimizer::gradient_sums`] gives for `grad`.
+    pub fn apply_row_with_sum(&self, row: &mut [f32], grad: &[f32], sum: f32) {
+        with_wide_vectors(
+            #[inline(always)]
+            || self.apply_row_kernel(row, grad, sum),
+        )
+    }
+
+    #[inline(always)]
+    fn gradient_sums_kernel(&self, grads: &[f32], dim: usize, out: &mut [f32]) {
+        /// Rows whose sums are interleaved.
+        const ROWS: usize = 8;
+        if matches!(self, Optimizer::Sgd { .. }) || dim == 0 {
+            return;
+        }
+        for (group, out) in grads.chunks(ROWS * dim).zip(out.chunks_mut(ROWS)) {
+            if out.len() == ROWS {
+                let rows: [&[f32]; ROWS] = std::array::from_fn(|k| &group[k * dim..][..dim]);
+                let mut sums = [0f32; ROWS];
+                for j in 0..dim {
+                    for (sum, row) in sums.iter_mut().zip(&rows) {
+                        *sum += row[j] * row[j];
+                    }
+                }
+                out.copy_from_slice(&sums);
+            } else {
+                for (row, out) in group.chunks_exact(dim).zip(out) {
+                    let mut sum = 0f32;
+                    for &g in row {
+                        sum += g * g;
+                    }
+                    *out = sum;
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn apply_row_kernel(&self, row: &mut [f32], grad: &[f32], sum: f32) {
         let dim = grad.len();
         match *self {
             Optimizer::Sgd { lr } => {
@@ -91,11 +154,7 @@ impl Optimizer {
                 }
             }
             Optimizer::RowWiseAdagrad { lr, eps } => {
-                let mut sum_sq = 0f32;
-                for &g in grad {
-                    sum_sq += g * g;
-                }
-                let acc = row[dim] + sum_sq / dim as f32;
+                let acc = row[dim] + sum / dim as f32;
                 row[dim] = acc;
                 let step = lr / (acc.sqrt() + eps);
                 for (w, &g) in row[..dim].iter_mut().zip(grad) {
@@ -104,6 +163,37 @@ impl Optimizer {
             }
         }
     }
+}
+
+/// Runs `kernel` compiled for AVX-512 or AVX2 when the CPU has them (the standard
+/// library checks once per process), else for the baseline target. The engine's row
+/// kernels (pooling, gradient sums, [`Optimizer::apply_row`]) are element-wise or keep
+/// their order of operations, and Rust never fuses a multiply and an add, so the wider
+/// vectors change speed, never a bit of a result. `kernel` should be an
+/// `#[inline(always)]` closure calling `#[inline(always)]` functions, so that all of it
+/// is compiled for the wider vectors.
+#[inline(always)]
+pub fn with_wide_vectors<R>(kernel: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<R>(kernel: impl FnOnce() -> R) -> R {
+            kernel()
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2<R>(kernel: impl FnOnce() -> R) -> R {
+            kernel()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { avx512(kernel) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { avx2(kernel) };
+        }
+    }
+    kernel()
 }
 
 /// How a new table's rows are initialised.
@@ -209,6 +299,29 @@ mod tests {
         let mut row = vec![1.0, 1.0];
         sgd.apply_row(&mut row, &[1.0, -2.0]);
         assert_eq!(row, vec![1.0 - 0.1, 1.0 + 0.2]);
+    }
+
+    #[test]
+    fn interleaved_gradient_sums_are_the_sequential_sums_bit_for_bit() {
+        let mut values = testing::TestValues::new(5);
+        for dim in [1, 3, 128] {
+            // 19 rows: two interleaved groups of eight and three rows on their own.
+            let mut grads = vec![0f32; 19 * dim];
+            values.fill(&mut grads, 1.0);
+            let adagrad = Optimizer::RowWiseAdagrad { lr: 0.1, eps: 1e-8 };
+            let mut sums = vec![f32::NAN; 19];
+            adagrad.gradient_sums(&grads, dim, &mut sums);
+            for (row, &sum) in grads.chunks_exact(dim).zip(&sums) {
+                let sequential = row.iter().fold(0f32, |s, &g| s + g * g);
+                assert_eq!(sum.to_bits(), sequential.to_bits(), "dim {dim}");
+            }
+            // Split or whole, the update is the same.
+            let mut whole = vec![0.5f32; dim + 1];
+            let mut split = whole.clone();
+            adagrad.apply_row(&mut whole, &grads[..dim]);
+            adagrad.apply_row_with_sum(&mut split, &grads[..dim], sums[0]);
+            assert_eq!(whole, split);
+        }
     }
 
     #[test]

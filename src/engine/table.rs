@@ -17,7 +17,7 @@ use strata_policies::{EvictionPolicy, PolicyConfig, Request, NEVER};
 use super::backing::{BackingStore, PendingRead, StagedRows, StorageService};
 use super::device::{open_device, DeviceKind};
 use super::host::HostSlab;
-use super::pool::{pool_bags, Pooling};
+use super::pool::{pool_bags, Pooling, RowGradients};
 use super::stats::{EngineStats, TierStats};
 use super::{EngineError, Optimizer, RowLayout, RowSlab};
 
@@ -177,33 +177,29 @@ impl Batch {
     }
 }
 
-/// Sums the gradient of every lookup into one gradient per distinct row, in order of
-/// first appearance (deterministic: the same in every tier and in the flat reference).
+/// Sums the gradient of every lookup into one gradient per distinct row, as
+/// [`RowGradients`] does for the tiered table (each row's lookups in bag order, from
+/// zero): the rows in ascending order and their gradients, `dim` values each.
 /// `bag_grads[b * dim..]` is the gradient of bag `b`'s pooled output.
+///
+/// # Panics
+/// If the batch is too large for [`RowGradients::group`].
 pub fn aggregate_gradients(batch: &Batch, bag_grads: &[f32], dim: usize, pooling: Pooling) -> (Vec<u64>, Vec<f32>) {
-    let mut index: FxHashMap<u64, usize> = FxHashMap::default();
-    let mut rows = Vec::new();
-    let mut grads: Vec<f32> = Vec::new();
-    for b in 0..batch.bags() {
-        let bag = &batch.ids[batch.bag_offsets[b]..batch.bag_offsets[b + 1]];
-        let scale = match pooling {
-            Pooling::Sum => 1.0,
-            Pooling::Mean => 1.0 / bag.len().max(1) as f32,
-        };
-        let g = &bag_grads[b * dim..(b + 1) * dim];
-        for &row in bag {
-            let i = *index.entry(row).or_insert_with(|| {
-                rows.push(row);
-                grads.resize(grads.len() + dim, 0.0);
-                rows.len() - 1
-            });
-            for (acc, &x) in grads[i * dim..(i + 1) * dim].iter_mut().zip(g) {
-                *acc += x * scale;
-            }
-        }
+    let mut gradients = RowGradients::default();
+    if let Err(e) = gradients.group(&batch.ids, &batch.bag_offsets) {
+        panic!("aggregate_gradients: {e}");
     }
-    (rows, grads)
+    let mut grads = vec![0f32; gradients.rows().len() * dim];
+    gradients.sum(0..gradients.rows().len(), &batch.bag_offsets, bag_grads, dim, pooling, &mut grads);
+    (gradients.rows().to_vec(), grads)
 }
+
+/// Distinct rows whose gradients are summed, then applied, together (as many as
+/// [`Optimizer::gradient_sums`] interleaves).
+const UPDATE_GROUP: usize = 8;
+
+/// Lookups ahead whose row -> slot entries are fetched early.
+const SLOTS_AHEAD: usize = 16;
 
 /// Where a row's newest copy is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,6 +218,8 @@ struct Tier {
     dirty: Vec<bool>,
     free: Vec<u32>,
     used: u32,
+    /// The slab is in host memory: its rows are pooled and updated in place.
+    in_host_memory: bool,
     stats: TierStats,
 }
 
@@ -230,6 +228,7 @@ impl Tier {
         let slots = slab.slots();
         let policy = policy.build(slots).map_err(|e| EngineError::Config(e.to_string()))?;
         let backend = slab.backend();
+        let in_host_memory = slab.host_row(0).is_some();
         Ok(Tier {
             slab,
             policy,
@@ -238,6 +237,7 @@ impl Tier {
             dirty: vec![false; slots],
             free: Vec::new(),
             used: 0,
+            in_host_memory,
             stats: TierStats { backend, capacity_rows: slots as u64, ..TierStats::default() },
         })
     }
@@ -321,7 +321,31 @@ pub struct TieredTable {
     write_data: Vec<f32>,
     /// Row buffers for moving rows between tiers.
     spare_rows: Vec<Vec<f32>>,
+    /// Per-step buffers, kept so that a step allocates nothing once they have grown:
+    /// the batch's rows that CPU code cannot read in place (in a CUDA slab, or only in
+    /// the store), copied out for pooling (row -> offset in `copies`); the row of every
+    /// lookup for pooling (empty between lookups: see [`reuse_refs`]); the gradient
+    /// grouping and one group's summed gradients; the rows and summed gradients of
+    /// CUDA-slab rows, updated in one call.
+    copied: FxHashMap<u64, usize>,
+    /// Rows already listed by [`TieredTable::store_rows`].
+    seen_rows: rustc_hash::FxHashSet<u64>,
+    copies: Vec<f32>,
+    row_refs: Vec<&'static [f32]>,
+    gradients: RowGradients,
+    group_grads: Vec<f32>,
+    device_slots: Vec<u32>,
+    device_grads: Vec<f32>,
     stats: EngineStats,
+}
+
+/// An empty vector of row references that reuses `refs`' allocation (the references
+/// themselves cannot outlive the step that borrowed the rows; the buffer can).
+fn reuse_refs<'a>(mut refs: Vec<&[f32]>) -> Vec<&'a [f32]> {
+    refs.clear();
+    // Same size and alignment: the standard library collects in place, keeping the
+    // allocation.
+    refs.into_iter().map(|_| -> &'a [f32] { unreachable!("the vector is empty") }).collect()
 }
 
 impl TieredTable {
@@ -370,6 +394,14 @@ impl TieredTable {
             write_rows: Vec::new(),
             write_data: Vec::new(),
             spare_rows: Vec::new(),
+            copied: FxHashMap::default(),
+            seen_rows: Default::default(),
+            copies: Vec::new(),
+            row_refs: Vec::new(),
+            gradients: RowGradients::default(),
+            group_grads: Vec::new(),
+            device_slots: Vec::new(),
+            device_grads: Vec::new(),
             stats,
         })
     }
@@ -389,6 +421,26 @@ impl TieredTable {
 
     fn recycle(&mut self, buffer: Vec<f32>) {
         self.spare_rows.push(buffer);
+    }
+
+    /// Asks the CPU for `row`'s entries in the row -> slot maps.
+    #[inline(always)]
+    fn prefetch_slots(&self, row: u64) {
+        for tier in [self.device.as_ref(), self.host.as_ref()].into_iter().flatten() {
+            strata_policies::prefetch_element(&tier.slot_of, row as usize);
+        }
+    }
+
+    /// Asks the CPU for `row` (values and state) where it is in host memory.
+    fn prefetch_row(&self, row: u64) {
+        let values = match self.place(row) {
+            Place::Device(slot) => self.device.as_ref().and_then(|d| d.slab.host_row(slot)),
+            Place::Host(slot) => self.host.as_ref().and_then(|h| h.slab.host_row(slot)),
+            Place::Store => None,
+        };
+        if let Some(values) = values {
+            super::pool::prefetch(values);
+        }
     }
 
     fn place(&self, row: u64) -> Place {
@@ -447,17 +499,18 @@ impl TieredTable {
 
     /// Stages the store rows `batch` needs: the read-ahead if there was one, else a
     /// read now. Time spent waiting is consumer stall.
-    fn stage(&mut self, batch: &Batch, unique: &[u64]) -> Result<(), EngineError> {
-        let reads = match self.pending.remove(&batch.start) {
-            Some(planned) => planned.reads,
-            None => {
-                let missing: Vec<u64> = unique.iter().copied().filter(|&r| self.place(r) == Place::Store).collect();
-                vec![(self.storage.read(missing)?, self.write_seq)]
-            }
-        };
+    fn stage(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        let store_rows = self.store_rows(batch);
         self.staged_index.clear();
         self.staged.rows.clear();
         self.staged.data.clear();
+        let reads = match self.pending.remove(&batch.start) {
+            Some(planned) => planned.reads,
+            // Every row is in a memory tier and nothing was read ahead: no round trip
+            // to the storage thread.
+            None if store_rows.is_empty() => return Ok(()),
+            None => vec![(self.storage.read(store_rows.clone())?, self.write_seq)],
+        };
         let floats = self.layout.floats();
         for (read, sent_after) in reads {
             let (staged, waited) = read.wait()?;
@@ -482,11 +535,7 @@ impl TieredTable {
         }
         // Rows that left the memory tiers after the read-ahead was planned (or whose
         // staged copy went stale): one more batched read, not one read per row.
-        let late: Vec<u64> = unique
-            .iter()
-            .copied()
-            .filter(|&r| self.place(r) == Place::Store && !self.staged_index.contains_key(&r))
-            .collect();
+        let late: Vec<u64> = store_rows.into_iter().filter(|r| !self.staged_index.contains_key(r)).collect();
         if !late.is_empty() {
             self.flush_writes()?;
             self.stats.late_store_reads += late.len() as u64;
@@ -502,6 +551,24 @@ impl TieredTable {
             self.staged.data.extend_from_slice(&more.data);
         }
         Ok(())
+    }
+
+    /// The distinct rows of `batch` that are in no memory tier, in order of first
+    /// appearance.
+    fn store_rows(&mut self, batch: &Batch) -> Vec<u64> {
+        let mut seen = std::mem::take(&mut self.seen_rows);
+        seen.clear();
+        let mut rows = Vec::new();
+        for (i, &row) in batch.ids.iter().enumerate() {
+            if let Some(&ahead) = batch.ids.get(i + SLOTS_AHEAD) {
+                self.prefetch_slots(ahead);
+            }
+            if self.place(row) == Place::Store && seen.insert(row) {
+                rows.push(row);
+            }
+        }
+        self.seen_rows = seen;
+        rows
     }
 
     /// Reads row `row` from the store into `out`: the staged copy when it is still
@@ -696,17 +763,17 @@ impl TieredTable {
     }
 
     /// Places every lookup of `batch` (policies decide, rows move).
-    fn place_batch(&mut self, batch: &Batch, unique: &[u64]) -> Result<(), EngineError> {
+    fn place_batch(&mut self, batch: &Batch) -> Result<(), EngineError> {
         self.check_rows(batch)?;
-        self.stage(batch, unique)?;
+        self.stage(batch)?;
         const AHEAD: usize = 16;
         for (i, &id) in batch.ids.iter().enumerate() {
             // The policies' metadata for rows a little ahead: its cache misses dominate.
             if let Some(&ahead) = batch.ids.get(i + AHEAD) {
                 for tier in [self.device.as_ref(), self.host.as_ref()].into_iter().flatten() {
                     tier.policy.prefetch(ahead);
-                    strata_policies::prefetch_element(&tier.slot_of, ahead as usize);
                 }
+                self.prefetch_slots(ahead);
             }
             let req = Request { id, time: batch.start + i as u64, next_access: batch.next_access[i] };
             self.touch(&req)?;
@@ -721,55 +788,20 @@ impl TieredTable {
         if out.len() != batch.bags() * dim {
             return Err(EngineError::Shape(format!("lookup output holds {} values, the batch needs {}", out.len(), batch.bags() * dim)));
         }
-        let unique = batch.unique_rows();
-        self.place_batch(batch, &unique)?;
-        // Rows that live where the CPU cannot read them in place (a CUDA device, or
-        // only the store after this batch's own evictions) are copied out first.
-        let floats = self.layout.floats();
-        let mut copied: FxHashMap<u64, usize> = FxHashMap::default();
-        let mut copies: Vec<f32> = Vec::new();
-        let mut device_rows: Vec<(u64, u32)> = Vec::new();
-        for &row in &unique {
-            match self.place(row) {
-                Place::Device(slot) => {
-                    if self.device.as_ref().expect("device").slab.host_row(slot).is_none() {
-                        device_rows.push((row, slot));
-                    }
-                }
-                Place::Host(_) => {}
-                Place::Store => {
-                    let mut data = vec![0f32; floats];
-                    self.read_from_store(row, &mut data)?;
-                    copied.insert(row, copies.len());
-                    copies.extend_from_slice(&data[..dim]);
-                }
+        self.place_batch(batch)?;
+        self.copied.clear();
+        self.copies.clear();
+        let spare = std::mem::take(&mut self.row_refs);
+        let refs = match self.rows_in_place(batch, spare) {
+            Ok(refs) => refs,
+            Err(spare) => {
+                // Some rows are where CPU code cannot read them: copy those out first.
+                self.copy_out(batch)?;
+                self.rows_in_place(batch, spare).unwrap_or_else(|_| unreachable!("every row is in host memory or copied"))
             }
-        }
-        if !device_rows.is_empty() {
-            let slots: Vec<u32> = device_rows.iter().map(|&(_, s)| s).collect();
-            let base = copies.len();
-            copies.resize(base + slots.len() * dim, 0.0);
-            self.device.as_ref().expect("device").slab.gather(&slots, &mut copies[base..])?;
-            self.stats.bytes_device_to_host += (slots.len() * dim * 4) as u64;
-            for (i, &(row, _)) in device_rows.iter().enumerate() {
-                copied.insert(row, base + i * dim);
-            }
-        }
-        let rows: Vec<&[f32]> = batch
-            .ids
-            .iter()
-            .map(|&row| match copied.get(&row) {
-                Some(&at) => &copies[at..at + dim],
-                None => match self.place(row) {
-                    Place::Device(slot) => {
-                        &self.device.as_ref().expect("device").slab.host_row(slot).expect("host-readable")[..dim]
-                    }
-                    Place::Host(slot) => &self.host.as_ref().expect("host").slab.host_row(slot).expect("host slab")[..dim],
-                    Place::Store => unreachable!("store rows were copied"),
-                },
-            })
-            .collect();
-        pool_bags(&rows, &batch.bag_offsets, dim, self.pooling, out);
+        };
+        pool_bags(&refs, &batch.bag_offsets, dim, self.pooling, out);
+        self.row_refs = reuse_refs(refs);
         self.top_up_next(batch.start)?;
         self.stats.lookups += batch.ids.len() as u64;
         self.stats.batches += 1;
@@ -777,39 +809,149 @@ impl TieredTable {
         Ok(())
     }
 
+    /// The values of every lookup of `batch`, in batch order, read in place (or from
+    /// `copies`); the emptied buffer back if some row is neither.
+    fn rows_in_place<'a>(&'a self, batch: &Batch, refs: Vec<&[f32]>) -> Result<Vec<&'a [f32]>, Vec<&'static [f32]>> {
+        let dim = self.layout.dim;
+        let mut refs = reuse_refs(refs);
+        for (i, &row) in batch.ids.iter().enumerate() {
+            if let Some(&ahead) = batch.ids.get(i + SLOTS_AHEAD) {
+                self.prefetch_slots(ahead);
+            }
+            let values = match self.place(row) {
+                Place::Device(slot) => match self.device.as_ref().filter(|d| d.in_host_memory) {
+                    Some(device) => device.slab.host_row(slot),
+                    None => self.copied.get(&row).map(|&at| &self.copies[at..]),
+                },
+                Place::Host(slot) => self.host.as_ref().and_then(|h| h.slab.host_row(slot)),
+                Place::Store => self.copied.get(&row).map(|&at| &self.copies[at..]),
+            };
+            match values {
+                Some(values) => refs.push(&values[..dim]),
+                None => return Err(reuse_refs(refs)),
+            }
+        }
+        Ok(refs)
+    }
+
+    /// Copies the values of `batch`'s rows that CPU code cannot read in place (in a CUDA
+    /// slab, or only in the store after this batch's own evictions) into `copies`.
+    fn copy_out(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        let dim = self.layout.dim;
+        self.copied.clear();
+        self.copies.clear();
+        if let Some(device) = self.device.as_ref().filter(|d| !d.in_host_memory) {
+            self.device_slots.clear();
+            for &row in &batch.ids {
+                if let Some(slot) = device.slot(row) {
+                    if !self.copied.contains_key(&row) {
+                        self.copied.insert(row, self.device_slots.len() * dim);
+                        self.device_slots.push(slot);
+                    }
+                }
+            }
+            self.copies.resize(self.device_slots.len() * dim, 0.0);
+            device.slab.gather(&self.device_slots, &mut self.copies)?;
+            self.stats.bytes_device_to_host += (self.copies.len() * 4) as u64;
+            self.device_slots.clear();
+        }
+        let mut data = self.row_buffer();
+        for &row in &batch.ids {
+            if self.place(row) == Place::Store && !self.copied.contains_key(&row) {
+                self.read_from_store(row, &mut data)?;
+                self.copied.insert(row, self.copies.len());
+                self.copies.extend_from_slice(&data[..dim]);
+            }
+        }
+        self.recycle(data);
+        Ok(())
+    }
+
     /// Applies the gradients of `batch`'s pooled outputs (`bag_grads`, `bags * dim`)
-    /// to exactly the rows of the batch, in whichever tier holds each.
+    /// to exactly the rows of the batch, in whichever tier holds each: one summed
+    /// gradient per distinct row ([`RowGradients`]), applied in place as soon as its
+    /// group of rows is summed for rows in host memory, in one call for rows in a CUDA
+    /// slab.
     pub fn apply_gradients(&mut self, batch: &Batch, bag_grads: &[f32]) -> Result<(), EngineError> {
         let dim = self.layout.dim;
         if bag_grads.len() != batch.bags() * dim {
             return Err(EngineError::Shape(format!("gradients hold {} values, the batch needs {}", bag_grads.len(), batch.bags() * dim)));
         }
         self.check_rows(batch)?;
-        let (rows, grads) = aggregate_gradients(batch, bag_grads, dim, self.pooling);
-        let optimizer = self.optimizer;
-        for (i, &row) in rows.iter().enumerate() {
-            let grad = &grads[i * dim..(i + 1) * dim];
-            match self.place(row) {
-                Place::Device(slot) => {
-                    let device = self.device.as_mut().expect("device");
-                    device.slab.apply(&[slot], grad, &optimizer)?;
-                    device.dirty[slot as usize] = true;
-                }
-                Place::Host(slot) => {
-                    let host = self.host.as_mut().expect("host");
-                    host.slab.apply(&[slot], grad, &optimizer)?;
-                    host.dirty[slot as usize] = true;
-                }
-                Place::Store => {
-                    let mut data = self.row_buffer();
-                    self.read_from_store(row, &mut data)?;
-                    optimizer.apply_row(&mut data, grad);
-                    self.write_down(row, &data);
-                    self.recycle(data);
-                        }
-            }
+        self.device_slots.clear();
+        self.device_grads.clear();
+        let mut gradients = std::mem::take(&mut self.gradients);
+        let mut grads = std::mem::take(&mut self.group_grads);
+        grads.resize(UPDATE_GROUP * dim, 0.0);
+        let applied =
+            gradients.group(&batch.ids, &batch.bag_offsets).and_then(|()| self.apply_grouped(&gradients, batch, bag_grads, &mut grads));
+        self.gradients = gradients;
+        self.group_grads = grads;
+        applied?;
+        if !self.device_slots.is_empty() {
+            let device = self.device.as_mut().expect("device");
+            device.slab.apply(&self.device_slots, &self.device_grads, &self.optimizer)?;
         }
         self.flush_writes()
+    }
+
+    /// Sums and applies the gradients of `gradients`' rows, [`UPDATE_GROUP`] rows at a
+    /// time (`grads` holds one group), fetching the slot-map entries two groups ahead
+    /// and the rows one group ahead.
+    fn apply_grouped(&mut self, gradients: &RowGradients, batch: &Batch, bag_grads: &[f32], grads: &mut [f32]) -> Result<(), EngineError> {
+        let dim = self.layout.dim;
+        let rows = gradients.rows();
+        let mut sums = [0f32; UPDATE_GROUP];
+        for (g, group) in rows.chunks(UPDATE_GROUP).enumerate() {
+            let first = g * UPDATE_GROUP;
+            for &row in rows.iter().skip(first + 2 * UPDATE_GROUP).take(UPDATE_GROUP) {
+                self.prefetch_slots(row);
+            }
+            for &row in rows.iter().skip(first + UPDATE_GROUP).take(UPDATE_GROUP) {
+                self.prefetch_row(row);
+            }
+            let grads = &mut grads[..group.len() * dim];
+            gradients.sum(first..first + group.len(), &batch.bag_offsets, bag_grads, dim, self.pooling, grads);
+            let sums = &mut sums[..group.len()];
+            self.optimizer.gradient_sums(grads, dim, sums);
+            for ((&row, grad), &sum) in group.iter().zip(grads.chunks_exact(dim)).zip(sums.iter()) {
+                self.apply_row_gradient(row, grad, sum)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one row's summed gradient (and its [`Optimizer::gradient_sums`] value)
+    /// where the row's newest copy is, and marks it dirty; rows in a CUDA slab are
+    /// queued in `device_slots` / `device_grads`.
+    fn apply_row_gradient(&mut self, row: u64, grad: &[f32], sum: f32) -> Result<(), EngineError> {
+        let optimizer = self.optimizer;
+        match self.place(row) {
+            Place::Device(slot) => {
+                let device = self.device.as_mut().expect("device");
+                device.dirty[slot as usize] = true;
+                match device.slab.host_row_mut(slot) {
+                    Some(values) => optimizer.apply_row_with_sum(values, grad, sum),
+                    None => {
+                        self.device_slots.push(slot);
+                        self.device_grads.extend_from_slice(grad);
+                    }
+                }
+            }
+            Place::Host(slot) => {
+                let host = self.host.as_mut().expect("host");
+                host.dirty[slot as usize] = true;
+                optimizer.apply_row_with_sum(host.slab.host_row_mut(slot).expect("host slab"), grad, sum);
+            }
+            Place::Store => {
+                let mut data = self.row_buffer();
+                self.read_from_store(row, &mut data)?;
+                optimizer.apply_row_with_sum(&mut data, grad, sum);
+                self.write_down(row, &data);
+                self.recycle(data);
+            }
+        }
+        Ok(())
     }
 
     /// Writes every dirty row down to the store and makes it durable; rows stay cached.
