@@ -123,8 +123,8 @@ pub struct EngineStats {
     pub topped_up_rows: u64,
     /// Read-ahead rows dropped because a write made them stale.
     pub stale_prefetches: u64,
-    /// Rows read at lookup time in one batch because they left the memory tiers after
-    /// their batch's read-ahead was planned.
+    /// Rows read in one batch at lookup or update time because they left the memory
+    /// tiers after their batch's read-ahead was planned, or during its own placement.
     pub late_store_reads: u64,
     /// Single rows read synchronously (not staged: the slow path).
     pub sync_store_reads: u64,

@@ -536,20 +536,28 @@ impl TieredTable {
         // Rows that left the memory tiers after the read-ahead was planned (or whose
         // staged copy went stale): one more batched read, not one read per row.
         let late: Vec<u64> = store_rows.into_iter().filter(|r| !self.staged_index.contains_key(r)).collect();
-        if !late.is_empty() {
-            self.flush_writes()?;
-            self.stats.late_store_reads += late.len() as u64;
-            let (more, waited) = self.storage.read(late)?.wait()?;
-            self.stats.stall_seconds += waited.as_secs_f64();
-            self.stats.store_read_seconds += more.read_seconds;
-            self.stats.bytes_store_to_host += (more.data.len() * 4) as u64;
-            let base = self.staged.data.len();
-            for (i, &row) in more.rows.iter().enumerate() {
-                self.staged_index.insert(row, base + i * floats);
-            }
-            self.staged.rows.extend_from_slice(&more.rows);
-            self.staged.data.extend_from_slice(&more.data);
+        self.stage_now(late)
+    }
+
+    /// Reads `rows` (in no memory tier and not staged) from the store now, in one
+    /// batch, into the staged rows; the wait is stall.
+    fn stage_now(&mut self, rows: Vec<u64>) -> Result<(), EngineError> {
+        if rows.is_empty() {
+            return Ok(());
         }
+        self.flush_writes()?;
+        self.stats.late_store_reads += rows.len() as u64;
+        let (more, waited) = self.storage.read(rows)?.wait()?;
+        self.stats.stall_seconds += waited.as_secs_f64();
+        self.stats.store_read_seconds += more.read_seconds;
+        self.stats.bytes_store_to_host += (more.data.len() * 4) as u64;
+        let floats = self.layout.floats();
+        let base = self.staged.data.len();
+        for (i, &row) in more.rows.iter().enumerate() {
+            self.staged_index.insert(row, base + i * floats);
+        }
+        self.staged.rows.extend_from_slice(&more.rows);
+        self.staged.data.extend_from_slice(&more.data);
         Ok(())
     }
 
@@ -855,6 +863,12 @@ impl TieredTable {
             self.stats.bytes_device_to_host += (self.copies.len() * 4) as u64;
             self.device_slots.clear();
         }
+        // Rows this batch's own placement pushed out of the memory tiers: one read.
+        let mut late: Vec<u64> =
+            batch.ids.iter().copied().filter(|r| self.place(*r) == Place::Store && !self.staged_index.contains_key(r)).collect();
+        late.sort_unstable();
+        late.dedup();
+        self.stage_now(late)?;
         let mut data = self.row_buffer();
         for &row in &batch.ids {
             if self.place(row) == Place::Store && !self.copied.contains_key(&row) {
@@ -914,8 +928,8 @@ impl TieredTable {
             gradients.sum(first..first + group.len(), &batch.bag_offsets, bag_grads, dim, self.pooling, grads);
             let sums = &mut sums[..group.len()];
             self.optimizer.gradient_sums(grads, dim, sums);
-            for ((&row, grad), &sum) in group.iter().zip(grads.chunks_exact(dim)).zip(sums.iter()) {
-                self.apply_row_gradient(row, grad, sum)?;
+            for (k, ((&row, grad), &sum)) in group.iter().zip(grads.chunks_exact(dim)).zip(sums.iter()).enumerate() {
+                self.apply_row_gradient(row, grad, sum, &rows[first + k..])?;
             }
         }
         Ok(())
@@ -923,8 +937,9 @@ impl TieredTable {
 
     /// Applies one row's summed gradient (and its [`Optimizer::gradient_sums`] value)
     /// where the row's newest copy is, and marks it dirty; rows in a CUDA slab are
-    /// queued in `device_slots` / `device_grads`.
-    fn apply_row_gradient(&mut self, row: u64, grad: &[f32], sum: f32) -> Result<(), EngineError> {
+    /// queued in `device_slots` / `device_grads`. `rest` (this row and those after it)
+    /// lets the first row found only in the store bring all such rows in one read.
+    fn apply_row_gradient(&mut self, row: u64, grad: &[f32], sum: f32, rest: &[u64]) -> Result<(), EngineError> {
         let optimizer = self.optimizer;
         match self.place(row) {
             Place::Device(slot) => {
@@ -944,6 +959,10 @@ impl TieredTable {
                 optimizer.apply_row_with_sum(host.slab.host_row_mut(slot).expect("host slab"), grad, sum);
             }
             Place::Store => {
+                if !self.staged_index.contains_key(&row) {
+                    let late = rest.iter().copied().filter(|r| self.place(*r) == Place::Store && !self.staged_index.contains_key(r)).collect();
+                    self.stage_now(late)?;
+                }
                 let mut data = self.row_buffer();
                 self.read_from_store(row, &mut data)?;
                 optimizer.apply_row_with_sum(&mut data, grad, sum);
