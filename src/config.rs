@@ -24,8 +24,11 @@ impl ConfigError {
 /// one line.
 pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        let position = e.span().map(|span| position(text, span)).unwrap_or_default();
-        let message = e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+        let position = e.span().map(|span| position(text, span.clone())).unwrap_or_default();
+        let mut message = e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+        if message.is_empty() {
+            message = unexplained(text, e.span().map_or(text.len(), |span| span.start));
+        }
         ConfigError::new(path, format!("{position}{message}"))
     })
 }
@@ -46,6 +49,17 @@ fn position(text: &str, span: std::ops::Range<usize>) -> String {
     match table {
         Some(header) => format!("line {line}, column {column}: in `{header}`: "),
         None => format!("line {line}, column {column}: "),
+    }
+}
+
+/// What is wrong at byte `at` of `text`, for the syntax errors the TOML parser leaves
+/// without a message (a value missing at the end of the file, a control character).
+fn unexplained(text: &str, at: usize) -> String {
+    match text.get(at..).and_then(|rest| rest.chars().next()) {
+        None => "unexpected end of the file (a value is missing?)".into(),
+        Some('\n' | '\r') => "unexpected end of the line (a value is missing?)".into(),
+        Some(c) if c.is_control() => format!("control character {} is not allowed here", c.escape_unicode()),
+        Some(c) => format!("invalid TOML at `{c}`"),
     }
 }
 
@@ -71,5 +85,20 @@ pub struct OutputSpec {
 impl Default for OutputSpec {
     fn default() -> Self {
         OutputSpec { dir: PathBuf::from("out/run") }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        parse_toml::<toml::Table>(Path::new("c.toml"), text).expect_err("bad TOML").to_string()
+    }
+
+    #[test]
+    fn syntax_errors_the_parser_leaves_unexplained_still_say_what_is_wrong() {
+        assert_eq!(error("a = 1\nb = "), "c.toml: line 2, column 5: unexpected end of the file (a value is missing?)");
+        assert_eq!(error("# note\u{3}\na = 1\n"), "c.toml: line 1, column 7: control character \\u{3} is not allowed here");
     }
 }

@@ -454,3 +454,36 @@ fn truncated_table_file_is_rejected() {
     let err = bench_lookup_fails(&table);
     assert!(err.contains("file is 4196 bytes but its header describes 12288 bytes") && err.contains("truncated"), "{err}");
 }
+
+/// Found by tests/fuzz.rs: errors the TOML parser leaves without a message.
+#[test]
+fn config_with_a_value_missing_at_the_end_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = lab_config(dir.path(), "[trace]\nsource = \"synthetic\"\nrequests = ");
+    let err = fails(&["run", &config]);
+    assert!(err.ends_with(&format!("{config}: line 3, column 12: unexpected end of the file (a value is missing?)")), "{err}");
+}
+
+#[test]
+fn criteo_line_that_is_not_utf8_names_the_line() {
+    let mut bad = criteo_line().join("\t").into_bytes();
+    bad[3] = 0xff;
+    let dir = tempfile::tempdir().unwrap();
+    let text = [criteo_line().join("\t").as_bytes(), b"\n", &bad, b"\n"].concat();
+    let tsv = write(dir.path(), "day_2.tsv", &text);
+    let err = fails(&["simulate", "--trace", &tsv, "--policies", "lru", "--capacity", "4"]);
+    assert!(err.contains(&format!("{tsv}:2: not valid UTF-8 (byte 4 of the line)")), "{err}");
+}
+
+#[test]
+fn config_with_an_impossible_criteo_scale_is_rejected_before_reading_the_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    for scale in ["0.0", "-1.0", "nan"] {
+        let config = lab_config(
+            dir.path(),
+            &format!("[trace]\nsource = \"file\"\npath = \"/nonexistent/day_0.tsv\"\ncriteo_scale = {scale}\n{SIMULATE}"),
+        );
+        let err = fails(&["run", &config]);
+        assert!(err.contains(&format!("{config}: trace.criteo_scale must be positive, got")), "{err}");
+    }
+}

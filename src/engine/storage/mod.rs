@@ -620,17 +620,19 @@ impl TableFile {
     /// Writes every `(offset, bytes)` run of pages (`run_pages[i]` = `(first page,
     /// pages)`), but not the runs an injected fault fails.
     fn write_runs(&mut self, runs: &[(u64, &[u8])], run_pages: &[(u64, u64)]) -> Result<(), PageIoError> {
-        let failed = match &self.faults {
+        let mut failed = match &self.faults {
             Some(plan) => plan.before_write(run_pages),
             None => Vec::new(),
         };
-        let Some(first_failure) = failed.first() else { return self.reader.write(&self.file, runs) };
+        if failed.is_empty() {
+            return self.reader.write(&self.file, runs);
+        }
         let kept: Vec<usize> = (0..runs.len()).filter(|&slot| failed.iter().all(|f| f.slot != slot)).collect();
         let kept_runs: Vec<(u64, &[u8])> = kept.iter().map(|&slot| runs[slot]).collect();
         self.reader
             .write(&self.file, &kept_runs)
             .map_err(|e| PageIoError { slot: kept[e.slot.min(kept.len() - 1)], source: e.source })?;
-        Err(PageIoError { slot: first_failure.slot, source: io::Error::from_raw_os_error(libc::EIO) })
+        Err(failed.swap_remove(0))
     }
 
     /// After failed try number `attempt`: counts a retry and warns if `on_io_error`
