@@ -18,7 +18,7 @@ use crate::data::{BatchStream, CriteoTsvSpec, DataSource, MlperfNumpySpec, Rebat
 use crate::engine::backing::{BackingStore, FlatTable};
 use crate::engine::device::DeviceKind;
 use crate::engine::pool::Pooling;
-use crate::engine::storage::{ReadPath, TableFile};
+use crate::engine::storage::{OnIoError, ReadConfig, ReadPath, TableFile};
 use crate::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
 use crate::engine::stats::EngineStats;
 use crate::engine::{EngineError, Optimizer, RowInit, RowLayout};
@@ -97,6 +97,9 @@ pub struct EngineSpec {
     pub table_file: Option<PathBuf>,
     #[serde(default = "default_read_path")]
     pub read_path: ReadPath,
+    /// What a failed page read or write does: `"stop"` the run, or `{ retry = N }`.
+    #[serde(default)]
+    pub on_io_error: OnIoError,
     #[serde(default)]
     pub device_backend: DeviceKind,
 }
@@ -264,7 +267,8 @@ impl ExperimentConfig {
                     std::fs::create_dir_all(dir).map_err(|e| TrainError::Batch { start: 0, what: format!("{}: {e}", dir.display()) })?;
                 }
                 drop(TableFile::create(path, rows, layout, init).map_err(|e| TrainError::Engine(e.into()))?);
-                Box::new(TableFile::open(path, self.engine.read_path).map_err(|e| TrainError::Engine(e.into()))?)
+                let read = ReadConfig { read_path: self.engine.read_path, on_io_error: self.engine.on_io_error, ..ReadConfig::default() };
+                Box::new(TableFile::open_with(path, read).map_err(|e| TrainError::Engine(e.into()))?)
             }
             None => Box::new(FlatTable::new(rows, layout, init)),
         })

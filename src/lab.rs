@@ -97,8 +97,13 @@ impl LabConfig {
         let config_error = |message: String| LabError::Config { path: path.to_path_buf(), message };
         let config: LabConfig = crate::config::parse_toml(path, text)?;
         config.simulation(Path::new(".")).map_err(&config_error)?;
-        if let TraceSpec::Synthetic { synthetic, .. } = &config.trace {
-            synthetic.validate().map_err(|e| config_error(e.to_string()))?;
+        match &config.trace {
+            TraceSpec::Synthetic { synthetic, .. } => synthetic.validate().map_err(|e| config_error(e.to_string()))?,
+            TraceSpec::File { criteo_scale, .. } => {
+                if !(*criteo_scale > 0.0 && criteo_scale.is_finite()) {
+                    return Err(config_error(format!("trace.criteo_scale must be positive, got {criteo_scale}")));
+                }
+            }
         }
         Ok(config)
     }

@@ -11,15 +11,10 @@ use strata::engine::storage::format::{self, HEADER_BYTES};
 use strata::engine::storage::{ReadConfig, ReadPath, StorageError, TableFile};
 use strata::engine::{RowInit, RowLayout};
 
-const INIT: RowInit = RowInit::Uniform { seed: 7, scale: 0.5 };
+mod common;
+use common::folders;
 
-/// Folders to create tables in: the system temp folder, and one on the checkout's disk
-/// (the temp folder may be a tmpfs, where O_DIRECT is refused and buffered I/O is used).
-fn folders() -> Vec<tempfile::TempDir> {
-    let on_disk = Path::new(env!("CARGO_MANIFEST_DIR")).join("target-test");
-    std::fs::create_dir_all(&on_disk).expect("create target-test");
-    vec![tempfile::tempdir().expect("temp dir"), tempfile::tempdir_in(on_disk).expect("temp dir on disk")]
-}
+const INIT: RowInit = RowInit::Uniform { seed: 7, scale: 0.5 };
 
 fn expected(layout: RowLayout, rows: &[u64]) -> Vec<f32> {
     let mut out = vec![0f32; rows.len() * layout.floats()];

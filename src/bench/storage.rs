@@ -66,7 +66,7 @@ impl StorageBench {
         }
         let mut measured = Vec::new();
         for (read_path, pread_threads) in runs {
-            let config = ReadConfig { read_path, queue_depth: self.depth, pread_threads };
+            let config = ReadConfig { read_path, queue_depth: self.depth, pread_threads, ..ReadConfig::default() };
             measured.push(self.measure(config)?);
         }
         let fio = run_fio(&self.file, self.depth, self.fio_seconds);

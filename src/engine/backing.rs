@@ -161,13 +161,59 @@ impl PendingRead {
     }
 }
 
+/// The first failed write (or sync) of the storage thread. It is reported once as it
+/// happened, by the next command that can return an error; from then on every command
+/// fails with [`EngineError::StoreFailed`], reads included (a read queued behind the
+/// failed write too), so no read hands out a row older than a write that did not land,
+/// and nothing more is written: the file keeps what it held when the write failed.
+#[derive(Default)]
+struct WriteFailure {
+    unreported: Option<EngineError>,
+    message: Option<String>,
+}
+
+impl WriteFailure {
+    fn happened(&self) -> bool {
+        self.message.is_some()
+    }
+
+    /// Keeps the first failure, to be reported by the next [`WriteFailure::check`].
+    fn record(&mut self, error: EngineError) {
+        if !self.happened() {
+            self.message = Some(error.to_string());
+            self.unreported = Some(error);
+        }
+    }
+
+    /// Keeps the first failure, already reported to the caller.
+    fn record_reported(&mut self, error: &EngineError) {
+        if !self.happened() {
+            self.message = Some(error.to_string());
+        }
+    }
+
+    fn check(&mut self) -> Result<(), EngineError> {
+        if let Some(error) = self.unreported.take() {
+            return Err(error);
+        }
+        match &self.message {
+            Some(message) => Err(EngineError::StoreFailed(message.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn lock(failure: &Mutex<WriteFailure>) -> std::sync::MutexGuard<'_, WriteFailure> {
+    failure.lock().expect("not poisoned")
+}
+
 /// The I/O thread that owns the backing store and its write-back buffer. Commands run
 /// in the order sent, so a read sent after a write sees the written rows.
 pub struct StorageService {
     commands: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<Box<dyn BackingStore>>>,
-    /// An error of a write, reported on the next command that can return one.
-    failed_write: Arc<Mutex<Option<EngineError>>>,
+    /// A failed write, reported on the next command, which fails like all after it.
+    failed_write: Arc<Mutex<WriteFailure>>,
     buffer_stats: Arc<Mutex<WriteBufferStats>>,
     describe: String,
     layout: RowLayout,
@@ -182,7 +228,7 @@ impl StorageService {
         let layout = store.layout();
         let rows = store.rows();
         let (commands, inbox) = mpsc::channel::<Command>();
-        let failed_write = Arc::new(Mutex::new(None));
+        let failed_write = Arc::new(Mutex::new(WriteFailure::default()));
         let failed = failed_write.clone();
         let mut buffer = WriteBuffer::new(write_buffer_rows, layout.floats());
         let buffer_stats = Arc::new(Mutex::new(buffer.stats));
@@ -195,14 +241,16 @@ impl StorageService {
                         Command::Read { rows, reply } => {
                             let start = Instant::now();
                             let mut data = vec![0f32; rows.len() * layout.floats()];
-                            let result = read_through(&mut *store, &mut buffer, &rows, &mut data).map(|()| StagedRows {
-                                rows,
-                                data,
-                                read_seconds: start.elapsed().as_secs_f64(),
-                            });
+                            let healthy = lock(&failed).check();
+                            let result = healthy
+                                .and_then(|()| read_through(&mut *store, &mut buffer, &rows, &mut data))
+                                .map(|()| StagedRows { rows, data, read_seconds: start.elapsed().as_secs_f64() });
                             let _ = reply.send(result);
                         }
                         Command::Write { rows, data } => {
+                            if lock(&failed).happened() {
+                                continue;
+                            }
                             let written = if buffer.capacity() == 0 {
                                 store.write_rows(&rows, &data)
                             } else {
@@ -210,18 +258,28 @@ impl StorageService {
                                 if buffer.is_full() { drain(&mut *store, &mut buffer) } else { Ok(()) }
                             };
                             if let Err(e) = written {
-                                failed.lock().expect("not poisoned").get_or_insert(e);
+                                lock(&failed).record(e);
                             }
                         }
                         Command::Sync { reply } => {
-                            let _ = reply.send(drain(&mut *store, &mut buffer).and_then(|()| store.sync()));
+                            let healthy = lock(&failed).check();
+                            let result = healthy
+                                .and_then(|()| drain(&mut *store, &mut buffer))
+                                .and_then(|()| store.sync());
+                            if let Err(e) = &result {
+                                lock(&failed).record_reported(e);
+                            }
+                            let _ = reply.send(result);
                         }
                     }
                     *shared_stats.lock().expect("not poisoned") = buffer.stats;
                 }
-                // Dropped without a sync: what is still held goes down all the same.
-                if let Err(e) = drain(&mut *store, &mut buffer) {
-                    tracing::error!("{}: writing the held dirty rows on shutdown: {e}", store.describe());
+                // Dropped without a sync: what is still held goes down all the same,
+                // unless a write failed (the file stays as it was then).
+                if !lock(&failed).happened() {
+                    if let Err(e) = drain(&mut *store, &mut buffer) {
+                        tracing::error!("{}: writing the held dirty rows on shutdown: {e}", store.describe());
+                    }
                 }
                 store
             })
@@ -247,9 +305,7 @@ impl StorageService {
     }
 
     fn send(&self, command: Command) -> Result<(), EngineError> {
-        if let Some(e) = self.failed_write.lock().expect("not poisoned").take() {
-            return Err(e);
-        }
+        lock(&self.failed_write).check()?;
         self.commands.as_ref().ok_or(EngineError::IoThreadGone)?.send(command).map_err(|_| EngineError::IoThreadGone)
     }
 
@@ -259,9 +315,7 @@ impl StorageService {
     pub fn read(&self, rows: Vec<u64>) -> Result<PendingRead, EngineError> {
         let (reply, receive) = mpsc::channel();
         if rows.is_empty() {
-            if let Some(e) = self.failed_write.lock().expect("not poisoned").take() {
-                return Err(e);
-            }
+            lock(&self.failed_write).check()?;
             let _ = reply.send(Ok(StagedRows::default()));
             return Ok(PendingRead(receive));
         }
@@ -269,7 +323,7 @@ impl StorageService {
         Ok(PendingRead(receive))
     }
 
-    /// Queues a write; an error surfaces on a later call.
+    /// Queues a write; an error surfaces on the next call (and fails every later one).
     pub fn write(&self, rows: Vec<u64>, data: Vec<f32>) -> Result<(), EngineError> {
         if rows.is_empty() {
             return Ok(());
@@ -281,11 +335,7 @@ impl StorageService {
     pub fn sync(&self) -> Result<(), EngineError> {
         let (reply, receive) = mpsc::channel();
         self.send(Command::Sync { reply })?;
-        receive.recv().map_err(|_| EngineError::IoThreadGone)??;
-        match self.failed_write.lock().expect("not poisoned").take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        receive.recv().map_err(|_| EngineError::IoThreadGone)?
     }
 }
 

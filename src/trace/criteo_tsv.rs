@@ -19,7 +19,7 @@ pub struct CriteoTsvReader {
     input: BufReader<File>,
     layout: TableLayout,
     line: u64,
-    buf: String,
+    buf: Vec<u8>,
     sample: Sample,
 }
 
@@ -39,7 +39,7 @@ impl CriteoTsvReader {
             input: BufReader::with_capacity(1 << 20, file),
             layout: TableLayout::new(table_rows.to_vec(), vec![1; 26]),
             line: 0,
-            buf: String::new(),
+            buf: Vec::new(),
             sample: Sample::default(),
         })
     }
@@ -53,16 +53,18 @@ impl CriteoTsvReader {
     pub fn next_sample(&mut self, sample: &mut Sample) -> Result<bool, TraceError> {
         loop {
             self.buf.clear();
-            let n = self.input.read_line(&mut self.buf).map_err(|e| TraceError::io(&self.path, e))?;
+            let n = self.input.read_until(b'\n', &mut self.buf).map_err(|e| TraceError::io(&self.path, e))?;
             if n == 0 {
                 return Ok(false);
             }
             self.line += 1;
-            if !self.buf.trim().is_empty() {
+            if !self.buf.trim_ascii().is_empty() {
                 break;
             }
         }
-        let line = self.buf.trim_end_matches(['\n', '\r']);
+        let line = std::str::from_utf8(&self.buf)
+            .map_err(|e| self.error(format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to() + 1)))?
+            .trim_end_matches(['\n', '\r']);
         let count = line.split('\t').count();
         if count != FIELDS {
             return Err(self.error(format!("expected {FIELDS} tab-separated fields, found {count}")));

@@ -25,7 +25,7 @@ impl TextReader {
 /// Parses an unsigned decimal key, trimming surrounding ASCII white space.
 fn parse_key(text: &[u8]) -> Option<u64> {
     let text = text.trim_ascii();
-    if text.is_empty() || text.len() > 20 {
+    if text.is_empty() {
         return None;
     }
     let mut value: u64 = 0;
@@ -99,6 +99,7 @@ mod tests {
         assert_eq!(parse_key(b"  7 \r\n"), Some(7));
         assert_eq!(parse_key(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_key(b"18446744073709551616"), None);
+        assert_eq!(parse_key(b"000000000000000000000042"), Some(42), "leading zeros are no overflow");
         assert_eq!(parse_key(b"12a"), None);
         assert_eq!(parse_key(b"-1"), None);
         assert_eq!(parse_key(b""), None);

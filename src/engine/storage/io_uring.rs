@@ -61,12 +61,13 @@ impl PageRing {
         self.registered
     }
 
-    pub fn buffer(&self) -> &[u8] {
-        &self.buf
+    /// The buffer reads land in.
+    pub fn buffer_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
     }
 
     /// Reads `offsets.len()` pages of `page_size` bytes, page `i` from `offsets[i]` into
-    /// `buffer()[i * page_size..]`, keeping up to `depth` reads in flight.
+    /// `buffer_mut()[i * page_size..]`, keeping up to `depth` reads in flight.
     pub fn read_pages(&mut self, fd: RawFd, offsets: &[u64], page_size: usize) -> Result<(), PageIoError> {
         assert!(offsets.len() * page_size <= self.buf.len(), "read chunk larger than the io_uring buffer");
         let (base, registered) = (self.buf.as_mut_ptr(), self.registered);

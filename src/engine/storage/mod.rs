@@ -3,6 +3,7 @@
 
 mod aligned;
 mod error;
+mod faults;
 pub mod format;
 mod io_uring;
 mod pread_pool;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use self::aligned::AlignedBuf;
 pub use self::error::StorageError;
+pub use self::faults::{FaultPlan, PageFault};
 use self::format::{Header, HEADER_BYTES};
 use self::io_uring::PageRing;
 use self::pread_pool::PreadPool;
@@ -70,7 +72,29 @@ impl FromStr for ReadPath {
     }
 }
 
-/// How a table file is opened for reading.
+/// What a table file does when a page transfer fails (EIO, a short read or write) or a
+/// page read fails its checksum: `"stop"` (fail the call at once) or `{ retry = N }`
+/// (transfer the batch's pages again, up to N more times, warning each time; a page
+/// that failed its checksum is only accepted once a re-read verifies).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnIoError {
+    #[default]
+    Stop,
+    Retry(u32),
+}
+
+impl OnIoError {
+    /// Transfers tried again at most after the first one failed.
+    pub fn retries(self) -> u32 {
+        match self {
+            OnIoError::Stop => 0,
+            OnIoError::Retry(n) => n,
+        }
+    }
+}
+
+/// How a table file is opened: the read path and what to do when I/O fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReadConfig {
@@ -79,11 +103,12 @@ pub struct ReadConfig {
     pub queue_depth: u32,
     /// Threads of the pread pool.
     pub pread_threads: usize,
+    pub on_io_error: OnIoError,
 }
 
 impl Default for ReadConfig {
     fn default() -> Self {
-        ReadConfig { read_path: ReadPath::IoUring, queue_depth: 32, pread_threads: 8 }
+        ReadConfig { read_path: ReadPath::IoUring, queue_depth: 32, pread_threads: 8, on_io_error: OnIoError::Stop }
     }
 }
 
@@ -103,6 +128,8 @@ pub struct StorageStats {
     pub bytes_written: u64,
     /// Pages that failed their checksum.
     pub checksum_failures: u64,
+    /// Read or write batches transferred again after a failure (`OnIoError::Retry`).
+    pub retries: u64,
 }
 
 /// A page transfer that failed: `slot` is its position in the batch.
@@ -134,14 +161,10 @@ enum Reader {
 }
 
 impl Reader {
-    /// Reads the pages at `offsets` into consecutive page slots; returns them.
-    fn read(&mut self, file: &File, offsets: &[u64], page_size: usize) -> Result<&[u8], PageIoError> {
-        let bytes = offsets.len() * page_size;
+    /// Reads the pages at `offsets` into consecutive page slots of [`Reader::pages`].
+    fn read(&mut self, file: &File, offsets: &[u64], page_size: usize) -> Result<(), PageIoError> {
         match self {
-            Reader::IoUring(ring) => {
-                ring.read_pages(file.as_raw_fd(), offsets, page_size)?;
-                Ok(&ring.buffer()[..bytes])
-            }
+            Reader::IoUring(ring) => ring.read_pages(file.as_raw_fd(), offsets, page_size),
             Reader::Mmap { map, buf } => {
                 for (slot, &offset) in offsets.iter().enumerate() {
                     let start = offset as usize;
@@ -151,12 +174,17 @@ impl Reader {
                     })?;
                     buf[slot * page_size..(slot + 1) * page_size].copy_from_slice(page);
                 }
-                Ok(&buf[..bytes])
+                Ok(())
             }
-            Reader::Pread { pool, buf } => {
-                pool.read_pages(offsets, page_size, buf)?;
-                Ok(&buf[..bytes])
-            }
+            Reader::Pread { pool, buf } => pool.read_pages(offsets, page_size, buf),
+        }
+    }
+
+    /// The page slots the last read filled.
+    fn pages(&mut self) -> &mut [u8] {
+        match self {
+            Reader::IoUring(ring) => ring.buffer_mut(),
+            Reader::Mmap { buf, .. } | Reader::Pread { buf, .. } => buf,
         }
     }
 
@@ -195,6 +223,9 @@ pub struct TableFile {
     order: Vec<(u64, usize)>,
     offsets: Vec<u64>,
     stats: StorageStats,
+    on_io_error: OnIoError,
+    /// Injected faults (tests only; see [`TableFile::inject_faults`]).
+    faults: Option<FaultPlan>,
 }
 
 impl TableFile {
@@ -293,6 +324,8 @@ impl TableFile {
             order: Vec::new(),
             offsets: Vec::new(),
             stats: StorageStats::default(),
+            on_io_error: config.on_io_error,
+            faults: None,
         })
     }
 
@@ -330,6 +363,13 @@ impl TableFile {
 
     pub fn stats(&self) -> StorageStats {
         self.stats
+    }
+
+    /// Test hook: from now on, page transfers suffer the faults `plan` arms (after the
+    /// real read, or instead of the real write of a run). Keep a clone of the plan to
+    /// arm faults later. See docs/RELIABILITY.md.
+    pub fn inject_faults(&mut self, plan: FaultPlan) {
+        self.faults = Some(plan);
     }
 
     /// The open file, for callers that advise the kernel about it (the benchmark drops
@@ -433,12 +473,15 @@ impl TableFile {
                 let mut run_start = 0;
                 for run in pages.chunk_by(|a, b| a + 1 == *b) {
                     runs.push((self.header.page_offset(run[0]), &buf[run_start * page_size..(run_start + run.len()) * page_size]));
-                    run_pages.push(run);
+                    run_pages.push((run[0], run.len() as u64));
                     run_start += run.len();
                 }
-                if let Err(e) = self.reader.write(&self.file, &runs) {
-                    let position = format!("writing {}", self.describe_pages(run_pages[e.slot.min(run_pages.len() - 1)]));
-                    return Err(StorageError::io(&self.path, position, e.source));
+                let mut attempt = 1;
+                while let Err(e) = self.write_runs(&runs, &run_pages) {
+                    let (first, count) = run_pages[e.slot.min(run_pages.len() - 1)];
+                    let row = rows[batch[batch.partition_point(|&(page, _)| page < first)].1];
+                    let error = self.page_error(first, first + count - 1, "writing", row, attempt, e.source);
+                    self.retry_or_fail(error, &mut attempt)?;
                 }
                 self.stats.pages_written += pages.len() as u64;
                 self.stats.bytes_written += (pages.len() * page_size) as u64;
@@ -501,7 +544,8 @@ impl TableFile {
         end
     }
 
-    /// Reads and verifies the distinct pages of `batch` (sorted by page) into page slots.
+    /// Reads and verifies the distinct pages of `batch` (sorted by page) into page slots,
+    /// trying again as `on_io_error` allows.
     fn read_batch(&mut self, batch: &[(u64, usize)], action: &'static str, rows: &[u64]) -> Result<&[u8], StorageError> {
         let mut offsets = std::mem::take(&mut self.offsets);
         offsets.clear();
@@ -512,28 +556,53 @@ impl TableFile {
                 first_of_slot.push(i);
             }
         }
-        let page_size = self.header.page_size;
-        let (path, header) = (&self.path, self.header);
-        let outcome = self.reader.read(&self.file, &offsets, page_size);
-        let pages = match outcome {
-            Ok(pages) => pages,
-            Err(e) => {
-                let page = batch[first_of_slot[e.slot.min(first_of_slot.len() - 1)]].0;
-                let position = format!("reading {}", describe_page(&header, page));
-                self.offsets = offsets;
-                return Err(StorageError::io(path, position, e.source));
+        let mut attempt = 1;
+        let outcome = loop {
+            match self.read_and_verify(&offsets, batch, &first_of_slot, action, rows, attempt) {
+                Ok(()) => break Ok(()),
+                Err(error) => {
+                    if let Err(error) = self.retry_or_fail(error, &mut attempt) {
+                        break Err(error);
+                    }
+                }
             }
         };
+        let bytes = offsets.len() * self.header.page_size;
+        self.offsets = offsets;
+        outcome?;
+        Ok(&self.reader.pages()[..bytes])
+    }
+
+    /// One try of [`TableFile::read_batch`]: every page read, then every page verified
+    /// before any is used.
+    fn read_and_verify(
+        &mut self,
+        offsets: &[u64],
+        batch: &[(u64, usize)],
+        first_of_slot: &[usize],
+        action: &'static str,
+        rows: &[u64],
+        attempt: u32,
+    ) -> Result<(), StorageError> {
+        let page_size = self.header.page_size;
+        let mut outcome = self.reader.read(&self.file, offsets, page_size);
+        if let (Ok(()), Some(plan)) = (&outcome, &self.faults) {
+            outcome = plan.after_read(first_of_slot.iter().map(|&i| batch[i].0), self.reader.pages(), page_size);
+        }
+        if let Err(e) = outcome {
+            let (page, index) = batch[first_of_slot[e.slot.min(first_of_slot.len() - 1)]];
+            return Err(self.page_error(page, page, action, rows[index], attempt, e.source));
+        }
         self.stats.pages_read += offsets.len() as u64;
         self.stats.bytes_read += (offsets.len() * page_size) as u64;
+        let pages = self.reader.pages();
         for (slot, &first) in first_of_slot.iter().enumerate() {
             let (page, index) = batch[first];
             if let Err((stored, computed)) = format::verify_page(page, &pages[slot * page_size..(slot + 1) * page_size]) {
                 self.stats.checksum_failures += 1;
-                let span = header.rows_of_page(page);
-                self.offsets = offsets;
+                let span = self.header.rows_of_page(page);
                 return Err(StorageError::ChecksumMismatch {
-                    path: path.clone(),
+                    path: self.path.clone(),
                     page,
                     first_row: span.start,
                     end_row: span.end,
@@ -541,25 +610,56 @@ impl TableFile {
                     computed,
                     action,
                     row: rows[index],
+                    attempts: attempt,
                 });
             }
         }
-        self.offsets = offsets;
-        Ok(pages)
+        Ok(())
     }
 
-    fn describe_pages(&self, run: &[u64]) -> String {
-        match run {
-            [page] => describe_page(&self.header, *page),
-            _ => {
-                let (first, last) = (run[0], run[run.len() - 1]);
-                format!(
-                    "pages {first}..={last} (rows {}..{})",
-                    self.header.rows_of_page(first).start,
-                    self.header.rows_of_page(last).end
-                )
-            }
+    /// Writes every `(offset, bytes)` run of pages (`run_pages[i]` = `(first page,
+    /// pages)`), but not the runs an injected fault fails.
+    fn write_runs(&mut self, runs: &[(u64, &[u8])], run_pages: &[(u64, u64)]) -> Result<(), PageIoError> {
+        let mut failed = match &self.faults {
+            Some(plan) => plan.before_write(run_pages),
+            None => Vec::new(),
+        };
+        if failed.is_empty() {
+            return self.reader.write(&self.file, runs);
         }
+        let kept: Vec<usize> = (0..runs.len()).filter(|&slot| failed.iter().all(|f| f.slot != slot)).collect();
+        let kept_runs: Vec<(u64, &[u8])> = kept.iter().map(|&slot| runs[slot]).collect();
+        self.reader
+            .write(&self.file, &kept_runs)
+            .map_err(|e| PageIoError { slot: kept[e.slot.min(kept.len() - 1)], source: e.source })?;
+        Err(failed.swap_remove(0))
+    }
+
+    /// After failed try number `attempt`: counts a retry and warns if `on_io_error`
+    /// allows one more, else returns the error.
+    fn retry_or_fail(&mut self, error: StorageError, attempt: &mut u32) -> Result<(), StorageError> {
+        if *attempt > self.on_io_error.retries() {
+            return Err(error);
+        }
+        tracing::warn!("{error}; trying again ({} of {} retries)", *attempt, self.on_io_error.retries());
+        self.stats.retries += 1;
+        *attempt += 1;
+        Ok(())
+    }
+
+    /// The error of a failed transfer of pages `first..=last`, `action` (`reading` or
+    /// `writing`) request row `row`.
+    fn page_error(&self, first: u64, last: u64, action: &'static str, row: u64, attempts: u32, source: io::Error) -> StorageError {
+        let position = if first == last {
+            describe_page(&self.header, first)
+        } else {
+            format!(
+                "pages {first}..={last} (rows {}..{})",
+                self.header.rows_of_page(first).start,
+                self.header.rows_of_page(last).end
+            )
+        };
+        StorageError::PageIo { path: self.path.clone(), page: first, position, action, row, attempts, source }
     }
 }
 
