@@ -1041,6 +1041,7 @@ mod tests {
             hierarchy: Hierarchy::Inclusive,
             optimizer,
             pooling: Pooling::Sum,
+            write_buffer_rows: 0,
         };
         let mut table = TieredTable::new(&config, Box::new(store)).unwrap();
         let hot = [3u64, 7, 11, 42, 99];
