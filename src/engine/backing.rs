@@ -236,7 +236,27 @@ impl StorageService {
         let thread = std::thread::Builder::new()
             .name("strata-storage".into())
             .spawn(move || {
-                for command in inbox {
+                loop {
+                    // Held rows go down a piece at a time while no command waits, and
+                    // whatever must make room for a write goes down at once.
+                    let command = if buffer.wants_draining() && !lock(&failed).happened() {
+                        match inbox.try_recv() {
+                            Ok(command) => command,
+                            Err(mpsc::TryRecvError::Empty) => {
+                                if let Err(e) = drain_piece(&mut *store, &mut buffer) {
+                                    lock(&failed).record(e);
+                                }
+                                *shared_stats.lock().expect("not poisoned") = buffer.stats;
+                                continue;
+                            }
+                            Err(mpsc::TryRecvError::Disconnected) => break,
+                        }
+                    } else {
+                        match inbox.recv() {
+                            Ok(command) => command,
+                            Err(_) => break,
+                        }
+                    };
                     match command {
                         Command::Read { rows, reply } => {
                             let start = Instant::now();
@@ -255,7 +275,11 @@ impl StorageService {
                                 store.write_rows(&rows, &data)
                             } else {
                                 buffer.insert(&rows, &data);
-                                if buffer.is_full() { drain(&mut *store, &mut buffer) } else { Ok(()) }
+                                let mut written = Ok(());
+                                while written.is_ok() && buffer.len() > buffer.capacity() {
+                                    written = drain_piece(&mut *store, &mut buffer);
+                                }
+                                written
                             };
                             if let Err(e) = written {
                                 lock(&failed).record(e);
@@ -375,6 +399,16 @@ fn read_through(store: &mut dyn BackingStore, buffer: &mut WriteBuffer, rows: &[
         }
     }
     Ok(())
+}
+
+/// Rows one piece of the write-back buffer writes down: a few milliseconds of page
+/// I/O, so that a read never waits long behind it.
+const DRAIN_PIECE_ROWS: usize = 2048;
+
+/// Writes one piece of the buffer down to the store, in page order.
+fn drain_piece(store: &mut dyn BackingStore, buffer: &mut WriteBuffer) -> Result<(), EngineError> {
+    let (rows, data) = buffer.drain_piece(DRAIN_PIECE_ROWS);
+    store.write_rows(&rows, &data)
 }
 
 /// Writes every row the buffer holds down to the store, in page order.

@@ -128,6 +128,9 @@ pub struct EngineStats {
     pub late_store_reads: u64,
     /// Single rows read synchronously (not staged: the slow path).
     pub sync_store_reads: u64,
+    /// Rows taken back from the writes queued for the store in the same step (a row
+    /// its own batch pushed out of the memory tiers), with no store read.
+    pub queued_reads: u64,
     /// Rows written to the store (through the write-back buffer when there is one).
     pub store_writes: u64,
     pub write_buffer: crate::engine::write_buffer::WriteBufferStats,
@@ -160,6 +163,7 @@ impl EngineStats {
             stale_prefetches: self.stale_prefetches - earlier.stale_prefetches,
             late_store_reads: self.late_store_reads - earlier.late_store_reads,
             sync_store_reads: self.sync_store_reads - earlier.sync_store_reads,
+            queued_reads: self.queued_reads - earlier.queued_reads,
             store_writes: self.store_writes - earlier.store_writes,
             write_buffer: self.write_buffer.since(&earlier.write_buffer),
             bytes_store_to_host: self.bytes_store_to_host - earlier.bytes_store_to_host,

@@ -319,6 +319,8 @@ pub struct TieredTable {
     /// Dirty rows queued for the store, written in one batch per step.
     write_rows: Vec<u64>,
     write_data: Vec<f32>,
+    /// Row -> its newest copy's place in `write_rows`, until they are sent.
+    queued: FxHashMap<u64, usize>,
     /// Row buffers for moving rows between tiers.
     spare_rows: Vec<Vec<f32>>,
     /// Per-step buffers, kept so that a step allocates nothing once they have grown:
@@ -393,6 +395,7 @@ impl TieredTable {
             write_seq: 0,
             write_rows: Vec::new(),
             write_data: Vec::new(),
+            queued: FxHashMap::default(),
             spare_rows: Vec::new(),
             copied: FxHashMap::default(),
             seen_rows: Default::default(),
@@ -580,10 +583,16 @@ impl TieredTable {
     }
 
     /// Reads row `row` from the store into `out`: the staged copy when it is still
-    /// valid, else a synchronous read (the slow path).
+    /// valid, the copy queued for the store when this step wrote it down (a row its own
+    /// batch pushed out), else a synchronous read (the slow path).
     fn read_from_store(&mut self, row: u64, out: &mut [f32]) -> Result<(), EngineError> {
         if let Some(&at) = self.staged_index.get(&row) {
             out.copy_from_slice(&self.staged.data[at..at + out.len()]);
+            return Ok(());
+        }
+        if let Some(&i) = self.queued.get(&row) {
+            out.copy_from_slice(&self.write_data[i * out.len()..(i + 1) * out.len()]);
+            self.stats.queued_reads += 1;
             return Ok(());
         }
         self.flush_writes()?;
@@ -600,6 +609,7 @@ impl TieredTable {
     fn write_down(&mut self, row: u64, data: &[f32]) {
         self.staged_index.remove(&row);
         self.written_at[row as usize] = self.write_seq + 1; // the command that carries it
+        self.queued.insert(row, self.write_rows.len());
         self.write_rows.push(row);
         self.write_data.extend_from_slice(data);
         self.stats.store_writes += 1;
@@ -611,6 +621,7 @@ impl TieredTable {
             return Ok(());
         }
         self.write_seq += 1;
+        self.queued.clear();
         let rows = std::mem::take(&mut self.write_rows);
         let data = std::mem::take(&mut self.write_data);
         self.storage.write(rows, data)

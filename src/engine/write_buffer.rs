@@ -1,6 +1,7 @@
-//! The storage thread's write-back buffer: dirty rows held in memory until enough have
-//! gathered to write them down in page order, so that rows sharing a page cost one page
-//! read-modify-write instead of one each, and reads of a held row are served from it.
+//! The storage thread's write-back buffer: dirty rows held in memory and written down
+//! in page order, a piece at a time while the thread has nothing else to do, so that
+//! rows sharing a page cost one page read-modify-write instead of one each, reads never
+//! wait behind a whole drain, and reads of a held row are served from it.
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -16,7 +17,7 @@ pub struct WriteBufferStats {
     pub rows_replaced: u64,
     /// Rows written down to the store.
     pub rows_out: u64,
-    /// Times it was written down (full, or on a sync).
+    /// Pieces written down (idle or full), and whole drains (on a sync).
     pub drains: u64,
     /// Row reads answered from it instead of the store.
     pub read_hits: u64,
@@ -42,6 +43,8 @@ pub struct WriteBuffer {
     index: FxHashMap<u64, usize>,
     rows: Vec<u64>,
     data: Vec<f32>,
+    /// Where the next piece starts: pieces sweep the rows upward, then wrap.
+    cursor: u64,
     pub stats: WriteBufferStats,
 }
 
@@ -53,6 +56,7 @@ impl WriteBuffer {
             index: FxHashMap::default(),
             rows: Vec::new(),
             data: Vec::new(),
+            cursor: 0,
             stats: WriteBufferStats {
                 capacity_rows: capacity_rows as u64,
                 ..WriteBufferStats::default()
@@ -68,8 +72,17 @@ impl WriteBuffer {
         self.rows.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
     pub fn is_full(&self) -> bool {
         self.rows.len() >= self.capacity()
+    }
+
+    /// Whether pieces should be written down while the thread is idle: above half full.
+    pub fn wants_draining(&self) -> bool {
+        self.rows.len() > self.capacity() / 2
     }
 
     /// Takes in `rows` (`data[i * floats..]` for `rows[i]`), a later copy of a row
@@ -105,6 +118,38 @@ impl WriteBuffer {
         self.stats.read_hits += rows as u64;
     }
 
+    /// Takes out up to `max_rows` held rows with their values, in row order from where
+    /// the last piece ended (wrapping to the lowest row): an elevator sweep over the
+    /// file, so every page's held rows leave together.
+    pub fn drain_piece(&mut self, max_rows: usize) -> (Vec<u64>, Vec<f32>) {
+        let floats = self.floats;
+        let mut order = self.rows.clone();
+        order.sort_unstable();
+        let start = order.partition_point(|&row| row < self.cursor);
+        let piece: Vec<u64> = order[start..].iter().chain(&order[..start]).take(max_rows).copied().collect();
+        let mut data = Vec::with_capacity(piece.len() * floats);
+        for &row in &piece {
+            let at = self.index.remove(&row).expect("a held row");
+            data.extend_from_slice(&self.data[at * floats..(at + 1) * floats]);
+            // The last held row moves into the freed place.
+            let last = self.rows.len() - 1;
+            if at != last {
+                let moved = self.rows[last];
+                self.rows[at] = moved;
+                self.data.copy_within(last * floats..(last + 1) * floats, at * floats);
+                self.index.insert(moved, at);
+            }
+            self.rows.pop();
+            self.data.truncate(last * floats);
+        }
+        if let Some(&end) = piece.last() {
+            self.cursor = end + 1;
+        }
+        self.stats.drains += 1;
+        self.stats.rows_out += piece.len() as u64;
+        (piece, data)
+    }
+
     /// Every held row, sorted by row index (so by page), and their values; the buffer
     /// is left empty.
     pub fn drain_sorted(&mut self) -> (Vec<u64>, Vec<f32>) {
@@ -128,6 +173,22 @@ impl WriteBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_sweep_upward_from_where_the_last_ended_and_wrap() {
+        let mut buffer = WriteBuffer::new(10, 1);
+        buffer.insert(&[50, 10, 30, 20, 40], &[5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!(buffer.drain_piece(2), (vec![10, 20], vec![1.0, 2.0]));
+        buffer.insert(&[15, 60], &[1.5, 6.0]);
+        assert_eq!(buffer.drain_piece(3), (vec![30, 40, 50], vec![3.0, 4.0, 5.0]));
+        assert_eq!(buffer.drain_piece(3), (vec![60, 15], vec![6.0, 1.5]));
+        assert!(buffer.is_empty());
+        assert_eq!((buffer.stats.rows_out, buffer.stats.drains), (7, 3));
+        // What is left stays readable and consistent after pieces moved rows around.
+        buffer.insert(&[1, 2, 3], &[0.1, 0.2, 0.3]);
+        buffer.drain_piece(1);
+        assert_eq!((buffer.get(2), buffer.get(3), buffer.get(1)), (Some(&[0.2][..]), Some(&[0.3][..]), None));
+    }
 
     #[test]
     fn keeps_the_newest_copy_and_drains_in_row_order() {
