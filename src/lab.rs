@@ -100,8 +100,8 @@ impl LabConfig {
         match &config.trace {
             TraceSpec::Synthetic { synthetic, .. } => synthetic.validate().map_err(|e| config_error(e.to_string()))?,
             TraceSpec::File { criteo_scale, .. } => {
-                if !(*criteo_scale > 0.0 && criteo_scale.is_finite()) {
-                    return Err(config_error(format!("trace.criteo_scale must be positive, got {criteo_scale}")));
+                if let Err(why) = crate::data::TableLayout::check_criteo_scale(*criteo_scale) {
+                    return Err(config_error(format!("trace.criteo_scale {why}")));
                 }
             }
         }

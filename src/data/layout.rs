@@ -11,6 +11,9 @@ pub const CRITEO_CARDINALITIES: [u64; 26] = [
 
 /// MLPerf DLRM-DCNv2 multi-hot sizes (214 lookups per sample).
 pub const CRITEO_MULTI_HOT: [usize; 26] = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1];
+/// Rows a table layout may hold in all (2^40): far beyond any real model, and small
+/// enough that row indices and byte offsets never overflow.
+pub const MAX_ROWS: u64 = 1 << 40;
 
 /// Dense (integer) features of a Criteo sample.
 pub const CRITEO_DENSE_FEATURES: usize = 13;
@@ -35,6 +38,19 @@ impl TableLayout {
         }
         offsets.push(total);
         TableLayout { rows, multi_hot, offsets }
+    }
+
+    /// Whether `scale` gives a usable MLPerf Criteo layout: positive, finite, and at
+    /// most [`MAX_ROWS`] rows in all (so row counts never wrap).
+    pub fn check_criteo_scale(scale: f64) -> Result<(), String> {
+        if !(scale > 0.0 && scale.is_finite()) {
+            return Err(format!("must be positive, got {scale}"));
+        }
+        let rows: f64 = CRITEO_CARDINALITIES.iter().map(|&c| (c as f64 * scale).ceil().max(1.0)).sum();
+        if rows > MAX_ROWS as f64 {
+            return Err(format!("{scale} gives {rows:.3e} rows, more than the {MAX_ROWS} a layout may hold"));
+        }
+        Ok(())
     }
 
     /// The MLPerf Criteo layout with every cardinality multiplied by `scale` (rounded
@@ -85,6 +101,16 @@ mod tests {
         assert_eq!(layout.total_rows(), 204_184_588);
         assert_eq!(layout.lookups_per_sample(), 214);
         assert_eq!(layout.global_row(1, 0), 40_000_000);
+    }
+
+    #[test]
+    fn scales_that_would_overflow_the_row_count_are_refused() {
+        assert!(TableLayout::check_criteo_scale(1.0).is_ok());
+        assert!(TableLayout::check_criteo_scale(1000.0).is_ok());
+        let err = TableLayout::check_criteo_scale(1e12).unwrap_err();
+        assert!(err.contains("1000000000000 gives") && err.contains("more than"), "{err}");
+        assert!(TableLayout::check_criteo_scale(-1.0).unwrap_err().contains("positive"));
+        assert!(TableLayout::check_criteo_scale(f64::NAN).is_err());
     }
 
     #[test]

@@ -93,11 +93,7 @@ fn full_scale() -> f64 {
 }
 
 fn check_scale(scale: f64) -> Result<(), DataError> {
-    if scale > 0.0 && scale.is_finite() {
-        Ok(())
-    } else {
-        Err(DataError::Setting(format!("scale must be positive, got {scale}")))
-    }
+    TableLayout::check_criteo_scale(scale).map_err(|why| DataError::Setting(format!("scale {why}")))
 }
 
 /// The one data source of a run.

@@ -45,8 +45,8 @@ impl Default for SyntheticConfig {
 /// A configuration the generator cannot run with.
 #[derive(Debug, thiserror::Error)]
 pub enum SyntheticConfigError {
-    #[error("synthetic.scale must be positive, got {0}")]
-    Scale(f64),
+    #[error("synthetic.scale {0}")]
+    Scale(String),
     #[error("synthetic.zipf needs 1 or {tables} exponents, got {got}")]
     ZipfCount { tables: usize, got: usize },
     #[error("synthetic.zipf exponent {0} must be positive")]
@@ -61,9 +61,7 @@ impl SyntheticConfig {
     }
 
     pub fn validate(&self) -> Result<(), SyntheticConfigError> {
-        if !(self.scale > 0.0 && self.scale.is_finite()) {
-            return Err(SyntheticConfigError::Scale(self.scale));
-        }
+        TableLayout::check_criteo_scale(self.scale).map_err(SyntheticConfigError::Scale)?;
         let tables = CRITEO_TABLES;
         if self.zipf.len() != 1 && self.zipf.len() != tables {
             return Err(SyntheticConfigError::ZipfCount { tables, got: self.zipf.len() });
