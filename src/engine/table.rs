@@ -8,7 +8,7 @@
 //! lookup reads a row's newest copy (device, else host, else the store), bags are
 //! pooled in bag order by one function, and updates go through `Optimizer::apply_row`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -23,12 +23,12 @@ use super::{EngineError, Optimizer, RowLayout, RowSlab};
 
 const NIL: u32 = u32::MAX;
 
-/// The read-ahead of one future batch: its distinct rows and the reads fetching those
-/// that were in no memory tier, each with the write sequence number it was sent after.
+/// The read-ahead of one future batch: the reads fetching its rows that were in no
+/// memory tier, each with the write sequence number it was sent after, and its
+/// distinct rows until it has been topped up.
 struct Planned {
-    unique: Vec<u64>,
     reads: Vec<(PendingRead, u32)>,
-    topped_up: bool,
+    to_top_up: Option<Vec<u64>>,
 }
 
 /// How the device and host tiers relate.
@@ -471,12 +471,10 @@ impl TieredTable {
         // Rows already being read for an earlier batch in the window are left out: that
         // batch places them before this one is served.
         let unique = batch.unique_rows();
-        let missing: Vec<u64> =
-            unique.iter().copied().filter(|&r| self.place(r) == Place::Store && !self.in_flight.contains(&r)).collect();
-        self.in_flight.extend(missing.iter().copied());
+        let missing = self.unread_store_rows(&unique);
         self.stats.prefetched_rows += missing.len() as u64;
         let read = self.storage.read(missing)?;
-        self.pending.insert(batch.start, Planned { unique, reads: vec![(read, self.write_seq)], topped_up: false });
+        self.pending.insert(batch.start, Planned { reads: vec![(read, self.write_seq)], to_top_up: Some(unique) });
         Ok(())
     }
 
@@ -485,19 +483,22 @@ impl TieredTable {
     /// while the batch just looked up is computed, instead of late at its own lookup.
     fn top_up_next(&mut self, served_start: u64) -> Result<(), EngineError> {
         let Some(next) = self.pending.keys().copied().filter(|&start| start > served_start).min() else { return Ok(()) };
-        let planned = &self.pending[&next];
-        if planned.topped_up {
-            return Ok(());
-        }
-        let missing: Vec<u64> =
-            planned.unique.iter().copied().filter(|&r| self.place(r) == Place::Store && !self.in_flight.contains(&r)).collect();
-        self.in_flight.extend(missing.iter().copied());
+        let Some(unique) = self.pending.get_mut(&next).and_then(|planned| planned.to_top_up.take()) else { return Ok(()) };
+        let missing = self.unread_store_rows(&unique);
         self.stats.topped_up_rows += missing.len() as u64;
-        let read = if missing.is_empty() { None } else { Some(self.storage.read(missing)?) };
-        let planned = self.pending.get_mut(&next).expect("planned above");
-        planned.topped_up = true;
-        planned.reads.extend(read.map(|r| (r, self.write_seq)));
+        if !missing.is_empty() {
+            let read = self.storage.read(missing)?;
+            self.pending.get_mut(&next).expect("planned above").reads.push((read, self.write_seq));
+        }
         Ok(())
+    }
+
+    /// Those of `rows` that are in no memory tier and not being read for an earlier
+    /// batch, marked as being read now.
+    fn unread_store_rows(&mut self, rows: &[u64]) -> Vec<u64> {
+        let missing: Vec<u64> = rows.iter().copied().filter(|&r| self.place(r) == Place::Store && !self.in_flight.contains(&r)).collect();
+        self.in_flight.extend(missing.iter().copied());
+        missing
     }
 
     /// Stages the store rows `batch` needs: the read-ahead if there was one, else a
@@ -514,53 +515,53 @@ impl TieredTable {
             None if store_rows.is_empty() => return Ok(()),
             None => vec![(self.storage.read(store_rows.clone())?, self.write_seq)],
         };
-        let floats = self.layout.floats();
         for (read, sent_after) in reads {
             let (staged, waited) = read.wait()?;
             for row in &staged.rows {
                 self.in_flight.remove(row);
             }
-            self.stats.stall_seconds += waited.as_secs_f64();
-            self.stats.store_read_seconds += staged.read_seconds;
-            self.stats.bytes_store_to_host += (staged.data.len() * 4) as u64;
-            // A row carried to the store by a write sent after its read may have been
-            // read before the write landed: drop that copy (it is read again if needed).
-            let base = self.staged.data.len();
-            for (i, &row) in staged.rows.iter().enumerate() {
-                if self.written_at[row as usize] <= sent_after {
-                    self.staged_index.insert(row, base + i * floats);
-                } else {
-                    self.stats.stale_prefetches += 1;
-                }
-            }
-            self.staged.rows.extend_from_slice(&staged.rows);
-            self.staged.data.extend_from_slice(&staged.data);
+            self.take_staged(staged, waited, sent_after);
         }
         // Rows that left the memory tiers after the read-ahead was planned (or whose
         // staged copy went stale): one more batched read, not one read per row.
-        let late: Vec<u64> = store_rows.into_iter().filter(|r| !self.staged_index.contains_key(r)).collect();
-        self.stage_now(late)
+        self.stage_unstaged(store_rows)
     }
 
-    /// Reads `rows` (in no memory tier and not staged) from the store now, in one
-    /// batch, into the staged rows; the wait is stall.
-    fn stage_now(&mut self, rows: Vec<u64>) -> Result<(), EngineError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.flush_writes()?;
-        self.stats.late_store_reads += rows.len() as u64;
-        let (more, waited) = self.storage.read(rows)?.wait()?;
+    /// Adds the rows of a finished read (sent after write command `sent_after`) to the
+    /// staged rows; the wait is stall. A row carried to the store by a write sent after
+    /// the read may have been read before the write landed: that copy is dropped (the
+    /// row is read again if needed).
+    fn take_staged(&mut self, staged: StagedRows, waited: Duration, sent_after: u32) {
         self.stats.stall_seconds += waited.as_secs_f64();
-        self.stats.store_read_seconds += more.read_seconds;
-        self.stats.bytes_store_to_host += (more.data.len() * 4) as u64;
+        self.stats.store_read_seconds += staged.read_seconds;
+        self.stats.bytes_store_to_host += (staged.data.len() * 4) as u64;
         let floats = self.layout.floats();
         let base = self.staged.data.len();
-        for (i, &row) in more.rows.iter().enumerate() {
-            self.staged_index.insert(row, base + i * floats);
+        for (i, &row) in staged.rows.iter().enumerate() {
+            if self.written_at[row as usize] <= sent_after {
+                self.staged_index.insert(row, base + i * floats);
+            } else {
+                self.stats.stale_prefetches += 1;
+            }
         }
-        self.staged.rows.extend_from_slice(&more.rows);
-        self.staged.data.extend_from_slice(&more.data);
+        self.staged.rows.extend_from_slice(&staged.rows);
+        self.staged.data.extend_from_slice(&staged.data);
+    }
+
+    /// Reads those of `rows` that are in no memory tier and not staged from the store
+    /// now, in one batch, into the staged rows.
+    fn stage_unstaged(&mut self, rows: impl IntoIterator<Item = u64>) -> Result<(), EngineError> {
+        let mut late: Vec<u64> =
+            rows.into_iter().filter(|r| self.place(*r) == Place::Store && !self.staged_index.contains_key(r)).collect();
+        if late.is_empty() {
+            return Ok(());
+        }
+        late.sort_unstable();
+        late.dedup();
+        self.flush_writes()?;
+        self.stats.late_store_reads += late.len() as u64;
+        let (more, waited) = self.storage.read(late)?.wait()?;
+        self.take_staged(more, waited, self.write_seq);
         Ok(())
     }
 
@@ -875,11 +876,7 @@ impl TieredTable {
             self.device_slots.clear();
         }
         // Rows this batch's own placement pushed out of the memory tiers: one read.
-        let mut late: Vec<u64> =
-            batch.ids.iter().copied().filter(|r| self.place(*r) == Place::Store && !self.staged_index.contains_key(r)).collect();
-        late.sort_unstable();
-        late.dedup();
-        self.stage_now(late)?;
+        self.stage_unstaged(batch.ids.iter().copied())?;
         let mut data = self.row_buffer();
         for &row in &batch.ids {
             if self.place(row) == Place::Store && !self.copied.contains_key(&row) {
@@ -971,8 +968,7 @@ impl TieredTable {
             }
             Place::Store => {
                 if !self.staged_index.contains_key(&row) {
-                    let late = rest.iter().copied().filter(|r| self.place(*r) == Place::Store && !self.staged_index.contains_key(r)).collect();
-                    self.stage_now(late)?;
+                    self.stage_unstaged(rest.iter().copied())?;
                 }
                 let mut data = self.row_buffer();
                 self.read_from_store(row, &mut data)?;
