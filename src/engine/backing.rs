@@ -411,12 +411,13 @@ fn drain_piece(store: &mut dyn BackingStore, buffer: &mut WriteBuffer) -> Result
     store.write_rows(&rows, &data)
 }
 
-/// Writes every row the buffer holds down to the store, in page order.
+/// Writes every row the buffer holds down to the store, in page order (from where the
+/// last piece ended, wrapping).
 fn drain(store: &mut dyn BackingStore, buffer: &mut WriteBuffer) -> Result<(), EngineError> {
     if buffer.is_empty() {
         return Ok(());
     }
-    let (rows, data) = buffer.drain_sorted();
+    let (rows, data) = buffer.drain_piece(buffer.len());
     store.write_rows(&rows, &data)
 }
 

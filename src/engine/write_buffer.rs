@@ -17,7 +17,7 @@ pub struct WriteBufferStats {
     pub rows_replaced: u64,
     /// Rows written down to the store.
     pub rows_out: u64,
-    /// Pieces written down (idle or full), and whole drains (on a sync).
+    /// Pieces written down (idle or full; on a sync, one piece holding every row).
     pub drains: u64,
     /// Row reads answered from it instead of the store.
     pub read_hits: u64,
@@ -149,25 +149,6 @@ impl WriteBuffer {
         self.stats.rows_out += piece.len() as u64;
         (piece, data)
     }
-
-    /// Every held row, sorted by row index (so by page), and their values; the buffer
-    /// is left empty.
-    pub fn drain_sorted(&mut self) -> (Vec<u64>, Vec<f32>) {
-        let floats = self.floats;
-        let mut order: Vec<usize> = (0..self.rows.len()).collect();
-        order.sort_unstable_by_key(|&i| self.rows[i]);
-        let rows: Vec<u64> = order.iter().map(|&i| self.rows[i]).collect();
-        let mut data = Vec::with_capacity(self.data.len());
-        for &i in &order {
-            data.extend_from_slice(&self.data[i * floats..(i + 1) * floats]);
-        }
-        self.index.clear();
-        self.rows.clear();
-        self.data.clear();
-        self.stats.drains += 1;
-        self.stats.rows_out += rows.len() as u64;
-        (rows, data)
-    }
 }
 
 #[cfg(test)]
@@ -200,7 +181,7 @@ mod tests {
         assert_eq!(buffer.get(5), None);
         buffer.insert(&[1], &[1.0, 1.5]);
         assert!(buffer.is_full());
-        let (rows, data) = buffer.drain_sorted();
+        let (rows, data) = buffer.drain_piece(usize::MAX);
         assert_eq!(rows, vec![1, 4, 9]);
         assert_eq!(data, vec![1.0, 1.5, 4.0, 4.5, 10.0, 10.5]);
         assert!(buffer.is_empty() && buffer.get(9).is_none());
