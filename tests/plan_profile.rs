@@ -11,7 +11,7 @@ fn shipped(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles").join(name)
 }
 
-const SHIPPED: [&str; 4] = ["h100-pcie5.toml", "ddr5-server.toml", "nvme-gen4.toml", "nvme-gen5.toml"];
+const SHIPPED: [&str; 5] = ["h100-pcie5.toml", "ddr5-server.toml", "nvme-gen4.toml", "nvme-gen5.toml", "dev-vm-calibrated.toml"];
 
 #[test]
 fn every_shipped_profile_loads_and_they_combine_into_whole_machines() {
@@ -32,6 +32,8 @@ fn every_shipped_profile_loads_and_they_combine_into_whole_machines() {
         assert_eq!(machine.device.write_iops(), machine.device.iops);
         assert!(machine.storage.write_iops() < machine.storage.iops);
     }
+    let measured = HardwareProfile::load(&[shipped("dev-vm-calibrated.toml")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(measured.device.name, "emulated-device");
     let gen5 = HardwareProfile::load(&[shipped("nvme-gen5.toml"), shipped("h100-pcie5.toml"), shipped("ddr5-server.toml")]).unwrap();
     assert_eq!((gen5.storage.iops, gen5.storage.bandwidth_gbps, gen5.storage.latency_us), (2.5e6, 14.0, 60.0));
 }
