@@ -24,6 +24,22 @@ pub enum TrainError {
     Model(#[from] ModelError),
     #[error("batch at {start}: {what}")]
     Batch { start: u64, what: String },
+    /// A run that failed and whose table could not be flushed afterwards either (the
+    /// store itself failed, or the flush did): the store holds what was written before.
+    #[error("{error}; the table was not flushed: {flush}")]
+    NotFlushed { error: Box<TrainError>, flush: String },
+}
+
+/// After a failed step, with the prefetch pipeline stopped: writes every dirty row down
+/// as it stands and syncs, so that no trained row is lost, and returns `error`, saying
+/// so when the flush failed too (a failed store refuses the flush: nothing more is
+/// written to it).
+fn flush_after(table: &mut TieredTable, error: TrainError) -> TrainError {
+    match table.flush() {
+        Ok(()) => error,
+        Err(EngineError::StoreFailed(_)) => TrainError::NotFlushed { error: Box::new(error), flush: "the store failed".into() },
+        Err(flush) => TrainError::NotFlushed { error: Box::new(error), flush: flush.to_string() },
+    }
 }
 
 /// Log-loss and AUC on held-out batches after `step` training steps.
@@ -102,11 +118,16 @@ pub struct TrainOutcome {
     pub evaluations: Vec<Evaluation>,
     /// What the engine did during training (evaluations and checkpoints included).
     pub engine: EngineStats,
+    /// Training stopped early on a stop request ([`crate::interrupt`]): `steps` steps
+    /// ran, and no final evaluation.
+    pub interrupted: bool,
 }
 
 /// Trains on `batches` (served `options.window` batches behind the source, with
 /// read-ahead), evaluating on `held_out` and checkpointing as `options` says; advances
-/// `progress` once per step.
+/// `progress` once per step. Stops before the next step when [`crate::interrupt`]
+/// requests it (`interrupted` in the outcome; the caller flushes). On an error the
+/// pipeline's threads are stopped and joined and the table flushed before it returns.
 pub fn train(
     model: &mut Dlrm,
     table: &mut TieredTable,
@@ -124,32 +145,46 @@ pub fn train(
     let mut pooled = Vec::new();
     let (mut eval_seconds, mut eval_stall) = (0.0, 0.0);
     let (mut checkpoints, mut checkpoint_seconds) = (0u64, 0.0);
+    let mut interrupted = false;
     let start = Instant::now();
-    while let Some(batch) = prefetcher.next(table)? {
-        samples += check_features(&batch)? as u64;
-        pooled.resize(batch.bags() * dim, 0.0);
-        table.lookup(&batch, &mut pooled)?;
-        let step = model.train_step(&batch.dense, &pooled, &batch.labels)?;
-        table.apply_gradients(&batch, &step.embedding_grad)?;
-        losses.push(step.loss);
-        steps += 1;
-        progress.advance(1);
-        if options.eval_every > 0 && steps.is_multiple_of(options.eval_every) && !held_out.is_empty() {
-            let (began, stalled) = (Instant::now(), table.stats().stall_seconds);
-            evaluations.push(evaluate(model, table, held_out, steps)?);
-            eval_stall += table.stats().stall_seconds - stalled;
-            eval_seconds += began.elapsed().as_secs_f64();
+    let stepped = (|| -> Result<(), TrainError> {
+        loop {
+            if crate::interrupt::requested() {
+                interrupted = true;
+                return Ok(());
+            }
+            let Some(batch) = prefetcher.next(table)? else { return Ok(()) };
+            samples += check_features(&batch)? as u64;
+            pooled.resize(batch.bags() * dim, 0.0);
+            table.lookup(&batch, &mut pooled)?;
+            let step = model.train_step(&batch.dense, &pooled, &batch.labels)?;
+            table.apply_gradients(&batch, &step.embedding_grad)?;
+            losses.push(step.loss);
+            steps += 1;
+            progress.advance(1);
+            tracing::debug!("step {steps}: loss {}", step.loss);
+            if options.eval_every > 0 && steps.is_multiple_of(options.eval_every) && !held_out.is_empty() {
+                let (began, stalled) = (Instant::now(), table.stats().stall_seconds);
+                evaluations.push(evaluate(model, table, held_out, steps)?);
+                eval_stall += table.stats().stall_seconds - stalled;
+                eval_seconds += began.elapsed().as_secs_f64();
+            }
+            if options.checkpoint_every > 0 && steps.is_multiple_of(options.checkpoint_every) {
+                let began = Instant::now();
+                table.flush()?;
+                checkpoints += 1;
+                checkpoint_seconds += began.elapsed().as_secs_f64();
+            }
         }
-        if options.checkpoint_every > 0 && steps.is_multiple_of(options.checkpoint_every) {
-            let began = Instant::now();
-            table.flush()?;
-            checkpoints += 1;
-            checkpoint_seconds += began.elapsed().as_secs_f64();
-        }
+    })();
+    // The source thread is joined before anything else happens to the table.
+    drop(prefetcher);
+    if let Err(error) = stepped {
+        return Err(flush_after(table, error));
     }
     let training_seconds = (start.elapsed().as_secs_f64() - eval_seconds - checkpoint_seconds).max(0.0);
     let stall_seconds = table.stats().stall_seconds - before.stall_seconds - eval_stall;
-    if !held_out.is_empty() && evaluations.last().map(|e| e.step) != Some(steps) {
+    if !interrupted && !held_out.is_empty() && evaluations.last().map(|e| e.step) != Some(steps) {
         evaluations.push(evaluate(model, table, held_out, steps)?);
     }
     Ok(TrainOutcome {
@@ -163,6 +198,7 @@ pub fn train(
         losses,
         evaluations,
         engine: table.stats().since(&before),
+        interrupted,
     })
 }
 
@@ -201,10 +237,12 @@ pub struct ServeOutcome {
     pub latencies_us: Vec<f64>,
     /// What the engine did while serving the measured requests.
     pub engine: EngineStats,
+    /// Serving stopped early on a stop request ([`crate::interrupt`]).
+    pub interrupted: bool,
 }
 
 /// Replays `requests` (small batches) through lookup and prediction, no updates;
-/// advances `progress` once per request.
+/// advances `progress` once per request. Stops and errors as [`train`] does.
 pub fn serve(
     model: &Dlrm,
     table: &mut TieredTable,
@@ -219,26 +257,37 @@ pub fn serve(
     let (mut served, mut queries) = (0u64, 0u64);
     let mut pooled = Vec::new();
     let (mut before, mut start) = (table.stats(), Instant::now());
-    loop {
-        if served == options.warmup {
-            (before, start) = (table.stats(), Instant::now());
+    let mut interrupted = false;
+    let served_all = (|| -> Result<(), TrainError> {
+        loop {
+            if crate::interrupt::requested() {
+                interrupted = true;
+                return Ok(());
+            }
+            if served == options.warmup {
+                (before, start) = (table.stats(), Instant::now());
+            }
+            let taken_up = Instant::now();
+            let Some(batch) = prefetcher.next(table)? else { return Ok(()) };
+            let samples = check_features(&batch)? as u64;
+            pooled.resize(batch.bags() * dim, 0.0);
+            table.lookup(&batch, &mut pooled)?;
+            let scores = model.predict(&batch.dense, &pooled)?;
+            let latency = taken_up.elapsed();
+            for score in scores {
+                checksum = crate::data::mix64(checksum ^ u64::from(score.to_bits()));
+            }
+            if served >= options.warmup {
+                latencies_us.push(latency.as_secs_f64() * 1e6);
+                queries += samples;
+            }
+            served += 1;
+            progress.advance(1);
         }
-        let taken_up = Instant::now();
-        let Some(batch) = prefetcher.next(table)? else { break };
-        let samples = check_features(&batch)? as u64;
-        pooled.resize(batch.bags() * dim, 0.0);
-        table.lookup(&batch, &mut pooled)?;
-        let scores = model.predict(&batch.dense, &pooled)?;
-        let latency = taken_up.elapsed();
-        for score in scores {
-            checksum = crate::data::mix64(checksum ^ u64::from(score.to_bits()));
-        }
-        if served >= options.warmup {
-            latencies_us.push(latency.as_secs_f64() * 1e6);
-            queries += samples;
-        }
-        served += 1;
-        progress.advance(1);
+    })();
+    drop(prefetcher);
+    if let Err(error) = served_all {
+        return Err(flush_after(table, error));
     }
     let seconds = if served > options.warmup { start.elapsed().as_secs_f64() } else { 0.0 };
     let engine = if served > options.warmup { table.stats().since(&before) } else { EngineStats::default() };
@@ -259,6 +308,7 @@ pub fn serve(
         prediction_checksum: format!("{checksum:016x}"),
         latencies_us,
         engine,
+        interrupted,
     })
 }
 
