@@ -123,12 +123,30 @@ pub struct TrainOutcome {
     pub interrupted: bool,
 }
 
+/// Whether a stop was requested ([`crate::interrupt`]), remembered in `interrupted`.
+fn stop_requested(interrupted: &mut bool) -> bool {
+    *interrupted = crate::interrupt::requested();
+    *interrupted
+}
+
 /// Trains on `batches` (served `options.window` batches behind the source, with
 /// read-ahead), evaluating on `held_out` and checkpointing as `options` says; advances
 /// `progress` once per step. Stops before the next step when [`crate::interrupt`]
 /// requests it (`interrupted` in the outcome; the caller flushes). On an error the
 /// pipeline's threads are stopped and joined and the table flushed before it returns.
 pub fn train(
+    model: &mut Dlrm,
+    table: &mut TieredTable,
+    batches: impl Iterator<Item = Batch> + Send + 'static,
+    held_out: &[Batch],
+    options: &TrainOptions,
+    progress: &Progress,
+) -> Result<TrainOutcome, TrainError> {
+    // `run_training` has dropped its prefetcher (joined the source thread) when it returns.
+    run_training(model, table, batches, held_out, options, progress).map_err(|error| flush_after(table, error))
+}
+
+fn run_training(
     model: &mut Dlrm,
     table: &mut TieredTable,
     batches: impl Iterator<Item = Batch> + Send + 'static,
@@ -147,40 +165,29 @@ pub fn train(
     let (mut checkpoints, mut checkpoint_seconds) = (0u64, 0.0);
     let mut interrupted = false;
     let start = Instant::now();
-    let stepped = (|| -> Result<(), TrainError> {
-        loop {
-            if crate::interrupt::requested() {
-                interrupted = true;
-                return Ok(());
-            }
-            let Some(batch) = prefetcher.next(table)? else { return Ok(()) };
-            samples += check_features(&batch)? as u64;
-            pooled.resize(batch.bags() * dim, 0.0);
-            table.lookup(&batch, &mut pooled)?;
-            let step = model.train_step(&batch.dense, &pooled, &batch.labels)?;
-            table.apply_gradients(&batch, &step.embedding_grad)?;
-            losses.push(step.loss);
-            steps += 1;
-            progress.advance(1);
-            tracing::debug!("step {steps}: loss {}", step.loss);
-            if options.eval_every > 0 && steps.is_multiple_of(options.eval_every) && !held_out.is_empty() {
-                let (began, stalled) = (Instant::now(), table.stats().stall_seconds);
-                evaluations.push(evaluate(model, table, held_out, steps)?);
-                eval_stall += table.stats().stall_seconds - stalled;
-                eval_seconds += began.elapsed().as_secs_f64();
-            }
-            if options.checkpoint_every > 0 && steps.is_multiple_of(options.checkpoint_every) {
-                let began = Instant::now();
-                table.flush()?;
-                checkpoints += 1;
-                checkpoint_seconds += began.elapsed().as_secs_f64();
-            }
+    while !stop_requested(&mut interrupted) {
+        let Some(batch) = prefetcher.next(table)? else { break };
+        samples += check_features(&batch)? as u64;
+        pooled.resize(batch.bags() * dim, 0.0);
+        table.lookup(&batch, &mut pooled)?;
+        let step = model.train_step(&batch.dense, &pooled, &batch.labels)?;
+        table.apply_gradients(&batch, &step.embedding_grad)?;
+        losses.push(step.loss);
+        steps += 1;
+        progress.advance(1);
+        tracing::debug!("step {steps}: loss {}", step.loss);
+        if options.eval_every > 0 && steps.is_multiple_of(options.eval_every) && !held_out.is_empty() {
+            let (began, stalled) = (Instant::now(), table.stats().stall_seconds);
+            evaluations.push(evaluate(model, table, held_out, steps)?);
+            eval_stall += table.stats().stall_seconds - stalled;
+            eval_seconds += began.elapsed().as_secs_f64();
         }
-    })();
-    // The source thread is joined before anything else happens to the table.
-    drop(prefetcher);
-    if let Err(error) = stepped {
-        return Err(flush_after(table, error));
+        if options.checkpoint_every > 0 && steps.is_multiple_of(options.checkpoint_every) {
+            let began = Instant::now();
+            table.flush()?;
+            checkpoints += 1;
+            checkpoint_seconds += began.elapsed().as_secs_f64();
+        }
     }
     let training_seconds = (start.elapsed().as_secs_f64() - eval_seconds - checkpoint_seconds).max(0.0);
     let stall_seconds = table.stats().stall_seconds - before.stall_seconds - eval_stall;
@@ -242,8 +249,18 @@ pub struct ServeOutcome {
 }
 
 /// Replays `requests` (small batches) through lookup and prediction, no updates;
-/// advances `progress` once per request. Stops and errors as [`train`] does.
+/// advances `progress` once per request. Stops and fails as [`train`] does.
 pub fn serve(
+    model: &Dlrm,
+    table: &mut TieredTable,
+    requests: impl Iterator<Item = Batch> + Send + 'static,
+    options: &ServeOptions,
+    progress: &Progress,
+) -> Result<ServeOutcome, TrainError> {
+    run_serving(model, table, requests, options, progress).map_err(|error| flush_after(table, error))
+}
+
+fn run_serving(
     model: &Dlrm,
     table: &mut TieredTable,
     requests: impl Iterator<Item = Batch> + Send + 'static,
@@ -258,36 +275,26 @@ pub fn serve(
     let mut pooled = Vec::new();
     let (mut before, mut start) = (table.stats(), Instant::now());
     let mut interrupted = false;
-    let served_all = (|| -> Result<(), TrainError> {
-        loop {
-            if crate::interrupt::requested() {
-                interrupted = true;
-                return Ok(());
-            }
-            if served == options.warmup {
-                (before, start) = (table.stats(), Instant::now());
-            }
-            let taken_up = Instant::now();
-            let Some(batch) = prefetcher.next(table)? else { return Ok(()) };
-            let samples = check_features(&batch)? as u64;
-            pooled.resize(batch.bags() * dim, 0.0);
-            table.lookup(&batch, &mut pooled)?;
-            let scores = model.predict(&batch.dense, &pooled)?;
-            let latency = taken_up.elapsed();
-            for score in scores {
-                checksum = crate::data::mix64(checksum ^ u64::from(score.to_bits()));
-            }
-            if served >= options.warmup {
-                latencies_us.push(latency.as_secs_f64() * 1e6);
-                queries += samples;
-            }
-            served += 1;
-            progress.advance(1);
+    while !stop_requested(&mut interrupted) {
+        if served == options.warmup {
+            (before, start) = (table.stats(), Instant::now());
         }
-    })();
-    drop(prefetcher);
-    if let Err(error) = served_all {
-        return Err(flush_after(table, error));
+        let taken_up = Instant::now();
+        let Some(batch) = prefetcher.next(table)? else { break };
+        let samples = check_features(&batch)? as u64;
+        pooled.resize(batch.bags() * dim, 0.0);
+        table.lookup(&batch, &mut pooled)?;
+        let scores = model.predict(&batch.dense, &pooled)?;
+        let latency = taken_up.elapsed();
+        for score in scores {
+            checksum = crate::data::mix64(checksum ^ u64::from(score.to_bits()));
+        }
+        if served >= options.warmup {
+            latencies_us.push(latency.as_secs_f64() * 1e6);
+            queries += samples;
+        }
+        served += 1;
+        progress.advance(1);
     }
     let seconds = if served > options.warmup { start.elapsed().as_secs_f64() } else { 0.0 };
     let engine = if served > options.warmup { table.stats().since(&before) } else { EngineStats::default() };
