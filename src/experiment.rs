@@ -163,6 +163,10 @@ pub enum ExperimentError {
     Setup { setup: String, error: TrainError },
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// A stop request ([`crate::interrupt`]) ended the run: the table was flushed and
+    /// the reports written with the partial results.
+    #[error("setup `{setup}`: interrupted at {what} {done}; table flushed; partial reports in {}", dir.display())]
+    Interrupted { setup: String, what: &'static str, done: u64, dir: PathBuf },
 }
 
 impl SetupSpec {
@@ -380,6 +384,9 @@ fn preload(table: &mut TieredTable) -> Result<(), EngineError> {
     let dim = table.layout().dim;
     let mut pooled = Vec::new();
     for first in (0..table.rows()).step_by(CHUNK as usize) {
+        if crate::interrupt::requested() {
+            break;
+        }
         let ids: Vec<u64> = (first..(first + CHUNK).min(table.rows())).collect();
         let offsets: Vec<usize> = (0..=ids.len()).collect();
         pooled.resize(ids.len() * dim, 0.0);
@@ -390,7 +397,9 @@ fn preload(table: &mut TieredTable) -> Result<(), EngineError> {
 
 /// Runs every set-up (preload, training, serving, as configured) and writes the reports
 /// into `out` (the config's folder if `None`); returns the results and the Markdown
-/// summary.
+/// summary. On a stop request ([`crate::interrupt`]) the set-up under way stops after
+/// its current step, its table is flushed, the reports are written with the set-ups
+/// run so far (the last one partial) and [`ExperimentError::Interrupted`] is returned.
 pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupResult>, String), ExperimentError> {
     let dir = out.unwrap_or(&config.output.dir);
     std::fs::create_dir_all(dir).map_err(|e| ReportError::new(dir, e))?;
@@ -427,8 +436,9 @@ pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupRe
                 Some(outcome)
             }
         };
+        let stopped_training = training.as_ref().filter(|t| t.interrupted).map(|t| t.steps);
         let serving = match (&config.serve, &requests) {
-            (Some(spec), Some(requests)) => {
+            (Some(spec), Some(requests)) if stopped_training.is_none() => {
                 eprintln!("serving `{}`", setup.name);
                 let progress = Progress::new(format!("serving `{}`", setup.name), Some(requests.len() as u64));
                 let stream = {
@@ -443,7 +453,16 @@ pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupRe
             _ => None,
         };
         table.flush().map_err(|e| fail(e.into()))?;
+        let stopped = match (stopped_training, &serving) {
+            (Some(steps), _) => Some(("step", steps)),
+            (None, Some(s)) if s.interrupted => Some(("request", s.warmup_requests + s.requests)),
+            _ => None,
+        };
         results.push(result(&setup.name, training, serving));
+        if let Some((what, done)) = stopped {
+            write_reports(config, &results, dir)?;
+            return Err(ExperimentError::Interrupted { setup: setup.name.clone(), what, done, dir: dir.to_path_buf() });
+        }
     }
     let first_p99 = results.first().and_then(|r| r.p99_us);
     for r in &mut results {

@@ -10,6 +10,7 @@ pub mod data;
 pub mod engine;
 #[cfg(feature = "torch")]
 pub mod experiment;
+pub mod interrupt;
 pub mod lab;
 pub mod model;
 pub mod plan;

@@ -475,6 +475,8 @@ fn run(path: &Path, out: Option<&Path>) -> Result<()> {
 #[cfg(feature = "torch")]
 fn run_experiment(path: &Path, text: &str, out: Option<&Path>) -> Result<()> {
     let config = strata::experiment::ExperimentConfig::parse(path, text)?;
+    // Ctrl-C (or SIGTERM) stops after the current step, flushes and writes the reports.
+    strata::interrupt::install().context("installing the interrupt handler")?;
     let (_, summary) = strata::experiment::run(&config, out)?;
     print!("{summary}");
     eprintln!("reports in {}", out.unwrap_or(&config.output.dir).display());
@@ -590,11 +592,26 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if interrupted(&e) => {
+            eprintln!("strata: {e}");
+            ExitCode::from(strata::interrupt::EXIT_STATUS)
+        }
         Err(e) => {
             eprintln!("strata: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `error` is a run stopped by a signal (not a failure: its own exit status).
+#[cfg(feature = "torch")]
+fn interrupted(error: &anyhow::Error) -> bool {
+    matches!(error.downcast_ref(), Some(strata::experiment::ExperimentError::Interrupted { .. }))
+}
+
+#[cfg(not(feature = "torch"))]
+fn interrupted(_error: &anyhow::Error) -> bool {
+    false
 }
 
 /// An error and its causes on one line, each cause once: errors that already print

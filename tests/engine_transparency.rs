@@ -3,48 +3,19 @@
 //! and re-opens give bit-identical pooled outputs and final tables to a flat in-memory
 //! table.
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use strata::engine::backing::{BackingStore, FlatTable};
 use strata::engine::device::DeviceKind;
 use strata::engine::pool::Pooling;
-use strata::engine::prefetch::Prefetcher;
 use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::storage::{ReadPath, TableFile};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 
-/// Random batches: `bags` bags of 1..=4 lookups, rows skewed towards small ids.
-fn batches(rng: &mut SmallRng, rows: u64, count: usize, bags: usize) -> Vec<Batch> {
-    let mut start = 0;
-    (0..count)
-        .map(|_| {
-            let mut ids = Vec::new();
-            let mut offsets = vec![0];
-            for _ in 0..bags {
-                for _ in 0..rng.gen_range(1..=4) {
-                    let u: f64 = rng.gen();
-                    ids.push(((u * u * u) * rows as f64) as u64);
-                }
-                offsets.push(ids.len());
-            }
-            let batch = Batch::new(ids, offsets, start);
-            start += batch.ids.len() as u64;
-            batch
-        })
-        .collect()
-}
+mod common;
+use common::transparency::{check_with_store, Case, Stream};
 
-struct Case {
-    policy: &'static str,
-    hierarchy: Hierarchy,
-    device_rows: usize,
-    host_rows: usize,
-    window: usize,
-    optimizer: Optimizer,
-    pooling: Pooling,
-    write_buffer_rows: usize,
-}
+/// Three segments of 12 batches of 6 bags.
+const SHORT: Stream = Stream { segments: 3, batches: 12, bags: 6 };
 
 /// Runs `case` for `segments` re-opens over the same batches and compares every
 /// output and the final table with the flat reference.
@@ -52,79 +23,7 @@ fn check(case: &Case, seed: u64) {
     let rows = 120u64;
     let layout = RowLayout::new(4, &case.optimizer);
     let init = RowInit::Uniform { seed, scale: 0.1 };
-    check_with_store(case, seed, Box::new(FlatTable::new(rows, layout, init)), &|store| store);
-}
-
-/// Runs `case` over `store`; `reopen` turns the store a closed table handed back into
-/// the next segment's store (a table file is closed and opened again from its path).
-fn check_with_store(
-    case: &Case,
-    seed: u64,
-    mut store: Box<dyn BackingStore>,
-    reopen: &dyn Fn(Box<dyn BackingStore>) -> Box<dyn BackingStore>,
-) {
-    let rows = store.rows();
-    let layout = store.layout();
-    let dim = layout.dim;
-    let init = RowInit::Uniform { seed, scale: 0.1 };
-    let mut reference = FlatTable::new(rows, layout, init);
-    let policy = PolicyConfig::from_name(case.policy).unwrap();
-    let config = TableConfig {
-        device: TierConfig::rows(case.device_rows, policy.clone()),
-        device_backend: DeviceKind::Emulated,
-        host: TierConfig::rows(case.host_rows, policy),
-        hierarchy: case.hierarchy,
-        optimizer: case.optimizer,
-        pooling: case.pooling,
-        write_buffer_rows: case.write_buffer_rows,
-    };
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let what = format!(
-        "{} {:?} device {} host {} window {} write buffer {} {:?} {:?} seed {seed}",
-        case.policy, case.hierarchy, case.device_rows, case.host_rows, case.window, case.write_buffer_rows, case.optimizer, case.pooling
-    );
-    for segment in 0..3 {
-        let all = batches(&mut rng, rows, 12, 6);
-        let mut table = TieredTable::new(&config, store).unwrap();
-        let mut prefetcher = Prefetcher::new(all.clone().into_iter(), case.window);
-        let mut served = 0;
-        while let Some(batch) = prefetcher.next(&mut table).unwrap_or_else(|e| panic!("{what}: prefetch: {e}")) {
-            assert_eq!(batch.ids, all[served].ids, "{what}: batches arrive in order");
-            let mut out = vec![0f32; batch.bags() * dim];
-            let mut expected = vec![0f32; batch.bags() * dim];
-            table.lookup(&batch, &mut out).unwrap_or_else(|e| panic!("{what}: lookup: {e}"));
-            reference.lookup(&batch, case.pooling, &mut expected);
-            assert_eq!(out, expected, "{what}: segment {segment} batch {served} lookup");
-            let grads: Vec<f32> = (0..out.len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            table.apply_gradients(&batch, &grads).unwrap_or_else(|e| panic!("{what}: update: {e}"));
-            reference.apply_gradients(&batch, &grads, &case.optimizer, case.pooling);
-            if rng.gen_ratio(1, 5) {
-                table.flush().unwrap();
-            }
-            served += 1;
-        }
-        assert_eq!(served, all.len());
-        let stats = table.stats();
-        assert_eq!(stats.lookups, all.iter().map(|b| b.ids.len() as u64).sum::<u64>(), "{what}");
-        // The case really moved rows: read-ahead happened, small tiers evicted.
-        if case.window > 0 {
-            assert!(stats.prefetched_rows > 0, "{what}: nothing was read ahead");
-        }
-        if case.write_buffer_rows > 0 && stats.store_writes > 0 {
-            assert!(stats.write_buffer.rows_in > 0, "{what}: the write-back buffer took nothing in");
-        }
-        if let Some(device) = stats.device.as_ref().filter(|_| case.device_rows < 20 && !case.policy.starts_with("static")) {
-            assert!(device.evictions > 0 && device.promotions > 0, "{what}: {device:?}");
-        }
-        store = reopen(table.close().unwrap());
-        let mut got = vec![0f32; rows as usize * layout.floats()];
-        let all_rows: Vec<u64> = (0..rows).collect();
-        store.read_rows(&all_rows, &mut got).unwrap();
-        for r in 0..rows {
-            let f = layout.floats();
-            assert_eq!(&got[r as usize * f..(r as usize + 1) * f], reference.row(r), "{what}: row {r} after segment {segment}");
-        }
-    }
+    check_with_store(case, SHORT, seed, Box::new(FlatTable::new(rows, layout, init)), &|store| store);
 }
 
 const POLICIES: [&str; 11] =
@@ -242,7 +141,7 @@ fn table_files_with_every_read_path_match_the_flat_table() {
                 drop(closed);
                 Box::new(TableFile::open(&path, read_path).unwrap())
             };
-            check_with_store(&case, seed, store, &reopen);
+            check_with_store(&case, SHORT, seed, store, &reopen);
         }
     }
 }

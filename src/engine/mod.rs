@@ -236,6 +236,9 @@ pub enum EngineError {
     RowOutOfRange { row: u64, rows: u64 },
     #[error("the storage I/O thread stopped")]
     IoThreadGone,
+    /// The thread producing batches for the prefetch pipeline panicked.
+    #[error("the batch source failed: {0}")]
+    SourceFailed(String),
     /// A write to the store failed earlier (reported then); the store may be behind
     /// the tiers, so the storage thread serves nothing more.
     #[error("the store refuses further work after an earlier failed write: {0}")]

@@ -3,6 +3,9 @@
 //! ahead of the one being served, fills in each lookup's next access within that
 //! window (for the lookahead policies) and starts the store reads of every batch as it
 //! enters the window. Window 0 is the baseline: no read-ahead, no lookahead.
+//! Dropping the prefetcher (at the end, or when the consumer stops early on an error or
+//! a stop request) disconnects the channel and joins the source thread, which stops at
+//! its next send; a source thread that panicked is an error, never a short stream.
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -59,6 +62,7 @@ impl Prefetcher {
                 }
                 Err(_) => {
                     self.incoming = None;
+                    self.join_source()?;
                 }
             }
         }
@@ -69,6 +73,22 @@ impl Prefetcher {
             }
         }
         Ok(Some(batch))
+    }
+
+    /// Joins the source thread once its batches have ended: a source that panicked is
+    /// an error, not a shorter stream.
+    fn join_source(&mut self) -> Result<(), EngineError> {
+        match self.source.take().map(JoinHandle::join) {
+            Some(Err(panic)) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "it panicked".into());
+                Err(EngineError::SourceFailed(message))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Fills next-access times: of earlier batches in the window, and within `batch`.

@@ -24,6 +24,22 @@ pub enum TrainError {
     Model(#[from] ModelError),
     #[error("batch at {start}: {what}")]
     Batch { start: u64, what: String },
+    /// A run that failed and whose table could not be flushed afterwards either (the
+    /// store itself failed, or the flush did): the store holds what was written before.
+    #[error("{error}; the table was not flushed: {flush}")]
+    NotFlushed { error: Box<TrainError>, flush: String },
+}
+
+/// After a failed step, with the prefetch pipeline stopped: writes every dirty row down
+/// as it stands and syncs, so that no trained row is lost, and returns `error`, saying
+/// so when the flush failed too (a failed store refuses the flush: nothing more is
+/// written to it).
+fn flush_after(table: &mut TieredTable, error: TrainError) -> TrainError {
+    match table.flush() {
+        Ok(()) => error,
+        Err(EngineError::StoreFailed(_)) => TrainError::NotFlushed { error: Box::new(error), flush: "the store failed".into() },
+        Err(flush) => TrainError::NotFlushed { error: Box::new(error), flush: flush.to_string() },
+    }
 }
 
 /// Log-loss and AUC on held-out batches after `step` training steps.
@@ -102,12 +118,35 @@ pub struct TrainOutcome {
     pub evaluations: Vec<Evaluation>,
     /// What the engine did during training (evaluations and checkpoints included).
     pub engine: EngineStats,
+    /// Training stopped early on a stop request ([`crate::interrupt`]): `steps` steps
+    /// ran, and no final evaluation.
+    pub interrupted: bool,
+}
+
+/// Whether a stop was requested ([`crate::interrupt`]), remembered in `interrupted`.
+fn stop_requested(interrupted: &mut bool) -> bool {
+    *interrupted = crate::interrupt::requested();
+    *interrupted
 }
 
 /// Trains on `batches` (served `options.window` batches behind the source, with
 /// read-ahead), evaluating on `held_out` and checkpointing as `options` says; advances
-/// `progress` once per step.
+/// `progress` once per step. Stops before the next step when [`crate::interrupt`]
+/// requests it (`interrupted` in the outcome; the caller flushes). On an error the
+/// pipeline's threads are stopped and joined and the table flushed before it returns.
 pub fn train(
+    model: &mut Dlrm,
+    table: &mut TieredTable,
+    batches: impl Iterator<Item = Batch> + Send + 'static,
+    held_out: &[Batch],
+    options: &TrainOptions,
+    progress: &Progress,
+) -> Result<TrainOutcome, TrainError> {
+    // `run_training` has dropped its prefetcher (joined the source thread) when it returns.
+    run_training(model, table, batches, held_out, options, progress).map_err(|error| flush_after(table, error))
+}
+
+fn run_training(
     model: &mut Dlrm,
     table: &mut TieredTable,
     batches: impl Iterator<Item = Batch> + Send + 'static,
@@ -124,8 +163,10 @@ pub fn train(
     let mut pooled = Vec::new();
     let (mut eval_seconds, mut eval_stall) = (0.0, 0.0);
     let (mut checkpoints, mut checkpoint_seconds) = (0u64, 0.0);
+    let mut interrupted = false;
     let start = Instant::now();
-    while let Some(batch) = prefetcher.next(table)? {
+    while !stop_requested(&mut interrupted) {
+        let Some(batch) = prefetcher.next(table)? else { break };
         samples += check_features(&batch)? as u64;
         pooled.resize(batch.bags() * dim, 0.0);
         table.lookup(&batch, &mut pooled)?;
@@ -134,6 +175,7 @@ pub fn train(
         losses.push(step.loss);
         steps += 1;
         progress.advance(1);
+        tracing::debug!("step {steps}: loss {}", step.loss);
         if options.eval_every > 0 && steps.is_multiple_of(options.eval_every) && !held_out.is_empty() {
             let (began, stalled) = (Instant::now(), table.stats().stall_seconds);
             evaluations.push(evaluate(model, table, held_out, steps)?);
@@ -149,7 +191,7 @@ pub fn train(
     }
     let training_seconds = (start.elapsed().as_secs_f64() - eval_seconds - checkpoint_seconds).max(0.0);
     let stall_seconds = table.stats().stall_seconds - before.stall_seconds - eval_stall;
-    if !held_out.is_empty() && evaluations.last().map(|e| e.step) != Some(steps) {
+    if !interrupted && !held_out.is_empty() && evaluations.last().map(|e| e.step) != Some(steps) {
         evaluations.push(evaluate(model, table, held_out, steps)?);
     }
     Ok(TrainOutcome {
@@ -163,6 +205,7 @@ pub fn train(
         losses,
         evaluations,
         engine: table.stats().since(&before),
+        interrupted,
     })
 }
 
@@ -201,11 +244,23 @@ pub struct ServeOutcome {
     pub latencies_us: Vec<f64>,
     /// What the engine did while serving the measured requests.
     pub engine: EngineStats,
+    /// Serving stopped early on a stop request ([`crate::interrupt`]).
+    pub interrupted: bool,
 }
 
 /// Replays `requests` (small batches) through lookup and prediction, no updates;
-/// advances `progress` once per request.
+/// advances `progress` once per request. Stops and fails as [`train`] does.
 pub fn serve(
+    model: &Dlrm,
+    table: &mut TieredTable,
+    requests: impl Iterator<Item = Batch> + Send + 'static,
+    options: &ServeOptions,
+    progress: &Progress,
+) -> Result<ServeOutcome, TrainError> {
+    run_serving(model, table, requests, options, progress).map_err(|error| flush_after(table, error))
+}
+
+fn run_serving(
     model: &Dlrm,
     table: &mut TieredTable,
     requests: impl Iterator<Item = Batch> + Send + 'static,
@@ -219,7 +274,8 @@ pub fn serve(
     let (mut served, mut queries) = (0u64, 0u64);
     let mut pooled = Vec::new();
     let (mut before, mut start) = (table.stats(), Instant::now());
-    loop {
+    let mut interrupted = false;
+    while !stop_requested(&mut interrupted) {
         if served == options.warmup {
             (before, start) = (table.stats(), Instant::now());
         }
@@ -259,6 +315,7 @@ pub fn serve(
         prediction_checksum: format!("{checksum:016x}"),
         latencies_us,
         engine,
+        interrupted,
     })
 }
 

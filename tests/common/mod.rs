@@ -1,4 +1,7 @@
-//! Helpers shared by the storage-tier tests.
+//! Helpers shared by the integration tests (each test crate uses some of them).
+#![allow(dead_code)]
+
+pub mod transparency;
 
 use std::path::Path;
 
