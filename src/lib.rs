@@ -12,6 +12,7 @@ pub mod engine;
 pub mod experiment;
 pub mod lab;
 pub mod model;
+pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod sim;

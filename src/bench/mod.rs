@@ -6,6 +6,7 @@ pub mod gather;
 pub mod lookup;
 pub mod simulate;
 pub mod storage;
+pub mod validate_plan;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
