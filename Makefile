@@ -31,7 +31,7 @@ export STRATA_PYTHON := $(PYTHON)
 TORCH_CARGO = VIRTUAL_ENV=$(TORCH_VENV) PATH="$(TORCH_VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH=1 $(CARGO)
 FEATURES := --features strata/torch
 
-.PHONY: run test build venv torch-venv fbgemm toolchain bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm clean
+.PHONY: run test build venv torch-venv fbgemm toolchain bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
 
 run: build venv
 	$(STRATA) run $(CONFIG)
@@ -87,6 +87,10 @@ bench-storage: toolchain
 
 bench-gather: build
 	$(STRATA) bench gather
+
+# This machine's hardware profile for the planner (docs/PLANNING.md).
+calibrate: build
+	$(STRATA) calibrate --out out/calibrate/profile.toml
 
 bench-lookup: build
 	$(STRATA) bench lookup --scale 0.01 --zipf 1.05 --device 0.02 --host 0.1 --window 4

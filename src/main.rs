@@ -1,8 +1,10 @@
 //! The `strata` command line: the policy lab (`simulate`, `gen-trace`, `run`), training
-//! data files from the synthetic stream (`gen-data`), capacity planning (`plan`) and the
-//! side-by-side benchmarks (`bench`).
+//! data files from the synthetic stream (`gen-data`), capacity planning (`plan`), the
+//! side-by-side benchmarks (`bench`) and the hardware profile of this machine
+//! (`calibrate`).
 
 mod bench;
+mod calibrate;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,6 +61,26 @@ enum Command {
     /// Benchmarks run side by side with a peer.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Measure this machine's tiers (host memory, device, storage, host-to-device link)
+    /// with the benchmarks' probes and write them as a hardware profile.
+    Calibrate {
+        /// The profile file to write.
+        #[arg(long, default_value = "out/calibrate/profile.toml")]
+        out: PathBuf,
+        /// Folder for the scratch table file (created and removed when missing): put it
+        /// on the drive the storage tier will use.
+        #[arg(long, default_value = "out/calibrate/scratch")]
+        dir: PathBuf,
+        /// Row width (floats) of the gathered and read rows.
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        /// Device tier to measure: auto (CUDA when present, else emulated), cuda or emulated.
+        #[arg(long, default_value = "auto")]
+        device: strata::engine::device::DeviceKind,
+        /// Run each probe briefly on small buffers and files (rough figures).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Create a storage-tier table file, streaming it to disk in bounded memory.
     InitTable {
         #[arg(long)]
@@ -514,6 +536,13 @@ fn main() -> ExitCode {
         Command::GenData(args) => gen_data(args),
         Command::Run { config, out } => run(&config, out.as_deref()),
         Command::Plan { config, out, validate } => plan(&config, out.as_deref(), validate),
+        Command::Calibrate { out, dir, dim, device, quick } => (|| {
+            let measured = calibrate::calibrate(&calibrate::CalibrateOptions { dir, dim, device, quick })?;
+            calibrate::write(&measured.profile, &out)?;
+            print!("{}", measured.summary);
+            println!("\nwrote {}", out.display());
+            Ok(())
+        })(),
         Command::InitTable { out, rows, dim, optimizer, init, seed, scale, force } => {
             if out.exists() && !force {
                 Err(anyhow::anyhow!("{}: already exists; pass --force to replace it", out.display()))

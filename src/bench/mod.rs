@@ -1,9 +1,11 @@
 //! The side-by-side benchmarks behind `strata bench`: each runs Strata next to a peer
-//! or a machine limit in the same run and prints the ratio.
+//! or a machine limit in the same run and prints the ratio; `probe` holds the
+//! measurements they share with `strata calibrate`.
 
 pub mod embedding;
 pub mod gather;
 pub mod lookup;
+pub mod probe;
 pub mod simulate;
 pub mod storage;
 pub mod validate_plan;

@@ -1,17 +1,16 @@
 //! `strata bench storage`: random single-row reads per second through each read path of
 //! a table file, next to fio's 4 KiB O_DIRECT io_uring random reads on the same file.
 
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use strata::engine::storage::format::Header;
 use strata::engine::storage::{ReadConfig, ReadPath, TableFile};
 use strata::engine::{RowInit, RowLayout};
+
+use super::probe::random_row_reads;
 
 pub struct StorageBench {
     pub file: PathBuf,
@@ -76,16 +75,7 @@ impl StorageBench {
 
     fn measure(&self, config: ReadConfig) -> Result<Measured> {
         let mut table = TableFile::open_with(&self.file, config)?;
-        drop_cached_pages(&table)?;
-        let rows = table.rows();
-        let mut rng = SmallRng::seed_from_u64(42);
-        let request: Vec<u64> = (0..self.reads).map(|_| rng.gen_range(0..rows)).collect();
-        let mut out = vec![0f32; self.batch * table.layout().floats()];
-        let started = Instant::now();
-        for chunk in request.chunks(self.batch) {
-            table.read_rows(chunk, &mut out[..chunk.len() * table.layout().floats()])?;
-        }
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = random_row_reads(&mut table, self.reads, self.batch, 42)?;
         let (label, io) = match table.read_path() {
             ReadPath::IoUring => (
                 format!("io_uring, depth {}", config.queue_depth),
@@ -143,16 +133,6 @@ impl StorageBench {
         }
         s
     }
-}
-
-/// Asks the kernel to drop the file's cached pages, so reads go to the device.
-fn drop_cached_pages(table: &TableFile) -> Result<()> {
-    // SAFETY: posix_fadvise only reads its integer arguments.
-    let rc = unsafe { libc::posix_fadvise(table.file().as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    if rc != 0 {
-        bail!("{}: posix_fadvise(DONTNEED): {}", table.path().display(), std::io::Error::from_raw_os_error(rc));
-    }
-    Ok(())
 }
 
 /// fio's read IOPS for 4 KiB O_DIRECT random reads through io_uring at `depth`.

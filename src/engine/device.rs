@@ -308,6 +308,11 @@ impl CudaSlab {
         self.slots * self.layout.bytes()
     }
 
+    /// Bytes of memory the whole device has.
+    pub fn device_memory_bytes(&self) -> Result<usize, TierError> {
+        self.compute.context().total_mem().map_err(driver("device memory size"))
+    }
+
     fn check(&self, what: &str, slots: &[u32], got: usize, per_row: usize) -> Result<(), TierError> {
         if got != slots.len() * per_row {
             return Err(cuda_error(format!("{what}: {got} floats for {} slots, expected {}", slots.len(), slots.len() * per_row)));
