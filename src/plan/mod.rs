@@ -221,11 +221,12 @@ pub fn plan(config: &PlanConfig) -> Result<PlanReport, PlanError> {
     Ok(model_rows(config, &hardware, &pass, &setups, &spec, table_rows))
 }
 
-/// Whether a set-up's per-tier split is the LRU curve itself: LRU with one tier, which
-/// is one LRU cache over every lookup. (With two tiers the host sees only the device's
-/// misses and is not an LRU over the whole stream: those are simulated.)
+/// Whether a set-up's per-tier split is read off the LRU curve exactly: LRU with one
+/// tier (one LRU cache over every lookup), or exclusive LRU (one LRU stack cut in two,
+/// tests/plan.rs checks it). Inclusive LRU with two tiers is simulated: the host sees
+/// only the device's misses, so it is not an LRU over the stream.
 fn read_off_curve(setup: &TwoLevelConfig) -> bool {
-    setup.policy == PolicyConfig::Lru && (setup.device_rows == 0 || setup.host_rows == 0)
+    setup.policy == PolicyConfig::Lru && (setup.device_rows == 0 || setup.host_rows == 0 || setup.hierarchy == Hierarchy::Exclusive)
 }
 
 /// The counts of `counted` lookups split as the LRU curve says.
