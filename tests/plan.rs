@@ -80,7 +80,7 @@ fn exact_lru_curves_equal_the_simulator_at_every_capacity_per_table_and_over_all
     for seed in [1, 2] {
         let layout = TableLayout::new(vec![40, 150, 400], vec![1, 2, 3]);
         let trace = multi_table_trace(&layout, 2500, seed);
-        let spec = PassSpec { layout: Some(layout.clone()), sample_rate: 1.0, simulate_rate: 1.0, setups: Vec::new(), count_from: 0, threads: 2 };
+        let spec = PassSpec { layout: Some(layout.clone()), sample_rate: 1.0, simulate_rate: 1.0, setups: Vec::new(), count_from: 0, batch_lookups: 600, threads: 2 };
         let pass = spec.run(keys(&trace).as_mut(), None).expect("pass runs");
         assert_eq!(pass.requests, trace.len() as u64);
         // All tables together: the pass's keys are the global rows.
@@ -130,7 +130,7 @@ fn shards_curves_stay_within_the_stated_bound_on_zipf_traces() {
 }
 
 /// Per-tier hits and misses of the engine serving `trace` in batches.
-fn engine_counts(trace: &[u64], rows: u64, setup: &TwoLevelConfig) -> (u64, u64, u64, u64) {
+fn engine_counts(trace: &[u64], rows: u64, setup: &TwoLevelConfig) -> (u64, u64, u64, u64, u64) {
     let optimizer = Optimizer::Sgd { lr: 0.1 };
     let layout = RowLayout::new(4, &optimizer);
     let config = TableConfig {
@@ -152,7 +152,7 @@ fn engine_counts(trace: &[u64], rows: u64, setup: &TwoLevelConfig) -> (u64, u64,
     let stats = table.stats();
     let (dh, dm) = stats.device.map_or((0, 0), |d| (d.hits, d.misses));
     let (hh, hm) = stats.host.map_or((0, 0), |h| (h.hits, h.misses));
-    (dh, dm, hh, hm)
+    (dh, dm, hh, hm, stats.bytes_store_to_host / layout.bytes() as u64)
 }
 
 #[test]
@@ -162,12 +162,12 @@ fn two_level_replay_counts_what_the_engine_counts_per_tier() {
     let policies = ["lru", "fifo", "clock", "s3fifo", "sieve", "tinylfu", "arc", "static:5000"];
     for name in policies {
         for hierarchy in [Hierarchy::Inclusive, Hierarchy::Exclusive] {
-            for (device_rows, host_rows) in [(50, 400), (200, 200), (300, 0), (0, 500)] {
+            for (device_rows, host_rows) in [(50, 400), (200, 200), (300, 0), (0, 500), (0, 0)] {
                 let setup = TwoLevelConfig { policy: PolicyConfig::from_name(name).unwrap(), device_rows, host_rows, hierarchy };
-                let mut sim = TwoLevel::new(&setup).unwrap();
+                let mut sim = TwoLevel::new(&setup).unwrap().batches_of(97);
                 sim.replay_ids(&trace, 0);
                 let c = sim.counts();
-                let (dh, dm, hh, hm) = engine_counts(&trace, rows, &setup);
+                let (dh, dm, hh, hm, store_reads) = engine_counts(&trace, rows, &setup);
                 let what = format!("{name} {hierarchy:?} device {device_rows} host {host_rows}");
                 assert_eq!(c.lookups, trace.len() as u64, "{what}");
                 assert_eq!(c.device_hits, dh, "{what}: device hits");
@@ -175,6 +175,14 @@ fn two_level_replay_counts_what_the_engine_counts_per_tier() {
                     assert_eq!(c.lookups - c.device_hits, dm, "{what}: device misses");
                 }
                 assert_eq!((c.host_hits, c.host_lookups - c.host_hits), (hh, hm), "{what}: host hits, misses");
+                // The engine also re-reads the rows its batch pushed out of memory before
+                // pooling them (up to 6% here, where the tiers hold only a few batches'
+                // rows): the replay's store reads are a little below. (Policies that
+                // refuse rows, W-TinyLFU and static placement, re-read more: their store
+                // reads are not checked here; docs/PLANNING.md.)
+                if !matches!(name, "tinylfu" | "static:5000") {
+                    assert!(c.store_reads <= store_reads && store_reads as f64 <= c.store_reads as f64 * 1.1 + 2.0, "{what}: rows read from the store: {} vs {store_reads}", c.store_reads);
+                }
             }
         }
     }

@@ -41,6 +41,8 @@ pub struct PassSpec {
     pub setups: Vec<TwoLevelConfig>,
     /// Lookups before this stream position warm the set-ups up uncounted.
     pub count_from: u64,
+    /// Lookups per batch (the store reads a batch's rows once).
+    pub batch_lookups: u64,
     /// Worker threads (at least 1).
     pub threads: usize,
 }
@@ -177,7 +179,7 @@ impl PassSpec {
             for group in members.chunks(4) {
                 let setups = group
                     .iter()
-                    .map(|&i| Ok(TwoLevel::sampled(&self.setups[i], sampler)?.count_from(self.count_from)))
+                    .map(|&i| Ok(TwoLevel::sampled(&self.setups[i], sampler)?.count_from(self.count_from).batches_of(self.batch_lookups)))
                     .collect::<Result<Vec<_>, PolicyConfigError>>()?;
                 order.extend_from_slice(group);
                 work.push(Work::Setups { sampler, setups, kept: Vec::new() });

@@ -207,6 +207,7 @@ pub fn plan(config: &PlanConfig) -> Result<PlanReport, PlanError> {
         simulate_rate: config.simulate_rate(),
         setups: simulated,
         count_from: config.count_from(),
+        batch_lookups: config.lookups_per_batch(),
         threads,
     };
     let pass = spec.run(config.workload.open()?.as_mut(), config.known_requests())?;
@@ -226,7 +227,8 @@ pub fn plan(config: &PlanConfig) -> Result<PlanReport, PlanError> {
 /// tests/plan.rs checks it). Inclusive LRU with two tiers is simulated: the host sees
 /// only the device's misses, so it is not an LRU over the stream.
 fn read_off_curve(setup: &TwoLevelConfig) -> bool {
-    setup.policy == PolicyConfig::Lru && (setup.device_rows == 0 || setup.host_rows == 0 || setup.hierarchy == Hierarchy::Exclusive)
+    let tiers = (setup.device_rows > 0) as u8 + (setup.host_rows > 0) as u8;
+    setup.policy == PolicyConfig::Lru && (tiers == 1 || (tiers == 2 && setup.hierarchy == Hierarchy::Exclusive))
 }
 
 /// The counts of `counted` lookups split as the LRU curve says.
@@ -234,7 +236,10 @@ fn lru_curve_counts(curve: &strata_policies::mrc::StackDistances, setup: &TwoLev
     let (device, host) = lru_curve_shares(curve, setup);
     let device_hits = (device * counted as f64).round() as u64;
     let host_lookups = if setup.host_rows > 0 { counted - device_hits } else { 0 };
-    TierCounts { lookups: counted, device_hits, host_lookups, host_hits: ((host * counted as f64).round() as u64).min(host_lookups) }
+    let host_hits = ((host * counted as f64).round() as u64).min(host_lookups);
+    // A one-tier or exclusive LRU cache admits every row, so a row read from the store
+    // is a hit for the rest of its batch: each store lookup is one read.
+    TierCounts { lookups: counted, device_hits, host_lookups, host_hits, store_reads: counted - device_hits - host_hits }
 }
 
 fn model_rows(config: &PlanConfig, hardware: &[config::Hardware], pass: &PassResult, setups: &[SetupCounts], spec: &PassSpec, table_rows: u64) -> PlanReport {

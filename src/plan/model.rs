@@ -63,7 +63,7 @@ pub fn batch_time(shape: &BatchShape, counts: &TierCounts, hw: &HardwareProfile)
     let n = shape.lookups as f64;
     let device_rows = n * counts.device_share();
     let host_rows = n * counts.host_share();
-    let store_rows = n * counts.store_share().max(0.0);
+    let store_rows = n * counts.store_reads_per_lookup();
     // Store rows are staged in host memory and pooled from there; every row the device
     // does not hold crosses the link to it.
     let crossing = host_rows + store_rows;

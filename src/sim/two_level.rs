@@ -30,6 +30,8 @@ pub struct TierCounts {
     pub host_lookups: u64,
     /// Lookups the host tier hit.
     pub host_hits: u64,
+    /// Rows read from the store: the store's lookups, each row once per batch.
+    pub store_reads: u64,
 }
 
 impl TierCounts {
@@ -46,6 +48,12 @@ impl TierCounts {
     /// Fraction of all lookups served by the store.
     pub fn store_share(&self) -> f64 {
         1.0 - self.device_share() - self.host_share()
+    }
+
+    /// Rows read from the store per lookup (below the store share when a batch looks
+    /// up one stored row more than once).
+    pub fn store_reads_per_lookup(&self) -> f64 {
+        self.store_reads as f64 / self.lookups.max(1) as f64
     }
 
     /// The host's hit ratio as the engine counts it: of the lookups that reached it.
@@ -113,6 +121,11 @@ pub struct TwoLevel {
     /// Lookups before this stream position fill the tiers but are not counted.
     count_from: u64,
     counts: TierCounts,
+    /// Lookups per batch (the store reads a batch's rows once), the batch being
+    /// replayed, and the store rows it has read.
+    batch_lookups: u64,
+    batch: u64,
+    read_in_batch: rustc_hash::FxHashSet<u64>,
 }
 
 impl TwoLevel {
@@ -132,12 +145,21 @@ impl TwoLevel {
             host: SimTier::new(&policy, sampler.scale_capacity(config.host_rows))?,
             count_from: 0,
             counts: TierCounts::default(),
+            batch_lookups: u64::MAX,
+            batch: 0,
+            read_in_batch: Default::default(),
         })
     }
 
     /// Lookups before stream position `position` warm the tiers up without being counted.
     pub fn count_from(mut self, position: u64) -> Self {
         self.count_from = position;
+        self
+    }
+
+    /// Lookups come in batches of `lookups` (default: one endless batch).
+    pub fn batches_of(mut self, lookups: u64) -> Self {
+        self.batch_lookups = lookups.max(1);
         self
     }
 
@@ -168,6 +190,7 @@ impl TwoLevel {
         let shift = expected - c.lookups as i64;
         let add = |x: u64| (x as i64 + shift).max(0) as u64;
         let mut adjusted = TierCounts { lookups: expected.max(0) as u64, ..c };
+        // The credited lookups are memory hits: the store's reads stay as counted.
         if self.device.is_some() {
             adjusted.device_hits = add(c.device_hits).min(adjusted.lookups);
         } else if self.host.is_some() {
@@ -197,7 +220,8 @@ impl TwoLevel {
     }
 
     /// One lookup, as `TieredTable::touch` places it.
-    fn lookup(&mut self, req: Request) {
+    /// Returns whether the store served it.
+    fn place(&mut self, req: Request) -> bool {
         let counted = req.time >= self.count_from;
         let c = &mut self.counts;
         c.lookups += u64::from(counted);
@@ -206,8 +230,9 @@ impl TwoLevel {
                 let hit = host.touch(&req);
                 c.host_lookups += u64::from(counted);
                 c.host_hits += u64::from(counted && hit);
+                return !hit;
             }
-            return;
+            return true;
         };
         let access = device.policy.access(&req);
         let arrives = access.hit && !device.resident(req.id);
@@ -223,19 +248,19 @@ impl TwoLevel {
             }
         }
         if device_hit {
-            return;
+            return false;
         }
         let Some(host) = self.host.as_mut() else {
             if access.inserted || arrives {
                 device.mark(req.id, true);
             }
-            return;
+            return true;
         };
         c.host_lookups += u64::from(counted);
         if !access.inserted && !arrives {
             let hit = host.touch(&req);
             c.host_hits += u64::from(counted && hit);
-            return;
+            return !hit;
         }
         device.mark(req.id, true);
         let hit = match self.config.hierarchy {
@@ -250,6 +275,21 @@ impl TwoLevel {
             }
         };
         c.host_hits += u64::from(counted && hit);
+        !hit
+    }
+
+    /// One lookup: placed, and when the store serves it, counted as a store read unless
+    /// its batch already read that row (the engine reads a batch's rows once).
+    fn lookup(&mut self, req: Request) {
+        let from_store = self.place(req);
+        if from_store && req.time >= self.count_from {
+            let batch = req.time / self.batch_lookups;
+            if batch != self.batch {
+                self.batch = batch;
+                self.read_in_batch.clear();
+            }
+            self.counts.store_reads += u64::from(self.read_in_batch.insert(req.id));
+        }
     }
 }
 
