@@ -81,29 +81,71 @@ pub struct PassResult {
 enum Work {
     All(StackDistances),
     Tables { layout: TableLayout, curves: Vec<StackDistances> },
-    Setups { sampler: SpatialSampler, setups: Vec<TwoLevel>, kept: Vec<Request> },
+    /// Set-ups replaying the kept lookups of `streams[stream]`.
+    Setups { stream: usize, setups: Vec<TwoLevel> },
+}
+
+/// The lookups of each chunk that one sampler keeps, their rows renumbered densely in
+/// first-seen order (so the policies' per-row arrays grow with the kept rows, not with
+/// the whole id space). Filled once per chunk for every set-up sharing the rate.
+struct SampledStream {
+    sampler: SpatialSampler,
+    remap: Option<KeyRemapper>,
+    kept_ids: Vec<u64>,
+    dense: Vec<u64>,
+    kept: Vec<Request>,
+}
+
+impl SampledStream {
+    fn new(sampler: SpatialSampler) -> Self {
+        let remap = (!sampler.keeps_all()).then(KeyRemapper::new);
+        SampledStream { sampler, remap, kept_ids: Vec::new(), dense: Vec::new(), kept: Vec::new() }
+    }
+
+    fn fill(&mut self, ids: &[u64], start: u64) {
+        self.kept.clear();
+        let Some(remap) = self.remap.as_mut() else {
+            self.kept.extend(ids.iter().enumerate().map(|(i, &id)| Request { id, time: start + i as u64, next_access: NEVER }));
+            return;
+        };
+        self.kept_ids.clear();
+        let mut times = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            if self.sampler.keeps(id) {
+                self.kept_ids.push(id);
+                times.push(start + i as u64);
+            }
+        }
+        remap.map_chunk(self.kept_ids.iter().copied(), &mut self.dense);
+        self.kept.extend(self.dense.iter().zip(times).map(|(&id, time)| Request { id, time, next_access: NEVER }));
+    }
 }
 
 impl Work {
     /// Runs the lookups `ids`, the first at stream position `start`; curves restart
     /// their counts at position `count_from` (the set-ups skip those lookups themselves).
-    fn run(&mut self, ids: &[u64], start: u64, count_from: u64) {
+    fn run(&mut self, ids: &[u64], start: u64, count_from: u64, streams: &[SampledStream]) {
+        if let Work::Setups { stream, setups } = self {
+            let kept = &streams[*stream].kept;
+            setups.iter_mut().for_each(|s| s.replay(kept));
+            return;
+        }
         let is_curve = !matches!(self, Work::Setups { .. });
         if is_curve && count_from > 0 && (start..start + ids.len() as u64).contains(&count_from) {
             let split = (count_from - start) as usize;
-            self.feed(&ids[..split], start);
+            self.feed(&ids[..split]);
             match self {
                 Work::All(curve) => curve.restart_counts(),
                 Work::Tables { curves, .. } => curves.iter_mut().for_each(StackDistances::restart_counts),
                 Work::Setups { .. } => {}
             }
-            self.feed(&ids[split..], count_from);
+            self.feed(&ids[split..]);
         } else {
-            self.feed(ids, start);
+            self.feed(ids);
         }
     }
 
-    fn feed(&mut self, ids: &[u64], start: u64) {
+    fn feed(&mut self, ids: &[u64]) {
         match self {
             Work::All(curve) => ids.iter().for_each(|&id| curve.access(id)),
             Work::Tables { layout, curves } => {
@@ -113,16 +155,7 @@ impl Work {
                     curves[table].access(id - offsets[table]);
                 }
             }
-            Work::Setups { sampler, setups, kept } => {
-                kept.clear();
-                kept.extend(
-                    ids.iter()
-                        .enumerate()
-                        .filter(|(_, &id)| sampler.keeps(id))
-                        .map(|(i, &id)| Request { id, time: start + i as u64, next_access: NEVER }),
-                );
-                setups.iter_mut().for_each(|s| s.replay(kept));
-            }
+            Work::Setups { .. } => unreachable!("set-ups replay their sampled stream"),
         }
     }
 }
@@ -174,15 +207,18 @@ impl PassSpec {
             }
         }
         let mut order = Vec::new();
+        let mut streams = Vec::new();
         for (key, members) in by_rate {
             let sampler = SpatialSampler::new(f64::from_bits(key));
+            let stream = streams.len();
+            streams.push(SampledStream::new(sampler));
             for group in members.chunks(4) {
                 let setups = group
                     .iter()
                     .map(|&i| Ok(TwoLevel::sampled(&self.setups[i], sampler)?.count_from(self.count_from).batches_of(self.batch_lookups)))
                     .collect::<Result<Vec<_>, PolicyConfigError>>()?;
                 order.extend_from_slice(group);
-                work.push(Work::Setups { sampler, setups, kept: Vec::new() });
+                work.push(Work::Setups { stream, setups });
             }
         }
         let work: Vec<Mutex<Work>> = work.into_iter().map(Mutex::new).collect();
@@ -216,11 +252,13 @@ impl PassSpec {
             });
             for ids in receive {
                 let ids = ids?;
+                streams.iter_mut().for_each(|s| s.fill(&ids, position));
+                let streams = &streams;
                 let next = AtomicUsize::new(0);
                 let run = || loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(unit) = work.get(i) else { break };
-                    unit.lock().expect("a worker panicked").run(&ids, position, self.count_from);
+                    unit.lock().expect("a worker panicked").run(&ids, position, self.count_from, streams);
                 };
                 std::thread::scope(|inner| {
                     for _ in 1..threads {

@@ -58,6 +58,19 @@ pub fn gather_seconds(tier: &TierProfile, rows: f64, bytes: u64) -> f64 {
     (rows / tier.iops).max(rows * bytes as f64 / (tier.bandwidth_gbps * 1e9))
 }
 
+/// Seconds for the store to read `rows` random rows of `row_bytes`: each is one random
+/// read of the pages it spans, at the drive's random-read rate (`iops`, measured as
+/// 4 KiB reads); the sequential bandwidth binds only rows spanning several pages.
+pub fn store_read_seconds(storage: &TierProfile, rows: f64, row_bytes: u64) -> f64 {
+    let pages = row_bytes.div_ceil(STORE_PAGE_BYTES).max(1);
+    let by_reads = rows / storage.iops;
+    if pages == 1 {
+        by_reads
+    } else {
+        by_reads.max(rows * (pages * STORE_PAGE_BYTES) as f64 / (storage.bandwidth_gbps * 1e9))
+    }
+}
+
 /// The predicted time of one batch whose lookups `counts` splits across the tiers.
 pub fn batch_time(shape: &BatchShape, counts: &TierCounts, hw: &HardwareProfile) -> BatchTime {
     let n = shape.lookups as f64;
@@ -72,11 +85,7 @@ pub fn batch_time(shape: &BatchShape, counts: &TierCounts, hw: &HardwareProfile)
     } else {
         0.0
     };
-    let storage = if store_rows > 0.0 {
-        hw.storage.latency_us * 1e-6 + gather_seconds(&hw.storage, store_rows, STORE_PAGE_BYTES)
-    } else {
-        0.0
-    };
+    let storage = if store_rows > 0.0 { hw.storage.latency_us * 1e-6 + store_read_seconds(&hw.storage, store_rows, shape.row_bytes) } else { 0.0 };
     BatchTime {
         engine: n * shape.engine_ns_per_lookup * 1e-9,
         device: gather_seconds(&hw.device, device_rows, shape.value_bytes),
