@@ -97,14 +97,7 @@ impl LabConfig {
         let config_error = |message: String| LabError::Config { path: path.to_path_buf(), message };
         let config: LabConfig = crate::config::parse_toml(path, text)?;
         config.simulation(Path::new(".")).map_err(&config_error)?;
-        match &config.trace {
-            TraceSpec::Synthetic { synthetic, .. } => synthetic.validate().map_err(|e| config_error(e.to_string()))?,
-            TraceSpec::File { criteo_scale, .. } => {
-                if let Err(why) = crate::data::TableLayout::check_criteo_scale(*criteo_scale) {
-                    return Err(config_error(format!("trace.criteo_scale {why}")));
-                }
-            }
-        }
+        config.trace.check("trace").map_err(config_error)?;
         Ok(config)
     }
 
@@ -144,13 +137,48 @@ impl LabConfig {
 
     /// Opens the configured trace from its start.
     pub fn open_trace(&self) -> Result<Box<dyn KeySource>, TraceError> {
-        match &self.trace {
+        self.trace.open()
+    }
+}
+
+impl TraceSpec {
+    /// Checks the generator settings or the Criteo scale; `table` names the config
+    /// table in the message (`trace`, `workload`).
+    pub fn check(&self, table: &str) -> Result<(), String> {
+        match self {
+            TraceSpec::Synthetic { synthetic, .. } => synthetic.validate().map_err(|e| format!("{table}.{e}")),
+            TraceSpec::File { criteo_scale, .. } => {
+                TableLayout::check_criteo_scale(*criteo_scale).map_err(|why| format!("{table}.criteo_scale {why}"))
+            }
+        }
+    }
+
+    /// Opens the trace from its start (the spec must have passed [`TraceSpec::check`]).
+    pub fn open(&self) -> Result<Box<dyn KeySource>, TraceError> {
+        match self {
             TraceSpec::Synthetic { requests, synthetic } => Ok(Box::new(
                 SyntheticTrace::new(synthetic, *requests).expect("validated when the config was loaded"),
             )),
-            TraceSpec::File { path, format, criteo_scale } => {
-                let format = format.unwrap_or_else(|| TraceFormat::from_path(path));
-                format.open(path, TableLayout::criteo(*criteo_scale, false).rows())
+            TraceSpec::File { path, criteo_scale, .. } => self.format().expect("a file").open(path, TableLayout::criteo(*criteo_scale, false).rows()),
+        }
+    }
+
+    /// A file trace's format, given or guessed from its name.
+    pub fn format(&self) -> Option<TraceFormat> {
+        match self {
+            TraceSpec::Synthetic { .. } => None,
+            TraceSpec::File { path, format, .. } => Some(format.unwrap_or_else(|| TraceFormat::from_path(path))),
+        }
+    }
+
+    /// The tables the trace's keys are global rows of: the generator's layout, or the
+    /// Criteo layout of a Criteo TSV file; `None` for a plain key trace (txt,
+    /// oracleGeneral), whose keys are only names.
+    pub fn layout(&self) -> Option<TableLayout> {
+        match self {
+            TraceSpec::Synthetic { synthetic, .. } => Some(synthetic.layout()),
+            TraceSpec::File { criteo_scale, .. } => {
+                (self.format() == Some(TraceFormat::CriteoTsv)).then(|| TableLayout::criteo(*criteo_scale, false))
             }
         }
     }

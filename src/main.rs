@@ -1,6 +1,7 @@
 //! The `strata` command line: the policy lab (`simulate`, `gen-trace`, `run`), training
-//! data files from the synthetic stream (`gen-data`), the side-by-side benchmarks
-//! (`bench`) and the hardware profile of this machine (`calibrate`).
+//! data files from the synthetic stream (`gen-data`), capacity planning (`plan`), the
+//! side-by-side benchmarks (`bench`) and the hardware profile of this machine
+//! (`calibrate`).
 
 mod bench;
 mod calibrate;
@@ -43,6 +44,19 @@ enum Command {
         /// Output folder (default: the config's `output.dir`).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Plan tier capacities: the cheapest device/host sizes and policies that meet a
+    /// throughput target, and the Pareto front of cost against throughput.
+    Plan {
+        /// The plan config, e.g. configs/plan.toml.
+        config: PathBuf,
+        /// Output folder (default: the config's `output.dir`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also run the engine on a few of the planned configurations and print
+        /// predicted against measured hit ratios and throughput.
+        #[arg(long)]
+        validate: bool,
     },
     /// Benchmarks run side by side with a peer.
     #[command(subcommand)]
@@ -457,6 +471,24 @@ fn init_table(out: &Path, rows: u64, dim: usize, optimizer: &str, init: &str, se
     Ok(())
 }
 
+/// `strata plan`: the plan's reports, and with `validate` the engine's check of it.
+fn plan(path: &Path, out: Option<&Path>, validate: bool) -> Result<()> {
+    let config = strata::plan::PlanConfig::load(path)?;
+    let report = strata::plan::plan(&config)?;
+    let dir = out.unwrap_or(&config.output.dir);
+    strata::plan::write_reports(&report, &config, dir)?;
+    print!("{}", strata::plan::markdown(&report));
+    if validate {
+        let checks = bench::validate_plan::run(&config, &report)?;
+        let text = bench::validate_plan::markdown(&report, &checks);
+        println!();
+        print!("{text}");
+        report::write_file(&dir.join("validate.json"), serde_json::to_string_pretty(&checks)?.as_bytes())?;
+    }
+    eprintln!("reports in {}", dir.display());
+    Ok(())
+}
+
 /// Runs a config: a training experiment when it has a `[model]` section, else the
 /// policy lab.
 fn run(path: &Path, out: Option<&Path>) -> Result<()> {
@@ -505,6 +537,7 @@ fn main() -> ExitCode {
         Command::GenTrace(args) => gen_trace(args),
         Command::GenData(args) => gen_data(args),
         Command::Run { config, out } => run(&config, out.as_deref()),
+        Command::Plan { config, out, validate } => plan(&config, out.as_deref(), validate),
         Command::Calibrate { out, dir, dim, device, quick } => (|| {
             let measured = calibrate::calibrate(&calibrate::CalibrateOptions { dir, dim, device, quick })?;
             calibrate::write(&measured.profile, &out)?;

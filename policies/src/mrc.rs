@@ -26,8 +26,8 @@ pub struct StackDistances {
     cold_misses: u64,
     sampled_requests: u64,
     requests: u64,
-    /// Spatial sampling: a row is tracked when `hash(id) % MODULUS < threshold`.
-    threshold: u64,
+    /// Spatial sampling: which rows are tracked.
+    sampler: SpatialSampler,
 }
 
 const MODULUS: u64 = 1 << 24;
@@ -39,10 +39,52 @@ fn hash(id: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// SHARDS spatial sampling: a row is kept when `hash(id) % 2^24 < threshold`, so a
+/// kept row keeps every one of its requests, and a cache of `c` rows over the kept
+/// rows behaves like one of `c / rate` rows over all of them. Shared by the sampled
+/// LRU curve and the planner's sampled policy simulations, so both see the same rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpatialSampler {
+    threshold: u64,
+}
+
+impl SpatialSampler {
+    /// Keeps about `rate` (clamped into (0, 1]) of the rows; 1.0 keeps every row.
+    pub fn new(rate: f64) -> Self {
+        SpatialSampler { threshold: ((rate.clamp(0.0, 1.0) * MODULUS as f64).round() as u64).clamp(1, MODULUS) }
+    }
+
+    /// The sampling rate actually used (1.0 when every row is kept).
+    pub fn rate(&self) -> f64 {
+        self.threshold as f64 / MODULUS as f64
+    }
+
+    /// Whether every row is kept.
+    pub fn keeps_all(&self) -> bool {
+        self.threshold == MODULUS
+    }
+
+    /// Whether the requests of row `id` are kept.
+    #[inline]
+    pub fn keeps(&self, id: u64) -> bool {
+        self.keeps_all() || hash(id) % MODULUS < self.threshold
+    }
+
+    /// A capacity of `rows` over all rows scaled to the kept rows (at least one row
+    /// when `rows` is not 0).
+    pub fn scale_capacity(&self, rows: u64) -> u64 {
+        if rows == 0 {
+            0
+        } else {
+            ((rows as f64 * self.rate()).round() as u64).max(1)
+        }
+    }
+}
+
 impl StackDistances {
     /// Exact distances: every request is tracked.
     pub fn exact() -> Self {
-        Self::with_threshold(MODULUS)
+        Self::with_sampler(SpatialSampler::new(1.0))
     }
 
     /// SHARDS sampling at `rate` in (0, 1]: only rows whose hash falls below the rate
@@ -50,11 +92,10 @@ impl StackDistances {
     /// `capacity * rate` is below about 100 rows rest on few sampled rows and can be
     /// off by several points of miss ratio.
     pub fn sampled(rate: f64) -> Self {
-        let threshold = ((rate.clamp(0.0, 1.0) * MODULUS as f64).round() as u64).clamp(1, MODULUS);
-        Self::with_threshold(threshold)
+        Self::with_sampler(SpatialSampler::new(rate))
     }
 
-    fn with_threshold(threshold: u64) -> Self {
+    fn with_sampler(sampler: SpatialSampler) -> Self {
         let slots = 1024;
         StackDistances {
             last_slot: Vec::new(),
@@ -66,13 +107,18 @@ impl StackDistances {
             cold_misses: 0,
             sampled_requests: 0,
             requests: 0,
-            threshold,
+            sampler,
         }
     }
 
     /// The sampling rate actually used (1.0 when exact).
     pub fn rate(&self) -> f64 {
-        self.threshold as f64 / MODULUS as f64
+        self.sampler.rate()
+    }
+
+    /// Distinct rows seen, estimated from the sampled ones (exact when not sampling).
+    pub fn distinct_rows(&self) -> u64 {
+        (self.live as f64 / self.rate()).round() as u64
     }
 
     /// Requests seen, sampled or not.
@@ -124,7 +170,7 @@ impl StackDistances {
     /// Records one request for dense id `id`.
     pub fn access(&mut self, id: u64) {
         self.requests += 1;
-        if self.threshold < MODULUS && hash(id) % MODULUS >= self.threshold {
+        if !self.sampler.keeps(id) {
             return;
         }
         self.sampled_requests += 1;
@@ -157,6 +203,15 @@ impl StackDistances {
         self.fenwick_add(slot, 1);
     }
 
+    /// Forgets the counts so far but not the stack: later requests are counted with
+    /// their true distances, as in a cache warmed up by the requests before.
+    pub fn restart_counts(&mut self) {
+        self.histogram.iter_mut().for_each(|h| *h = 0);
+        self.cold_misses = 0;
+        self.sampled_requests = 0;
+        self.requests = 0;
+    }
+
     /// LRU miss ratios at each capacity (in rows), in the order given.
     pub fn miss_ratios(&self, capacities: &[u64]) -> Vec<f64> {
         if self.requests == 0 {
@@ -174,7 +229,7 @@ impl StackDistances {
                 let limit = ((capacity as f64 * rate).round() as usize).min(self.histogram.len());
                 let hits: u64 = self.histogram[..limit].iter().sum();
                 let misses = self.cold_misses + (total - hits);
-                if self.threshold == MODULUS {
+                if self.sampler.keeps_all() {
                     misses as f64 / self.requests as f64
                 } else {
                     (misses as f64 / expected.max(1.0)).clamp(0.0, 1.0)

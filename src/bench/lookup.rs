@@ -61,7 +61,7 @@ impl LookupBench {
 
     /// Creates the table file when it is missing; an existing file must have the
     /// benchmark's shape (it is never overwritten).
-    fn table_file(&self, rows: u64, layout: RowLayout) -> Result<()> {
+    pub fn table_file(&self, rows: u64, layout: RowLayout) -> Result<()> {
         if !self.file.exists() {
             eprintln!("creating {} ({rows} rows, dim {})", self.file.display(), layout.dim);
             TableFile::create(&self.file, rows, layout, RowInit::Uniform { seed: 7, scale: 0.05 })
@@ -84,7 +84,7 @@ impl LookupBench {
     }
 
     /// Serves warm-up then timed batches through a tiered table; returns the timed part.
-    fn run_tiered(&self, name: &str, config: &TableConfig, window: usize, preload: bool) -> Result<SetupResult> {
+    pub fn run_tiered(&self, name: &str, config: &TableConfig, window: usize, preload: bool) -> Result<SetupResult> {
         let store = TableFile::open(&self.file, self.read_path)?;
         let rows = store.rows();
         let mut table = TieredTable::new(config, Box::new(store))?;

@@ -8,6 +8,7 @@ pub mod lookup;
 pub mod probe;
 pub mod simulate;
 pub mod storage;
+pub mod validate_plan;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use plot::{plot_bars, plot_curves, plot_series};
+pub use plot::{plot_bars, plot_curves, plot_series, plot_tradeoff};
 
 use crate::sim::SimulationReport;
 

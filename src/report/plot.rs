@@ -1,5 +1,6 @@
 //! SVG plots (plotters): miss ratio against capacity (one line per policy), named line
-//! series (training loss), and grouped horizontal bars (throughput, hit ratios, latency).
+//! series (training loss), grouped horizontal bars (throughput, hit ratios, latency),
+//! and a trade-off scatter with its Pareto front (the capacity plan).
 
 use std::path::Path;
 
@@ -106,6 +107,63 @@ pub fn plot_series(series: &[(String, Vec<(f64, f64)>)], title: &str, x_desc: &s
         .map_err(|e| err(&e))?;
     chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| err(&e))?;
     draw_lines(&mut chart, series, false, path)?;
+    root.present().map_err(|e| err(&e))
+}
+
+/// Draws a trade-off into the SVG file at `path`: named clouds of `(x, y)` points (one
+/// colour each), the front through the best of them as a black line, and an optional
+/// horizontal `target` line.
+pub fn plot_tradeoff(
+    clouds: &[(String, Vec<(f64, f64)>)],
+    front: &[(f64, f64)],
+    target: Option<f64>,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    path: &Path,
+) -> Result<(), ReportError> {
+    let err = |e: &dyn std::fmt::Display| ReportError::new(path, format!("plotting failed: {e}"));
+    let points = || clouds.iter().flat_map(|(_, p)| p.iter().copied()).chain(front.iter().copied()).filter(|p| p.0.is_finite() && p.1.is_finite());
+    let x_max = points().map(|p| p.0).fold(0.0, f64::max) * 1.05 + 1e-9;
+    let y_max = points().map(|p| p.1).chain(target).fold(0.0, f64::max) * 1.1 + 1e-9;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| err(&e))?;
+    for (i, (name, cloud)) in clouds.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(cloud.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| err(&e))?
+            .label(name.clone())
+            .legend(move |(x, y)| Circle::new((x + 9, y), 3, color.filled()));
+    }
+    let mut lines = vec![("Pareto front".to_string(), front.to_vec())];
+    if let Some(t) = target {
+        lines.push(("target".to_string(), vec![(0.0, t), (x_max, t)]));
+    }
+    // The front and target lines after the clouds' colours, in black and grey.
+    for (j, (name, line)) in lines.iter().enumerate() {
+        let color = if j == 0 { BLACK } else { RGBColor(127, 127, 127) };
+        chart
+            .draw_series(LineSeries::new(line.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
 }
 

@@ -1,8 +1,10 @@
 //! The policy lab's trace simulator: streams a trace once, maps its keys to dense ids,
 //! and replays every (policy, capacity) pair on each chunk, with exact or sampled LRU
-//! miss-ratio curves from the same pass.
+//! miss-ratio curves from the same pass; and the engine's two-level cache replayed
+//! without rows (`TwoLevel`), for the capacity planner.
 
 mod capacity;
+mod two_level;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,6 +14,7 @@ use strata_policies::mrc::StackDistances;
 use strata_policies::{replay, Admission, AdmissionConfig, EvictionPolicy, PolicyConfig, ReplayStats, Request};
 
 pub use capacity::{parse_capacities, Capacity};
+pub use two_level::{TierCounts, TwoLevel, TwoLevelConfig};
 
 use crate::progress::Progress;
 use crate::trace::{KeyRemapper, KeySource, OracleGeneralWriter, TraceError, TraceRecord, CHUNK};

@@ -29,8 +29,8 @@ pub struct TraceRecord {
     pub next_access: u64,
 }
 
-/// Something that yields trace records in order, a chunk at a time.
-pub trait KeySource {
+/// Something that yields trace records in order, a chunk at a time (on any thread).
+pub trait KeySource: Send {
     /// Clears `out` and fills it with up to `max` records; an empty `out` means the end.
     fn next_chunk(&mut self, out: &mut Vec<TraceRecord>, max: usize) -> Result<(), TraceError>;
     /// Whether the records carry real `next_access` values.

@@ -1,0 +1,151 @@
+//! The planner's throughput and cost model: per-tier shares of the lookups, bytes per
+//! row, the batch and a hardware profile give the time of one batch (with and without
+//! the storage reads overlapped), hence lookups/s and samples/s; tier sizes and prices
+//! give the cost. Also the Pareto front of cost against throughput.
+
+use serde::Serialize;
+
+use super::profile::{HardwareProfile, TierProfile};
+use crate::sim::TierCounts;
+
+/// Bytes the store reads for one row: a whole page (rows are packed into 4 KiB pages
+/// and read with O_DIRECT, docs/FORMATS.md).
+pub const STORE_PAGE_BYTES: u64 = 4096;
+
+/// What a batch moves and computes, from the per-tier shares of its lookups.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchShape {
+    /// Lookups in one batch.
+    pub lookups: u64,
+    /// Samples in one batch.
+    pub samples: u64,
+    /// Bytes of a row's embedding values (what pooling reads).
+    pub value_bytes: u64,
+    /// Bytes of a whole row (values and optimizer state: what moves between tiers).
+    pub row_bytes: u64,
+    /// CPU time the engine spends placing one lookup, ns.
+    pub engine_ns_per_lookup: f64,
+}
+
+/// The time of one batch, by part, seconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct BatchTime {
+    pub engine: f64,
+    pub device: f64,
+    pub host: f64,
+    pub link: f64,
+    pub storage: f64,
+}
+
+impl BatchTime {
+    /// Every part one after the other.
+    pub fn serial(&self) -> f64 {
+        self.engine + self.device + self.host + self.link + self.storage
+    }
+
+    /// With prefetch overlap: the storage reads run behind the rest.
+    pub fn overlapped(&self) -> f64 {
+        self.storage.max(self.engine + self.device + self.host + self.link)
+    }
+}
+
+/// Seconds for a memory tier to gather `rows` random rows of `bytes` each: bounded by
+/// its row rate (`iops`) and by its bandwidth, whichever binds.
+pub fn gather_seconds(tier: &TierProfile, rows: f64, bytes: u64) -> f64 {
+    if rows <= 0.0 {
+        return 0.0;
+    }
+    (rows / tier.iops).max(rows * bytes as f64 / (tier.bandwidth_gbps * 1e9))
+}
+
+/// Seconds for the store to read `rows` random rows of `row_bytes`: each is one random
+/// read of the pages it spans, at the drive's random-read rate (`iops`, measured as
+/// 4 KiB reads); the sequential bandwidth binds only rows spanning several pages.
+pub fn store_read_seconds(storage: &TierProfile, rows: f64, row_bytes: u64) -> f64 {
+    let pages = row_bytes.div_ceil(STORE_PAGE_BYTES).max(1);
+    let by_reads = rows / storage.iops;
+    if pages == 1 {
+        by_reads
+    } else {
+        by_reads.max(rows * (pages * STORE_PAGE_BYTES) as f64 / (storage.bandwidth_gbps * 1e9))
+    }
+}
+
+/// The predicted time of one batch whose lookups `counts` splits across the tiers.
+pub fn batch_time(shape: &BatchShape, counts: &TierCounts, hw: &HardwareProfile) -> BatchTime {
+    let n = shape.lookups as f64;
+    let device_rows = n * counts.device_share();
+    let host_rows = n * counts.host_share();
+    let store_rows = n * counts.store_reads_per_lookup();
+    // Store rows are staged in host memory and pooled from there; every row the device
+    // does not hold crosses the link to it.
+    let crossing = host_rows + store_rows;
+    let link = if crossing > 0.0 {
+        hw.link.latency_us * 1e-6 + crossing * shape.row_bytes as f64 / (hw.link.bandwidth_gbps * 1e9)
+    } else {
+        0.0
+    };
+    let storage = if store_rows > 0.0 { hw.storage.latency_us * 1e-6 + store_read_seconds(&hw.storage, store_rows, shape.row_bytes) } else { 0.0 };
+    BatchTime {
+        engine: n * shape.engine_ns_per_lookup * 1e-9,
+        device: gather_seconds(&hw.device, device_rows, shape.value_bytes),
+        host: gather_seconds(&hw.host, host_rows + store_rows, shape.value_bytes),
+        link,
+        storage,
+    }
+}
+
+/// The bill of one configuration, in the profiles' currency.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Cost {
+    pub device_gb: f64,
+    pub host_gb: f64,
+    pub storage_gb: f64,
+    pub total: f64,
+    /// Every tier's size is within its profile's capacity.
+    pub fits: bool,
+}
+
+/// The cost of `device_rows` + `host_rows` slab rows of `slab_bytes` and a store of
+/// `table_rows` rows of `row_bytes` packed into pages.
+pub fn cost(hw: &HardwareProfile, device_rows: u64, host_rows: u64, slab_bytes: u64, table_rows: u64, row_bytes: u64) -> Cost {
+    let device_gb = (device_rows * slab_bytes) as f64 / 1e9;
+    let host_gb = (host_rows * slab_bytes) as f64 / 1e9;
+    let rows_per_page = (STORE_PAGE_BYTES / row_bytes.max(1)).max(1);
+    let pages = table_rows.div_ceil(rows_per_page) * row_bytes.div_ceil(STORE_PAGE_BYTES).max(1);
+    let storage_gb = (pages * STORE_PAGE_BYTES) as f64 / 1e9;
+    Cost {
+        device_gb,
+        host_gb,
+        storage_gb,
+        total: device_gb * hw.device.price_per_gb + host_gb * hw.host.price_per_gb + storage_gb * hw.storage.price_per_gb,
+        fits: device_gb <= hw.device.capacity_gb && host_gb <= hw.host.capacity_gb && storage_gb <= hw.storage.capacity_gb,
+    }
+}
+
+/// Indices of the Pareto front of `(cost, throughput)` points: sorted by cost, each
+/// strictly faster than every cheaper one (so the front is monotone).
+pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by(|&a, &b| points[a].0.total_cmp(&points[b].0).then(points[b].1.total_cmp(&points[a].1)));
+    let mut best = f64::NEG_INFINITY;
+    let mut front = Vec::new();
+    for i in order {
+        if points[i].1 > best {
+            best = points[i].1;
+            front.push(i);
+        }
+    }
+    front
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pareto_front_is_cheapest_first_and_strictly_faster() {
+        let points = [(3.0, 10.0), (1.0, 5.0), (2.0, 4.0), (2.0, 7.0), (4.0, 9.0), (5.0, 12.0)];
+        assert_eq!(pareto_front(&points), vec![1, 3, 0, 5]);
+    }
+}
