@@ -46,8 +46,9 @@ pub enum Interaction {
     Dcnv2 { layers: usize, low_rank: usize },
 }
 
-/// The dense optimizer, from tch (which has no Adagrad; MLPerf uses Adagrad for the
-/// dense part too, Adam is the nearest adaptive optimizer tch offers).
+/// The dense optimizer (`model::optimizer`: libtorch's SGD and Adam, default settings,
+/// over tensors whose state Strata holds). MLPerf uses Adagrad for the dense part too;
+/// Adam is the nearest adaptive optimizer libtorch's C++ API offers through tch.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DenseOptimizer {

@@ -1,13 +1,19 @@
 //! The DLRM model on tch: bottom MLP over the dense features, the pooled embeddings of
 //! the tiered engine as a leaf tensor, a `dot` or `dcnv2` interaction, top MLP, and a
-//! training step that hands the embedding gradient back in the engine's bag layout.
+//! training step that hands the embedding gradient back in the engine's bag layout, and
+//! the crash-safe saving and restoring of its parameters and optimizer state.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Device, Reduction, Tensor};
 
 use super::config::{DenseOptimizer, Interaction, ModelConfig, ModelConfigError, ModelDevice};
+use super::optimizer::DenseParameters;
 use crate::data::CRITEO_DENSE_FEATURES;
 
 /// Anything building or running the model can fail with.
@@ -21,6 +27,17 @@ pub enum ModelError {
     Shape(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A model state file that cannot be written, read or loaded into this model.
+    #[error("model state {}: {reason}", path.display())]
+    State { path: PathBuf, reason: String },
+}
+
+impl ModelError {
+    fn state(path: &Path, reason: impl std::fmt::Display) -> ModelError {
+        // libtorch's messages carry a C++ backtrace after the first line.
+        let reason = reason.to_string();
+        ModelError::State { path: path.to_path_buf(), reason: reason.lines().next().unwrap_or_default().to_string() }
+    }
 }
 
 /// What one training step gives back.
@@ -103,8 +120,14 @@ pub struct Dlrm {
     bottom: Vec<Dense>,
     interaction: InteractionLayers,
     top: Vec<Dense>,
-    optimizer: nn::Optimizer,
+    parameters: DenseParameters,
+    /// What a state file must have been saved from to be loaded here: tables, widths,
+    /// interaction and optimizer kind.
+    shape: String,
 }
+
+/// The name of the state file's entry holding the model's shape (as UTF-8 bytes).
+const SHAPE_ENTRY: &str = "model.shape";
 
 impl Dlrm {
     /// Builds the model for `tables` embedding tables. Sets libtorch's CPU thread count
@@ -150,11 +173,16 @@ impl Dlrm {
         let mut top_widths = config.top_mlp.clone();
         top_widths.push(1);
         let top = init.mlp("top", top_inputs, &top_widths);
+        let parameters = DenseParameters::new(config.dense_optimizer, vars.variables().into_iter().collect());
         let optimizer = match config.dense_optimizer {
-            DenseOptimizer::Sgd { lr } => nn::Sgd::default().build(&vars, lr)?,
-            DenseOptimizer::Adam { lr } => nn::Adam::default().build(&vars, lr)?,
+            DenseOptimizer::Sgd { .. } => "sgd",
+            DenseOptimizer::Adam { .. } => "adam",
         };
-        Ok(Dlrm { tables, dim, device, bottom, interaction, top, optimizer })
+        let shape = format!(
+            "tables {tables}, embedding_dim {dim}, bottom_mlp {:?}, top_mlp {:?}, interaction {:?}, dense_optimizer {optimizer}",
+            config.bottom_mlp, config.top_mlp, config.interaction
+        );
+        Ok(Dlrm { tables, dim, device, bottom, interaction, top, parameters, shape })
     }
 
     /// The click logits `[batch]` of raw dense counts `[batch, 13]` (fed as
@@ -202,11 +230,16 @@ impl Dlrm {
         let labels = Tensor::from_slice(labels).to_device(self.device);
         let logits = self.forward(&dense, &pooled);
         let loss = logits.f_binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, Reduction::Mean)?;
-        self.optimizer.zero_grad();
-        loss.f_backward()?;
-        self.optimizer.step();
-        let grad = pooled.grad().to_device(Device::Cpu).view([-1]);
-        Ok(TrainStep { loss: loss.f_double_value(&[])? as f32, embedding_grad: Vec::<f32>::try_from(&grad)? })
+        let inputs: Vec<&Tensor> = std::iter::once(&pooled).chain(self.parameters.tensors()).collect();
+        // Gradients as `backward` would leave them in `.grad` (AccumulateGrad makes them
+        // contiguous like their tensors), without keeping them there between steps.
+        let mut grads = Tensor::f_run_backward(&[&loss], &inputs, false, false)?
+            .iter()
+            .map(|g| g.f_contiguous())
+            .collect::<Result<Vec<_>, _>>()?;
+        let pooled_grad = grads.remove(0).to_device(Device::Cpu).view([-1]);
+        self.parameters.step(&grads)?;
+        Ok(TrainStep { loss: loss.f_double_value(&[])? as f32, embedding_grad: Vec::<f32>::try_from(&pooled_grad)? })
     }
 
     /// Click probabilities of a batch, without gradients or updates; inputs as in
@@ -215,6 +248,53 @@ impl Dlrm {
         let (dense, pooled) = self.inputs(dense.len() / CRITEO_DENSE_FEATURES, dense, pooled)?;
         let probabilities = tch::no_grad(|| self.forward(&dense, &pooled).sigmoid()).to_device(Device::Cpu);
         Ok(Vec::<f32>::try_from(&probabilities)?)
+    }
+
+    /// Writes every parameter, the dense optimizer's state and its step count, and the
+    /// model's shape to `path`, crash-safely: into a sibling `<path>.tmp`, synced, renamed
+    /// over `path`, and the directory synced, so `path` holds either the previous state or
+    /// this one, whole.
+    pub fn save_state(&self, path: &Path) -> Result<(), ModelError> {
+        let mut file_name = path.file_name().ok_or_else(|| ModelError::state(path, "is not a file path"))?.to_os_string();
+        file_name.push(".tmp");
+        let temporary = path.with_file_name(file_name);
+        let mut named = self.parameters.named_state();
+        named.push((SHAPE_ENTRY.to_string(), Tensor::from_slice(self.shape.as_bytes())));
+        Tensor::save_multi(&named, &temporary).map_err(|e| ModelError::state(&temporary, e))?;
+        File::open(&temporary).and_then(|f| f.sync_all()).map_err(|e| ModelError::state(&temporary, format!("fsync: {e}")))?;
+        std::fs::rename(&temporary, path).map_err(|e| ModelError::state(path, format!("rename from {}: {e}", temporary.display())))?;
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        File::open(directory).and_then(|d| d.sync_all()).map_err(|e| ModelError::state(path, format!("fsync of the directory: {e}")))
+    }
+
+    /// Restores what [`Dlrm::save_state`] wrote, in place. A file that cannot be read,
+    /// is of a model of another shape, or lacks or mismatches a tensor is an error
+    /// naming the file (and the tensor), and leaves the model as it was.
+    pub fn load_state(&mut self, path: &Path) -> Result<(), ModelError> {
+        let mut values: HashMap<String, Tensor> =
+            Tensor::load_multi(path).map_err(|e| ModelError::state(path, format!("cannot be read: {e}")))?.into_iter().collect();
+        let shape = values.remove(SHAPE_ENTRY).ok_or_else(|| ModelError::state(path, format!("has no {SHAPE_ENTRY} entry")))?;
+        let shape = Vec::<u8>::try_from(&shape).ok().and_then(|bytes| String::from_utf8(bytes).ok()).unwrap_or_default();
+        if shape != self.shape {
+            return Err(ModelError::state(path, format!("is of a model with {shape}; this model has {}", self.shape)));
+        }
+        let expected = self.parameters.named_state();
+        for (name, ours) in &expected {
+            let theirs = values.get(name).ok_or_else(|| ModelError::state(path, format!("has no tensor {name}")))?;
+            if theirs.size() != ours.size() || theirs.kind() != ours.kind() {
+                return Err(ModelError::state(
+                    path,
+                    format!("tensor {name} is {:?} {:?}, this model's is {:?} {:?}", theirs.kind(), theirs.size(), ours.kind(), ours.size()),
+                ));
+            }
+        }
+        if let Some(extra) = values.keys().find(|name| !expected.iter().any(|(ours, _)| ours == *name)) {
+            return Err(ModelError::state(path, format!("has a tensor {extra} this model does not")));
+        }
+        self.parameters.restore(&values).map_err(|e| ModelError::state(path, e))
     }
 
     /// The device tensors of a batch's inputs, after checking their lengths.

@@ -1,10 +1,12 @@
 //! The DLRM model whose embedding tables live in the tiered engine: its configuration,
-//! the tch model and its training and serving loops (with the `torch` feature), and the
-//! evaluation metrics.
+//! the tch model, its dense optimizers and its training and serving loops (with the
+//! `torch` feature), and the evaluation metrics.
 
 pub mod config;
 #[cfg(feature = "torch")]
 pub mod dlrm;
+#[cfg(feature = "torch")]
+mod optimizer;
 #[cfg(feature = "torch")]
 pub mod train;
 pub mod metrics;
