@@ -26,15 +26,15 @@ use strata::progress::Progress;
 
 /// The experiment: two set-ups sharing the table file (tiny tiers, so that evictions
 /// write pages between checkpoints; the first with a write-back buffer and read-ahead,
-/// the second exclusive), a checkpoint every 2 of 40 steps, Adam on the dense model,
+/// the second exclusive), a checkpoint every 3 of 39 steps, Adam on the dense model,
 /// evaluations and serving.
 const CONFIG: &str = r#"
 [data]
 batch_size = 32
-train_batches = 40
+train_batches = 39
 eval_batches = 2
 eval_every = 10
-checkpoint_every = 2
+checkpoint_every = 3
 [data.synthetic]
 scale = 0.0005
 seed = 11
@@ -209,13 +209,14 @@ fn killed_runs_recover_the_last_checkpoint_exactly_and_resume_bit_identically() 
     let started = Instant::now();
     finish(strata(&["run", root.join("reference.toml").to_str().unwrap(), "--out", root.join("reference").to_str().unwrap()]));
     let full_run = started.elapsed();
+    eprintln!("crash test: the uninterrupted run took {full_run:.1?}");
     let reference_results = results_of(&root.join("reference"));
     let reference_final = std::fs::read(&reference_table).expect("reference table");
 
     // The rows at every checkpoint step, in process.
     let config = ExperimentConfig::parse(&root.join("reference.toml"), &config_text(&reference_table)).expect("config");
     let (at_step, losses) = reference_rows(&config);
-    assert_eq!(at_step.len(), 20);
+    assert_eq!(at_step.len(), 13);
     assert_eq!(serde_json::json!(losses), reference_results[0]["losses"], "the in-process reference trains as the binary does");
 
     let mut rng = SmallRng::seed_from_u64(SEED);
@@ -233,7 +234,7 @@ fn killed_runs_recover_the_last_checkpoint_exactly_and_resume_bit_identically() 
         let mut args = vec!["run".to_string(), config_path.display().to_string(), "--out".into(), out.display().to_string()];
         loop {
             let mut child = strata(&args.iter().map(String::as_str).collect::<Vec<_>>());
-            let delay = Duration::from_secs_f64(rng.gen_range(0.0..full_run.as_secs_f64() * 0.6));
+            let delay = Duration::from_secs_f64(rng.gen_range(0.0..full_run.as_secs_f64() * 0.35));
             let deadline = Instant::now() + delay;
             let mut exited = false;
             while Instant::now() < deadline {
@@ -256,7 +257,11 @@ fn killed_runs_recover_the_last_checkpoint_exactly_and_resume_bit_identically() 
                 rollbacks += u64::from(check.rolled_back > 0);
                 pages_rolled_back += check.rolled_back;
             }
-            args = vec!["run".into(), "--resume".into(), out.display().to_string()];
+            // A run killed before it saved its config has nothing to resume: it starts
+            // again (`--resume` says so, naming the missing file).
+            if out.join("checkpoints/config.json").exists() {
+                args = vec!["run".into(), "--resume".into(), out.display().to_string()];
+            }
         }
         let results = results_of(&out);
         if results != reference_results {
