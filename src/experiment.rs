@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use strata_policies::PolicyConfig;
 
+use crate::checkpoint::{CheckpointError, RunFolder};
 use crate::config::{parse_toml, ConfigError, OutputSpec};
 use crate::data::{BatchStream, CriteoTsvSpec, DataSource, MlperfNumpySpec, Rebatch, SyntheticConfig};
 use crate::engine::backing::{BackingStore, FlatTable};
@@ -22,7 +23,7 @@ use crate::engine::storage::{OnIoError, ReadConfig, ReadPath, TableFile};
 use crate::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
 use crate::engine::stats::EngineStats;
 use crate::engine::{EngineError, Optimizer, RowInit, RowLayout};
-use crate::model::train::{serve, train, ServeOptions, ServeOutcome, TrainError, TrainOptions, TrainOutcome};
+use crate::model::train::{serve, train_from, Checkpointer, FlushTable, ServeOptions, ServeOutcome, TrainError, TrainOptions, TrainOutcome, TrainedSteps};
 use crate::model::{Dlrm, ModelConfig};
 use crate::progress::Progress;
 use crate::report::{self, ReportError};
@@ -63,7 +64,8 @@ pub struct DataSpec {
     /// Evaluate every this many steps (0 = at the end only).
     #[serde(default)]
     pub eval_every: u64,
-    /// Flush the table to the store every this many steps (0 = never).
+    /// Take a crash-safe checkpoint every this many steps (0 = never), which
+    /// `strata run --resume` restarts from.
     #[serde(default)]
     pub checkpoint_every: u64,
 }
@@ -167,6 +169,8 @@ pub enum ExperimentError {
     /// the reports written with the partial results.
     #[error("setup `{setup}`: interrupted at {what} {done}; table flushed; partial reports in {}", dir.display())]
     Interrupted { setup: String, what: &'static str, done: u64, dir: PathBuf },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 impl SetupSpec {
@@ -191,6 +195,19 @@ impl ExperimentConfig {
     /// paper before any work starts.
     pub fn parse(path: &Path, text: &str) -> Result<ExperimentConfig, ExperimentError> {
         let config: ExperimentConfig = parse_toml(path, text)?;
+        config.check(path)
+    }
+
+    /// Reads back the config a run saved (as JSON) in its folder, and checks it.
+    fn parse_saved(path: &Path, json: &str) -> Result<ExperimentConfig, ExperimentError> {
+        let config: ExperimentConfig = serde_json::from_str(json)
+            .map_err(|e| ConfigError::new(path, format!("line {} column {}: {e}", e.line(), e.column())))?;
+        config.check(path)
+    }
+
+    /// Checks a config read from `path`: every set-up is built on paper.
+    fn check(self, path: &Path) -> Result<ExperimentConfig, ExperimentError> {
+        let config = self;
         let error = |message: String| ConfigError::new(path, message);
         let named = [config.data.synthetic.is_some(), config.data.criteo_tsv.is_some(), config.data.mlperf_numpy.is_some()];
         if named.iter().filter(|&&n| n).count() > 1 {
@@ -260,6 +277,10 @@ impl ExperimentConfig {
         Ok(Rebatch::new(stream.into_iter().skip(data.eval_batches as usize), serve.batch_size).take(requests as usize).collect())
     }
 
+    fn read_config(&self) -> ReadConfig {
+        ReadConfig { read_path: self.engine.read_path, on_io_error: self.engine.on_io_error, ..ReadConfig::default() }
+    }
+
     /// A fresh store holding the initial table.
     fn store(&self) -> Result<Box<dyn BackingStore>, TrainError> {
         let layout = RowLayout::new(self.model.embedding_dim, &self.engine.optimizer);
@@ -271,8 +292,7 @@ impl ExperimentConfig {
                     std::fs::create_dir_all(dir).map_err(|e| TrainError::Batch { start: 0, what: format!("{}: {e}", dir.display()) })?;
                 }
                 drop(TableFile::create(path, rows, layout, init).map_err(|e| TrainError::Engine(e.into()))?);
-                let read = ReadConfig { read_path: self.engine.read_path, on_io_error: self.engine.on_io_error, ..ReadConfig::default() };
-                Box::new(TableFile::open_with(path, read).map_err(|e| TrainError::Engine(e.into()))?)
+                Box::new(TableFile::open_with(path, self.read_config()).map_err(|e| TrainError::Engine(e.into()))?)
             }
             None => Box::new(FlatTable::new(rows, layout, init)),
         })
@@ -295,7 +315,8 @@ impl SetupSpec {
 
 /// One set-up's results. Training figures are `None` when the experiment only serves,
 /// serving figures `None` without a `[serve]` section.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetupResult {
     pub name: String,
     pub samples_per_sec: Option<f64>,
@@ -331,7 +352,8 @@ pub struct SetupResult {
 }
 
 /// Hit ratio of each tier (`None` for a tier the set-up does not have).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HitRatios {
     pub device: Option<f64>,
     pub host: Option<f64>,
@@ -397,12 +419,34 @@ fn preload(table: &mut TieredTable) -> Result<(), EngineError> {
 
 /// Runs every set-up (preload, training, serving, as configured) and writes the reports
 /// into `out` (the config's folder if `None`); returns the results and the Markdown
-/// summary. On a stop request ([`crate::interrupt`]) the set-up under way stops after
-/// its current step, its table is flushed, the reports are written with the set-ups
-/// run so far (the last one partial) and [`ExperimentError::Interrupted`] is returned.
+/// summary. The config and each finished set-up's result are saved in
+/// `out/checkpoints`, with the crash-safe checkpoints of the set-up in training when
+/// `data.checkpoint_every` > 0, for [`resume`]. On a stop request ([`crate::interrupt`])
+/// the set-up under way stops after its current step, its table is flushed, the reports
+/// are written with the set-ups run so far (the last one partial, its result not
+/// recorded, so `resume` goes on from its latest checkpoint) and
+/// [`ExperimentError::Interrupted`] is returned.
 pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupResult>, String), ExperimentError> {
     let dir = out.unwrap_or(&config.output.dir);
     std::fs::create_dir_all(dir).map_err(|e| ReportError::new(dir, e))?;
+    let json = serde_json::to_string_pretty(config).map_err(|e| ReportError::new(dir, e))?;
+    let folder = RunFolder::start(dir, &json)?;
+    run_in(config, dir, &folder, false)
+}
+
+/// Resumes the run saved in `dir` (by [`run`]) with the config saved there: finished
+/// set-ups are taken from their recorded results, the interrupted one restarts from its
+/// latest committed checkpoint (or from the start without one), and the rest run.
+/// Results equal those of a run that never stopped, but for the timings and engine
+/// counters of the resumed set-up, which cover the part after its checkpoint.
+pub fn resume(dir: &Path) -> Result<(ExperimentConfig, Vec<SetupResult>, String), ExperimentError> {
+    let (folder, json, path) = RunFolder::open(dir)?;
+    let config = ExperimentConfig::parse_saved(&path, &json)?;
+    let (results, summary) = run_in(&config, dir, &folder, true)?;
+    Ok((config, results, summary))
+}
+
+fn run_in(config: &ExperimentConfig, dir: &Path, folder: &RunFolder, resuming: bool) -> Result<(Vec<SetupResult>, String), ExperimentError> {
     let rows = config.rows();
     let first_fail = |source: TrainError| setup_error(&config.setups[0], source);
     let held_out = config.held_out().map_err(first_fail)?;
@@ -411,11 +455,36 @@ pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupRe
         None => None,
     };
     let mut results = Vec::new();
-    for setup in &config.setups {
+    for (index, setup) in config.setups.iter().enumerate() {
         let fail = |source: TrainError| setup_error(setup, source);
+        let mut checkpoints = folder.setup(index, &setup.name);
+        if resuming {
+            if let Some(result) = checkpoints.finished::<SetupResult>()? {
+                eprintln!("`{}` finished before: result from {}", setup.name, checkpoints.dir().display());
+                results.push(result);
+                continue;
+            }
+        }
+        let manifest = if resuming { checkpoints.latest()? } else { None };
+        if manifest.is_none() {
+            checkpoints.clear()?;
+        }
         let table_config = setup.table_config(&config.engine, rows).map_err(|m| ConfigError::new(dir, m))?;
         let mut model = Dlrm::new(&config.model, crate::data::CRITEO_CARDINALITIES.len()).map_err(|e| fail(e.into()))?;
-        let mut table = TieredTable::new(&table_config, config.store().map_err(&fail)?).map_err(|e| fail(e.into()))?;
+        let store = match &manifest {
+            Some(manifest) => checkpoints.open_store(manifest, config.read_config()).map_err(&fail)?,
+            None => config.store().map_err(&fail)?,
+        };
+        let mut table = TieredTable::new(&table_config, store).map_err(|e| fail(e.into()))?;
+        let done = match &manifest {
+            Some(manifest) => {
+                eprintln!("resuming `{}` from checkpoint {} (step {})", setup.name, manifest.checkpoint, manifest.steps);
+                model.load_state(&checkpoints.dir().join(&manifest.dense_state)).map_err(|e| fail(e.into()))?;
+                table.protect_checkpoint(manifest.checkpoint).map_err(|e| fail(e.into()))?;
+                manifest.trained_steps()
+            }
+            None => TrainedSteps::default(),
+        };
         if setup.preload {
             eprintln!("preloading `{}`", setup.name);
             preload(&mut table).map_err(|e| fail(e.into()))?;
@@ -425,10 +494,13 @@ pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupRe
             steps => {
                 eprintln!("training `{}`", setup.name);
                 let progress = Progress::new(format!("training `{}`", setup.name), Some(steps));
+                progress.advance(done.steps);
                 let options = TrainOptions { window: setup.window, eval_every: config.data.eval_every, checkpoint_every: config.data.checkpoint_every };
                 let batches = config.batches().map_err(&fail)?;
                 let failure = batches.failure();
-                let outcome = train(&mut model, &mut table, batches, &held_out, &options, &progress).map_err(&fail)?;
+                let batches = batches.skip(done.steps as usize);
+                let checkpointer: &mut dyn Checkpointer = if config.data.checkpoint_every > 0 { &mut checkpoints } else { &mut FlushTable };
+                let outcome = train_from(&mut model, &mut table, batches, &held_out, &options, &progress, done, checkpointer).map_err(&fail)?;
                 progress.finish();
                 if let Some((start, error)) = failure.take() {
                     return Err(fail(TrainError::Batch { start, what: error.to_string() }));
@@ -458,11 +530,14 @@ pub fn run(config: &ExperimentConfig, out: Option<&Path>) -> Result<(Vec<SetupRe
             (None, Some(s)) if s.interrupted => Some(("request", s.warmup_requests + s.requests)),
             _ => None,
         };
-        results.push(result(&setup.name, training, serving));
+        let result = result(&setup.name, training, serving);
         if let Some((what, done)) = stopped {
+            results.push(result);
             write_reports(config, &results, dir)?;
             return Err(ExperimentError::Interrupted { setup: setup.name.clone(), what, done, dir: dir.to_path_buf() });
         }
+        checkpoints.record_result(&result)?;
+        results.push(result);
     }
     let first_p99 = results.first().and_then(|r| r.p99_us);
     for r in &mut results {

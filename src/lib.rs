@@ -5,6 +5,8 @@
 //! DLRM model (on libtorch through tch, behind the `torch` feature) and the CLI; the
 //! policies themselves live in `strata-policies`.
 
+#[cfg(feature = "torch")]
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod engine;

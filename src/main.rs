@@ -37,13 +37,19 @@ enum Command {
     /// Write the synthetic stream as training data files: Criteo TSV or the MLPerf
     /// NumPy layout, one set of files per day.
     GenData(GenDataArgs),
-    /// Run the job described by a config file (the policy lab for now).
+    /// Run the job described by a config file (a training experiment or the policy
+    /// lab), or resume an interrupted training experiment.
     Run {
         /// The TOML config, e.g. configs/default.toml (training) or configs/policy-lab.toml.
-        config: PathBuf,
+        #[arg(required_unless_present = "resume")]
+        config: Option<PathBuf>,
         /// Output folder (default: the config's `output.dir`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resume")]
         out: Option<PathBuf>,
+        /// Resume the training experiment whose output folder is DIR, with the config
+        /// saved there: from the latest committed checkpoint of the set-up it was in.
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
+        resume: Option<PathBuf>,
     },
     /// Plan tier capacities: the cheapest device/host sizes and policies that meet a
     /// throughput target, and the Pareto front of cost against throughput.
@@ -515,6 +521,20 @@ fn run_experiment(path: &Path, text: &str, out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Resumes the training experiment saved in `dir`.
+#[cfg(feature = "torch")]
+fn resume(dir: &Path) -> Result<()> {
+    let (_, _, summary) = strata::experiment::resume(dir)?;
+    print!("{summary}");
+    eprintln!("reports in {}", dir.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn resume(dir: &Path) -> Result<()> {
+    bail!("{}: resuming a training experiment needs the `torch` feature (build with `make build`)", dir.display())
+}
+
 #[cfg(not(feature = "torch"))]
 fn run_experiment(path: &Path, _text: &str, _out: Option<&Path>) -> Result<()> {
     bail!("{}: training experiments need the `torch` feature (build with `make build`)", path.display())
@@ -536,7 +556,9 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate(args),
         Command::GenTrace(args) => gen_trace(args),
         Command::GenData(args) => gen_data(args),
-        Command::Run { config, out } => run(&config, out.as_deref()),
+        Command::Run { config: Some(config), out, resume: None } => run(&config, out.as_deref()),
+        Command::Run { resume: Some(dir), .. } => resume(&dir),
+        Command::Run { config: None, resume: None, .. } => Err(anyhow::anyhow!("run: give a CONFIG or --resume DIR")),
         Command::Plan { config, out, validate } => plan(&config, out.as_deref(), validate),
         Command::Calibrate { out, dir, dim, device, quick } => (|| {
             let measured = calibrate::calibrate(&calibrate::CalibrateOptions { dir, dim, device, quick })?;

@@ -337,3 +337,106 @@ fn every_shipped_experiment_config_parses() {
     }
     assert!(checked >= 5, "only {checked} experiment configs found");
 }
+
+/// Runs `strata run CONFIG --out OUT` and kills it with SIGKILL once the set-up number
+/// `setup` has committed a checkpoint.
+fn kill_after_a_checkpoint(config: &Path, out: &Path, setup: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .env("STRATA_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let manifest = out.join("checkpoints").join(setup).join("manifest.json");
+    while !manifest.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before {} appeared", manifest.display());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The figures a resumed run reproduces exactly.
+fn results(setups: &[Value]) -> Vec<Value> {
+    setups
+        .iter()
+        .map(|s| {
+            let o = &s["outcome"];
+            serde_json::json!([s["name"], s["auc"], s["logloss"], s["prediction_checksum"], o["steps"], o["samples"], o["checkpoints"], o["losses"], o["evaluations"]])
+        })
+        .collect()
+}
+
+fn report(out: &Path) -> Vec<Value> {
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    report["setups"].as_array().unwrap().clone()
+}
+
+#[test]
+fn an_in_memory_run_killed_after_a_checkpoint_resumes_to_the_same_results() {
+    // No table file: checkpoints snapshot the in-memory rows.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exp.toml");
+    let text = format!("{}\n{SERVE}", CONFIG.replace("eval_every = 10", "eval_every = 10\ncheckpoint_every = 2").replace("train_batches = 30", "train_batches = 60"));
+    std::fs::write(&config, &text).unwrap();
+    let reference = dir.path().join("reference");
+    let out = strata(&["run", config.to_str().unwrap(), "--out", reference.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let resumed = dir.path().join("resumed");
+    kill_after_a_checkpoint(&config, &resumed, "1-lru__prefetch_2");
+    let folder = resumed.join("checkpoints/1-lru__prefetch_2");
+    assert!(resumed.join("checkpoints/0-ideal/result.json").exists(), "the first set-up finished");
+    assert!(std::fs::read_dir(&folder).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("rows-")), "a snapshot of the rows");
+    let out = strata(&["run", "--resume", resumed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (expected, actual) = (report(&reference), report(&resumed));
+    assert_eq!(results(&actual), results(&expected));
+    assert_eq!(actual[0]["outcome"]["resumed_at"], 0, "finished before: its recorded result");
+    let at = actual[1]["outcome"]["resumed_at"].as_u64().unwrap();
+    assert!(at > 0 && at % 2 == 0, "resumed at a checkpoint step, not {at}");
+    assert_eq!(actual[2]["outcome"]["resumed_at"], 0);
+    // A finished run resumes to the same results again, running nothing.
+    let out = strata(&["run", "--resume", resumed.to_str().unwrap()]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("finished before"));
+    assert_eq!(results(&report(&resumed)), results(&expected));
+}
+
+#[test]
+fn resume_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let one_line = |out: std::process::Output| {
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        stderr
+    };
+    let nothing = dir.path().join("nothing");
+    let stderr = one_line(strata(&["run", "--resume", nothing.to_str().unwrap()]));
+    assert!(stderr.contains("nothing/checkpoints/config.json") && stderr.contains("no run to resume"), "{stderr}");
+    // A run has a CONFIG or --resume DIR, not both (a usage error from the parser).
+    let out = strata(&["run", "x.toml", "--resume", nothing.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot be used with '--resume <DIR>'"));
+
+    let config = dir.path().join("exp.toml");
+    std::fs::write(&config, CONFIG.replace("eval_every = 10", "eval_every = 10\ncheckpoint_every = 2").replace("train_batches = 30", "train_batches = 200")).unwrap();
+    let out = dir.path().join("out");
+    kill_after_a_checkpoint(&config, &out, "0-ideal");
+    let manifest = out.join("checkpoints/0-ideal/manifest.json");
+    let text: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let dense = out.join("checkpoints/0-ideal").join(text["dense_state"].as_str().unwrap());
+    // The saved config edited: every manifest is of another config.
+    let saved = out.join("checkpoints/config.json");
+    let original = std::fs::read_to_string(&saved).unwrap();
+    std::fs::write(&saved, original.replace("\"eval_every\": 10", "\"eval_every\": 5")).unwrap();
+    let stderr = one_line(strata(&["run", "--resume", out.to_str().unwrap()]));
+    assert!(stderr.contains("0-ideal/manifest.json") && stderr.contains("the config changed"), "{stderr}");
+    std::fs::write(&saved, original.replace("\"eval_every\": 10", "\"colour\": 1, \"eval_every\": 10")).unwrap();
+    let stderr = one_line(strata(&["run", "--resume", out.to_str().unwrap()]));
+    assert!(stderr.contains("checkpoints/config.json") && stderr.contains("colour"), "{stderr}");
+    std::fs::write(&saved, &original).unwrap();
+    std::fs::remove_file(&dense).unwrap();
+    let stderr = one_line(strata(&["run", "--resume", out.to_str().unwrap()]));
+    assert!(stderr.contains(dense.to_str().unwrap()) && stderr.contains("missing"), "{stderr}");
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use strata::engine::storage::format::{self, HEADER_BYTES};
-use strata::engine::storage::{ReadConfig, ReadPath, StorageError, TableFile};
+use strata::engine::storage::{journal_path, roll_back, ReadConfig, ReadPath, RollBack, StorageError, TableFile};
 use strata::engine::{RowInit, RowLayout};
 
 mod common;
@@ -245,5 +245,147 @@ fn bad_requests_are_errors_naming_the_file_and_the_row() {
         assert!(bad.err().expect("dim 0").to_string().contains("bad row layout: dim must be at least 1"));
         let missing = TableFile::open_with(&folder.path().join("missing.strata"), ReadConfig::default());
         assert!(missing.err().expect("missing").to_string().contains("missing.strata: opening:"));
+    }
+}
+
+// The undo journal (docs/RELIABILITY.md, "Checkpoints").
+
+/// Rows `0..rows` with every value set to `value` (state included).
+fn filled(layout: RowLayout, rows: &[u64], value: f32) -> Vec<f32> {
+    vec![value; rows.len() * layout.floats()]
+}
+
+/// A table of 300 rows (dim 128 with state: 7 rows a page, 43 pages) where rows
+/// `0..100` hold 1.0, protecting checkpoint 1 from then on.
+fn protected_table(folder: &Path, read_path: ReadPath) -> (PathBuf, TableFile, Vec<f32>) {
+    let layout = RowLayout { dim: 128, state: 1 };
+    let path = create(folder, 300, layout);
+    let mut table = TableFile::open(&path, read_path).expect("open");
+    let first: Vec<u64> = (0..100).collect();
+    table.write_rows(&first, &filled(layout, &first, 1.0)).expect("write");
+    table.sync().expect("sync");
+    table.protect_checkpoint(1).expect("protect");
+    let all: Vec<u64> = (0..300).collect();
+    let committed = read(&mut table, &all);
+    (path, table, committed)
+}
+
+fn all_rows(path: &Path) -> Vec<f32> {
+    let mut table = TableFile::open(path, ReadPath::Pread).expect("reopen");
+    let all: Vec<u64> = (0..table.rows()).collect();
+    read(&mut table, &all)
+}
+
+#[test]
+fn journal_rolls_the_table_back_to_the_committed_checkpoint() {
+    for folder in folders() {
+        for read_path in ReadPath::ALL {
+            let (path, mut table, committed) = protected_table(folder.path(), read_path);
+            let layout = table.layout();
+            // Three write calls after the checkpoint: partial and whole pages, a page
+            // written twice (saved once), rows never written before.
+            let writes: [Vec<u64>; 3] = [vec![3, 50, 51, 52, 53, 54, 55], vec![3, 4, 290], (140..161).collect()];
+            for (i, rows) in writes.iter().enumerate() {
+                table.write_rows(rows, &filled(layout, rows, 2.0 + i as f32)).expect("write after the checkpoint");
+            }
+            let mut pages: Vec<u64> = writes.iter().flatten().map(|r| r / 7).collect();
+            pages.sort_unstable();
+            pages.dedup();
+            assert_eq!(table.stats().pages_journaled, pages.len() as u64, "{read_path}: each page saved once");
+            assert_ne!(all_rows(&path), committed);
+            drop(table); // the crash: no new checkpoint
+            let outcome = roll_back(&path, 1).expect("roll back");
+            assert_eq!(outcome, RollBack::RolledBack { pages: pages.len() as u64, torn: false }, "{read_path}");
+            assert!(!journal_path(&path).exists(), "the journal is removed after the roll-back");
+            assert_eq!(all_rows(&path), committed, "{read_path}: every row as at the checkpoint");
+            assert_eq!(roll_back(&path, 1).expect("again"), RollBack::NoJournal);
+        }
+    }
+}
+
+#[test]
+fn a_torn_last_journal_entry_is_ignored() {
+    for folder in folders() {
+        let (path, mut table, committed) = protected_table(folder.path(), ReadPath::Pread);
+        let layout = table.layout();
+        table.write_rows(&[10], &filled(layout, &[10], 5.0)).expect("first write"); // page 1
+        let journal = journal_path(&path);
+        let after_first = std::fs::metadata(&journal).expect("journal").len();
+        table.write_rows(&[20], &filled(layout, &[20], 6.0)).expect("second write"); // page 2
+        drop(table);
+        // The crash tore the second entry: its page write was never issued, so put page
+        // 2 back as it was and cut the entry short.
+        let mut reopened = TableFile::open(&path, ReadPath::Pread).expect("open");
+        let floats = layout.floats();
+        reopened.write_rows(&[20], &committed[20 * floats..21 * floats]).expect("restore page 2");
+        drop(reopened);
+        let len = std::fs::metadata(&journal).expect("journal").len();
+        OpenOptions::new().write(true).open(&journal).expect("open journal").set_len(len - 100).expect("tear");
+        assert!(len - 100 > after_first);
+        assert_eq!(roll_back(&path, 1).expect("roll back"), RollBack::RolledBack { pages: 1, torn: true });
+        assert_eq!(all_rows(&path), committed);
+
+        // A flipped byte inside the last entry reads as torn the same way.
+        let (path, mut table, committed) = protected_table(folder.path(), ReadPath::Pread);
+        table.write_rows(&[10], &filled(layout, &[10], 5.0)).expect("write");
+        drop(table);
+        let len = std::fs::metadata(&journal).expect("journal").len();
+        let file = OpenOptions::new().read(true).write(true).open(&journal).expect("open journal");
+        file.write_all_at(&[0xFF, 0xFE], len - 50).expect("corrupt");
+        drop(file);
+        assert_eq!(roll_back(&path, 1).expect("roll back"), RollBack::RolledBack { pages: 0, torn: true });
+        let mut expected_rows = committed;
+        expected_rows[10 * layout.floats()..11 * layout.floats()].fill(5.0);
+        assert_eq!(all_rows(&path), expected_rows, "a page whose entry is torn is left alone");
+    }
+}
+
+#[test]
+fn a_journal_of_an_older_checkpoint_is_discarded_and_a_newer_one_refused() {
+    for folder in folders() {
+        let (path, mut table, _) = protected_table(folder.path(), ReadPath::Pread);
+        let layout = table.layout();
+        table.write_rows(&[10, 11], &filled(layout, &[10, 11], 5.0)).expect("write");
+        table.sync().expect("sync");
+        drop(table);
+        let newest = all_rows(&path);
+        // Checkpoint 2 was committed (with these rows) before the journal was reset.
+        match roll_back(&path, 2).expect("discard") {
+            RollBack::Discarded { reason } => assert!(reason.contains("superseded by 2"), "{reason}"),
+            other => panic!("expected a discarded journal, got {other:?}"),
+        }
+        assert!(!journal_path(&path).exists());
+        assert_eq!(all_rows(&path), newest, "a stale journal is not applied");
+
+        let (path, table, _) = protected_table(folder.path(), ReadPath::Pread);
+        drop(table);
+        let error = roll_back(&path, 0).expect_err("a journal newer than the manifest").to_string();
+        assert!(error.contains(".journal") && error.contains("checkpoint 1") && error.contains("committed checkpoint 0"), "{error}");
+        assert!(journal_path(&path).exists(), "kept for a look");
+    }
+}
+
+#[test]
+fn a_journal_reset_at_each_checkpoint_and_an_incomplete_header() {
+    for folder in folders() {
+        let (path, mut table, _) = protected_table(folder.path(), ReadPath::IoUring);
+        let layout = table.layout();
+        table.write_rows(&[10], &filled(layout, &[10], 5.0)).expect("write");
+        table.sync().expect("sync");
+        table.protect_checkpoint(2).expect("next checkpoint");
+        let committed = all_rows(&path);
+        table.write_rows(&[10, 200], &filled(layout, &[10, 200], 7.0)).expect("write");
+        assert_eq!(table.stats().pages_journaled, 3, "page 1 saved again for checkpoint 2");
+        drop(table);
+        assert_eq!(roll_back(&path, 2).expect("roll back"), RollBack::RolledBack { pages: 2, torn: false });
+        assert_eq!(all_rows(&path), committed);
+
+        // A crash while the header was written: the journal protects nothing.
+        std::fs::write(journal_path(&path), b"STRATAJN\x01").expect("write");
+        assert!(matches!(roll_back(&path, 2).expect("discard"), RollBack::Discarded { .. }));
+        // A new table at the path drops the old journal.
+        std::fs::write(journal_path(&path), b"old").expect("write");
+        TableFile::create(&path, 10, layout, INIT).expect("create");
+        assert!(!journal_path(&path).exists());
     }
 }

@@ -21,6 +21,17 @@ pub trait BackingStore: Send {
     fn write_rows(&mut self, rows: &[u64], data: &[f32]) -> Result<(), EngineError>;
     /// Makes every write durable.
     fn sync(&mut self) -> Result<(), EngineError>;
+    /// The file that holds the rows durably, if any (`None`: the rows live in memory,
+    /// and a checkpoint must copy them out).
+    fn file(&self) -> Option<&std::path::Path> {
+        None
+    }
+    /// Makes the store's current (synced) rows committed checkpoint `checkpoint`, which a
+    /// crashed run can come back to: a table file starts a fresh undo journal. Nothing
+    /// to do for a store without a file.
+    fn protect_checkpoint(&mut self, _checkpoint: u64) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 /// All rows in one in-memory array: the reference the tiered table is compared with,
@@ -132,6 +143,12 @@ impl BackingStore for super::storage::TableFile {
     fn sync(&mut self) -> Result<(), EngineError> {
         Ok(super::storage::TableFile::sync(self)?)
     }
+    fn file(&self) -> Option<&std::path::Path> {
+        Some(self.path())
+    }
+    fn protect_checkpoint(&mut self, checkpoint: u64) -> Result<(), EngineError> {
+        Ok(super::storage::TableFile::protect_checkpoint(self, checkpoint)?)
+    }
 }
 
 /// Rows read from the backing store for one batch, in the order asked.
@@ -147,6 +164,8 @@ enum Command {
     Read { rows: Vec<u64>, reply: mpsc::Sender<Result<StagedRows, EngineError>> },
     Write { rows: Vec<u64>, data: Vec<f32> },
     Sync { reply: mpsc::Sender<Result<(), EngineError>> },
+    /// Sent right after a checkpoint's sync and commit (nothing written in between).
+    ProtectCheckpoint { checkpoint: u64, reply: mpsc::Sender<Result<(), EngineError>> },
 }
 
 /// A ticket for rows being read in the background.
@@ -218,6 +237,7 @@ pub struct StorageService {
     describe: String,
     layout: RowLayout,
     rows: u64,
+    file: Option<std::path::PathBuf>,
 }
 
 impl StorageService {
@@ -227,6 +247,7 @@ impl StorageService {
         let describe = store.describe();
         let layout = store.layout();
         let rows = store.rows();
+        let file = store.file().map(|path| path.to_path_buf());
         let (commands, inbox) = mpsc::channel::<Command>();
         let failed_write = Arc::new(Mutex::new(WriteFailure::default()));
         let failed = failed_write.clone();
@@ -295,6 +316,17 @@ impl StorageService {
                             }
                             let _ = reply.send(result);
                         }
+                        Command::ProtectCheckpoint { checkpoint, reply } => {
+                            let healthy = lock(&failed).check();
+                            let result = healthy.and_then(|()| {
+                                debug_assert!(buffer.is_empty(), "a checkpoint's sync drained the buffer");
+                                store.protect_checkpoint(checkpoint)
+                            });
+                            if let Err(e) = &result {
+                                lock(&failed).record_reported(e);
+                            }
+                            let _ = reply.send(result);
+                        }
                     }
                     *shared_stats.lock().expect("not poisoned") = buffer.stats;
                 }
@@ -308,7 +340,7 @@ impl StorageService {
                 store
             })
             .expect("spawning the storage thread");
-        StorageService { commands: Some(commands), thread: Some(thread), failed_write, buffer_stats, describe, layout, rows }
+        StorageService { commands: Some(commands), thread: Some(thread), failed_write, buffer_stats, describe, layout, rows, file }
     }
 
     /// The write-back buffer's counters as of the last command the thread finished.
@@ -326,6 +358,11 @@ impl StorageService {
 
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// The file that holds the rows durably (see [`BackingStore::file`]).
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
     }
 
     fn send(&self, command: Command) -> Result<(), EngineError> {
@@ -359,6 +396,14 @@ impl StorageService {
     pub fn sync(&self) -> Result<(), EngineError> {
         let (reply, receive) = mpsc::channel();
         self.send(Command::Sync { reply })?;
+        receive.recv().map_err(|_| EngineError::IoThreadGone)?
+    }
+
+    /// After a [`StorageService::sync`] whose rows a checkpoint has committed, with no
+    /// write in between: see [`BackingStore::protect_checkpoint`].
+    pub fn protect_checkpoint(&self, checkpoint: u64) -> Result<(), EngineError> {
+        let (reply, receive) = mpsc::channel();
+        self.send(Command::ProtectCheckpoint { checkpoint, reply })?;
         receive.recv().map_err(|_| EngineError::IoThreadGone)?
     }
 }

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Counters of one memory tier. Hits and misses count lookups that reached the tier.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TierStats {
     /// What ran the tier (`host`, `emulated-device`, `cuda:0 (...)`).
     pub backend: String,
@@ -59,7 +59,7 @@ impl TierStats {
 
 /// Lookup latencies in power-of-two microsecond buckets (bucket `i` holds latencies
 /// below `2^i` us).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencyHistogram {
     pub buckets_us_pow2: Vec<u64>,
     pub count: u64,
@@ -102,7 +102,7 @@ impl LatencyHistogram {
 }
 
 /// Everything the engine counts.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineStats {
     /// The backing store, as it describes itself.
     pub storage: String,

@@ -316,6 +316,8 @@ pub struct TieredTable {
     written_at: Vec<u32>,
     /// Write commands sent to the store so far.
     write_seq: u32,
+    /// Whether a write command went out after the last flush's sync.
+    written_since_sync: bool,
     /// Dirty rows queued for the store, written in one batch per step.
     write_rows: Vec<u64>,
     write_data: Vec<f32>,
@@ -393,6 +395,7 @@ impl TieredTable {
             staged: StagedRows::default(),
             written_at: vec![0; rows as usize],
             write_seq: 0,
+            written_since_sync: false,
             write_rows: Vec::new(),
             write_data: Vec::new(),
             queued: FxHashMap::default(),
@@ -622,6 +625,7 @@ impl TieredTable {
             return Ok(());
         }
         self.write_seq += 1;
+        self.written_since_sync = true;
         self.queued.clear();
         let rows = std::mem::take(&mut self.write_rows);
         let data = std::mem::take(&mut self.write_data);
@@ -1000,7 +1004,41 @@ impl TieredTable {
         }
         self.recycle(data);
         self.flush_writes()?;
-        self.storage.sync()
+        self.storage.sync()?;
+        self.written_since_sync = false;
+        Ok(())
+    }
+
+    /// The file that holds the rows durably (`None` for an in-memory store, whose
+    /// rows a checkpoint copies out with [`TieredTable::snapshot_into`]).
+    pub fn store_file(&self) -> Option<&std::path::Path> {
+        self.storage.file()
+    }
+
+    /// Makes what the store holds now committed checkpoint `checkpoint` (a table file
+    /// starts a fresh undo journal): call after [`TieredTable::flush`], once the
+    /// checkpoint is committed, with no write in between.
+    pub fn protect_checkpoint(&mut self, checkpoint: u64) -> Result<(), EngineError> {
+        if self.written_since_sync || !self.write_rows.is_empty() {
+            return Err(EngineError::Config(format!(
+                "{}: protecting checkpoint {checkpoint} needs a flush first (rows were written since the last one)",
+                self.storage.describe()
+            )));
+        }
+        self.storage.protect_checkpoint(checkpoint)
+    }
+
+    /// Flushes, then copies every row (values and state) into `target` and syncs it:
+    /// the rows as training has left them, whichever tier holds them.
+    pub fn snapshot_into(&mut self, target: &mut dyn BackingStore) -> Result<(), EngineError> {
+        const CHUNK: u64 = 1 << 16;
+        self.flush()?;
+        for first in (0..self.rows).step_by(CHUNK as usize) {
+            let rows: Vec<u64> = (first..(first + CHUNK).min(self.rows)).collect();
+            let (staged, _) = self.storage.read(rows)?.wait()?;
+            target.write_rows(&staged.rows, &staged.data)?;
+        }
+        target.sync()
     }
 
     /// Flushes, stops the I/O thread and hands the store back.

@@ -4,10 +4,10 @@
 //! wait behind a whole drain, and reads of a held row are served from it.
 
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Counters of the write-back buffer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteBufferStats {
     /// Rows it holds at most (0 = no buffer: every write goes straight down).
     pub capacity_rows: u64,

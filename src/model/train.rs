@@ -1,12 +1,13 @@
 //! The training and serving loops: batches flow through the prefetch pipeline into the
 //! tiered table's lookup, the DLRM's forward and backward, and the table's sparse
 //! update, with periodic evaluation (log-loss and ROC AUC on held-out batches) and
-//! checkpoints (the table's flush); serving replays requests with no updates and
+//! checkpoints (a [`Checkpointer`]: the table's flush, or `crate::checkpoint`'s
+//! crash-safe ones); serving replays requests with no updates and
 //! reports exact latency percentiles, queries/s and a checksum of every score.
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::dlrm::{Dlrm, ModelError};
 use super::metrics::{log_loss, roc_auc};
@@ -24,6 +25,8 @@ pub enum TrainError {
     Model(#[from] ModelError),
     #[error("batch at {start}: {what}")]
     Batch { start: u64, what: String },
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// A run that failed and whose table could not be flushed afterwards either (the
     /// store itself failed, or the flush did): the store holds what was written before.
     #[error("{error}; the table was not flushed: {flush}")]
@@ -43,13 +46,21 @@ fn flush_after(table: &mut TieredTable, error: TrainError) -> TrainError {
 }
 
 /// Log-loss and AUC on held-out batches after `step` training steps.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Evaluation {
     pub step: u64,
     pub samples: u64,
+    /// NaN (`null` in JSON) without held-out samples.
+    #[serde(deserialize_with = "null_as_nan")]
     pub logloss: f64,
     /// `None` when the held-out labels hold one class only.
     pub auc: Option<f64>,
+}
+
+/// Reads `null` (how JSON writes NaN) back as NaN.
+fn null_as_nan<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// The number of samples of a training batch, after checking it carries features.
@@ -95,22 +106,57 @@ pub struct TrainOptions {
     pub window: usize,
     /// Evaluate on the held-out batches every this many steps (0 = only at the end).
     pub eval_every: u64,
-    /// Flush the table (every tier's dirty rows to the store, then sync) every this many
-    /// steps (0 = never).
+    /// Take a checkpoint ([`Checkpointer`]) every this many steps (0 = never).
     pub checkpoint_every: u64,
 }
 
-/// What a training run did.
-#[derive(Clone, Debug, Serialize)]
+/// The training steps a run has done: where a resumed run starts from (its batches are
+/// the stream after `steps` batches), and what a checkpoint records.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainedSteps {
+    pub steps: u64,
+    pub samples: u64,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
+    /// Training loss of every step.
+    pub losses: Vec<f32>,
+    pub evaluations: Vec<Evaluation>,
+}
+
+/// What a checkpoint does, every `TrainOptions::checkpoint_every` steps.
+pub trait Checkpointer {
+    /// Makes the model and the table as they are after `done` durable; `done.checkpoints`
+    /// counts this one.
+    fn checkpoint(&mut self, model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), TrainError>;
+}
+
+/// The checkpoint of a run that cannot resume: the table's flush (every tier's dirty
+/// rows to the store, then sync).
+pub struct FlushTable;
+
+impl Checkpointer for FlushTable {
+    fn checkpoint(&mut self, _model: &Dlrm, table: &mut TieredTable, _done: &TrainedSteps) -> Result<(), TrainError> {
+        Ok(table.flush()?)
+    }
+}
+
+/// What a training run did. A resumed run (`resumed_at` > 0) counts `steps`,
+/// `samples`, `checkpoints`, `losses` and `evaluations` from the start of training; the
+/// timings, `samples_per_sec`, `stall_seconds`, `checkpoint_seconds` and `engine` cover
+/// the steps after `resumed_at` only.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainOutcome {
     pub steps: u64,
     pub samples: u64,
+    /// Steps trained before this process started (from a checkpoint; 0 = from the start).
+    pub resumed_at: u64,
     /// Seconds of training steps: evaluations and checkpoints excluded.
     pub seconds: f64,
     pub samples_per_sec: f64,
     /// Seconds the training steps waited for rows from the store (evaluation excluded).
     pub stall_seconds: f64,
-    /// Checkpoints taken (table flushes), and the seconds they took.
+    /// Checkpoints taken, and the seconds they took.
     pub checkpoints: u64,
     pub checkpoint_seconds: f64,
     /// Training loss of every step.
@@ -130,10 +176,11 @@ fn stop_requested(interrupted: &mut bool) -> bool {
 }
 
 /// Trains on `batches` (served `options.window` batches behind the source, with
-/// read-ahead), evaluating on `held_out` and checkpointing as `options` says; advances
-/// `progress` once per step. Stops before the next step when [`crate::interrupt`]
-/// requests it (`interrupted` in the outcome; the caller flushes). On an error the
-/// pipeline's threads are stopped and joined and the table flushed before it returns.
+/// read-ahead), evaluating on `held_out` and checkpointing as `options` says (a flush
+/// of the table); advances `progress` once per step. Stops before the next step when
+/// [`crate::interrupt`] requests it (`interrupted` in the outcome; the caller flushes).
+/// On an error the pipeline's threads are stopped and joined and the table flushed
+/// before it returns.
 pub fn train(
     model: &mut Dlrm,
     table: &mut TieredTable,
@@ -142,10 +189,28 @@ pub fn train(
     options: &TrainOptions,
     progress: &Progress,
 ) -> Result<TrainOutcome, TrainError> {
-    // `run_training` has dropped its prefetcher (joined the source thread) when it returns.
-    run_training(model, table, batches, held_out, options, progress).map_err(|error| flush_after(table, error))
+    train_from(model, table, batches, held_out, options, progress, TrainedSteps::default(), &mut FlushTable)
 }
 
+/// [`train`] after the steps `done` (a resumed run: `model` and `table` as at its
+/// checkpoint, `batches` the stream after its `done.steps` batches), with `checkpointer`
+/// taking the checkpoints.
+#[allow(clippy::too_many_arguments)]
+pub fn train_from(
+    model: &mut Dlrm,
+    table: &mut TieredTable,
+    batches: impl Iterator<Item = Batch> + Send + 'static,
+    held_out: &[Batch],
+    options: &TrainOptions,
+    progress: &Progress,
+    done: TrainedSteps,
+    checkpointer: &mut dyn Checkpointer,
+) -> Result<TrainOutcome, TrainError> {
+    // `run_training` has dropped its prefetcher (joined the source thread) when it returns.
+    run_training(model, table, batches, held_out, options, progress, done, checkpointer).map_err(|error| flush_after(table, error))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_training(
     model: &mut Dlrm,
     table: &mut TieredTable,
@@ -153,57 +218,60 @@ fn run_training(
     held_out: &[Batch],
     options: &TrainOptions,
     progress: &Progress,
+    done: TrainedSteps,
+    checkpointer: &mut dyn Checkpointer,
 ) -> Result<TrainOutcome, TrainError> {
     let dim = table.layout().dim;
     let before = table.stats();
     let mut prefetcher = Prefetcher::new(batches, options.window);
-    let (mut steps, mut samples) = (0u64, 0u64);
-    let mut losses = Vec::new();
-    let mut evaluations = Vec::new();
+    let (resumed_at, resumed_samples) = (done.steps, done.samples);
+    let mut done = done;
     let mut pooled = Vec::new();
     let (mut eval_seconds, mut eval_stall) = (0.0, 0.0);
-    let (mut checkpoints, mut checkpoint_seconds) = (0u64, 0.0);
+    let mut checkpoint_seconds = 0.0;
     let mut interrupted = false;
     let start = Instant::now();
     while !stop_requested(&mut interrupted) {
         let Some(batch) = prefetcher.next(table)? else { break };
-        samples += check_features(&batch)? as u64;
+        done.samples += check_features(&batch)? as u64;
         pooled.resize(batch.bags() * dim, 0.0);
         table.lookup(&batch, &mut pooled)?;
         let step = model.train_step(&batch.dense, &pooled, &batch.labels)?;
         table.apply_gradients(&batch, &step.embedding_grad)?;
-        losses.push(step.loss);
-        steps += 1;
+        done.losses.push(step.loss);
+        done.steps += 1;
+        let steps = done.steps;
         progress.advance(1);
         tracing::debug!("step {steps}: loss {}", step.loss);
         if options.eval_every > 0 && steps.is_multiple_of(options.eval_every) && !held_out.is_empty() {
             let (began, stalled) = (Instant::now(), table.stats().stall_seconds);
-            evaluations.push(evaluate(model, table, held_out, steps)?);
+            done.evaluations.push(evaluate(model, table, held_out, steps)?);
             eval_stall += table.stats().stall_seconds - stalled;
             eval_seconds += began.elapsed().as_secs_f64();
         }
         if options.checkpoint_every > 0 && steps.is_multiple_of(options.checkpoint_every) {
             let began = Instant::now();
-            table.flush()?;
-            checkpoints += 1;
+            done.checkpoints += 1;
+            checkpointer.checkpoint(model, table, &done)?;
             checkpoint_seconds += began.elapsed().as_secs_f64();
         }
     }
     let training_seconds = (start.elapsed().as_secs_f64() - eval_seconds - checkpoint_seconds).max(0.0);
     let stall_seconds = table.stats().stall_seconds - before.stall_seconds - eval_stall;
-    if !interrupted && !held_out.is_empty() && evaluations.last().map(|e| e.step) != Some(steps) {
-        evaluations.push(evaluate(model, table, held_out, steps)?);
+    if !interrupted && !held_out.is_empty() && done.evaluations.last().map(|e| e.step) != Some(done.steps) {
+        done.evaluations.push(evaluate(model, table, held_out, done.steps)?);
     }
     Ok(TrainOutcome {
-        steps,
-        samples,
+        steps: done.steps,
+        samples: done.samples,
+        resumed_at,
         seconds: training_seconds,
-        samples_per_sec: samples as f64 / training_seconds.max(1e-9),
+        samples_per_sec: (done.samples - resumed_samples) as f64 / training_seconds.max(1e-9),
         stall_seconds,
-        checkpoints,
+        checkpoints: done.checkpoints,
         checkpoint_seconds,
-        losses,
-        evaluations,
+        losses: done.losses,
+        evaluations: done.evaluations,
         engine: table.stats().since(&before),
         interrupted,
     })
@@ -220,7 +288,8 @@ pub struct ServeOptions {
 
 /// What a serving run did: queries are samples, latency is per request. Every figure
 /// but `prediction_checksum` and `warmup_requests` covers the measured requests only.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeOutcome {
     pub warmup_requests: u64,
     pub requests: u64,

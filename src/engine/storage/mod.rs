@@ -6,6 +6,7 @@ mod error;
 mod faults;
 pub mod format;
 mod io_uring;
+mod journal;
 mod pread_pool;
 
 use std::fmt;
@@ -22,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use self::aligned::AlignedBuf;
 pub use self::error::StorageError;
 pub use self::faults::{FaultPlan, PageFault};
+pub use self::journal::{journal_path, remove_journal, roll_back, sync_folder, RollBack};
+use self::journal::Journal;
 use self::format::{Header, HEADER_BYTES};
 use self::io_uring::PageRing;
 use self::pread_pool::PreadPool;
@@ -130,6 +133,9 @@ pub struct StorageStats {
     pub checksum_failures: u64,
     /// Read or write batches transferred again after a failure (`OnIoError::Retry`).
     pub retries: u64,
+    /// Pages saved to the undo journal before their first overwrite since a checkpoint
+    /// (read from the file for it: counted in `pages_read` too).
+    pub pages_journaled: u64,
 }
 
 /// A page transfer that failed: `slot` is its position in the batch.
@@ -226,6 +232,8 @@ pub struct TableFile {
     on_io_error: OnIoError,
     /// Injected faults (tests only; see [`TableFile::inject_faults`]).
     faults: Option<FaultPlan>,
+    /// The undo journal, while the file protects a committed checkpoint.
+    journal: Option<Journal>,
 }
 
 impl TableFile {
@@ -235,6 +243,8 @@ impl TableFile {
         let header = Header::new(rows, layout)
             .map_err(|message| StorageError::BadLayout { path: path.to_path_buf(), message })?;
         let io_error = |position: String| move |e| StorageError::io(path, position, e);
+        // A journal left by an earlier table at this path protects nothing now.
+        remove_journal(path)?;
         let mut file = File::create(path).map_err(io_error("creating".into()))?;
         let mut header_page = vec![0u8; HEADER_BYTES];
         header.encode(&mut header_page);
@@ -326,6 +336,7 @@ impl TableFile {
             stats: StorageStats::default(),
             on_io_error: config.on_io_error,
             faults: None,
+            journal: None,
         })
     }
 
@@ -370,6 +381,21 @@ impl TableFile {
     /// arm faults later. See docs/RELIABILITY.md.
     pub fn inject_faults(&mut self, plan: FaultPlan) {
         self.faults = Some(plan);
+    }
+
+    /// Makes the file's current contents (durable: after [`TableFile::sync`]) the
+    /// committed checkpoint `checkpoint`: from now on each page's bytes are saved to the
+    /// undo journal (`<path>.journal`) before the page is first overwritten, one journal
+    /// append and fsync per [`TableFile::write_rows`] call, so that [`roll_back`] can
+    /// bring the file back to them after a crash. Called again at each checkpoint.
+    pub fn protect_checkpoint(&mut self, checkpoint: u64) -> Result<(), StorageError> {
+        match &mut self.journal {
+            Some(journal) => journal.reset(checkpoint),
+            None => {
+                self.journal = Some(Journal::start(&self.path, &self.header, checkpoint)?);
+                Ok(())
+            }
+        }
     }
 
     /// The open file, for callers that advise the kernel about it (the benchmark drops
@@ -428,6 +454,7 @@ impl TableFile {
         let mut order = std::mem::take(&mut self.order);
         self.sort_by_page(rows, &mut order);
         let outcome = (|| {
+            self.save_to_journal(&order, rows)?;
             let mut start = 0;
             let mut covered = Vec::new();
             while start < order.len() {
@@ -491,6 +518,32 @@ impl TableFile {
         })();
         self.order = order;
         self.write_buf = Some(write_buf);
+        outcome
+    }
+
+    /// Saves the pages of `order` (sorted by page) that the journal still needs, read
+    /// and verified in batches, then makes the journal durable: before any is written.
+    fn save_to_journal(&mut self, order: &[(u64, usize)], rows: &[u64]) -> Result<(), StorageError> {
+        let Some(mut journal) = self.journal.take() else { return Ok(()) };
+        let outcome = (|| {
+            let needed: Vec<(u64, usize)> = order
+                .chunk_by(|a, b| a.0 == b.0)
+                .map(|group| group[0])
+                .filter(|&(page, _)| journal.needs(page))
+                .collect();
+            if needed.is_empty() {
+                return Ok(());
+            }
+            let page_size = self.header.page_size;
+            for batch in needed.chunks(self.batch_pages) {
+                let pages = self.read_batch(batch, "journaling", rows)?;
+                journal.append(batch.iter().enumerate().map(|(slot, &(page, _))| (page, &pages[slot * page_size..(slot + 1) * page_size])))?;
+            }
+            journal.sync()?;
+            self.stats.pages_journaled += needed.len() as u64;
+            Ok(())
+        })();
+        self.journal = Some(journal);
         outcome
     }
 
