@@ -29,6 +29,8 @@ pub struct Check {
     pub measured_host_hit_ratio: f64,
     pub predicted_lookups_per_sec: f64,
     pub measured_lookups_per_sec: f64,
+    pub predicted_store_reads_per_lookup: f64,
+    pub measured_store_reads_per_lookup: f64,
     pub measured_stall_fraction: f64,
 }
 
@@ -125,6 +127,8 @@ pub fn run(config: &PlanConfig, report: &PlanReport) -> Result<Vec<Check>> {
             measured_host_hit_ratio: measured.host_hit_ratio.unwrap_or(0.0),
             predicted_lookups_per_sec: row.lookups_per_sec,
             measured_lookups_per_sec: measured.lookups_per_sec,
+            predicted_store_reads_per_lookup: row.store_reads_per_lookup,
+            measured_store_reads_per_lookup: measured.store_rows_read as f64 / (batches * per_batch) as f64,
             measured_stall_fraction: measured.stall_fraction,
         });
     }
@@ -136,12 +140,12 @@ pub fn markdown(report: &PlanReport, checks: &[Check]) -> String {
     let mut out = String::new();
     let hw = checks.first().map_or("", |c| report.rows[c.row].hardware.as_str());
     let _ = writeln!(out, "### Validation: predicted ({hw}) against the engine on this machine\n");
-    out.push_str("| configuration | device hits pred / meas (err) | host hits pred / meas (err) | M lookups/s pred / meas (err) | stall |\n");
-    out.push_str("|---|---:|---:|---:|---:|\n");
+    out.push_str("| configuration | device hits pred / meas (err) | host hits pred / meas (err) | store reads per lookup pred / meas | M lookups/s pred / meas (err) | stall |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|\n");
     for c in checks {
         let _ = writeln!(
             out,
-            "| {} | {:.4} / {:.4} ({:+.4}) | {:.4} / {:.4} ({:+.4}) | {:.3} / {:.3} ({:+.1}%) | {:.0}% |",
+            "| {} | {:.4} / {:.4} ({:+.4}) | {:.4} / {:.4} ({:+.4}) | {:.4} / {:.4} | {:.3} / {:.3} ({:+.1}%) | {:.0}% |",
             c.configuration,
             c.predicted_device_hit_ratio,
             c.measured_device_hit_ratio,
@@ -149,6 +153,8 @@ pub fn markdown(report: &PlanReport, checks: &[Check]) -> String {
             c.predicted_host_hit_ratio,
             c.measured_host_hit_ratio,
             c.predicted_host_hit_ratio - c.measured_host_hit_ratio,
+            c.predicted_store_reads_per_lookup,
+            c.measured_store_reads_per_lookup,
             c.predicted_lookups_per_sec / 1e6,
             c.measured_lookups_per_sec / 1e6,
             100.0 * c.throughput_error(),

@@ -43,6 +43,8 @@ pub struct PlanRow {
     pub device_share: f64,
     pub host_share: f64,
     pub store_share: f64,
+    /// Rows read from the store per lookup (each stored row once per batch).
+    pub store_reads_per_lookup: f64,
     /// The host's hit ratio as the engine counts it (of the lookups reaching it).
     pub host_hit_ratio: f64,
     /// For LRU: the same shares read off the all-tables LRU curve (inclusive: host =
@@ -271,6 +273,7 @@ fn model_rows(config: &PlanConfig, hardware: &[config::Hardware], pass: &PassRes
                 device_share: counts.device_share(),
                 host_share: counts.host_share(),
                 store_share: counts.store_share(),
+                store_reads_per_lookup: counts.store_reads_per_lookup(),
                 host_hit_ratio: counts.host_hit_ratio(),
                 lru_curve_device_share: lru.map(|l| l.0),
                 lru_curve_host_share: lru.map(|l| l.1),
