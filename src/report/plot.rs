@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::{Curve, ReportError};
@@ -26,6 +27,25 @@ const COLORS: [RGBColor; 14] = [
     RGBColor(152, 223, 138),
 ];
 
+/// The frame every plot here shares: its caption, margin and axis label areas (the y
+/// labels' area `y_label_area` pixels wide).
+fn frame<'a, 'b>(root: &'a DrawingArea<SVGBackend<'b>, Shift>, title: &str, y_label_area: u32) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder.caption(title, ("sans-serif", 20)).margin(12).x_label_area_size(44).y_label_area_size(y_label_area);
+    builder
+}
+
+/// Draws the legend of `chart`'s labelled series at `position`, on a light box.
+fn draw_legend<'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, SVGBackend<'a>, CT>, position: SeriesLabelPosition, path: &Path) -> Result<(), ReportError> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| ReportError::new(path, format!("plotting failed: {e}")))
+}
+
 /// Draws `curves` (miss ratio against capacity in rows, log scale) into the SVG file
 /// at `path`.
 pub fn plot_curves(curves: &[Curve], title: &str, path: &Path) -> Result<(), ReportError> {
@@ -35,11 +55,7 @@ pub fn plot_curves(curves: &[Curve], title: &str, path: &Path) -> Result<(), Rep
     let min_rows = (capacities().min().unwrap_or(1).max(1) as f64).min(max_rows / 2.0);
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(44)
-        .y_label_area_size(56)
+    let mut chart = frame(&root, title, 56)
         .build_cartesian_2d((min_rows..max_rows).log_scale(), 0f64..1f64)
         .map_err(|e| err(&e))?;
     chart
@@ -81,13 +97,7 @@ where
             chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| err(&e))?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))
+    draw_legend(chart, SeriesLabelPosition::UpperRight, path)
 }
 
 /// Draws named series of `(x, y)` points on linear axes into the SVG file at `path`.
@@ -98,11 +108,7 @@ pub fn plot_series(series: &[(String, Vec<(f64, f64)>)], title: &str, x_desc: &s
     let y_max = points().map(|p| p.1).filter(|y| y.is_finite()).fold(0.0, f64::max) * 1.05 + 1e-9;
     let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
+    let mut chart = frame(&root, title, 64)
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)
         .map_err(|e| err(&e))?;
     chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| err(&e))?;
@@ -128,11 +134,7 @@ pub fn plot_tradeoff(
     let y_max = points().map(|p| p.1).chain(target).fold(0.0, f64::max) * 1.1 + 1e-9;
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(44)
-        .y_label_area_size(72)
+    let mut chart = frame(&root, title, 72)
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)
         .map_err(|e| err(&e))?;
     chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| err(&e))?;
@@ -157,13 +159,7 @@ pub fn plot_tradeoff(
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight, path)?;
     root.present().map_err(|e| err(&e))
 }
 
@@ -187,11 +183,7 @@ pub fn plot_bars(labels: &[String], series: &[(String, Vec<f64>)], title: &str, 
     let group = 2 * MARGIN + BAR * per_group as i32;
     let groups = labels.len().max(1) as i32;
     let centers: Vec<i32> = (0..groups).map(|i| i * group + group / 2).collect();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(44)
-        .y_label_area_size(260)
+    let mut chart = frame(&root, title, 260)
         .build_cartesian_2d(0f64..max, (0..groups * group).with_key_points(centers))
         .map_err(|e| err(&e))?;
     chart
@@ -213,13 +205,7 @@ pub fn plot_bars(labels: &[String], series: &[(String, Vec<f64>)], title: &str, 
         }
     }
     if series.len() > 1 {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, path)?;
     }
     root.present().map_err(|e| err(&e))
 }
