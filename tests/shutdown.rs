@@ -24,12 +24,13 @@ use strata::engine::storage::{FaultPlan, PageFault, ReadConfig, ReadPath, TableF
 use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::{EngineError, Optimizer, RowInit, RowLayout};
 use strata::model::train::{serve, train, ServeOptions, TrainError, TrainOptions};
-use strata::model::{DenseOptimizer, Dlrm, Interaction, ModelConfig, ModelDevice};
+use strata::model::Dlrm;
 use strata::progress::Progress;
 use strata_policies::PolicyConfig;
 
 mod common;
 use common::folders;
+use common::model::small_model;
 
 const DIM: usize = 8;
 const OPTIMIZER: Optimizer = Optimizer::RowWiseAdagrad { lr: 0.05, eps: 1e-8 };
@@ -52,20 +53,6 @@ fn rows() -> u64 {
 
 fn layout() -> RowLayout {
     RowLayout::new(DIM, &OPTIMIZER)
-}
-
-fn model() -> Dlrm {
-    let config = ModelConfig {
-        embedding_dim: DIM,
-        bottom_mlp: vec![16, DIM],
-        top_mlp: vec![16, 8],
-        interaction: Interaction::Dot,
-        dense_optimizer: DenseOptimizer::Sgd { lr: 0.05 },
-        seed: 3,
-        threads: Some(1),
-        device: ModelDevice::Cpu,
-    };
-    Dlrm::new(&config, 26).unwrap()
 }
 
 fn batches(count: u64) -> Vec<Batch> {
@@ -98,7 +85,7 @@ fn file_rows(path: &Path) -> Vec<f32> {
 fn reference_rows(steps: u64) -> Vec<f32> {
     let store = FlatTable::new(rows(), layout(), INIT);
     let mut table = TieredTable::new(&TableConfig::host_only(rows(), OPTIMIZER, Pooling::Sum), Box::new(store)).unwrap();
-    let outcome = train(&mut model(), &mut table, batches(steps).into_iter(), &[], &TrainOptions::default(), &Progress::hidden()).unwrap();
+    let outcome = train(&mut small_model(DIM), &mut table, batches(steps).into_iter(), &[], &TrainOptions::default(), &Progress::hidden()).unwrap();
     assert_eq!(outcome.steps, steps);
     all_rows(&mut *table.close().unwrap())
 }
@@ -159,7 +146,7 @@ fn tiered(path: &Path, read_path: ReadPath, plan: &FaultPlan, host_rows: usize, 
 /// and the storage threads once the table is dropped; returns the error.
 fn train_until_error(mut table: TieredTable, source: impl Iterator<Item = Batch> + Send + 'static, window: usize) -> TrainError {
     let options = TrainOptions { window, ..TrainOptions::default() };
-    let error = train(&mut model(), &mut table, source, &[], &options, &Progress::hidden()).expect_err("the run fails");
+    let error = train(&mut small_model(DIM), &mut table, source, &[], &options, &Progress::hidden()).expect_err("the run fails");
     assert_eq!(threads_named("strata-batches"), Vec::<String>::new(), "the batch source thread is joined: {error}");
     drop(table);
     assert_eq!(threads_named("strata-"), Vec::<String>::new(), "the storage and pread threads are joined: {error}");
@@ -283,7 +270,7 @@ fn a_stop_request_ends_training_between_steps_with_every_row_written() {
         let held_out = batches(2);
         let options = TrainOptions { window, eval_every: 5, ..TrainOptions::default() };
         let outcome = within(WATCHDOG, move || {
-            let outcome = train(&mut model(), &mut table, source, &held_out, &options, &Progress::hidden());
+            let outcome = train(&mut small_model(DIM), &mut table, source, &held_out, &options, &Progress::hidden());
             strata::interrupt::clear();
             table.close().unwrap();
             outcome.unwrap()
@@ -303,7 +290,7 @@ fn a_stop_request_ends_training_between_steps_with_every_row_written() {
         }
     });
     let outcome = within(WATCHDOG, move || {
-        let outcome = serve(&model(), &mut table, requests, &ServeOptions { window: 2, warmup: 0 }, &Progress::hidden());
+        let outcome = serve(&small_model(DIM), &mut table, requests, &ServeOptions { window: 2, warmup: 0 }, &Progress::hidden());
         strata::interrupt::clear();
         outcome.unwrap()
     });

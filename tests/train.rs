@@ -10,31 +10,17 @@ use strata::engine::pool::Pooling;
 use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata::model::train::{serve, train, ServeOptions, TrainError, TrainOptions};
-use strata::model::{DenseOptimizer, Dlrm, Interaction, ModelConfig, ModelDevice};
+use strata::model::{Dlrm, ModelConfig};
 use strata::progress::Progress;
 use strata_policies::PolicyConfig;
+
+mod common;
+use common::model::{small_model, small_model_config};
 
 const DIM: usize = 8;
 
 fn synthetic() -> SyntheticConfig {
     SyntheticConfig { scale: 0.0005, seed: 5, ..SyntheticConfig::default() }
-}
-
-fn model_config() -> ModelConfig {
-    ModelConfig {
-        embedding_dim: DIM,
-        bottom_mlp: vec![16, DIM],
-        top_mlp: vec![16, 8],
-        interaction: Interaction::Dot,
-        dense_optimizer: DenseOptimizer::Sgd { lr: 0.05 },
-        seed: 3,
-        threads: Some(1),
-        device: ModelDevice::Cpu,
-    }
-}
-
-fn model() -> Dlrm {
-    Dlrm::new(&model_config(), 26).unwrap()
 }
 
 fn table(device: TierConfig, host: TierConfig, hierarchy: Hierarchy) -> TieredTable {
@@ -67,7 +53,7 @@ fn training(window: usize) -> TrainOptions {
 
 /// Losses and the final table of one training run.
 fn run(mut table: TieredTable, window: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut model = model();
+    let mut model = small_model(DIM);
     let outcome = train(&mut model, &mut table, batches(25), &[], &training(window), &Progress::hidden()).unwrap();
     assert_eq!(outcome.steps, 25);
     (outcome.losses, final_table(table))
@@ -110,7 +96,7 @@ fn policies_and_windows_change_speed_never_results() {
 
 #[test]
 fn training_through_tiers_learns_the_hidden_model() {
-    let mut model = model();
+    let mut model = small_model(DIM);
     let mut table = table(TierConfig::rows(300, PolicyConfig::Lru), TierConfig::rows(3000, PolicyConfig::from_name("s3fifo").unwrap()), Hierarchy::Inclusive);
     // Held-out batches come from later in the same stream, never trained on.
     let held_out: Vec<Batch> = SyntheticBatches::new(&synthetic(), 64, Some(320)).unwrap().with_features().skip(300).collect();
@@ -131,7 +117,7 @@ fn checkpoints_flush_every_tier_and_change_no_result() {
         // Every row fits in memory: only a checkpoint writes rows to the store.
         let mut table = table(TierConfig::rows(150, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive);
         let options = TrainOptions { window: 2, eval_every: 0, checkpoint_every };
-        let outcome = train(&mut model(), &mut table, batches(25), &[], &options, &Progress::hidden()).unwrap();
+        let outcome = train(&mut small_model(DIM), &mut table, batches(25), &[], &options, &Progress::hidden()).unwrap();
         (outcome, final_table(table))
     };
     let (plain, plain_table) = train_with(0);
@@ -148,7 +134,7 @@ fn checkpoints_flush_every_tier_and_change_no_result() {
 
 #[test]
 fn serving_counts_requests_orders_percentiles_and_predicts_the_same_everywhere() {
-    let model = model();
+    let model = small_model(DIM);
     let rows = synthetic().layout().total_rows() as usize;
     let requests = || SyntheticBatches::new(&synthetic(), 4, Some(50)).unwrap().with_features();
     let options = ServeOptions { window: 1, warmup: 10 };
@@ -168,7 +154,7 @@ fn serving_counts_requests_orders_percentiles_and_predicts_the_same_everywhere()
     let all_in_host = serve(&model, &mut ideal, requests(), &ServeOptions { window: 0, warmup: 0 }, &Progress::hidden()).unwrap();
     assert_eq!(all_in_host.requests, 50);
     assert_eq!(all_in_host.prediction_checksum, outcome.prediction_checksum);
-    let other_model = Dlrm::new(&ModelConfig { seed: 4, ..model_config() }, 26).unwrap();
+    let other_model = Dlrm::new(&ModelConfig { seed: 4, ..small_model_config(DIM) }, 26).unwrap();
     let mut again = table(TierConfig::rows(0, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive);
     let other = serve(&other_model, &mut again, requests(), &options, &Progress::hidden()).unwrap();
     assert_ne!(other.prediction_checksum, outcome.prediction_checksum, "the checksum sees the scores");
@@ -176,7 +162,7 @@ fn serving_counts_requests_orders_percentiles_and_predicts_the_same_everywhere()
 
 #[test]
 fn batches_without_features_are_refused() {
-    let mut model = model();
+    let mut model = small_model(DIM);
     let mut table = table(TierConfig::rows(10, PolicyConfig::Lru), TierConfig::rows(100, PolicyConfig::Lru), Hierarchy::Inclusive);
     let lookups_only = SyntheticBatches::new(&synthetic(), 4, Some(2)).unwrap();
     let err = train(&mut model, &mut table, lookups_only, &[], &training(0), &Progress::hidden()).unwrap_err();

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests (each test crate uses some of them).
 #![allow(dead_code)]
 
+#[cfg(feature = "torch")]
+pub mod model;
 pub mod transparency;
 
 use std::path::Path;
