@@ -37,58 +37,31 @@ fn zipf_trace() -> Vec<Request> {
         next[i] = last[ids[i] as usize];
         last[ids[i] as usize] = i as u64;
     }
-    ids.iter()
-        .enumerate()
-        .map(|(i, &id)| Request {
-            id,
-            time: i as u64,
-            next_access: next[i],
-        })
-        .collect()
+    ids.iter().enumerate().map(|(i, &id)| Request { id, time: i as u64, next_access: next[i] }).collect()
 }
 
 fn bench_policies(c: &mut Criterion) {
     let trace = zipf_trace();
     let distinct = {
         let mut seen = vec![false; KEYS];
-        trace
-            .iter()
-            .filter(|r| !std::mem::replace(&mut seen[r.id as usize], true))
-            .count()
+        trace.iter().filter(|r| !std::mem::replace(&mut seen[r.id as usize], true)).count()
     };
     let mut group = c.benchmark_group("policy_ops");
     group.throughput(Throughput::Elements(trace.len() as u64));
     group.sample_size(10);
-    for name in [
-        "lru",
-        "fifo",
-        "clock",
-        "sieve",
-        "lfu",
-        "lfu:0",
-        "arc",
-        "s3fifo",
-        "tinylfu",
-        "belady",
-        "lookahead:4096",
-        "static:100000",
-    ] {
+    for name in ["lru", "fifo", "clock", "sieve", "lfu", "lfu:0", "arc", "s3fifo", "tinylfu", "belady", "lookahead:4096", "static:100000"] {
         let cfg = PolicyConfig::from_name(name).expect("valid policy name");
         for pct in [1usize, 10] {
             let capacity = (distinct * pct / 100).max(1);
-            group.bench_with_input(
-                BenchmarkId::new(cfg.label(), format!("{pct}%")),
-                &capacity,
-                |b, &cap| {
-                    b.iter(|| {
-                        let mut policy = cfg.build(cap).expect("valid capacity");
-                        let mut admission = Admission::always();
-                        let mut stats = ReplayStats::default();
-                        replay(policy.as_mut(), &mut admission, &trace, &mut stats);
-                        stats.misses
-                    })
-                },
-            );
+            group.bench_with_input(BenchmarkId::new(cfg.label(), format!("{pct}%")), &capacity, |b, &cap| {
+                b.iter(|| {
+                    let mut policy = cfg.build(cap).expect("valid capacity");
+                    let mut admission = Admission::always();
+                    let mut stats = ReplayStats::default();
+                    replay(policy.as_mut(), &mut admission, &trace, &mut stats);
+                    stats.misses
+                })
+            });
         }
     }
     group.finish();

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use strata::engine::device::{cuda_probe, CudaSlab, DeviceKind, EmulatedDevice};
 use strata::engine::host::HostSlab;
-use strata::engine::storage::{ReadConfig, TableFile};
 use strata::engine::storage::format::Header;
+use strata::engine::storage::{ReadConfig, TableFile};
 use strata::engine::{Optimizer, RowInit, RowLayout, RowSlab};
 use strata::plan::profile::{LinkProfile, ProfileFile, TierProfile};
 
@@ -176,10 +176,7 @@ pub fn write(profile: &ProfileFile, out: &Path) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: creating", dir.display()))?;
     }
-    let text = format!(
-        "# Written by `strata calibrate`: figures measured on this machine (see `source`).\n{}",
-        profile.to_toml()
-    );
+    let text = format!("# Written by `strata calibrate`: figures measured on this machine (see `source`).\n{}", profile.to_toml());
     ProfileFile::parse(out, &text)?;
     std::fs::write(out, text).with_context(|| format!("{}: writing", out.display()))
 }
@@ -302,7 +299,9 @@ fn filesystem_bytes(dir: &Path) -> Result<u64> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find_map(|line| line.strip_prefix("model name").map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|info| {
+            info.lines().find_map(|line| line.strip_prefix("model name").map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 

@@ -164,7 +164,8 @@ impl RunFolder {
 
     /// The folder of set-up number `index` (from 0) named `name`.
     pub fn setup(&self, index: usize, name: &str) -> SetupCheckpoints {
-        let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
+        let safe: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
         SetupCheckpoints {
             dir: self.root.join(format!("{index}-{safe}")),
             config_hash: self.config_hash.clone(),
@@ -294,7 +295,12 @@ impl SetupCheckpoints {
         if store.rows() != rows || store.layout() != layout {
             return Err(CheckpointError::new(
                 &self.dir.join(MANIFEST),
-                format!("{} holds {} rows of {:?}, the manifest says {rows} rows of {layout:?}", store.describe(), store.rows(), store.layout()),
+                format!(
+                    "{} holds {} rows of {:?}, the manifest says {rows} rows of {layout:?}",
+                    store.describe(),
+                    store.rows(),
+                    store.layout()
+                ),
             )
             .into());
         }
@@ -334,7 +340,8 @@ impl Checkpointer for SetupCheckpoints {
             }
             None => {
                 let file = format!("rows-{id:06}.table");
-                let mut snapshot = TableFile::create(&self.dir.join(&file), rows, layout, RowInit::Zeros).map_err(|e| TrainError::Engine(e.into()))?;
+                let mut snapshot =
+                    TableFile::create(&self.dir.join(&file), rows, layout, RowInit::Zeros).map_err(|e| TrainError::Engine(e.into()))?;
                 table.snapshot_into(&mut snapshot)?;
                 TableState::Snapshot { file, rows, dim: layout.dim, state: layout.state }
             }

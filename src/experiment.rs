@@ -19,11 +19,13 @@ use crate::data::{BatchStream, CriteoTsvSpec, DataSource, MlperfNumpySpec, Rebat
 use crate::engine::backing::{BackingStore, FlatTable};
 use crate::engine::device::DeviceKind;
 use crate::engine::pool::Pooling;
+use crate::engine::stats::EngineStats;
 use crate::engine::storage::{OnIoError, ReadConfig, ReadPath, TableFile};
 use crate::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
-use crate::engine::stats::EngineStats;
 use crate::engine::{EngineError, Optimizer, RowInit, RowLayout};
-use crate::model::train::{serve, train_from, Checkpointer, FlushTable, ServeOptions, ServeOutcome, TrainError, TrainOptions, TrainOutcome, TrainedSteps};
+use crate::model::train::{
+    serve, train_from, Checkpointer, FlushTable, ServeOptions, ServeOutcome, TrainError, TrainOptions, TrainOutcome, TrainedSteps,
+};
 use crate::model::{Dlrm, ModelConfig};
 use crate::progress::Progress;
 use crate::report::{self, ReportError};
@@ -200,8 +202,8 @@ impl ExperimentConfig {
 
     /// Reads back the config a run saved (as JSON) in its folder, and checks it.
     fn parse_saved(path: &Path, json: &str) -> Result<ExperimentConfig, ExperimentError> {
-        let config: ExperimentConfig = serde_json::from_str(json)
-            .map_err(|e| ConfigError::new(path, format!("line {} column {}: {e}", e.line(), e.column())))?;
+        let config: ExperimentConfig =
+            serde_json::from_str(json).map_err(|e| ConfigError::new(path, format!("line {} column {}: {e}", e.line(), e.column())))?;
         config.check(path)
     }
 
@@ -254,12 +256,17 @@ impl ExperimentConfig {
 
     /// The training batches; a read error ends them and waits in `failure()`.
     fn batches(&self) -> Result<BatchStream, TrainError> {
-        self.data.source().train(self.data.batch_size, self.data.train_batches).map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })
+        self.data
+            .source()
+            .train(self.data.batch_size, self.data.train_batches)
+            .map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })
     }
 
     fn held_out(&self) -> Result<Vec<Batch>, TrainError> {
         let data = &self.data;
-        data.source().held_out(data.batch_size, data.train_batches, data.eval_batches).map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })
+        data.source()
+            .held_out(data.batch_size, data.train_batches, data.eval_batches)
+            .map_err(|e| TrainError::Batch { start: 0, what: e.to_string() })
     }
 
     /// The serving requests (warm-up first): the held-out stream after its
@@ -446,7 +453,12 @@ pub fn resume(dir: &Path) -> Result<(ExperimentConfig, Vec<SetupResult>, String)
     Ok((config, results, summary))
 }
 
-fn run_in(config: &ExperimentConfig, dir: &Path, folder: &RunFolder, resuming: bool) -> Result<(Vec<SetupResult>, String), ExperimentError> {
+fn run_in(
+    config: &ExperimentConfig,
+    dir: &Path,
+    folder: &RunFolder,
+    resuming: bool,
+) -> Result<(Vec<SetupResult>, String), ExperimentError> {
     let rows = config.rows();
     let first_fail = |source: TrainError| setup_error(&config.setups[0], source);
     let held_out = config.held_out().map_err(first_fail)?;
@@ -495,12 +507,17 @@ fn run_in(config: &ExperimentConfig, dir: &Path, folder: &RunFolder, resuming: b
                 eprintln!("training `{}`", setup.name);
                 let progress = Progress::new(format!("training `{}`", setup.name), Some(steps));
                 progress.advance(done.steps);
-                let options = TrainOptions { window: setup.window, eval_every: config.data.eval_every, checkpoint_every: config.data.checkpoint_every };
+                let options = TrainOptions {
+                    window: setup.window,
+                    eval_every: config.data.eval_every,
+                    checkpoint_every: config.data.checkpoint_every,
+                };
                 let batches = config.batches().map_err(&fail)?;
                 let failure = batches.failure();
                 let batches = batches.skip(done.steps as usize);
                 let checkpointer: &mut dyn Checkpointer = if config.data.checkpoint_every > 0 { &mut checkpoints } else { &mut FlushTable };
-                let outcome = train_from(&mut model, &mut table, batches, &held_out, &options, &progress, done, checkpointer).map_err(&fail)?;
+                let outcome =
+                    train_from(&mut model, &mut table, batches, &held_out, &options, &progress, done, checkpointer).map_err(&fail)?;
                 progress.finish();
                 if let Some((start, error)) = failure.take() {
                     return Err(fail(TrainError::Batch { start, what: error.to_string() }));
@@ -611,7 +628,18 @@ fn summary_tables(results: &[SetupResult]) -> Vec<SummaryTable> {
             .collect();
         tables.push(SummaryTable {
             title: "Serving",
-            columns: &["setup", "queries/s", "p50 us", "p95 us", "p99 us", "p99 vs first", "stall", "device hits", "host hits", "scores checksum"],
+            columns: &[
+                "setup",
+                "queries/s",
+                "p50 us",
+                "p95 us",
+                "p99 us",
+                "p99 vs first",
+                "stall",
+                "device hits",
+                "host hits",
+                "scores checksum",
+            ],
             rows,
         });
     }
@@ -631,7 +659,8 @@ pub fn markdown(results: &[SetupResult]) -> String {
     out
 }
 
-const CSV_HEADER: &str = "name,samples_per_sec,stall_fraction,device_hit_ratio,host_hit_ratio,write_backs,auc,logloss,checkpoints,checkpoint_seconds,\
+const CSV_HEADER: &str =
+    "name,samples_per_sec,stall_fraction,device_hit_ratio,host_hit_ratio,write_backs,auc,logloss,checkpoints,checkpoint_seconds,\
 queries_per_sec,p50_us,p95_us,p99_us,p99_vs_first,serve_stall_fraction,serve_device_hit_ratio,serve_host_hit_ratio,prediction_checksum\n";
 
 fn csv(results: &[SetupResult]) -> String {
@@ -679,13 +708,23 @@ fn write_reports(config: &ExperimentConfig, results: &[SetupResult], dir: &Path)
     let trained = results.iter().any(|r| r.outcome.is_some());
     let served = results.iter().any(|r| r.serving.is_some());
     if trained {
-        report::plot_bars(&names, &[("samples/s".into(), column(&|r| r.samples_per_sec))], "Training throughput", "samples/s", &dir.join("throughput.svg"))?;
+        report::plot_bars(
+            &names,
+            &[("samples/s".into(), column(&|r| r.samples_per_sec))],
+            "Training throughput",
+            "samples/s",
+            &dir.join("throughput.svg"),
+        )?;
         // Loss curves (the training loss, averaged over 10 steps) on one plot.
         let losses: Vec<(String, Vec<(f64, f64)>)> = results
             .iter()
             .filter_map(|r| r.outcome.as_ref().map(|o| (r, o)))
             .map(|(r, o)| {
-                let points = o.losses.chunks(10).enumerate().map(|(i, c)| ((i * 10 + c.len()) as f64, f64::from(c.iter().sum::<f32>() / c.len() as f32)));
+                let points = o
+                    .losses
+                    .chunks(10)
+                    .enumerate()
+                    .map(|(i, c)| ((i * 10 + c.len()) as f64, f64::from(c.iter().sum::<f32>() / c.len() as f32)));
                 (r.name.clone(), points.collect())
             })
             .collect();
@@ -725,7 +764,11 @@ fn write_reports(config: &ExperimentConfig, results: &[SetupResult], dir: &Path)
     }
     for svg in plots {
         let body = std::fs::read_to_string(dir.join(svg)).map_err(|e| ReportError::new(&dir.join(svg), e))?;
-        let _ = write!(html, "<div>{}</div>", body.trim_start_matches(|c| c != '<').replacen("<?xml version=\"1.0\" encoding=\"UTF-8\"?>", "", 1));
+        let _ = write!(
+            html,
+            "<div>{}</div>",
+            body.trim_start_matches(|c| c != '<').replacen("<?xml version=\"1.0\" encoding=\"UTF-8\"?>", "", 1)
+        );
     }
     html.push_str("</body></html>\n");
     report::write_file(&dir.join("report.html"), html.as_bytes())

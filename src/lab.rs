@@ -156,10 +156,12 @@ impl TraceSpec {
     /// Opens the trace from its start (the spec must have passed [`TraceSpec::check`]).
     pub fn open(&self) -> Result<Box<dyn KeySource>, TraceError> {
         match self {
-            TraceSpec::Synthetic { requests, synthetic } => Ok(Box::new(
-                SyntheticTrace::new(synthetic, *requests).expect("validated when the config was loaded"),
-            )),
-            TraceSpec::File { path, criteo_scale, .. } => self.format().expect("a file").open(path, TableLayout::criteo(*criteo_scale, false).rows()),
+            TraceSpec::Synthetic { requests, synthetic } => {
+                Ok(Box::new(SyntheticTrace::new(synthetic, *requests).expect("validated when the config was loaded")))
+            }
+            TraceSpec::File { path, criteo_scale, .. } => {
+                self.format().expect("a file").open(path, TableLayout::criteo(*criteo_scale, false).rows())
+            }
         }
     }
 

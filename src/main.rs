@@ -12,13 +12,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use strata::data::{write_synthetic, DriftConfig, FileFormat, SyntheticConfig, SyntheticTrace};
+use strata::engine::storage::ReadPath;
 use strata::engine::storage::TableFile;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata::lab::{self, LabConfig};
 use strata::sim::{parse_capacities, write_oracle_general, Capacity, Simulation};
 use strata::trace::{KeySource, TextWriter, TraceFormat, CHUNK};
 use strata::{data::TableLayout, report};
-use strata::engine::storage::ReadPath;
 use strata_policies::{AdmissionConfig, PolicyConfig};
 
 #[derive(Parser)]
@@ -184,8 +184,7 @@ impl SyntheticArgs {
             zipf,
             multi_hot: !self.one_hot,
             seed: self.seed,
-            drift: (self.drift_every > 0)
-                .then_some(DriftConfig { every_samples: self.drift_every, fraction: self.drift_fraction }),
+            drift: (self.drift_every > 0).then_some(DriftConfig { every_samples: self.drift_every, fraction: self.drift_fraction }),
         };
         config.validate()?;
         Ok(config)
@@ -345,7 +344,6 @@ enum BenchCommand {
         batch: usize,
     },
 }
-
 
 fn parse_policies(list: &str) -> Result<Vec<PolicyConfig>> {
     let policies = list
@@ -543,8 +541,7 @@ fn run_experiment(path: &Path, _text: &str, _out: Option<&Path>) -> Result<()> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -575,7 +572,18 @@ fn main() -> ExitCode {
             }
         }
         Command::Bench(BenchCommand::Lookup {
-            file, synthetic, dim, batch, warmup, batches, device, host, window, policy, read_path, json,
+            file,
+            synthetic,
+            dim,
+            batch,
+            warmup,
+            batches,
+            device,
+            host,
+            window,
+            policy,
+            read_path,
+            json,
         }) => (|| {
             let bench = bench::lookup::LookupBench {
                 file,
@@ -604,9 +612,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Storage { file, rows, dim, reads, depth, batch, fio_seconds }) => {
             bench::storage::StorageBench { file, rows, dim, reads, depth, batch, fio_seconds }.run().map(|report| print!("{report}"))
         }
-        Command::Bench(BenchCommand::Gather { backend, rows, dim, bag, batch }) => {
-            bench::gather::run(backend, rows, dim, bag, batch)
-        }
+        Command::Bench(BenchCommand::Gather { backend, rows, dim, bag, batch }) => bench::gather::run(backend, rows, dim, bag, batch),
         Command::Bench(BenchCommand::Embedding { synthetic, dim, batch, batches, warmup, iters, dir, json }) => (|| {
             let bench = bench::embedding::EmbeddingBench {
                 synthetic: synthetic.config()?,
@@ -638,7 +644,10 @@ fn main() -> ExitCode {
             };
             let (requests, distinct, rows) = bench.run()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "requests": requests, "distinct_rows": distinct, "results": rows }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "requests": requests, "distinct_rows": distinct, "results": rows }))?
+                );
             } else {
                 print!("{}", bench::simulate::markdown(requests, distinct, &rows));
             }

@@ -21,9 +21,8 @@ impl Progress {
                     .expect("static template")
                     .progress_chars("=> "),
             ),
-            None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{spinner} {msg} {human_pos} {elapsed}").expect("static template"),
-            ),
+            None => ProgressBar::new_spinner()
+                .with_style(ProgressStyle::with_template("{spinner} {msg} {human_pos} {elapsed}").expect("static template")),
         };
         Progress(bar.with_message(message))
     }

@@ -161,7 +161,8 @@ fn config_with_a_wrong_type_names_the_table_line_and_the_types() {
     let config = lab_config(dir.path(), &format!("[trace]\nsource = \"synthetic\"\nrequests = \"many\"\n{SIMULATE}"));
     let err = fails(&["run", &config]);
     assert!(err.contains(&format!("{config}: line 1, column 1: in `[trace]`: invalid type: string \"many\", expected u64")), "{err}");
-    let config = lab_config(dir.path(), "[trace]\nsource = \"synthetic\"\nrequests = 10\n[simulate]\npolicies = \"lru\"\ncapacities = [0.1]\n");
+    let config =
+        lab_config(dir.path(), "[trace]\nsource = \"synthetic\"\nrequests = 10\n[simulate]\npolicies = \"lru\"\ncapacities = [0.1]\n");
     let err = fails(&["run", &config]);
     assert!(err.contains(&format!("{config}: line 5, column 12: invalid type: string \"lru\", expected a sequence")), "{err}");
 }
@@ -324,10 +325,7 @@ fn binary_trace_shorter_than_one_record_is_truncated_record_zero() {
 }
 
 fn criteo_line() -> Vec<String> {
-    std::iter::once("1".to_string())
-        .chain((0..13).map(|i| i.to_string()))
-        .chain((0..26).map(|i| format!("{:08x}", i * 7919)))
-        .collect()
+    std::iter::once("1".to_string()).chain((0..13).map(|i| i.to_string())).chain((0..26).map(|i| format!("{:08x}", i * 7919))).collect()
 }
 
 /// Simulates a Criteo TSV of a good line then `bad`; returns the error line.
@@ -409,7 +407,8 @@ fn table_file(dir: &Path, name: &str) -> String {
 }
 
 fn bench_lookup_fails(table: &str) -> String {
-    let err = fails(&["bench", "lookup", "--file", table, "--scale", "0.0001", "--dim", "8", "--batch", "4", "--warmup", "1", "--batches", "1"]);
+    let err =
+        fails(&["bench", "lookup", "--file", table, "--scale", "0.0001", "--dim", "8", "--batch", "4", "--warmup", "1", "--batches", "1"]);
     assert!(err.starts_with(&format!("strata: error: {table}: ")), "{err}");
     err
 }

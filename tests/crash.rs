@@ -111,7 +111,8 @@ fn reference_rows(config: &ExperimentConfig) -> (BTreeMap<u64, Vec<u64>>, Vec<f3
     let rows = config.rows();
     let init = RowInit::Uniform { seed: config.engine.init_seed, scale: config.engine.init_scale };
     let store = FlatTable::new(rows, layout, init);
-    let mut table = TieredTable::new(&TableConfig::host_only(rows, config.engine.optimizer, config.engine.pooling), Box::new(store)).expect("table");
+    let mut table =
+        TieredTable::new(&TableConfig::host_only(rows, config.engine.optimizer, config.engine.pooling), Box::new(store)).expect("table");
     let mut model = Dlrm::new(&config.model, strata::data::CRITEO_CARDINALITIES.len()).expect("model");
     let batches = config.data.source().train(config.data.batch_size, config.data.train_batches).expect("batches");
     let options = TrainOptions { window: 0, eval_every: 0, checkpoint_every: config.data.checkpoint_every };
@@ -174,7 +175,10 @@ fn check_after_kill(out: &Path, table: &Path, scratch: &Path, reference: &BTreeM
     let expected = reference.get(&step).unwrap_or_else(|| panic!("no reference at step {step}"));
     let mismatched_rows = actual.iter().zip(expected).filter(|(a, e)| a != e).count() + actual.len().abs_diff(expected.len());
     if mismatched_rows > 0 {
-        eprintln!("MISMATCH: {} after rolling back to checkpoint {id} (step {step}): {mismatched_rows} rows differ", manifest_path.display());
+        eprintln!(
+            "MISMATCH: {} after rolling back to checkpoint {id} (step {step}): {mismatched_rows} rows differ",
+            manifest_path.display()
+        );
     }
     Some(Check { mismatched_rows, rolled_back })
 }

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use strata::data::npy::{Dtype, NpyWriter};
-use strata::data::{
-    log_count, CriteoTsvSpec, DataError, DataSource, MlperfNumpySpec, SyntheticBatches, SyntheticConfig, TableLayout,
-};
+use strata::data::{log_count, CriteoTsvSpec, DataError, DataSource, MlperfNumpySpec, SyntheticBatches, SyntheticConfig, TableLayout};
 use strata::engine::table::Batch;
 
 const SCALE: f64 = 0.0005;
@@ -211,7 +209,13 @@ fn write_day(dir: &Path, rows: u64) -> [PathBuf; 3] {
 
 /// The one-line message `check` gives for day 0 of `dir`.
 fn check_error(dir: &Path) -> String {
-    let source = DataSource::MlperfNumpy(MlperfNumpySpec { dir: dir.to_path_buf(), train_days: vec![0], eval_days: vec![], multi_hot: false, scale: 0.001 });
+    let source = DataSource::MlperfNumpy(MlperfNumpySpec {
+        dir: dir.to_path_buf(),
+        train_days: vec![0],
+        eval_days: vec![],
+        multi_hot: false,
+        scale: 0.001,
+    });
     let message = source.check(false).unwrap_err().to_string();
     assert!(!message.contains('\n'), "{message}");
     message
@@ -257,7 +261,10 @@ fn bad_numpy_files_are_named_with_what_is_wrong() {
     let bytes = std::fs::read(&sparse).unwrap();
     std::fs::write(&sparse, &bytes[..bytes.len() - 8]).unwrap();
     let message = check_error(dir.path());
-    assert!(message.contains(&format!("{}: shape [20, 26] of <i8 needs 4160 data bytes after byte 128, the file holds 4152", sparse.display())), "{message}");
+    assert!(
+        message.contains(&format!("{}: shape [20, 26] of <i8 needs 4160 data bytes after byte 128, the file holds 4152", sparse.display())),
+        "{message}"
+    );
 
     // A missing file.
     std::fs::remove_file(&sparse).unwrap();
@@ -289,9 +296,19 @@ fn multi_hot_archives_need_every_table_at_its_width() {
         })
         .collect();
     strata::data::npy::write_npz(&npz, &members).unwrap();
-    let source = DataSource::MlperfNumpy(MlperfNumpySpec { dir: dir.path().into(), train_days: vec![0], eval_days: vec![], multi_hot: true, scale: SCALE });
+    let source = DataSource::MlperfNumpy(MlperfNumpySpec {
+        dir: dir.path().into(),
+        train_days: vec![0],
+        eval_days: vec![],
+        multi_hot: true,
+        scale: SCALE,
+    });
     let message = source.check(false).unwrap_err().to_string();
-    assert!(message.contains(&format!("{}:20.npy: expected <i4 or <i8 of shape [N, 100] (table 20), found shape [10, 99] of <i4", npz.display())), "{message}");
+    assert!(
+        message
+            .contains(&format!("{}:20.npy: expected <i4 or <i8 of shape [N, 100] (table 20), found shape [10, 99] of <i4", npz.display())),
+        "{message}"
+    );
     strata::data::npy::write_npz(&npz, &members[..25]).unwrap();
     let message = source.check(false).unwrap_err().to_string();
     assert!(message.contains(&format!("{}: no array `25`", npz.display())), "{message}");
@@ -347,7 +364,13 @@ fn numpy_reads_what_strata_writes_and_strata_reads_what_numpy_writes() {
     // numpy's files, one-hot (int64 ids, some negative; labels [N] int64) and multi-hot.
     let n = 10u64;
     for multi_hot in [false, true] {
-        let source = DataSource::MlperfNumpy(MlperfNumpySpec { dir: dir.path().into(), train_days: vec![1], eval_days: vec![], multi_hot, scale: 0.001 });
+        let source = DataSource::MlperfNumpy(MlperfNumpySpec {
+            dir: dir.path().into(),
+            train_days: vec![1],
+            eval_days: vec![],
+            multi_hot,
+            scale: 0.001,
+        });
         let layout = source.layout();
         let (batches, failure) = read(&source, 10, 1);
         assert!(failure.is_none());
@@ -365,7 +388,13 @@ fn numpy_reads_what_strata_writes_and_strata_reads_what_numpy_writes() {
         }
         assert_eq!(batch.ids, ids, "multi_hot {multi_hot}");
     }
-    let compressed = DataSource::MlperfNumpy(MlperfNumpySpec { dir: dir.path().into(), train_days: vec![2], eval_days: vec![], multi_hot: true, scale: 0.001 });
+    let compressed = DataSource::MlperfNumpy(MlperfNumpySpec {
+        dir: dir.path().into(),
+        train_days: vec![2],
+        eval_days: vec![],
+        multi_hot: true,
+        scale: 0.001,
+    });
     std::fs::copy(dir.path().join("day_1_dense.npy"), dir.path().join("day_2_dense.npy")).unwrap();
     std::fs::copy(dir.path().join("day_1_labels.npy"), dir.path().join("day_2_labels.npy")).unwrap();
     let message = compressed.check(false).unwrap_err().to_string();

@@ -6,8 +6,8 @@
 use strata::engine::backing::{BackingStore, FlatTable};
 use strata::engine::device::DeviceKind;
 use strata::engine::pool::Pooling;
-use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::storage::{ReadPath, TableFile};
+use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 
@@ -26,8 +26,7 @@ fn check(case: &Case, seed: u64) {
     check_with_store(case, SHORT, seed, Box::new(FlatTable::new(rows, layout, init)), &|store| store);
 }
 
-const POLICIES: [&str; 11] =
-    ["lru", "fifo", "clock", "lfu", "arc", "s3fifo", "sieve", "tinylfu", "belady", "lookahead:40", "static:30"];
+const POLICIES: [&str; 11] = ["lru", "fifo", "clock", "lfu", "arc", "s3fifo", "sieve", "tinylfu", "belady", "lookahead:40", "static:30"];
 
 #[test]
 fn every_policy_and_hierarchy_matches_the_flat_table() {

@@ -56,7 +56,12 @@ fn an_experiment_writes_its_reports_and_placement_never_changes_results() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("exp.toml");
     let file = dir.path().join("table.strata");
-    std::fs::write(&config, format!("{CONFIG}\n[output]\ndir = \"{}\"\n", dir.path().join("out").display()).replace("init_scale = 0.05\n", &format!("init_scale = 0.05\ntable_file = \"{}\"\n", file.display()))).unwrap();
+    std::fs::write(
+        &config,
+        format!("{CONFIG}\n[output]\ndir = \"{}\"\n", dir.path().join("out").display())
+            .replace("init_scale = 0.05\n", &format!("init_scale = 0.05\ntable_file = \"{}\"\n", file.display())),
+    )
+    .unwrap();
     let out = strata(&["run", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary = String::from_utf8_lossy(&out.stdout);
@@ -105,7 +110,8 @@ fn a_bad_experiment_config_fails_before_any_work() {
 /// the report's set-ups and the Markdown summary.
 fn run_in(dir: &Path, config: &str) -> (Vec<Value>, String) {
     let path = dir.join("exp.toml");
-    let with_file = config.replace("init_scale = 0.05\n", &format!("init_scale = 0.05\ntable_file = \"{}\"\n", dir.join("table.strata").display()));
+    let with_file =
+        config.replace("init_scale = 0.05\n", &format!("init_scale = 0.05\ntable_file = \"{}\"\n", dir.join("table.strata").display()));
     std::fs::write(&path, format!("{with_file}\n[output]\ndir = \"{}\"\n", dir.join("out").display())).unwrap();
     let out = strata(&["run", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -118,7 +124,16 @@ fn run_in(dir: &Path, config: &str) -> (Vec<Value>, String) {
 fn check_serving(setups: &[Value], requests: u64, batch_size: u64) {
     for s in setups {
         let name = &s["name"];
-        for field in ["queries_per_sec", "p50_us", "p95_us", "p99_us", "p99_vs_first", "serve_stall_fraction", "serve_hit_ratio", "prediction_checksum"] {
+        for field in [
+            "queries_per_sec",
+            "p50_us",
+            "p95_us",
+            "p99_us",
+            "p99_vs_first",
+            "serve_stall_fraction",
+            "serve_hit_ratio",
+            "prediction_checksum",
+        ] {
             assert!(!s[field].is_null(), "{field} missing for {name}");
         }
         let (p50, p95, p99) = (s["p50_us"].as_f64().unwrap(), s["p95_us"].as_f64().unwrap(), s["p99_us"].as_f64().unwrap());
@@ -239,7 +254,10 @@ fn training_on_generated_files_matches_the_synthetic_stream_bit_for_bit() {
     let cases = [
         (
             "[data.synthetic]\nscale = 0.0005\nseed = 3\n".to_string(),
-            format!("[data.mlperf_numpy]\ndir = \"{}\"\ntrain_days = [0]\neval_days = [1]\nmulti_hot = true\nscale = 0.0005\n", numpy.display()),
+            format!(
+                "[data.mlperf_numpy]\ndir = \"{}\"\ntrain_days = [0]\neval_days = [1]\nmulti_hot = true\nscale = 0.0005\n",
+                numpy.display()
+            ),
         ),
         (
             "[data.synthetic]\nscale = 0.0005\nseed = 3\nmulti_hot = false\n".to_string(),
@@ -280,14 +298,23 @@ fn run_fails(dir: &std::path::Path, text: &str) -> String {
 fn a_missing_or_doubly_named_data_source_fails_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nowhere.tsv");
-    let error = run_fails(dir.path(), &experiment(&format!("[data.criteo_tsv]\ntrain_files = [\"{}\"]\neval_files = [\"{}\"]\n", missing.display(), missing.display())));
+    let error = run_fails(
+        dir.path(),
+        &experiment(&format!("[data.criteo_tsv]\ntrain_files = [\"{}\"]\neval_files = [\"{}\"]\n", missing.display(), missing.display())),
+    );
     assert!(error.contains("exp.toml: data: ") && error.contains(&format!("{}: No such file", missing.display())), "{error}");
     assert!(!dir.path().join("out").exists(), "nothing may be written for a bad config");
     let error = run_fails(dir.path(), &experiment(&format!("[data.mlperf_numpy]\ndir = \"{}\"\ntrain_days = [0]\n", dir.path().display())));
     assert!(error.contains("eval_days"), "{error}");
-    let error = run_fails(dir.path(), &experiment(&format!("[data.mlperf_numpy]\ndir = \"{}\"\ntrain_days = [0]\neval_days = [1]\n", dir.path().display())));
+    let error = run_fails(
+        dir.path(),
+        &experiment(&format!("[data.mlperf_numpy]\ndir = \"{}\"\ntrain_days = [0]\neval_days = [1]\n", dir.path().display())),
+    );
     assert!(error.contains(&format!("{}: No such file", dir.path().join("day_0_dense.npy").display())), "{error}");
-    let error = run_fails(dir.path(), &experiment(&format!("[data.synthetic]\nseed = 1\n[data.mlperf_numpy]\ndir = \"{}\"\ntrain_days = [0]\n", dir.path().display())));
+    let error = run_fails(
+        dir.path(),
+        &experiment(&format!("[data.synthetic]\nseed = 1\n[data.mlperf_numpy]\ndir = \"{}\"\ntrain_days = [0]\n", dir.path().display())),
+    );
     assert!(error.contains("give one of [data.synthetic], [data.criteo_tsv] and [data.mlperf_numpy]"), "{error}");
     assert!(!dir.path().join("out").exists(), "nothing may be written for a bad config");
 }
@@ -303,7 +330,11 @@ fn a_bad_line_deep_in_a_training_file_fails_the_run_naming_file_and_line() {
     fields[1] = "1.5";
     lines[99] = fields.join("\t");
     std::fs::write(&train, lines.join("\n") + "\n").unwrap();
-    let data = format!("[data.criteo_tsv]\ntrain_files = [\"{}\"]\neval_files = [\"{}\"]\nscale = 0.0005\n", train.display(), dir.path().join("day_1.tsv").display());
+    let data = format!(
+        "[data.criteo_tsv]\ntrain_files = [\"{}\"]\neval_files = [\"{}\"]\nscale = 0.0005\n",
+        train.display(),
+        dir.path().join("day_1.tsv").display()
+    );
     let error = run_fails(dir.path(), &experiment(&data));
     assert!(error.contains(&format!("{}:100: column 2: expected an integer, found `1.5`", train.display())), "{error}");
     assert!(error.contains("setup `ideal`") && error.contains(&format!("batch at {}", 3 * 32 * 26)), "{error}");
@@ -313,7 +344,21 @@ fn a_bad_line_deep_in_a_training_file_fails_the_run_naming_file_and_line() {
 #[test]
 fn the_numpy_config_parses_against_files_gen_data_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["gen-data", "--format", "numpy", "--out", dir.path().to_str().unwrap(), "--samples", "10", "--days", "2", "--scale", "0.002", "--seed", "42"];
+    let args = [
+        "gen-data",
+        "--format",
+        "numpy",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--samples",
+        "10",
+        "--days",
+        "2",
+        "--scale",
+        "0.002",
+        "--seed",
+        "42",
+    ];
     let out = strata(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/train-numpy.toml");
@@ -363,7 +408,17 @@ fn results(setups: &[Value]) -> Vec<Value> {
         .iter()
         .map(|s| {
             let o = &s["outcome"];
-            serde_json::json!([s["name"], s["auc"], s["logloss"], s["prediction_checksum"], o["steps"], o["samples"], o["checkpoints"], o["losses"], o["evaluations"]])
+            serde_json::json!([
+                s["name"],
+                s["auc"],
+                s["logloss"],
+                s["prediction_checksum"],
+                o["steps"],
+                o["samples"],
+                o["checkpoints"],
+                o["losses"],
+                o["evaluations"]
+            ])
         })
         .collect()
 }
@@ -378,7 +433,10 @@ fn an_in_memory_run_killed_after_a_checkpoint_resumes_to_the_same_results() {
     // No table file: checkpoints snapshot the in-memory rows.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("exp.toml");
-    let text = format!("{}\n{SERVE}", CONFIG.replace("eval_every = 10", "eval_every = 10\ncheckpoint_every = 2").replace("train_batches = 30", "train_batches = 60"));
+    let text = format!(
+        "{}\n{SERVE}",
+        CONFIG.replace("eval_every = 10", "eval_every = 10\ncheckpoint_every = 2").replace("train_batches = 30", "train_batches = 60")
+    );
     std::fs::write(&config, &text).unwrap();
     let reference = dir.path().join("reference");
     let out = strata(&["run", config.to_str().unwrap(), "--out", reference.to_str().unwrap()]);
@@ -388,7 +446,10 @@ fn an_in_memory_run_killed_after_a_checkpoint_resumes_to_the_same_results() {
     kill_after_a_checkpoint(&config, &resumed, "1-lru__prefetch_2");
     let folder = resumed.join("checkpoints/1-lru__prefetch_2");
     assert!(resumed.join("checkpoints/0-ideal/result.json").exists(), "the first set-up finished");
-    assert!(std::fs::read_dir(&folder).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("rows-")), "a snapshot of the rows");
+    assert!(
+        std::fs::read_dir(&folder).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("rows-")),
+        "a snapshot of the rows"
+    );
     let out = strata(&["run", "--resume", resumed.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (expected, actual) = (report(&reference), report(&resumed));
@@ -420,7 +481,11 @@ fn resume_errors_name_the_file() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot be used with '--resume <DIR>'"));
 
     let config = dir.path().join("exp.toml");
-    std::fs::write(&config, CONFIG.replace("eval_every = 10", "eval_every = 10\ncheckpoint_every = 2").replace("train_batches = 30", "train_batches = 200")).unwrap();
+    std::fs::write(
+        &config,
+        CONFIG.replace("eval_every = 10", "eval_every = 10\ncheckpoint_every = 2").replace("train_batches = 30", "train_batches = 200"),
+    )
+    .unwrap();
     let out = dir.path().join("out");
     kill_after_a_checkpoint(&config, &out, "0-ideal");
     let manifest = out.join("checkpoints/0-ideal/manifest.json");

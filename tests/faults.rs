@@ -23,8 +23,7 @@ const INIT: RowInit = RowInit::Uniform { seed: 11, scale: 0.5 };
 const LAYOUT: RowLayout = RowLayout { dim: 128, state: 1 };
 const ROWS: u64 = 100;
 
-const READ_FAULTS: [PageFault; 3] =
-    [PageFault::ReadEio, PageFault::ShortRead { bytes: 100 }, PageFault::FlipByte { offset: 5 * 516 + 9 }];
+const READ_FAULTS: [PageFault; 3] = [PageFault::ReadEio, PageFault::ShortRead { bytes: 100 }, PageFault::FlipByte { offset: 5 * 516 + 9 }];
 
 fn create(folder: &Path) -> PathBuf {
     let path = folder.join("faults.strata");
@@ -33,8 +32,7 @@ fn create(folder: &Path) -> PathBuf {
 }
 
 fn open(path: &Path, read_path: ReadPath, on_io_error: OnIoError, plan: &FaultPlan) -> TableFile {
-    let mut table =
-        TableFile::open_with(path, ReadConfig { read_path, on_io_error, ..ReadConfig::default() }).expect("open");
+    let mut table = TableFile::open_with(path, ReadConfig { read_path, on_io_error, ..ReadConfig::default() }).expect("open");
     table.inject_faults(plan.clone());
     table
 }
@@ -158,10 +156,7 @@ fn a_failed_write_leaves_the_previous_pages_intact_and_verifiable() {
             let error = table.write_rows(&targets, &data).expect_err("page 2's run fails");
             let message = error.to_string();
             assert!(matches!(error, StorageError::PageIo { page: 1, row: 8, .. }), "{message}");
-            assert_eq!(
-                message,
-                format!("{}: pages 1..=2 (rows 7..21): writing row 8: Input/output error (os error 5)", path.display())
-            );
+            assert_eq!(message, format!("{}: pages 1..=2 (rows 7..21): writing row 8: Input/output error (os error 5)", path.display()));
             drop(table);
             let rows = every_row(&path);
             for row in 0..ROWS {
@@ -200,7 +195,14 @@ fn a_page_failing_its_checksum_is_never_rewritten_by_a_partial_write() {
 }
 
 /// A tiered table over the file at `path` (a table file with `plan` set on it).
-fn tiered(path: &Path, read_path: ReadPath, on_io_error: OnIoError, plan: &FaultPlan, host_rows: usize, write_buffer_rows: usize) -> TieredTable {
+fn tiered(
+    path: &Path,
+    read_path: ReadPath,
+    on_io_error: OnIoError,
+    plan: &FaultPlan,
+    host_rows: usize,
+    write_buffer_rows: usize,
+) -> TieredTable {
     let config = TableConfig {
         device: TierConfig::rows(4, PolicyConfig::Lru),
         device_backend: DeviceKind::Emulated,

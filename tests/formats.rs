@@ -79,9 +79,25 @@ fn same_trace_in_both_formats_simulates_identically() {
         strata(&["gen-trace", "--out", path.to_str().unwrap(), "--requests", "30000", "--scale", "0.0002"]);
     }
     let run = |path: &std::path::Path| {
-        let json = strata(&["simulate", "--trace", path.to_str().unwrap(), "--policies", "lru,s3fifo,belady", "--capacity", "0.05,500", "--json", "--out", dir.path().join("o").to_str().unwrap()]);
+        let json = strata(&[
+            "simulate",
+            "--trace",
+            path.to_str().unwrap(),
+            "--policies",
+            "lru,s3fifo,belady",
+            "--capacity",
+            "0.05,500",
+            "--json",
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+        ]);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        v["results"].as_array().unwrap().iter().map(|r| (r["policy"].as_str().unwrap().to_string(), r["capacity_rows"].as_u64().unwrap(), r["misses"].as_u64().unwrap())).collect::<Vec<_>>()
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["policy"].as_str().unwrap().to_string(), r["capacity_rows"].as_u64().unwrap(), r["misses"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
     };
     let a = run(&txt);
     assert_eq!(a.len(), 6);

@@ -32,31 +32,111 @@ fn seeds(target: &str, configs: &[&str]) -> Vec<Vec<u8>> {
 
 /// Pieces of the formats that mutations splice in.
 const TOKENS: &[&str] = &[
-    "\n", "\r\n", "\t", " ", "", "0", "1", "-1", "+1", "18446744073709551615", "18446744073709551616", "ffffffff",
-    "zz", "\u{a0}", "\u{1F600}", "=", "[", "]", "[[setup]]", "{", "}", ",", "\"", "#", "1e400", "nan", "inf", "-0.0",
-    "true", "kind", "= {}", "0x7fffffff",
+    "\n",
+    "\r\n",
+    "\t",
+    " ",
+    "",
+    "0",
+    "1",
+    "-1",
+    "+1",
+    "18446744073709551615",
+    "18446744073709551616",
+    "ffffffff",
+    "zz",
+    "\u{a0}",
+    "\u{1F600}",
+    "=",
+    "[",
+    "]",
+    "[[setup]]",
+    "{",
+    "}",
+    ",",
+    "\"",
+    "#",
+    "1e400",
+    "nan",
+    "inf",
+    "-0.0",
+    "true",
+    "kind",
+    "= {}",
+    "0x7fffffff",
 ];
 
 /// Values that replace a config value (after `=`), a TSV field or a whole line.
 const VALUES: &[&str] = &[
-    "0", "-1", "1", "0.5", "2.5", "-0.0", "nan", "inf", "-inf", "1e308", "5e-324", "4294967296", "18446744073709551615",
-    "9223372036854775807", "-9223372036854775808", "\"\"", "\"x\"", "\"lru\"", "\"lookahead:0\"", "\"static:0\"",
-    "[]", "[0]", "[0.0, 1e9]", "{}", "{ kind = \"sgd\", lr = 0 }", "{ kind = \"frequency\", threshold = 0, counters = 0 }",
-    "true", "ffffffff", "", "zz", "1.5",
+    "0",
+    "-1",
+    "1",
+    "0.5",
+    "2.5",
+    "-0.0",
+    "nan",
+    "inf",
+    "-inf",
+    "1e308",
+    "5e-324",
+    "4294967296",
+    "18446744073709551615",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "\"\"",
+    "\"x\"",
+    "\"lru\"",
+    "\"lookahead:0\"",
+    "\"static:0\"",
+    "[]",
+    "[0]",
+    "[0.0, 1e9]",
+    "{}",
+    "{ kind = \"sgd\", lr = 0 }",
+    "{ kind = \"frequency\", threshold = 0, counters = 0 }",
+    "true",
+    "ffffffff",
+    "",
+    "zz",
+    "1.5",
 ];
 
 #[derive(Clone, Debug)]
 enum Mutation {
     /// Replaces the value of a line `key = value`, else a tab-separated field, else
     /// the whole line.
-    ReplaceValue { line: Index, field: Index, value: Index },
-    Flip { at: Index, bit: u8 },
-    Set { at: Index, byte: u8 },
-    Insert { at: Index, token: Index },
-    InsertBytes { at: Index, bytes: Vec<u8> },
-    Delete { at: Index, len: usize },
-    Duplicate { at: Index, len: usize },
-    Truncate { at: Index },
+    ReplaceValue {
+        line: Index,
+        field: Index,
+        value: Index,
+    },
+    Flip {
+        at: Index,
+        bit: u8,
+    },
+    Set {
+        at: Index,
+        byte: u8,
+    },
+    Insert {
+        at: Index,
+        token: Index,
+    },
+    InsertBytes {
+        at: Index,
+        bytes: Vec<u8>,
+    },
+    Delete {
+        at: Index,
+        len: usize,
+    },
+    Duplicate {
+        at: Index,
+        len: usize,
+    },
+    Truncate {
+        at: Index,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {

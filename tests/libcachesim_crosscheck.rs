@@ -14,11 +14,21 @@ fn compare(extra: &[&str]) -> Option<Vec<serde_json::Value>> {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec![
-        "bench", "simulate", "--requests", "400000", "--capacity", "0.01,0.05,0.2",
-        "--policies", "lru,fifo,sieve,belady,arc,s3fifo,clock,lfu:0,tinylfu", "--json", "--dir", dir.path().to_str().unwrap(),
+        "bench",
+        "simulate",
+        "--requests",
+        "400000",
+        "--capacity",
+        "0.01,0.05,0.2",
+        "--policies",
+        "lru,fifo,sieve,belady,arc,s3fifo,clock,lfu:0,tinylfu",
+        "--json",
+        "--dir",
+        dir.path().to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let out = Command::new(env!("CARGO_BIN_EXE_strata")).args(&args).env("STRATA_PYTHON", python).env("STRATA_LOG", "error").output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_strata")).args(&args).env("STRATA_PYTHON", python).env("STRATA_LOG", "error").output().unwrap();
     assert!(out.status.success(), "strata bench simulate: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v["results"].as_array().unwrap().clone();
@@ -39,7 +49,11 @@ fn check(rows: &[serde_json::Value]) {
             }
             _ => {
                 let relative = (ours as f64 - peer as f64).abs() / peer as f64;
-                assert!(relative <= 0.01, "{policy} at {capacity} rows: Strata {ours} misses, libCacheSim {peer} ({:.3}% apart)", 100.0 * relative);
+                assert!(
+                    relative <= 0.01,
+                    "{policy} at {capacity} rows: Strata {ours} misses, libCacheSim {peer} ({:.3}% apart)",
+                    100.0 * relative
+                );
             }
         }
     }
@@ -54,7 +68,9 @@ fn criteo_shaped_multi_hot_trace_agrees_with_libcachesim() {
 
 #[test]
 fn drifting_one_hot_trace_agrees_with_libcachesim() {
-    if let Some(rows) = compare(&["--scale", "0.001", "--zipf", "0.8", "--one-hot", "--drift-every", "2000", "--drift-fraction", "0.05", "--seed", "11"]) {
+    if let Some(rows) =
+        compare(&["--scale", "0.001", "--zipf", "0.8", "--one-hot", "--drift-every", "2000", "--drift-fraction", "0.05", "--seed", "11"])
+    {
         check(&rows);
     }
 }

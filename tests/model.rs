@@ -30,20 +30,7 @@ const INTERACTIONS: [Interaction; 2] = [Interaction::Dot, Interaction::Dcnv2 { l
 /// repeats inside a bag and across bags; rows 5, 11, 17 (the last of each table) and a
 /// few others are never looked up.
 fn tiny_batch() -> Batch {
-    let bags: [&[u64]; 12] = [
-        &[0, 1, 0],
-        &[6],
-        &[12, 13],
-        &[1],
-        &[],
-        &[13, 12, 14],
-        &[2, 0],
-        &[7, 6],
-        &[12],
-        &[0],
-        &[6, 6, 9],
-        &[15],
-    ];
+    let bags: [&[u64]; 12] = [&[0, 1, 0], &[6], &[12, 13], &[1], &[], &[13, 12, 14], &[2, 0], &[7, 6], &[12], &[0], &[6, 6, 9], &[15]];
     let mut ids = Vec::new();
     let mut offsets = vec![0];
     for bag in bags {
@@ -105,14 +92,22 @@ fn embedding_gradient_reaches_exactly_the_batch_rows_and_matches_tch() {
             Reduction::Mean,
         );
         loss.backward();
-        assert!((loss.double_value(&[]) as f32 - step.loss).abs() <= 1e-6, "{interaction:?}: loss {} vs {}", loss.double_value(&[]), step.loss);
+        assert!(
+            (loss.double_value(&[]) as f32 - step.loss).abs() <= 1e-6,
+            "{interaction:?}: loss {} vs {}",
+            loss.double_value(&[]),
+            step.loss
+        );
         let stepped = tch::no_grad(|| &weight - weight.grad() * lr as f64).view([-1]);
         let expected = Vec::<f32>::try_from(&stepped).unwrap();
         let mut largest_move = 0f32;
         for row in 0..ROWS {
             for j in 0..DIM {
                 let (got, want) = (updated.row(row)[j], expected[row as usize * DIM + j]);
-                assert!((got - want).abs() <= 4.0 * f32::EPSILON * want.abs().max(1.0), "{interaction:?}: row {row}[{j}]: engine {got}, tch {want}");
+                assert!(
+                    (got - want).abs() <= 4.0 * f32::EPSILON * want.abs().max(1.0),
+                    "{interaction:?}: row {row}[{j}]: engine {got}, tch {want}"
+                );
                 largest_move = largest_move.max((got - table.row(row)[j]).abs());
             }
         }

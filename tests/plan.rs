@@ -80,7 +80,15 @@ fn exact_lru_curves_equal_the_simulator_at_every_capacity_per_table_and_over_all
     for seed in [1, 2] {
         let layout = TableLayout::new(vec![40, 150, 400], vec![1, 2, 3]);
         let trace = multi_table_trace(&layout, 2500, seed);
-        let spec = PassSpec { layout: Some(layout.clone()), sample_rate: 1.0, simulate_rate: 1.0, setups: Vec::new(), count_from: 0, batch_lookups: 600, threads: 2 };
+        let spec = PassSpec {
+            layout: Some(layout.clone()),
+            sample_rate: 1.0,
+            simulate_rate: 1.0,
+            setups: Vec::new(),
+            count_from: 0,
+            batch_lookups: 600,
+            threads: 2,
+        };
         let pass = spec.run(keys(&trace).as_mut(), None).expect("pass runs");
         assert_eq!(pass.requests, trace.len() as u64);
         // All tables together: the pass's keys are the global rows.
@@ -91,7 +99,8 @@ fn exact_lru_curves_equal_the_simulator_at_every_capacity_per_table_and_over_all
         assert_eq!(pass.tables.len(), 3);
         for (t, table) in pass.tables.iter().enumerate() {
             let first = layout.global_row(t, 0);
-            let own: Vec<u64> = trace.iter().copied().filter(|&id| id >= first && id - first < layout.rows()[t]).map(|id| id - first).collect();
+            let own: Vec<u64> =
+                trace.iter().copied().filter(|&id| id >= first && id - first < layout.rows()[t]).map(|id| id - first).collect();
             let distinct = table.curve.distinct_rows();
             assert!(distinct > 10, "table {t} sees {distinct} rows");
             let capacities: Vec<u64> = (1..=distinct).collect();
@@ -119,12 +128,8 @@ fn shards_curves_stay_within_the_stated_bound_on_zipf_traces() {
         }
         let smallest = (SHARDS_BOUND_MIN_SAMPLED_ROWS as f64 / rate).ceil() as u64;
         let capacities = strata::report::log_grid(smallest, exact.distinct_rows(), 24);
-        let worst = exact
-            .miss_ratios(&capacities)
-            .iter()
-            .zip(sampled.miss_ratios(&capacities))
-            .map(|(e, s)| (e - s).abs())
-            .fold(0.0, f64::max);
+        let worst =
+            exact.miss_ratios(&capacities).iter().zip(sampled.miss_ratios(&capacities)).map(|(e, s)| (e - s).abs()).fold(0.0, f64::max);
         assert!(worst <= SHARDS_BOUND, "Zipf {exponent}, rate {rate}: worst error {worst}");
     }
 }
@@ -181,7 +186,11 @@ fn two_level_replay_counts_what_the_engine_counts_per_tier() {
                 // refuse rows, W-TinyLFU and static placement, re-read more: their store
                 // reads are not checked here; docs/PLANNING.md.)
                 if !matches!(name, "tinylfu" | "static:5000") {
-                    assert!(c.store_reads <= store_reads && store_reads as f64 <= c.store_reads as f64 * 1.1 + 2.0, "{what}: rows read from the store: {} vs {store_reads}", c.store_reads);
+                    assert!(
+                        c.store_reads <= store_reads && store_reads as f64 <= c.store_reads as f64 * 1.1 + 2.0,
+                        "{what}: rows read from the store: {} vs {store_reads}",
+                        c.store_reads
+                    );
                 }
             }
         }
@@ -288,7 +297,8 @@ fn strata_plan_writes_a_monotone_pareto_front_and_configurations_meeting_the_tar
     // 2 hardware alternatives x 2 policies x 3 device x 3 host sizes.
     assert_eq!(rows.len(), 36);
     let number = |r: &Vec<String>, name: &str| r[col(name)].parse::<f64>().unwrap();
-    let mut front: Vec<(f64, f64)> = rows.iter().filter(|r| r[col("on_pareto_front")] == "true").map(|r| (number(r, "cost"), number(r, "samples_per_sec"))).collect();
+    let mut front: Vec<(f64, f64)> =
+        rows.iter().filter(|r| r[col("on_pareto_front")] == "true").map(|r| (number(r, "cost"), number(r, "samples_per_sec"))).collect();
     front.sort_by(|a, b| a.0.total_cmp(&b.0));
     assert!(front.len() >= 2, "{front:?}");
     for pair in front.windows(2) {

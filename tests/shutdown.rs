@@ -85,7 +85,8 @@ fn file_rows(path: &Path) -> Vec<f32> {
 fn reference_rows(steps: u64) -> Vec<f32> {
     let store = FlatTable::new(rows(), layout(), INIT);
     let mut table = TieredTable::new(&TableConfig::host_only(rows(), OPTIMIZER, Pooling::Sum), Box::new(store)).unwrap();
-    let outcome = train(&mut small_model(DIM), &mut table, batches(steps).into_iter(), &[], &TrainOptions::default(), &Progress::hidden()).unwrap();
+    let outcome =
+        train(&mut small_model(DIM), &mut table, batches(steps).into_iter(), &[], &TrainOptions::default(), &Progress::hidden()).unwrap();
     assert_eq!(outcome.steps, steps);
     all_rows(&mut *table.close().unwrap())
 }

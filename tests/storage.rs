@@ -72,8 +72,7 @@ fn writes_read_back_before_and_after_reopening_with_every_path() {
         for (round, read_path) in ReadPath::ALL.into_iter().enumerate() {
             let mut table = TableFile::open(&path, read_path).expect("open");
             let targets: Vec<u64> = vec![5, 999, 400 + round as u64, 72, 73, 5];
-            let data: Vec<f32> =
-                (0..targets.len() * layout.floats()).map(|i| (i as f32) * 0.25 + round as f32 * 100.0).collect();
+            let data: Vec<f32> = (0..targets.len() * layout.floats()).map(|i| (i as f32) * 0.25 + round as f32 * 100.0).collect();
             table.write_rows(&targets, &data).expect("write");
             table.sync().expect("sync");
             let mut want = data.clone();
@@ -234,10 +233,7 @@ fn bad_requests_are_errors_naming_the_file_and_the_row() {
         let mut table = TableFile::open(&path, ReadPath::IoUring).expect("open");
         let mut out = vec![0f32; 3 * layout.floats()];
         let message = table.read_rows(&[1, 10, 2], &mut out).expect_err("row 10").to_string();
-        assert_eq!(
-            message,
-            format!("{}: row 10 (entry 1 of the request) is out of range: the table has 10 rows", path.display())
-        );
+        assert_eq!(message, format!("{}: row 10 (entry 1 of the request) is out of range: the table has 10 rows", path.display()));
         let message = table.write_rows(&[1], &[0.0; 3]).expect_err("short data").to_string();
         assert!(message.contains("write_rows: the buffer holds 3 floats, 1 rows of 5 floats need 5"), "{message}");
         assert_eq!(table.stats().read_calls, 0);

@@ -73,16 +73,32 @@ fn policies_and_windows_change_speed_never_results() {
     let rows = synthetic().layout().total_rows() as usize;
     let ideal = run(table(TierConfig::rows(0, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive), 0);
     let setups: Vec<(&str, TieredTable, usize)> = vec![
-        ("lru, no prefetch", table(TierConfig::rows(200, PolicyConfig::Lru), TierConfig::rows(1500, PolicyConfig::Lru), Hierarchy::Inclusive), 0),
-        ("lru, prefetch 2", table(TierConfig::rows(200, PolicyConfig::Lru), TierConfig::rows(1500, PolicyConfig::Lru), Hierarchy::Inclusive), 2),
+        (
+            "lru, no prefetch",
+            table(TierConfig::rows(200, PolicyConfig::Lru), TierConfig::rows(1500, PolicyConfig::Lru), Hierarchy::Inclusive),
+            0,
+        ),
+        (
+            "lru, prefetch 2",
+            table(TierConfig::rows(200, PolicyConfig::Lru), TierConfig::rows(1500, PolicyConfig::Lru), Hierarchy::Inclusive),
+            2,
+        ),
         (
             "s3fifo exclusive, prefetch 3",
-            table(TierConfig::rows(100, PolicyConfig::from_name("s3fifo").unwrap()), TierConfig::rows(700, PolicyConfig::from_name("s3fifo").unwrap()), Hierarchy::Exclusive),
+            table(
+                TierConfig::rows(100, PolicyConfig::from_name("s3fifo").unwrap()),
+                TierConfig::rows(700, PolicyConfig::from_name("s3fifo").unwrap()),
+                Hierarchy::Exclusive,
+            ),
             3,
         ),
         (
             "static device + lookahead host",
-            table(TierConfig::rows(300, PolicyConfig::from_name("static:2000").unwrap()), TierConfig::rows(900, PolicyConfig::from_name("lookahead:20000").unwrap()), Hierarchy::Inclusive),
+            table(
+                TierConfig::rows(300, PolicyConfig::from_name("static:2000").unwrap()),
+                TierConfig::rows(900, PolicyConfig::from_name("lookahead:20000").unwrap()),
+                Hierarchy::Inclusive,
+            ),
             2,
         ),
     ];
@@ -97,7 +113,11 @@ fn policies_and_windows_change_speed_never_results() {
 #[test]
 fn training_through_tiers_learns_the_hidden_model() {
     let mut model = small_model(DIM);
-    let mut table = table(TierConfig::rows(300, PolicyConfig::Lru), TierConfig::rows(3000, PolicyConfig::from_name("s3fifo").unwrap()), Hierarchy::Inclusive);
+    let mut table = table(
+        TierConfig::rows(300, PolicyConfig::Lru),
+        TierConfig::rows(3000, PolicyConfig::from_name("s3fifo").unwrap()),
+        Hierarchy::Inclusive,
+    );
     // Held-out batches come from later in the same stream, never trained on.
     let held_out: Vec<Batch> = SyntheticBatches::new(&synthetic(), 64, Some(320)).unwrap().with_features().skip(300).collect();
     let options = TrainOptions { window: 2, eval_every: 100, checkpoint_every: 0 };

@@ -72,9 +72,7 @@ impl AdmissionConfig {
             }
             "frequency" | "freq" | "tinylfu" => AdmissionConfig::Frequency {
                 threshold: match param {
-                    Some(p) => p.parse().map_err(|_| {
-                        PolicyConfigError::bad(&base, format!("threshold `{p}` is not an integer"))
-                    })?,
+                    Some(p) => p.parse().map_err(|_| PolicyConfigError::bad(&base, format!("threshold `{p}` is not an integer")))?,
                     None => default_threshold(),
                 },
                 counters: default_counters(),
@@ -82,19 +80,12 @@ impl AdmissionConfig {
             },
             "probabilistic" | "prob" => AdmissionConfig::Probabilistic {
                 probability: match param {
-                    Some(p) => p.parse().map_err(|_| {
-                        PolicyConfigError::bad(&base, format!("probability `{p}` is not a number"))
-                    })?,
+                    Some(p) => p.parse().map_err(|_| PolicyConfigError::bad(&base, format!("probability `{p}` is not a number")))?,
                     None => default_probability(),
                 },
                 seed: 0,
             },
-            _ => {
-                return Err(PolicyConfigError::UnknownName {
-                    name: name.to_string(),
-                    valid: ADMISSION_NAMES,
-                })
-            }
+            _ => return Err(PolicyConfigError::UnknownName { name: name.to_string(), valid: ADMISSION_NAMES }),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -106,10 +97,7 @@ impl AdmissionConfig {
             AdmissionConfig::Always => Ok(()),
             AdmissionConfig::Frequency { counters, .. } => {
                 if *counters == 0 || *counters > (u32::MAX as usize) {
-                    Err(PolicyConfigError::bad(
-                        "frequency",
-                        "counters must be in 1..=u32::MAX",
-                    ))
+                    Err(PolicyConfigError::bad("frequency", "counters must be in 1..=u32::MAX"))
                 } else {
                     Ok(())
                 }
@@ -118,10 +106,7 @@ impl AdmissionConfig {
                 if (0.0..=1.0).contains(probability) {
                     Ok(())
                 } else {
-                    Err(PolicyConfigError::bad(
-                        "probabilistic",
-                        "probability must be in [0, 1]",
-                    ))
+                    Err(PolicyConfigError::bad("probabilistic", "probability must be in [0, 1]"))
                 }
             }
         }
@@ -147,16 +132,8 @@ impl AdmissionConfig {
 #[derive(Clone, Debug)]
 enum Filter {
     Always,
-    Frequency {
-        threshold: u32,
-        sketch: CountingSketch,
-        reset_interval: u64,
-        until_reset: u64,
-    },
-    Probabilistic {
-        threshold: u64,
-        state: u64,
-    },
+    Frequency { threshold: u32, sketch: CountingSketch, reset_interval: u64, until_reset: u64 },
+    Probabilistic { threshold: u64, state: u64 },
 }
 
 /// An admission filter built from an [`AdmissionConfig`]; see [`crate::replay`].
@@ -167,9 +144,7 @@ pub struct Admission {
 
 impl Default for Admission {
     fn default() -> Self {
-        Admission {
-            filter: Filter::Always,
-        }
+        Admission { filter: Filter::Always }
     }
 }
 
@@ -179,11 +154,7 @@ impl Admission {
         config.validate()?;
         let filter = match *config {
             AdmissionConfig::Always => Filter::Always,
-            AdmissionConfig::Frequency {
-                threshold,
-                counters,
-                reset_interval,
-            } => Filter::Frequency {
+            AdmissionConfig::Frequency { threshold, counters, reset_interval } => Filter::Frequency {
                 threshold,
                 sketch: CountingSketch::new(counters.max(64), 4),
                 reset_interval,
@@ -191,11 +162,7 @@ impl Admission {
             },
             AdmissionConfig::Probabilistic { probability, seed } => Filter::Probabilistic {
                 // Admit when a uniform u64 is below p * 2^64 (p = 1 admits everything).
-                threshold: if probability >= 1.0 {
-                    u64::MAX
-                } else {
-                    (probability * 18_446_744_073_709_551_616.0) as u64
-                },
+                threshold: if probability >= 1.0 { u64::MAX } else { (probability * 18_446_744_073_709_551_616.0) as u64 },
                 state: splitmix64(seed),
             },
         };
@@ -217,12 +184,7 @@ impl Admission {
     pub fn observe(&mut self, id: u64, resident: bool) -> bool {
         match &mut self.filter {
             Filter::Always => true,
-            Filter::Frequency {
-                threshold,
-                sketch,
-                reset_interval,
-                until_reset,
-            } => {
+            Filter::Frequency { threshold, sketch, reset_interval, until_reset } => {
                 let estimate = sketch.add(id);
                 if *reset_interval != 0 {
                     *until_reset -= 1;
@@ -262,15 +224,9 @@ const PRIME64_5: u64 = 0x27D4_EB2F_1656_67C5;
 #[inline]
 pub(crate) fn xxh64_u64(key: u64, seed: u64) -> u64 {
     let mut h = seed.wrapping_add(PRIME64_5).wrapping_add(8);
-    let k = key
-        .wrapping_mul(PRIME64_2)
-        .rotate_left(31)
-        .wrapping_mul(PRIME64_1);
+    let k = key.wrapping_mul(PRIME64_2).rotate_left(31).wrapping_mul(PRIME64_1);
     h ^= k;
-    h = h
-        .rotate_left(27)
-        .wrapping_mul(PRIME64_1)
-        .wrapping_add(PRIME64_4);
+    h = h.rotate_left(27).wrapping_mul(PRIME64_1).wrapping_add(PRIME64_4);
     h ^= h >> 33;
     h = h.wrapping_mul(PRIME64_2);
     h ^= h >> 29;
@@ -295,10 +251,7 @@ pub(crate) struct CountingSketch {
 impl CountingSketch {
     pub(crate) fn new(counters: usize, hashes: u32) -> Self {
         assert!(counters > 0 && counters <= u32::MAX as usize && hashes > 0);
-        CountingSketch {
-            counters: vec![0; counters],
-            hashes,
-        }
+        CountingSketch { counters: vec![0; counters], hashes }
     }
 
     /// Sized like libCacheSim's sketch for `entries` keys at false-positive rate `error`.

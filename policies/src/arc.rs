@@ -31,13 +31,7 @@ impl Arc {
     /// An empty ARC cache of `capacity` rows. Panics if `capacity` is 0.
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "capacity must be positive");
-        Arc {
-            capacity,
-            p: 0.0,
-            map: IdMap::new(),
-            arena: Arena::with_capacity(2 * capacity),
-            lists: [List::new(); 4],
-        }
+        Arc { capacity, p: 0.0, map: IdMap::new(), arena: Arena::with_capacity(2 * capacity), lists: [List::new(); 4] }
     }
 
     #[inline]
@@ -59,18 +53,14 @@ impl Arc {
 
     /// Drops the LRU ghost of list `l` entirely.
     fn drop_ghost_tail(&mut self, l: u8) {
-        let g = self.lists[l as usize]
-            .pop_back(&mut self.arena)
-            .expect("ghost list non-empty");
+        let g = self.lists[l as usize].pop_back(&mut self.arena).expect("ghost list non-empty");
         self.map.clear(self.arena.id(g));
         self.arena.release(g);
     }
 
     /// Moves the LRU row of `from` to the head of ghost list `to`; returns its id.
     fn demote(&mut self, from: u8, to: u8) -> u64 {
-        let v = self.lists[from as usize]
-            .pop_back(&mut self.arena)
-            .expect("data list non-empty");
+        let v = self.lists[from as usize].pop_back(&mut self.arena).expect("data list non-empty");
         self.push(v, to);
         self.arena.id(v)
     }
@@ -95,9 +85,7 @@ impl Arc {
                 self.replace(false)
             } else {
                 // T1 holds the whole cache: evict its LRU without a ghost.
-                let v = self.lists[T1 as usize]
-                    .pop_back(&mut self.arena)
-                    .expect("T1 full");
+                let v = self.lists[T1 as usize].pop_back(&mut self.arena).expect("T1 full");
                 let vid = self.arena.id(v);
                 self.map.clear(vid);
                 self.arena.release(v);
@@ -141,19 +129,11 @@ impl EvictionPolicy for Arc {
                 T1 => {
                     self.unlink(s);
                     self.push(s, T2);
-                    return Access {
-                        hit: true,
-                        inserted: false,
-                        evicted: None,
-                    };
+                    return Access { hit: true, inserted: false, evicted: None };
                 }
                 T2 => {
                     self.lists[T2 as usize].move_to_front(&mut self.arena, s);
-                    return Access {
-                        hit: true,
-                        inserted: false,
-                        evicted: None,
-                    };
+                    return Access { hit: true, inserted: false, evicted: None };
                 }
                 B1 => {
                     let delta = (self.n(B2) as f64 / self.n(B1) as f64).max(1.0);
@@ -172,20 +152,12 @@ impl EvictionPolicy for Arc {
         }
         let mut evicted = None;
         if self.len() >= self.capacity {
-            evicted = Some(if ghost != 0 {
-                self.replace(ghost == 2)
-            } else {
-                self.evict_cold_miss()
-            });
+            evicted = Some(if ghost != 0 { self.replace(ghost == 2) } else { self.evict_cold_miss() });
         }
         let slot = self.arena.alloc(id, T1);
         self.push(slot, if ghost != 0 { T2 } else { T1 });
         self.map.set(id, slot);
-        Access {
-            hit: false,
-            inserted: true,
-            evicted,
-        }
+        Access { hit: false, inserted: true, evicted }
     }
 
     fn remove(&mut self, id: u64) -> bool {

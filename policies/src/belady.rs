@@ -159,20 +159,11 @@ impl EvictionPolicy for Belady {
             m.stamp = stamp;
             self.file(req.next_access, s, stamp);
             self.compact_if_needed();
-            return Access {
-                hit: true,
-                inserted: false,
-                evicted: None,
-            };
+            return Access { hit: true, inserted: false, evicted: None };
         }
         let mut evicted = None;
         let stamp = self.next_stamp();
-        let meta = FutureMeta {
-            next: req.next_access,
-            stamp,
-            live: true,
-            known: false,
-        };
+        let meta = FutureMeta { next: req.next_access, stamp, live: true, known: false };
         let slot = if self.len >= self.capacity {
             let v = self.pop_farthest();
             let vid = self.arena.id(v);
@@ -187,11 +178,7 @@ impl EvictionPolicy for Belady {
         self.file(req.next_access, slot, stamp);
         self.map.set(id, slot);
         self.compact_if_needed();
-        Access {
-            hit: false,
-            inserted: true,
-            evicted,
-        }
+        Access { hit: false, inserted: true, evicted }
     }
 
     fn remove(&mut self, id: u64) -> bool {

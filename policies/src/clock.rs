@@ -26,13 +26,7 @@ impl Clock {
         assert!(capacity > 0, "capacity must be positive");
         assert!((1..=8).contains(&bits), "bits must be in 1..=8");
         let max_freq = ((1u16 << bits) - 1) as u8;
-        Clock {
-            capacity,
-            max_freq,
-            map: IdMap::new(),
-            arena: Arena::with_capacity(capacity),
-            list: List::new(),
-        }
+        Clock { capacity, max_freq, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new() }
     }
 }
 
@@ -63,11 +57,7 @@ impl EvictionPolicy for Clock {
             if *f < self.max_freq {
                 *f += 1;
             }
-            return Access {
-                hit: true,
-                inserted: false,
-                evicted: None,
-            };
+            return Access { hit: true, inserted: false, evicted: None };
         }
         let mut evicted = None;
         let slot = if self.list.len() >= self.capacity {
@@ -80,10 +70,7 @@ impl EvictionPolicy for Clock {
                 *f -= 1;
                 self.list.move_to_front(&mut self.arena, t);
             }
-            let v = self
-                .list
-                .pop_back(&mut self.arena)
-                .expect("full cache has a tail");
+            let v = self.list.pop_back(&mut self.arena).expect("full cache has a tail");
             let vid = self.arena.id(v);
             self.map.clear(vid);
             evicted = Some(vid);
@@ -94,11 +81,7 @@ impl EvictionPolicy for Clock {
         };
         self.list.push_front(&mut self.arena, slot);
         self.map.set(id, slot);
-        Access {
-            hit: false,
-            inserted: true,
-            evicted,
-        }
+        Access { hit: false, inserted: true, evicted }
     }
 
     fn remove(&mut self, id: u64) -> bool {

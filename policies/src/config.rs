@@ -5,10 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    Arc, Belady, Clock, EvictionPolicy, Fifo, Lfu, LookaheadBelady, Lru, S3Fifo, Sieve,
-    StaticPlacement, WTinyLfu,
-};
+use crate::{Arc, Belady, Clock, EvictionPolicy, Fifo, Lfu, LookaheadBelady, Lru, S3Fifo, Sieve, StaticPlacement, WTinyLfu};
 
 /// Which eviction policy to run, with its parameters. Serialised with a `kind` tag, e.g.
 /// `{ kind = "lookahead_belady", window = 4096 }`; every parameter has a default. The CLI
@@ -95,10 +92,7 @@ fn default_profile_requests() -> u64 {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PolicyConfigError {
     /// The name is not one of `valid`.
-    UnknownName {
-        name: String,
-        valid: &'static [&'static str],
-    },
+    UnknownName { name: String, valid: &'static [&'static str] },
     /// A parameter is malformed or out of range.
     BadParameter { policy: String, message: String },
     /// A cache needs at least one row.
@@ -107,10 +101,7 @@ pub enum PolicyConfigError {
 
 impl PolicyConfigError {
     pub(crate) fn bad(policy: &str, message: impl Into<String>) -> Self {
-        PolicyConfigError::BadParameter {
-            policy: policy.to_string(),
-            message: message.into(),
-        }
+        PolicyConfigError::BadParameter { policy: policy.to_string(), message: message.into() }
     }
 }
 
@@ -129,25 +120,13 @@ impl fmt::Display for PolicyConfigError {
 impl std::error::Error for PolicyConfigError {}
 
 fn parse<T: std::str::FromStr>(policy: &str, what: &str, v: &str) -> Result<T, PolicyConfigError> {
-    v.parse()
-        .map_err(|_| PolicyConfigError::bad(policy, format!("invalid {what} `{v}`")))
+    v.parse().map_err(|_| PolicyConfigError::bad(policy, format!("invalid {what} `{v}`")))
 }
 
 impl PolicyConfig {
     /// CLI names accepted by [`PolicyConfig::from_name`].
-    pub const NAMES: &'static [&'static str] = &[
-        "lru",
-        "fifo",
-        "clock",
-        "lfu",
-        "arc",
-        "s3fifo",
-        "sieve",
-        "tinylfu",
-        "belady",
-        "lookahead",
-        "static",
-    ];
+    pub const NAMES: &'static [&'static str] =
+        &["lru", "fifo", "clock", "lfu", "arc", "s3fifo", "sieve", "tinylfu", "belady", "lookahead", "static"];
 
     /// Parses a CLI name with an optional `:parameter` for policies that have one main
     /// parameter: `clock:BITS`, `lfu:AGING_PERIOD` (0 = no aging), `s3fifo:SMALL_RATIO`,
@@ -169,48 +148,26 @@ impl PolicyConfig {
             "arc" => no_param(PolicyConfig::Arc)?,
             "sieve" => no_param(PolicyConfig::Sieve)?,
             "belady" | "min" => no_param(PolicyConfig::Belady)?,
-            "clock" => PolicyConfig::Clock {
-                bits: param
-                    .map(|p| parse(b, "bit count", p))
-                    .transpose()?
-                    .unwrap_or_else(default_clock_bits),
-            },
-            "lfu" => PolicyConfig::Lfu {
-                aging_period: param.map(|p| parse(b, "aging period", p)).transpose()?,
-            },
+            "clock" => {
+                PolicyConfig::Clock { bits: param.map(|p| parse(b, "bit count", p)).transpose()?.unwrap_or_else(default_clock_bits) }
+            }
+            "lfu" => PolicyConfig::Lfu { aging_period: param.map(|p| parse(b, "aging period", p)).transpose()? },
             "s3fifo" | "s3_fifo" => PolicyConfig::S3Fifo {
-                small_ratio: param
-                    .map(|p| parse(b, "small ratio", p))
-                    .transpose()?
-                    .unwrap_or_else(default_small_ratio),
+                small_ratio: param.map(|p| parse(b, "small ratio", p)).transpose()?.unwrap_or_else(default_small_ratio),
                 ghost_ratio: default_ghost_ratio(),
                 move_to_main_threshold: default_move_to_main_threshold(),
             },
             "tinylfu" | "wtinylfu" | "w_tiny_lfu" => PolicyConfig::WTinyLfu {
-                window_ratio: param
-                    .map(|p| parse(b, "window ratio", p))
-                    .transpose()?
-                    .unwrap_or_else(default_window_ratio),
+                window_ratio: param.map(|p| parse(b, "window ratio", p)).transpose()?.unwrap_or_else(default_window_ratio),
                 protected_ratio: default_protected_ratio(),
             },
-            "lookahead" | "lookahead_belady" => PolicyConfig::LookaheadBelady {
-                window: param
-                    .map(|p| parse(b, "window", p))
-                    .transpose()?
-                    .unwrap_or_else(default_window),
-            },
-            "static" => PolicyConfig::Static {
-                profile_requests: param
-                    .map(|p| parse(b, "profile request count", p))
-                    .transpose()?
-                    .unwrap_or_else(default_profile_requests),
-            },
-            _ => {
-                return Err(PolicyConfigError::UnknownName {
-                    name: name.to_string(),
-                    valid: Self::NAMES,
-                })
+            "lookahead" | "lookahead_belady" => {
+                PolicyConfig::LookaheadBelady { window: param.map(|p| parse(b, "window", p)).transpose()?.unwrap_or_else(default_window) }
             }
+            "static" => PolicyConfig::Static {
+                profile_requests: param.map(|p| parse(b, "profile request count", p)).transpose()?.unwrap_or_else(default_profile_requests),
+            },
+            _ => return Err(PolicyConfigError::UnknownName { name: name.to_string(), valid: Self::NAMES }),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -240,27 +197,17 @@ impl PolicyConfig {
             PolicyConfig::Clock { bits } if bits != default_clock_bits() => {
                 format!("clock({bits})")
             }
-            PolicyConfig::Lfu {
-                aging_period: Some(0),
-            } => "lfu(no-aging)".to_string(),
-            PolicyConfig::Lfu {
-                aging_period: Some(p),
-            } => format!("lfu(aging={p})"),
-            PolicyConfig::S3Fifo {
-                small_ratio,
-                ghost_ratio,
-                move_to_main_threshold,
-            } if small_ratio != default_small_ratio()
-                || ghost_ratio != default_ghost_ratio()
-                || move_to_main_threshold != default_move_to_main_threshold() =>
+            PolicyConfig::Lfu { aging_period: Some(0) } => "lfu(no-aging)".to_string(),
+            PolicyConfig::Lfu { aging_period: Some(p) } => format!("lfu(aging={p})"),
+            PolicyConfig::S3Fifo { small_ratio, ghost_ratio, move_to_main_threshold }
+                if small_ratio != default_small_ratio()
+                    || ghost_ratio != default_ghost_ratio()
+                    || move_to_main_threshold != default_move_to_main_threshold() =>
             {
                 format!("s3fifo({small_ratio},{ghost_ratio},{move_to_main_threshold})")
             }
-            PolicyConfig::WTinyLfu {
-                window_ratio,
-                protected_ratio,
-            } if window_ratio != default_window_ratio()
-                || protected_ratio != default_protected_ratio() =>
+            PolicyConfig::WTinyLfu { window_ratio, protected_ratio }
+                if window_ratio != default_window_ratio() || protected_ratio != default_protected_ratio() =>
             {
                 format!("tinylfu({window_ratio},{protected_ratio})")
             }
@@ -272,10 +219,7 @@ impl PolicyConfig {
 
     /// Whether the policy reads [`crate::Request::next_access`] (the Belady family).
     pub fn needs_future(&self) -> bool {
-        matches!(
-            self,
-            PolicyConfig::Belady | PolicyConfig::LookaheadBelady { .. }
-        )
+        matches!(self, PolicyConfig::Belady | PolicyConfig::LookaheadBelady { .. })
     }
 
     /// Checks the parameters (capacity-independent).
@@ -286,34 +230,21 @@ impl PolicyConfig {
                 Ok(())
             } else {
                 let range = if max_inclusive { "[0, 1]" } else { "[0, 1)" };
-                Err(PolicyConfigError::bad(
-                    policy,
-                    format!("{what} must be in {range}, got {v}"),
-                ))
+                Err(PolicyConfigError::bad(policy, format!("{what} must be in {range}, got {v}")))
             }
         };
         match *self {
-            PolicyConfig::Clock { bits } if !(1..=8).contains(&bits) => Err(
-                PolicyConfigError::bad("clock", format!("bits must be in 1..=8, got {bits}")),
-            ),
-            PolicyConfig::S3Fifo {
-                small_ratio,
-                ghost_ratio,
-                ..
-            } => {
+            PolicyConfig::Clock { bits } if !(1..=8).contains(&bits) => {
+                Err(PolicyConfigError::bad("clock", format!("bits must be in 1..=8, got {bits}")))
+            }
+            PolicyConfig::S3Fifo { small_ratio, ghost_ratio, .. } => {
                 ratio("s3fifo", "small_ratio", small_ratio, false)?;
                 if !(0.0..=16.0).contains(&ghost_ratio) {
-                    return Err(PolicyConfigError::bad(
-                        "s3fifo",
-                        format!("ghost_ratio must be in [0, 16], got {ghost_ratio}"),
-                    ));
+                    return Err(PolicyConfigError::bad("s3fifo", format!("ghost_ratio must be in [0, 16], got {ghost_ratio}")));
                 }
                 Ok(())
             }
-            PolicyConfig::WTinyLfu {
-                window_ratio,
-                protected_ratio,
-            } => {
+            PolicyConfig::WTinyLfu { window_ratio, protected_ratio } => {
                 ratio("tinylfu", "window_ratio", window_ratio, false)?;
                 ratio("tinylfu", "protected_ratio", protected_ratio, true)
             }
@@ -327,10 +258,7 @@ impl PolicyConfig {
             return Err(PolicyConfigError::ZeroCapacity);
         }
         if capacity >= u32::MAX as usize / 4 {
-            return Err(PolicyConfigError::bad(
-                self.name(),
-                format!("capacity {capacity} is too large"),
-            ));
+            return Err(PolicyConfigError::bad(self.name(), format!("capacity {capacity} is too large")));
         }
         self.validate()?;
         Ok(match *self {
@@ -342,28 +270,14 @@ impl PolicyConfig {
                 Box::new(Lfu::new(capacity, period))
             }
             PolicyConfig::Arc => Box::new(Arc::new(capacity)),
-            PolicyConfig::S3Fifo {
-                small_ratio,
-                ghost_ratio,
-                move_to_main_threshold,
-            } => Box::new(S3Fifo::new(
-                capacity,
-                small_ratio,
-                ghost_ratio,
-                move_to_main_threshold,
-            )),
+            PolicyConfig::S3Fifo { small_ratio, ghost_ratio, move_to_main_threshold } => {
+                Box::new(S3Fifo::new(capacity, small_ratio, ghost_ratio, move_to_main_threshold))
+            }
             PolicyConfig::Sieve => Box::new(Sieve::new(capacity)),
-            PolicyConfig::WTinyLfu {
-                window_ratio,
-                protected_ratio,
-            } => Box::new(WTinyLfu::new(capacity, window_ratio, protected_ratio)),
+            PolicyConfig::WTinyLfu { window_ratio, protected_ratio } => Box::new(WTinyLfu::new(capacity, window_ratio, protected_ratio)),
             PolicyConfig::Belady => Box::new(Belady::new(capacity)),
-            PolicyConfig::LookaheadBelady { window } => {
-                Box::new(LookaheadBelady::new(capacity, window))
-            }
-            PolicyConfig::Static { profile_requests } => {
-                Box::new(StaticPlacement::new(capacity, profile_requests))
-            }
+            PolicyConfig::LookaheadBelady { window } => Box::new(LookaheadBelady::new(capacity, window)),
+            PolicyConfig::Static { profile_requests } => Box::new(StaticPlacement::new(capacity, profile_requests)),
         })
     }
 }

@@ -19,12 +19,7 @@ impl Fifo {
     /// An empty FIFO cache of `capacity` rows. Panics if `capacity` is 0.
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "capacity must be positive");
-        Fifo {
-            capacity,
-            map: IdMap::new(),
-            arena: Arena::with_capacity(capacity),
-            list: List::new(),
-        }
+        Fifo { capacity, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new() }
     }
 }
 
@@ -50,18 +45,11 @@ impl EvictionPolicy for Fifo {
     fn access(&mut self, req: &Request) -> Access {
         let id = req.id;
         if self.map.get(id) != NIL {
-            return Access {
-                hit: true,
-                inserted: false,
-                evicted: None,
-            };
+            return Access { hit: true, inserted: false, evicted: None };
         }
         let mut evicted = None;
         let slot = if self.list.len() >= self.capacity {
-            let v = self
-                .list
-                .pop_back(&mut self.arena)
-                .expect("full cache has a tail");
+            let v = self.list.pop_back(&mut self.arena).expect("full cache has a tail");
             let vid = self.arena.id(v);
             self.map.clear(vid);
             evicted = Some(vid);
@@ -72,11 +60,7 @@ impl EvictionPolicy for Fifo {
         };
         self.list.push_front(&mut self.arena, slot);
         self.map.set(id, slot);
-        Access {
-            hit: false,
-            inserted: true,
-            evicted,
-        }
+        Access { hit: false, inserted: true, evicted }
     }
 
     fn remove(&mut self, id: u64) -> bool {

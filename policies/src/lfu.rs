@@ -58,21 +58,11 @@ impl Lfu {
     /// is [`NIL`]), creating it if needed.
     #[inline]
     fn bucket_after(&mut self, at: u32, freq: u64) -> u32 {
-        let next = if at == NIL {
-            self.order.head()
-        } else {
-            self.buckets.next(at)
-        };
+        let next = if at == NIL { self.order.head() } else { self.buckets.next(at) };
         if next != NIL && self.buckets.data(next).freq == freq {
             return next;
         }
-        let b = self.buckets.alloc(
-            0,
-            Bucket {
-                freq,
-                items: List::new(),
-            },
-        );
+        let b = self.buckets.alloc(0, Bucket { freq, items: List::new() });
         if at == NIL {
             self.order.push_front(&mut self.buckets, b);
         } else {
@@ -170,11 +160,7 @@ impl EvictionPolicy for Lfu {
             let nb = self.bucket_after(b, freq);
             self.link_item(s, nb);
             self.drop_if_empty(b);
-            return Access {
-                hit: true,
-                inserted: false,
-                evicted: None,
-            };
+            return Access { hit: true, inserted: false, evicted: None };
         }
         let mut evicted = None;
         let slot = if self.len >= self.capacity {
@@ -195,11 +181,7 @@ impl EvictionPolicy for Lfu {
         let b = self.bucket_after(NIL, 1);
         self.link_item(slot, b);
         self.map.set(id, slot);
-        Access {
-            hit: false,
-            inserted: true,
-            evicted,
-        }
+        Access { hit: false, inserted: true, evicted }
     }
 
     fn remove(&mut self, id: u64) -> bool {

@@ -81,21 +81,13 @@ pub(crate) struct Arena<T> {
 
 impl<T: Copy> Arena<T> {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Arena {
-            nodes: Vec::with_capacity(n),
-            free: Vec::new(),
-        }
+        Arena { nodes: Vec::with_capacity(n), free: Vec::new() }
     }
 
     /// A fresh unlinked slot holding `id` and `data` (reuses a released slot if any).
     #[inline]
     pub(crate) fn alloc(&mut self, id: u64, data: T) -> u32 {
-        let node = Node {
-            prev: NIL,
-            next: NIL,
-            id,
-            data,
-        };
+        let node = Node { prev: NIL, next: NIL, id, data };
         if let Some(i) = self.free.pop() {
             self.nodes[i as usize] = node;
             i
@@ -116,12 +108,7 @@ impl<T: Copy> Arena<T> {
     /// Reuses an unlinked slot in place for a new row (cheaper than release + alloc).
     #[inline(always)]
     pub(crate) fn reuse(&mut self, n: u32, id: u64, data: T) {
-        self.nodes[n as usize] = Node {
-            prev: NIL,
-            next: NIL,
-            id,
-            data,
-        };
+        self.nodes[n as usize] = Node { prev: NIL, next: NIL, id, data };
     }
 
     /// Returns an unlinked slot to the free list.
@@ -175,11 +162,7 @@ impl Default for List {
 
 impl List {
     pub(crate) const fn new() -> Self {
-        List {
-            head: NIL,
-            tail: NIL,
-            len: 0,
-        }
+        List { head: NIL, tail: NIL, len: 0 }
     }
 
     #[inline(always)]

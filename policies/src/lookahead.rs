@@ -117,19 +117,17 @@ impl LookaheadBelady {
         let limit = 2 * self.len + 64;
         if self.known.len() > limit {
             let arena = &self.arena;
-            self.known
-                .rebuild((0..arena.slots() as u32).filter_map(|s| {
-                    let m = arena.data(s);
-                    (m.live && m.known).then_some((m.next, s, m.stamp))
-                }));
+            self.known.rebuild((0..arena.slots() as u32).filter_map(|s| {
+                let m = arena.data(s);
+                (m.live && m.known).then_some((m.next, s, m.stamp))
+            }));
         }
         if self.pending.len() > limit {
             let arena = &self.arena;
-            self.pending
-                .rebuild((0..arena.slots() as u32).filter_map(|s| {
-                    let m = arena.data(s);
-                    (m.live && !m.known).then_some((u64::MAX - m.next, s, m.stamp))
-                }));
+            self.pending.rebuild((0..arena.slots() as u32).filter_map(|s| {
+                let m = arena.data(s);
+                (m.live && !m.known).then_some((u64::MAX - m.next, s, m.stamp))
+            }));
         }
     }
 }
@@ -164,19 +162,10 @@ impl EvictionPolicy for LookaheadBelady {
             self.arena.data_mut(s).next = req.next_access;
             self.classify(s, horizon);
             self.compact_if_needed();
-            return Access {
-                hit: true,
-                inserted: false,
-                evicted: None,
-            };
+            return Access { hit: true, inserted: false, evicted: None };
         }
         let mut evicted = None;
-        let meta = FutureMeta {
-            next: req.next_access,
-            stamp: 0,
-            live: true,
-            known: false,
-        };
+        let meta = FutureMeta { next: req.next_access, stamp: 0, live: true, known: false };
         let slot = if self.len >= self.capacity {
             let v = self.pick_victim();
             let vid = self.arena.id(v);
@@ -191,11 +180,7 @@ impl EvictionPolicy for LookaheadBelady {
         self.classify(slot, horizon);
         self.map.set(id, slot);
         self.compact_if_needed();
-        Access {
-            hit: false,
-            inserted: true,
-            evicted,
-        }
+        Access { hit: false, inserted: true, evicted }
     }
 
     fn remove(&mut self, id: u64) -> bool {

@@ -20,12 +20,7 @@ impl Lru {
     /// [`crate::PolicyConfig::build`] for a checked constructor).
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "capacity must be positive");
-        Lru {
-            capacity,
-            map: IdMap::new(),
-            arena: Arena::with_capacity(capacity),
-            list: List::new(),
-        }
+        Lru { capacity, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new() }
     }
 }
 
@@ -53,18 +48,11 @@ impl EvictionPolicy for Lru {
         let s = self.map.get(id);
         if s != NIL {
             self.list.move_to_front(&mut self.arena, s);
-            return Access {
-                hit: true,
-                inserted: false,
-                evicted: None,
-            };
+            return Access { hit: true, inserted: false, evicted: None };
         }
         let mut evicted = None;
         let slot = if self.list.len() >= self.capacity {
-            let v = self
-                .list
-                .pop_back(&mut self.arena)
-                .expect("full cache has a tail");
+            let v = self.list.pop_back(&mut self.arena).expect("full cache has a tail");
             let vid = self.arena.id(v);
             self.map.clear(vid);
             evicted = Some(vid);
@@ -75,11 +63,7 @@ impl EvictionPolicy for Lru {
         };
         self.list.push_front(&mut self.arena, slot);
         self.map.set(id, slot);
-        Access {
-            hit: false,
-            inserted: true,
-            evicted,
-        }
+        Access { hit: false, inserted: true, evicted }
     }
 
     fn remove(&mut self, id: u64) -> bool {

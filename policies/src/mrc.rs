@@ -159,9 +159,7 @@ impl StackDistances {
             }
         }
         // Slots 0..n each hold one marker; Fenwick node i covers 1-based (i - lowbit(i), i].
-        let fenwick = (0..=slots)
-            .map(|i| if i == 0 { 0 } else { i.min(n).saturating_sub(i - (i & i.wrapping_neg())) as u32 })
-            .collect();
+        let fenwick = (0..=slots).map(|i| if i == 0 { 0 } else { i.min(n).saturating_sub(i - (i & i.wrapping_neg())) as u32 }).collect();
         self.slot_owner = owners;
         self.fenwick = fenwick;
         self.next_slot = n;

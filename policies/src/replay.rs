@@ -24,12 +24,7 @@ impl ReplayStats {
 }
 
 /// Replays `requests` through `policy` (behind `admission`), adding to `stats`.
-pub fn replay(
-    policy: &mut dyn EvictionPolicy,
-    admission: &mut Admission,
-    requests: &[Request],
-    stats: &mut ReplayStats,
-) {
+pub fn replay(policy: &mut dyn EvictionPolicy, admission: &mut Admission, requests: &[Request], stats: &mut ReplayStats) {
     if admission.admits_everything() {
         policy.access_batch(requests, stats);
         return;

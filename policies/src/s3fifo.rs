@@ -40,21 +40,10 @@ pub struct S3Fifo {
 
 impl S3Fifo {
     /// An empty S3-FIFO cache. Panics if `capacity` is 0 or a ratio is outside `[0, 1]`.
-    pub fn new(
-        capacity: usize,
-        small_ratio: f64,
-        ghost_ratio: f64,
-        move_to_main_threshold: u32,
-    ) -> Self {
+    pub fn new(capacity: usize, small_ratio: f64, ghost_ratio: f64, move_to_main_threshold: u32) -> Self {
         assert!(capacity > 0, "capacity must be positive");
-        assert!(
-            (0.0..1.0).contains(&small_ratio),
-            "small_ratio must be in [0, 1)"
-        );
-        assert!(
-            ghost_ratio >= 0.0 && ghost_ratio.is_finite(),
-            "ghost_ratio must be >= 0"
-        );
+        assert!((0.0..1.0).contains(&small_ratio), "small_ratio must be in [0, 1)");
+        assert!(ghost_ratio >= 0.0 && ghost_ratio.is_finite(), "ghost_ratio must be >= 0");
         let small_cap = ((capacity as f64 * small_ratio) as usize).max(1);
         let main_cap = capacity.saturating_sub(small_cap);
         let ghost_cap = (capacity as f64 * ghost_ratio) as usize;
@@ -90,9 +79,7 @@ impl S3Fifo {
             return;
         }
         if self.n(GHOST) >= self.ghost_cap {
-            let g = self.queues[GHOST as usize]
-                .pop_back(&mut self.arena)
-                .expect("ghost non-empty");
+            let g = self.queues[GHOST as usize].pop_back(&mut self.arena).expect("ghost non-empty");
             self.map.clear(self.arena.id(g));
             self.arena.release(g);
         }
@@ -166,11 +153,7 @@ impl EvictionPolicy for S3Fifo {
             let m = self.arena.data_mut(s);
             if m.queue != GHOST {
                 m.freq = m.freq.saturating_add(1);
-                return Access {
-                    hit: true,
-                    inserted: false,
-                    evicted: None,
-                };
+                return Access { hit: true, inserted: false, evicted: None };
             }
             ghost_hit = true;
             self.queues[GHOST as usize].unlink(&mut self.arena, s);
@@ -184,25 +167,11 @@ impl EvictionPolicy for S3Fifo {
                 evicted = Some(v);
             }
         }
-        let slot = self.arena.alloc(
-            id,
-            Meta {
-                queue: SMALL,
-                freq: 0,
-            },
-        );
-        let q = if ghost_hit || (!self.has_evicted && self.n(SMALL) >= self.small_cap) {
-            MAIN
-        } else {
-            SMALL
-        };
+        let slot = self.arena.alloc(id, Meta { queue: SMALL, freq: 0 });
+        let q = if ghost_hit || (!self.has_evicted && self.n(SMALL) >= self.small_cap) { MAIN } else { SMALL };
         self.push(slot, q, 0);
         self.map.set(id, slot);
-        Access {
-            hit: false,
-            inserted: true,
-            evicted,
-        }
+        Access { hit: false, inserted: true, evicted }
     }
 
     fn remove(&mut self, id: u64) -> bool {

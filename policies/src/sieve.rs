@@ -23,13 +23,7 @@ impl Sieve {
     /// An empty SIEVE cache of `capacity` rows. Panics if `capacity` is 0.
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "capacity must be positive");
-        Sieve {
-            capacity,
-            map: IdMap::new(),
-            arena: Arena::with_capacity(capacity),
-            list: List::new(),
-            hand: NIL,
-        }
+        Sieve { capacity, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new(), hand: NIL }
     }
 }
 
@@ -57,19 +51,11 @@ impl EvictionPolicy for Sieve {
         let s = self.map.get(id);
         if s != NIL {
             *self.arena.data_mut(s) = true;
-            return Access {
-                hit: true,
-                inserted: false,
-                evicted: None,
-            };
+            return Access { hit: true, inserted: false, evicted: None };
         }
         let mut evicted = None;
         let slot = if self.list.len() >= self.capacity {
-            let mut n = if self.hand == NIL {
-                self.list.tail()
-            } else {
-                self.hand
-            };
+            let mut n = if self.hand == NIL { self.list.tail() } else { self.hand };
             loop {
                 let visited = self.arena.data_mut(n);
                 if !*visited {
@@ -93,11 +79,7 @@ impl EvictionPolicy for Sieve {
         };
         self.list.push_front(&mut self.arena, slot);
         self.map.set(id, slot);
-        Access {
-            hit: false,
-            inserted: true,
-            evicted,
-        }
+        Access { hit: false, inserted: true, evicted }
     }
 
     fn remove(&mut self, id: u64) -> bool {

@@ -25,14 +25,7 @@ impl StaticPlacement {
     /// Panics if `capacity` is 0.
     pub fn new(capacity: usize, profile_requests: u64) -> Self {
         assert!(capacity > 0, "capacity must be positive");
-        StaticPlacement {
-            capacity,
-            profile_requests,
-            seen: 0,
-            counts: Vec::new(),
-            pinned: Vec::new(),
-            len: 0,
-        }
+        StaticPlacement { capacity, profile_requests, seen: 0, counts: Vec::new(), pinned: Vec::new(), len: 0 }
     }
 
     /// Whether the profiling phase is over (rows are pinned).
@@ -41,13 +34,7 @@ impl StaticPlacement {
     }
 
     fn pin(&mut self) {
-        let mut ranked: Vec<(u32, u64)> = self
-            .counts
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c > 0)
-            .map(|(id, &c)| (c, id as u64))
-            .collect();
+        let mut ranked: Vec<(u32, u64)> = self.counts.iter().enumerate().filter(|(_, &c)| c > 0).map(|(id, &c)| (c, id as u64)).collect();
         // Highest count first, then lower id.
         ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         ranked.truncate(self.capacity);
@@ -88,11 +75,7 @@ impl EvictionPolicy for StaticPlacement {
             }
             return Access::default();
         }
-        Access {
-            hit: self.contains(req.id),
-            inserted: false,
-            evicted: None,
-        }
+        Access { hit: self.contains(req.id), inserted: false, evicted: None }
     }
 
     fn remove(&mut self, id: u64) -> bool {

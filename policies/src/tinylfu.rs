@@ -41,14 +41,8 @@ impl WTinyLfu {
     /// An empty W-TinyLFU cache. Panics if `capacity` is 0 or a ratio is outside `[0, 1]`.
     pub fn new(capacity: usize, window_ratio: f64, protected_ratio: f64) -> Self {
         assert!(capacity > 0, "capacity must be positive");
-        assert!(
-            (0.0..1.0).contains(&window_ratio),
-            "window_ratio must be in [0, 1)"
-        );
-        assert!(
-            (0.0..=1.0).contains(&protected_ratio),
-            "protected_ratio must be in [0, 1]"
-        );
+        assert!((0.0..1.0).contains(&window_ratio), "window_ratio must be in [0, 1)");
+        assert!((0.0..=1.0).contains(&protected_ratio), "protected_ratio must be in [0, 1]");
         let window = ((capacity as f64 * window_ratio) as usize).clamp(1, capacity);
         let main_cap = capacity - window;
         let m = main_cap as f64;
@@ -145,9 +139,7 @@ impl WTinyLfu {
         self.push(s, PROTECTED);
         let mut evicted = None;
         while self.n(PROTECTED) > self.seg_max[1] {
-            let t = self.lists[PROTECTED as usize]
-                .pop_back(&mut self.arena)
-                .expect("over-full");
+            let t = self.lists[PROTECTED as usize].pop_back(&mut self.arena).expect("over-full");
             self.push(t, PROBATION);
             while self.n(PROBATION) > self.seg_max[0] {
                 evicted = self.main_evict();
@@ -171,8 +163,7 @@ impl WTinyLfu {
                 continue;
             }
             let m = self.main_victim();
-            let keep_window =
-                m != NIL && self.sketch.estimate(wid) > self.sketch.estimate(self.arena.id(m));
+            let keep_window = m != NIL && self.sketch.estimate(wid) > self.sketch.estimate(self.arena.id(m));
             let out = if keep_window {
                 let out = self.main_evict();
                 self.unlink(w);
@@ -214,11 +205,7 @@ impl EvictionPolicy for WTinyLfu {
         if s != NIL {
             if *self.arena.data(s) == WINDOW {
                 self.lists[WINDOW as usize].move_to_front(&mut self.arena, s);
-                return Access {
-                    hit: true,
-                    inserted: false,
-                    evicted: None,
-                };
+                return Access { hit: true, inserted: false, evicted: None };
             }
             let evicted = self.main_hit(s);
             self.sketch.add(id);
@@ -227,11 +214,7 @@ impl EvictionPolicy for WTinyLfu {
                 self.main_hits = 0;
                 self.sketch.halve();
             }
-            return Access {
-                hit: true,
-                inserted: false,
-                evicted,
-            };
+            return Access { hit: true, inserted: false, evicted };
         }
         let mut evicted = None;
         while self.len() >= self.capacity {
@@ -241,11 +224,7 @@ impl EvictionPolicy for WTinyLfu {
         self.push(slot, WINDOW);
         self.map.set(id, slot);
         self.sketch.add(id);
-        Access {
-            hit: false,
-            inserted: true,
-            evicted,
-        }
+        Access { hit: false, inserted: true, evicted }
     }
 
     fn remove(&mut self, id: u64) -> bool {

@@ -126,9 +126,7 @@ fn static_profiles_then_pins() {
     let ids = [1, 1, 2, 1, 2, 3, 3, 1, 2, 4, 3];
     let mut p = StaticPlacement::new(2, 6);
     let out: Vec<Access> = requests(&ids).iter().map(|r| p.access(r)).collect();
-    assert!(out[..6]
-        .iter()
-        .all(|a| !a.hit && !a.inserted && a.evicted.is_none()));
+    assert!(out[..6].iter().all(|a| !a.hit && !a.inserted && a.evicted.is_none()));
     let h: Vec<bool> = out[6..].iter().map(|a| a.hit).collect();
     assert_eq!(h, vec![false, true, true, false, false]);
     assert_eq!(p.len(), 2);
@@ -175,13 +173,7 @@ fn replay_counts_with_and_without_admission() {
 
     // Frequency threshold 2: a row is admitted on its second request.
     let mut p = Lru::new(2);
-    let mut adm = AdmissionConfig::Frequency {
-        threshold: 2,
-        counters: 1024,
-        reset_interval: 0,
-    }
-    .build()
-    .unwrap();
+    let mut adm = AdmissionConfig::Frequency { threshold: 2, counters: 1024, reset_interval: 0 }.build().unwrap();
     let mut stats = ReplayStats::default();
     replay(&mut p, &mut adm, &reqs, &mut stats);
     // 1 miss(not admitted), 2 miss, 1 miss(admitted), 3 miss, 1 hit, 2 miss(admitted)

@@ -11,20 +11,13 @@ use proptest::prelude::*;
 use strata_policies::*;
 
 fn trace() -> impl Strategy<Value = (Vec<u64>, usize)> {
-    (1u64..40, 1usize..24)
-        .prop_flat_map(|(universe, cap)| (prop::collection::vec(0..universe, 0..400), Just(cap)))
+    (1u64..40, 1usize..24).prop_flat_map(|(universe, cap)| (prop::collection::vec(0..universe, 0..400), Just(cap)))
 }
 
 fn skewed_trace() -> impl Strategy<Value = (Vec<u64>, usize)> {
     // Squaring a uniform draw skews towards low ids, so frequencies differ.
     (2u64..60, 1usize..24).prop_flat_map(|(universe, cap)| {
-        (
-            prop::collection::vec(
-                (0..universe * universe).prop_map(move |x| (x as f64).sqrt() as u64),
-                0..400,
-            ),
-            Just(cap),
-        )
+        (prop::collection::vec((0..universe * universe).prop_map(move |x| (x as f64).sqrt() as u64), 0..400), Just(cap))
     })
 }
 
@@ -134,18 +127,10 @@ fn lfu_model(ids: &[u64], cap: usize) -> Vec<bool> {
 /// ARC as specified by Megiddo & Modha with libCacheSim's choices (float p, ghosts
 /// trimmed only when the cache is full). Lists are Vecs with the MRU end last.
 fn arc_model(ids: &[u64], c: usize) -> Vec<bool> {
-    let (mut t1, mut t2, mut b1, mut b2): (Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>) =
-        Default::default();
+    let (mut t1, mut t2, mut b1, mut b2): (Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>) = Default::default();
     let mut p = 0.0f64;
     let pos = |l: &Vec<u64>, id: u64| l.iter().position(|&x| x == id);
-    fn replace(
-        t1: &mut Vec<u64>,
-        t2: &mut Vec<u64>,
-        b1: &mut Vec<u64>,
-        b2: &mut Vec<u64>,
-        p: f64,
-        in_b2: bool,
-    ) {
+    fn replace(t1: &mut Vec<u64>, t2: &mut Vec<u64>, b1: &mut Vec<u64>, b2: &mut Vec<u64>, p: f64, in_b2: bool) {
         let n1 = t1.len() as f64;
         if (!t1.is_empty() && (n1 > p || (n1 == p && in_b2))) || t2.is_empty() {
             b1.push(t1.remove(0));
@@ -271,12 +256,7 @@ fn min_model_misses(ids: &[u64], cap: usize) -> usize {
         }
         misses += 1;
         if res.len() == cap {
-            let next = |x: u64| {
-                ids[t + 1..]
-                    .iter()
-                    .position(|&y| y == x)
-                    .unwrap_or(usize::MAX)
-            };
+            let next = |x: u64| ids[t + 1..].iter().position(|&y| y == x).unwrap_or(usize::MAX);
             let i = (0..res.len()).max_by_key(|&i| next(res[i])).unwrap();
             res.remove(i);
         }
@@ -298,17 +278,9 @@ fn lookahead_model(ids: &[u64], cap: usize, window: u64) -> Vec<bool> {
             }
             if res.len() == cap {
                 let horizon = (t as u64).saturating_add(window);
-                let next = |x: u64| {
-                    ids[t + 1..]
-                        .iter()
-                        .position(|&y| y == x)
-                        .map(|p| (t + 1 + p) as u64)
-                };
-                let unknown = (0..res.len())
-                    .filter(|&i| next(res[i].0).is_none_or(|n| n > horizon))
-                    .min_by_key(|&i| res[i].1);
-                let i = unknown
-                    .unwrap_or_else(|| (0..res.len()).max_by_key(|&i| next(res[i].0)).unwrap());
+                let next = |x: u64| ids[t + 1..].iter().position(|&y| y == x).map(|p| (t + 1 + p) as u64);
+                let unknown = (0..res.len()).filter(|&i| next(res[i].0).is_none_or(|n| n > horizon)).min_by_key(|&i| res[i].1);
+                let i = unknown.unwrap_or_else(|| (0..res.len()).max_by_key(|&i| next(res[i].0)).unwrap());
                 res.remove(i);
             }
             res.push((id, t));
@@ -325,10 +297,7 @@ fn static_model(ids: &[u64], cap: usize, profile: usize) -> Vec<bool> {
     let mut ranked: Vec<(u64, u64)> = counts.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let pinned: Vec<u64> = ranked.iter().take(cap).map(|e| e.0).collect();
-    ids.iter()
-        .enumerate()
-        .map(|(t, id)| t >= profile && pinned.contains(id))
-        .collect()
+    ids.iter().enumerate().map(|(t, id)| t >= profile && pinned.contains(id)).collect()
 }
 
 // ---------------------------------------------------------------- properties

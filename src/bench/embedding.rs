@@ -191,8 +191,7 @@ impl EmbeddingBench {
         // FBGEMM's copy of the batches, written first so a broken layout fails early.
         std::fs::create_dir_all(&self.dir).with_context(|| format!("{}", self.dir.display()))?;
         let file = self.dir.join("embedding-indices.bin");
-        let fb: Vec<(Vec<i64>, Vec<i64>)> =
-            batches.iter().map(|b| to_table_major(b, &layout, self.batch)).collect::<Result<_>>()?;
+        let fb: Vec<(Vec<i64>, Vec<i64>)> = batches.iter().map(|b| to_table_major(b, &layout, self.batch)).collect::<Result<_>>()?;
         write_indices(&file, &fb)?;
         drop(fb);
 

@@ -37,7 +37,11 @@ pub fn run(backend: GatherBackend, rows: Option<usize>, dim: usize, bag: usize, 
     let ids = random_slots(slots, lookups * 8, 7);
     let rows_per_s = pooled_gather_rows_per_s(slab.as_ref(), &ids, bag, batch, GATHER_SECONDS)?;
     let gather = rows_per_s * (dim * 4) as f64 / 1e9;
-    println!("| measure ({}, {slots} rows of dim {dim}, {:.2} GB slab, bags of {bag}, batches of {batch}) | value |", slab.backend(), (slots * stride) as f64 / 1e9);
+    println!(
+        "| measure ({}, {slots} rows of dim {dim}, {:.2} GB slab, bags of {bag}, batches of {batch}) | value |",
+        slab.backend(),
+        (slots * stride) as f64 / 1e9
+    );
     println!("|---|---:|");
     println!("| memcpy, 1 GiB, one thread (GB/s copied) | {memcpy:.2} |");
     println!("| pooled gather, one thread (M rows/s) | {:.2} |", rows_per_s / 1e6);
@@ -54,4 +58,3 @@ pub fn run(backend: GatherBackend, rows: Option<usize>, dim: usize, bag: usize, 
     }
     Ok(())
 }
-

@@ -16,10 +16,7 @@ use std::process::Command;
 /// A Python interpreter: `$var` when set, else `fallback` when that file exists, else
 /// `python3` on the PATH.
 pub fn python_from_env(var: &str, fallback: Option<PathBuf>) -> PathBuf {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .or_else(|| fallback.filter(|p| p.is_file()))
-        .unwrap_or_else(|| PathBuf::from("python3"))
+    std::env::var_os(var).map(PathBuf::from).or_else(|| fallback.filter(|p| p.is_file())).unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 /// Runs `python script args..` and parses the one JSON document it prints on stdout;

@@ -55,11 +55,7 @@ impl StorageBench {
             eprintln!("created in {:.1} s", started.elapsed().as_secs_f64());
         }
         let default_threads = ReadConfig::default().pread_threads;
-        let mut runs = vec![
-            (ReadPath::IoUring, default_threads),
-            (ReadPath::Mmap, default_threads),
-            (ReadPath::Pread, default_threads),
-        ];
+        let mut runs = vec![(ReadPath::IoUring, default_threads), (ReadPath::Mmap, default_threads), (ReadPath::Pread, default_threads)];
         if self.depth as usize != default_threads {
             runs.push((ReadPath::Pread, self.depth as usize));
         }
@@ -91,11 +87,7 @@ impl StorageBench {
                 (if table.direct_io() { "O_DIRECT" } else { "buffered" }).to_string(),
             ),
         };
-        let label = if table.read_path() == config.read_path {
-            label
-        } else {
-            format!("{label} (asked for {})", config.read_path)
-        };
+        let label = if table.read_path() == config.read_path { label } else { format!("{label} (asked for {})", config.read_path) };
         eprintln!("{label}: {:.0} reads/s", self.reads as f64 / seconds);
         Ok(Measured { label, io, reads: self.reads, seconds })
     }

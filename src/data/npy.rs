@@ -237,7 +237,8 @@ impl NpyWriter {
             let path = &self.path;
             let written = match self.dtype {
                 Dtype::I32 => {
-                    let v = i32::try_from(v).map_err(|_| DataError::Format { path: path.clone(), message: format!("{v} does not fit <i4") })?;
+                    let v =
+                        i32::try_from(v).map_err(|_| DataError::Format { path: path.clone(), message: format!("{v} does not fit <i4") })?;
                     self.out.write_all(&v.to_le_bytes())
                 }
                 Dtype::I64 => self.out.write_all(&v.to_le_bytes()),
@@ -249,10 +250,10 @@ impl NpyWriter {
     }
 
     fn take(&mut self, count: usize) -> Result<(), DataError> {
-        self.remaining = self.remaining.checked_sub(count as u64).ok_or_else(|| DataError::Format {
-            path: self.path.clone(),
-            message: "more values written than the shape holds".into(),
-        })?;
+        self.remaining = self
+            .remaining
+            .checked_sub(count as u64)
+            .ok_or_else(|| DataError::Format { path: self.path.clone(), message: "more values written than the shape holds".into() })?;
         Ok(())
     }
 
@@ -277,7 +278,10 @@ pub fn open_npz(path: &Path) -> Result<Vec<(String, NpyArray)>, DataError> {
         let member = archive.by_index_raw(index).map_err(|e| format(format!("member {index}: {e}")))?;
         let name = member.name().to_string();
         if member.compression() != zip::CompressionMethod::Stored {
-            return Err(format(format!("member `{name}` is compressed ({}); only np.savez (uncompressed) archives are read", member.compression())));
+            return Err(format(format!(
+                "member `{name}` is compressed ({}); only np.savez (uncompressed) archives are read",
+                member.compression()
+            )));
         }
         let (start, len) = (member.data_start(), member.size());
         let label = PathBuf::from(format!("{}:{name}", path.display()));
@@ -296,9 +300,8 @@ pub fn write_npz(path: &Path, members: &[(String, PathBuf)]) -> Result<(), DataE
     for (name, source) in members {
         let mut input = File::open(source).map_err(|e| DataError::io(source, e))?;
         let len = input.metadata().map_err(|e| DataError::io(source, e))?.len();
-        let options = zip::write::FileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored)
-            .large_file(len >= u64::from(u32::MAX));
+        let options =
+            zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(len >= u64::from(u32::MAX));
         archive.start_file(format!("{name}.npy"), options).map_err(zip_error)?;
         std::io::copy(&mut input, &mut archive).map_err(|e| DataError::io(path, e))?;
     }

@@ -149,7 +149,9 @@ impl DataSource {
     fn samples(&self, held_out: bool) -> Result<Box<dyn SampleReader>, DataError> {
         let layout = self.layout();
         Ok(match self {
-            DataSource::Synthetic(config) => Box::new(SyntheticSource::new(config).map_err(|e| DataError::Setting(format!("synthetic: {e}")))?),
+            DataSource::Synthetic(config) => {
+                Box::new(SyntheticSource::new(config).map_err(|e| DataError::Setting(format!("synthetic: {e}")))?)
+            }
             DataSource::CriteoTsv(spec) => {
                 let files = if held_out { &spec.eval_files } else { &spec.train_files };
                 Box::new(InOrder::new(files.clone(), move |path: &PathBuf| Ok(CriteoTsvReader::open(path, layout.rows())?)))
@@ -339,7 +341,13 @@ pub enum FileFormat {
 
 /// Writes `days` days of `samples` samples each of the synthetic stream into `dir` (the
 /// stream runs on from one day into the next) and returns the files written.
-pub fn write_synthetic(config: &SyntheticConfig, format: FileFormat, dir: &Path, days: u32, samples: u64) -> Result<Vec<PathBuf>, DataError> {
+pub fn write_synthetic(
+    config: &SyntheticConfig,
+    format: FileFormat,
+    dir: &Path,
+    days: u32,
+    samples: u64,
+) -> Result<Vec<PathBuf>, DataError> {
     let mut source = SyntheticSource::new(config).map_err(|e| DataError::Setting(format!("synthetic: {e}")))?;
     let layout = source.layout().clone();
     if format == FileFormat::CriteoTsv && config.multi_hot {

@@ -272,7 +272,12 @@ mod tests {
         let draw = |seed| {
             let mut src = SyntheticSource::new(&SyntheticConfig { seed, ..small() }).unwrap();
             let mut s = Sample::default();
-            (0..50).map(|_| { src.next_sample(&mut s); (s.ids.clone(), s.label) }).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| {
+                    src.next_sample(&mut s);
+                    (s.ids.clone(), s.label)
+                })
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
@@ -329,7 +334,12 @@ mod tests {
         let mut src = SyntheticSource::new(&small()).unwrap();
         let mut s = Sample::default();
         let n = 4000;
-        let positives: f32 = (0..n).map(|_| { src.next_sample(&mut s); s.label }).sum();
+        let positives: f32 = (0..n)
+            .map(|_| {
+                src.next_sample(&mut s);
+                s.label
+            })
+            .sum();
         let rate = positives / n as f32;
         assert!(rate > 0.05 && rate < 0.6, "positive rate {rate}");
     }

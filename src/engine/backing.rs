@@ -71,7 +71,13 @@ impl FlatTable {
 
     /// The all-in-memory update: the same gradient aggregation and optimizer as the
     /// tiered table.
-    pub fn apply_gradients(&mut self, batch: &super::table::Batch, bag_grads: &[f32], optimizer: &super::Optimizer, pooling: super::pool::Pooling) {
+    pub fn apply_gradients(
+        &mut self,
+        batch: &super::table::Batch,
+        bag_grads: &[f32],
+        optimizer: &super::Optimizer,
+        pooling: super::pool::Pooling,
+    ) {
         let dim = self.layout.dim;
         let (rows, grads) = super::table::aggregate_gradients(batch, bag_grads, dim, pooling);
         for (i, &r) in rows.iter().enumerate() {
@@ -121,12 +127,7 @@ impl BackingStore for FlatTable {
 
 impl BackingStore for super::storage::TableFile {
     fn describe(&self) -> String {
-        format!(
-            "{} ({}{})",
-            self.path().display(),
-            self.read_path(),
-            if self.direct_io() { ", O_DIRECT" } else { ", buffered" }
-        )
+        format!("{} ({}{})", self.path().display(), self.read_path(), if self.direct_io() { ", O_DIRECT" } else { ", buffered" })
     }
     fn layout(&self) -> RowLayout {
         super::storage::TableFile::layout(self)
@@ -161,11 +162,22 @@ pub struct StagedRows {
 }
 
 enum Command {
-    Read { rows: Vec<u64>, reply: mpsc::Sender<Result<StagedRows, EngineError>> },
-    Write { rows: Vec<u64>, data: Vec<f32> },
-    Sync { reply: mpsc::Sender<Result<(), EngineError>> },
+    Read {
+        rows: Vec<u64>,
+        reply: mpsc::Sender<Result<StagedRows, EngineError>>,
+    },
+    Write {
+        rows: Vec<u64>,
+        data: Vec<f32>,
+    },
+    Sync {
+        reply: mpsc::Sender<Result<(), EngineError>>,
+    },
     /// Sent right after a checkpoint's sync and commit (nothing written in between).
-    ProtectCheckpoint { checkpoint: u64, reply: mpsc::Sender<Result<(), EngineError>> },
+    ProtectCheckpoint {
+        checkpoint: u64,
+        reply: mpsc::Sender<Result<(), EngineError>>,
+    },
 }
 
 /// A ticket for rows being read in the background.
@@ -308,9 +320,7 @@ impl StorageService {
                         }
                         Command::Sync { reply } => {
                             let healthy = lock(&failed).check();
-                            let result = healthy
-                                .and_then(|()| drain(&mut *store, &mut buffer))
-                                .and_then(|()| store.sync());
+                            let result = healthy.and_then(|()| drain(&mut *store, &mut buffer)).and_then(|()| store.sync());
                             if let Err(e) = &result {
                                 lock(&failed).record_reported(e);
                             }

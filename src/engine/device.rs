@@ -16,9 +16,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg};
 use cudarc::nvrtc::CompileOptions;
 use serde::{Deserialize, Serialize};
 
@@ -274,8 +272,7 @@ impl CudaSlab {
             use_fast_math: Some(false),
             ..Default::default()
         };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNELS, options)
-            .map_err(|e| cuda_error(format!("NVRTC: {e}")))?;
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNELS, options).map_err(|e| cuda_error(format!("NVRTC: {e}")))?;
         let module = ctx.load_module(ptx).map_err(driver("load kernels"))?;
         let load = |name: &'static str| module.load_function(name).map_err(driver(name));
         let kernels = Kernels {
@@ -284,9 +281,7 @@ impl CudaSlab {
             sgd: load("apply_sgd")?,
             adagrad: load("apply_rowwise_adagrad")?,
         };
-        let total = slots
-            .checked_mul(floats)
-            .ok_or_else(|| cuda_error(format!("{slots} slots of {floats} floats overflow")))?;
+        let total = slots.checked_mul(floats).ok_or_else(|| cuda_error(format!("{slots} slots of {floats} floats overflow")))?;
         let rows = compute.alloc_zeros::<f32>(total).map_err(driver("allocate the slab"))?;
         let chunk = CHUNK_ROWS.min(slots) * floats;
         // SAFETY: the buffers are only read after being written. Flags 0: page-locked
@@ -332,9 +327,7 @@ impl CudaSlab {
     fn upload(&self, staging: &mut Staging, slots: &[u32], values: &[f32]) -> Result<(), TierError> {
         let err = driver("host-to-device copy");
         staging.host_slots.as_mut_slice().map_err(&err)?[..slots.len()].copy_from_slice(slots);
-        self.copy
-            .memcpy_htod(&staging.host_slots.as_slice().map_err(&err)?[..slots.len()], &mut staging.dev_slots)
-            .map_err(&err)?;
+        self.copy.memcpy_htod(&staging.host_slots.as_slice().map_err(&err)?[..slots.len()], &mut staging.dev_slots).map_err(&err)?;
         if !values.is_empty() {
             staging.host.as_mut_slice().map_err(&err)?[..values.len()].copy_from_slice(values);
             self.copy.memcpy_htod(&staging.host.as_slice().map_err(&err)?[..values.len()], &mut staging.dev).map_err(&err)?;

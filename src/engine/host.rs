@@ -52,9 +52,7 @@ impl HostSlab {
             return Err(fail(format!("{slots} slots do not fit 32-bit slot numbers")));
         }
         let stride_bytes = Self::stride_bytes(layout);
-        let bytes = slots
-            .checked_mul(stride_bytes)
-            .ok_or_else(|| fail(format!("{slots} slots of {stride_bytes} bytes overflow")))?;
+        let bytes = slots.checked_mul(stride_bytes).ok_or_else(|| fail(format!("{slots} slots of {stride_bytes} bytes overflow")))?;
         let align = if bytes >= 16 * HUGE_PAGE { HUGE_PAGE } else { ROW_ALIGN };
         let alloc = Layout::from_size_align(bytes, align).map_err(|e| fail(format!("{bytes} bytes: {e}")))?;
         // SAFETY: `alloc` has a non-zero size (slots >= 1, stride >= 64).
@@ -65,8 +63,7 @@ impl HostSlab {
                 alloc::alloc_zeroed(alloc)
             }
         };
-        let ptr = NonNull::new(raw.cast::<f32>())
-            .ok_or_else(|| fail(format!("could not allocate {bytes} bytes for {slots} rows")))?;
+        let ptr = NonNull::new(raw.cast::<f32>()).ok_or_else(|| fail(format!("could not allocate {bytes} bytes for {slots} rows")))?;
         if align == HUGE_PAGE {
             // Advise huge pages before the first touch, then zero (which faults them in).
             #[cfg(target_os = "linux")]

@@ -10,8 +10,8 @@
 pub mod backing;
 pub mod device;
 pub mod host;
-pub mod prefetch;
 pub mod pool;
+pub mod prefetch;
 pub mod stats;
 pub mod storage;
 pub mod table;
@@ -203,7 +203,10 @@ pub enum RowInit {
     Zeros,
     /// Uniform in `[-scale, scale)` from a hash of `(seed, row, column)`: any row can be
     /// initialised on its own, in any order, with the same result.
-    Uniform { seed: u64, scale: f32 },
+    Uniform {
+        seed: u64,
+        scale: f32,
+    },
 }
 
 impl RowInit {

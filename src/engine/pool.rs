@@ -213,7 +213,15 @@ impl RowGradients {
     /// # Panics
     /// If `rows` is out of range, `out` does not hold `dim` values per row, or
     /// `bag_grads` holds fewer than `dim` values per bag.
-    pub fn sum(&self, rows: std::ops::Range<usize>, bag_offsets: &[usize], bag_grads: &[f32], dim: usize, pooling: Pooling, out: &mut [f32]) {
+    pub fn sum(
+        &self,
+        rows: std::ops::Range<usize>,
+        bag_offsets: &[usize],
+        bag_grads: &[f32],
+        dim: usize,
+        pooling: Pooling,
+        out: &mut [f32],
+    ) {
         assert_eq!(out.len(), rows.len() * dim, "RowGradients::sum: {} values for {} rows of dim {dim}", out.len(), rows.len());
         let bag_mask = self.bag_mask();
         super::with_wide_vectors(

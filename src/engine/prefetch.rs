@@ -99,8 +99,7 @@ impl Prefetcher {
             if let Some(previous) = self.last_seen.insert(row, position) {
                 if previous >= batch.start {
                     batch.next_access[(previous - batch.start) as usize] = position;
-                } else if let Some(earlier) =
-                    self.queue.iter_mut().find(|b| previous >= b.start && previous < b.start + b.ids.len() as u64)
+                } else if let Some(earlier) = self.queue.iter_mut().find(|b| previous >= b.start && previous < b.start + b.ids.len() as u64)
                 {
                     earlier.next_access[(previous - earlier.start) as usize] = position;
                 }

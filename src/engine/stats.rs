@@ -84,7 +84,11 @@ impl LatencyHistogram {
         for (bucket, &before) in buckets.iter_mut().zip(&earlier.buckets_us_pow2) {
             *bucket -= before;
         }
-        LatencyHistogram { buckets_us_pow2: buckets, count: self.count - earlier.count, total_seconds: self.total_seconds - earlier.total_seconds }
+        LatencyHistogram {
+            buckets_us_pow2: buckets,
+            count: self.count - earlier.count,
+            total_seconds: self.total_seconds - earlier.total_seconds,
+        }
     }
 
     /// The upper bound (microseconds) of the bucket holding quantile `q` in [0, 1].

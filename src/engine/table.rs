@@ -153,11 +153,7 @@ impl Batch {
             && self.bag_offsets.windows(2).all(|w| w[0] <= w[1])
             && self.bag_offsets.last() == Some(&self.ids.len());
         if !offsets_ok {
-            return Err(EngineError::Shape(format!(
-                "batch at {}: bag offsets must rise from 0 to the {} ids",
-                self.start,
-                self.ids.len()
-            )));
+            return Err(EngineError::Shape(format!("batch at {}: bag offsets must rise from 0 to the {} ids", self.start, self.ids.len())));
         }
         if self.next_access.len() != self.ids.len() {
             return Err(EngineError::Shape(format!(

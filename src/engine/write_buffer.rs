@@ -57,10 +57,7 @@ impl WriteBuffer {
             rows: Vec::new(),
             data: Vec::new(),
             cursor: 0,
-            stats: WriteBufferStats {
-                capacity_rows: capacity_rows as u64,
-                ..WriteBufferStats::default()
-            },
+            stats: WriteBufferStats { capacity_rows: capacity_rows as u64, ..WriteBufferStats::default() },
         }
     }
 
@@ -108,9 +105,7 @@ impl WriteBuffer {
 
     /// The held copy of `row`, if any.
     pub fn get(&self, row: u64) -> Option<&[f32]> {
-        self.index
-            .get(&row)
-            .map(|&at| &self.data[at * self.floats..(at + 1) * self.floats])
+        self.index.get(&row).map(|&at| &self.data[at * self.floats..(at + 1) * self.floats])
     }
 
     /// Counts `rows` reads answered from the buffer.
@@ -186,9 +181,6 @@ mod tests {
         assert_eq!(data, vec![1.0, 1.5, 4.0, 4.5, 10.0, 10.5]);
         assert!(buffer.is_empty() && buffer.get(9).is_none());
         let s = buffer.stats;
-        assert_eq!(
-            (s.rows_in, s.rows_replaced, s.rows_out, s.drains),
-            (4, 1, 3, 1)
-        );
+        assert_eq!((s.rows_in, s.rows_replaced, s.rows_out, s.drains), (4, 1, 3, 1));
     }
 }

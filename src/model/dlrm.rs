@@ -70,7 +70,9 @@ struct Cross {
 
 enum InteractionLayers {
     /// Flat indices `i * n + j` (`i > j`) of the pairwise-product matrix to keep.
-    Dot { pairs: Tensor },
+    Dot {
+        pairs: Tensor,
+    },
     Cross(Vec<Cross>),
 }
 
@@ -233,10 +235,8 @@ impl Dlrm {
         let inputs: Vec<&Tensor> = std::iter::once(&pooled).chain(self.parameters.tensors()).collect();
         // Gradients as `backward` would leave them in `.grad` (AccumulateGrad makes them
         // contiguous like their tensors), without keeping them there between steps.
-        let mut grads = Tensor::f_run_backward(&[&loss], &inputs, false, false)?
-            .iter()
-            .map(|g| g.f_contiguous())
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut grads =
+            Tensor::f_run_backward(&[&loss], &inputs, false, false)?.iter().map(|g| g.f_contiguous()).collect::<Result<Vec<_>, _>>()?;
         let pooled_grad = grads.remove(0).to_device(Device::Cpu).view([-1]);
         self.parameters.step(&grads)?;
         Ok(TrainStep { loss: loss.f_double_value(&[])? as f32, embedding_grad: Vec::<f32>::try_from(&pooled_grad)? })
@@ -287,7 +287,13 @@ impl Dlrm {
             if theirs.size() != ours.size() || theirs.kind() != ours.kind() {
                 return Err(ModelError::state(
                     path,
-                    format!("tensor {name} is {:?} {:?}, this model's is {:?} {:?}", theirs.kind(), theirs.size(), ours.kind(), ours.size()),
+                    format!(
+                        "tensor {name} is {:?} {:?}, this model's is {:?} {:?}",
+                        theirs.kind(),
+                        theirs.size(),
+                        ours.kind(),
+                        ours.size()
+                    ),
                 ));
             }
         }

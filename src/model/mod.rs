@@ -5,11 +5,11 @@
 pub mod config;
 #[cfg(feature = "torch")]
 pub mod dlrm;
+pub mod metrics;
 #[cfg(feature = "torch")]
 mod optimizer;
 #[cfg(feature = "torch")]
 pub mod train;
-pub mod metrics;
 
 pub use config::{DenseOptimizer, Interaction, ModelConfig, ModelConfigError, ModelDevice};
 #[cfg(feature = "torch")]

@@ -38,10 +38,9 @@ impl DenseParameters {
         parameters.sort_by(|a, b| a.0.cmp(&b.0));
         let moments = match config {
             DenseOptimizer::Sgd { .. } => Vec::new(),
-            DenseOptimizer::Adam { .. } => parameters
-                .iter()
-                .map(|(_, p)| Moments { exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like() })
-                .collect(),
+            DenseOptimizer::Adam { .. } => {
+                parameters.iter().map(|(_, p)| Moments { exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like() }).collect()
+            }
         };
         DenseParameters { config, parameters, moments, steps: 0 }
     }

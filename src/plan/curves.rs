@@ -80,9 +80,15 @@ pub struct PassResult {
 /// A share of the pass's work, run on one thread per chunk.
 enum Work {
     All(StackDistances),
-    Tables { layout: TableLayout, curves: Vec<StackDistances> },
+    Tables {
+        layout: TableLayout,
+        curves: Vec<StackDistances>,
+    },
     /// Set-ups replaying the kept lookups of `streams[stream]`.
-    Setups { stream: usize, setups: Vec<TwoLevel> },
+    Setups {
+        stream: usize,
+        setups: Vec<TwoLevel>,
+    },
 }
 
 /// The lookups of each chunk that one sampler keeps, their rows renumbered densely in

@@ -244,7 +244,14 @@ fn lru_curve_counts(curve: &strata_policies::mrc::StackDistances, setup: &TwoLev
     TierCounts { lookups: counted, device_hits, host_lookups, host_hits, store_reads: counted - device_hits - host_hits }
 }
 
-fn model_rows(config: &PlanConfig, hardware: &[config::Hardware], pass: &PassResult, setups: &[SetupCounts], spec: &PassSpec, table_rows: u64) -> PlanReport {
+fn model_rows(
+    config: &PlanConfig,
+    hardware: &[config::Hardware],
+    pass: &PassResult,
+    setups: &[SetupCounts],
+    spec: &PassSpec,
+    table_rows: u64,
+) -> PlanReport {
     let shape = BatchShape {
         lookups: config.lookups_per_batch(),
         samples: config.run.batch as u64,
@@ -258,7 +265,14 @@ fn model_rows(config: &PlanConfig, hardware: &[config::Hardware], pass: &PassRes
         for setup in setups {
             let counts: TierCounts = setup.counts;
             let time = model::batch_time(&shape, &counts, &hw.profile);
-            let cost = model::cost(&hw.profile, setup.config.device_rows, setup.config.host_rows, config.rows.slab_bytes(), table_rows, shape.row_bytes);
+            let cost = model::cost(
+                &hw.profile,
+                setup.config.device_rows,
+                setup.config.host_rows,
+                config.rows.slab_bytes(),
+                table_rows,
+                shape.row_bytes,
+            );
             let serial = shape.lookups as f64 / time.serial();
             let overlap = shape.lookups as f64 / time.overlapped();
             let lookups_per_sec = if config.run.prefetch { overlap } else { serial };
@@ -295,7 +309,9 @@ fn model_rows(config: &PlanConfig, hardware: &[config::Hardware], pass: &PassRes
         rows[i].on_pareto_front = true;
     }
     let mut cheapest: Vec<usize> = fitting.iter().copied().filter(|&i| rows[i].meets_target).collect();
-    cheapest.sort_by(|&a, &b| rows[a].cost.total.total_cmp(&rows[b].cost.total).then(rows[b].lookups_per_sec.total_cmp(&rows[a].lookups_per_sec)));
+    cheapest.sort_by(|&a, &b| {
+        rows[a].cost.total.total_cmp(&rows[b].cost.total).then(rows[b].lookups_per_sec.total_cmp(&rows[a].lookups_per_sec))
+    });
     cheapest.truncate(5);
     PlanReport {
         workload: describe_workload(config),
@@ -335,7 +351,11 @@ fn pass_curves(pass: &PassResult, points: usize) -> Vec<Curve> {
         Curve {
             policy: name,
             method: method(sd.rate()),
-            points: capacities.into_iter().zip(ratios).map(|(capacity_rows, miss_ratio)| CurvePoint { capacity_rows, miss_ratio }).collect(),
+            points: capacities
+                .into_iter()
+                .zip(ratios)
+                .map(|(capacity_rows, miss_ratio)| CurvePoint { capacity_rows, miss_ratio })
+                .collect(),
         }
     };
     let mut curves = vec![curve("all tables".into(), &pass.all, pass.distinct_rows)];
@@ -402,7 +422,12 @@ pub fn markdown(report: &PlanReport) -> String {
     };
     let _ = writeln!(out, "hit ratios: {sampling}; pass {:.1} s\n", report.pass_seconds);
     let target_samples = report.target_lookups_per_sec / report.lookups_per_sample as f64;
-    let _ = writeln!(out, "### Cheapest configurations meeting {:.0} samples/s ({:.3} M lookups/s)\n", target_samples, report.target_lookups_per_sec / 1e6);
+    let _ = writeln!(
+        out,
+        "### Cheapest configurations meeting {:.0} samples/s ({:.3} M lookups/s)\n",
+        target_samples,
+        report.target_lookups_per_sec / 1e6
+    );
     if report.cheapest.is_empty() {
         out.push_str("No configuration in the grid meets the target (see the Pareto front for the fastest).\n\n");
     } else {

@@ -80,12 +80,10 @@ pub fn batch_time(shape: &BatchShape, counts: &TierCounts, hw: &HardwareProfile)
     // Store rows are staged in host memory and pooled from there; every row the device
     // does not hold crosses the link to it.
     let crossing = host_rows + store_rows;
-    let link = if crossing > 0.0 {
-        hw.link.latency_us * 1e-6 + crossing * shape.row_bytes as f64 / (hw.link.bandwidth_gbps * 1e9)
-    } else {
-        0.0
-    };
-    let storage = if store_rows > 0.0 { hw.storage.latency_us * 1e-6 + store_read_seconds(&hw.storage, store_rows, shape.row_bytes) } else { 0.0 };
+    let link =
+        if crossing > 0.0 { hw.link.latency_us * 1e-6 + crossing * shape.row_bytes as f64 / (hw.link.bandwidth_gbps * 1e9) } else { 0.0 };
+    let storage =
+        if store_rows > 0.0 { hw.storage.latency_us * 1e-6 + store_read_seconds(&hw.storage, store_rows, shape.row_bytes) } else { 0.0 };
     BatchTime {
         engine: n * shape.engine_ns_per_lookup * 1e-9,
         device: gather_seconds(&hw.device, device_rows, shape.value_bytes),

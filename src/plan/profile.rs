@@ -57,9 +57,7 @@ impl TierProfile {
         if !(self.price_per_gb >= 0.0 && self.price_per_gb.is_finite()) {
             return Some(("price_per_gb", ">= 0", self.price_per_gb));
         }
-        positive
-            .into_iter()
-            .find_map(|(field, value)| value.filter(|v| !(*v > 0.0 && v.is_finite())).map(|v| (field, "> 0", v)))
+        positive.into_iter().find_map(|(field, value)| value.filter(|v| !(*v > 0.0 && v.is_finite())).map(|v| (field, "> 0", v)))
     }
 }
 

@@ -47,7 +47,11 @@ pub fn markdown(report: &SimulationReport) -> String {
         }
     }
     let mut out = String::new();
-    let _ = writeln!(out, "{} requests, {} distinct rows; miss ratio at each capacity (rows, % of distinct)\n", report.requests, report.distinct_rows);
+    let _ = writeln!(
+        out,
+        "{} requests, {} distinct rows; miss ratio at each capacity (rows, % of distinct)\n",
+        report.requests, report.distinct_rows
+    );
     out.push_str("| policy |");
     for (rows, fraction) in &capacities {
         let _ = write!(out, " {rows} ({:.2}%) |", 100.0 * fraction);
@@ -110,7 +114,11 @@ pub fn curves(report: &SimulationReport, lru_points: usize) -> Vec<Curve> {
         curves.push(Curve {
             policy: format!("lru [{method}]"),
             method,
-            points: capacities.into_iter().zip(ratios).map(|(capacity_rows, miss_ratio)| CurvePoint { capacity_rows, miss_ratio }).collect(),
+            points: capacities
+                .into_iter()
+                .zip(ratios)
+                .map(|(capacity_rows, miss_ratio)| CurvePoint { capacity_rows, miss_ratio })
+                .collect(),
         });
     }
     curves
@@ -119,8 +127,7 @@ pub fn curves(report: &SimulationReport, lru_points: usize) -> Vec<Curve> {
 /// `n` capacities spaced evenly on a log scale from `from` rows to `to` rows.
 pub fn log_grid(from: u64, to: u64, n: usize) -> Vec<u64> {
     let (lo, hi) = (from.max(1) as f64, to.max(from).max(1) as f64);
-    let mut grid: Vec<u64> =
-        (0..n).map(|i| (lo * (hi / lo).powf(i as f64 / (n.max(2) - 1) as f64)).round() as u64).collect();
+    let mut grid: Vec<u64> = (0..n).map(|i| (lo * (hi / lo).powf(i as f64 / (n.max(2) - 1) as f64)).round() as u64).collect();
     grid.dedup();
     grid
 }

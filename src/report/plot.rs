@@ -36,7 +36,11 @@ fn frame<'a, 'b>(root: &'a DrawingArea<SVGBackend<'b>, Shift>, title: &str, y_la
 }
 
 /// Draws the legend of `chart`'s labelled series at `position`, on a light box.
-fn draw_legend<'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, SVGBackend<'a>, CT>, position: SeriesLabelPosition, path: &Path) -> Result<(), ReportError> {
+fn draw_legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+    path: &Path,
+) -> Result<(), ReportError> {
     chart
         .configure_series_labels()
         .position(position)
@@ -55,9 +59,7 @@ pub fn plot_curves(curves: &[Curve], title: &str, path: &Path) -> Result<(), Rep
     let min_rows = (capacities().min().unwrap_or(1).max(1) as f64).min(max_rows / 2.0);
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = frame(&root, title, 56)
-        .build_cartesian_2d((min_rows..max_rows).log_scale(), 0f64..1f64)
-        .map_err(|e| err(&e))?;
+    let mut chart = frame(&root, title, 56).build_cartesian_2d((min_rows..max_rows).log_scale(), 0f64..1f64).map_err(|e| err(&e))?;
     chart
         .configure_mesh()
         .x_desc("capacity (rows, log scale)")
@@ -108,9 +110,7 @@ pub fn plot_series(series: &[(String, Vec<(f64, f64)>)], title: &str, x_desc: &s
     let y_max = points().map(|p| p.1).filter(|y| y.is_finite()).fold(0.0, f64::max) * 1.05 + 1e-9;
     let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = frame(&root, title, 64)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
-        .map_err(|e| err(&e))?;
+    let mut chart = frame(&root, title, 64).build_cartesian_2d(0f64..x_max, 0f64..y_max).map_err(|e| err(&e))?;
     chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| err(&e))?;
     draw_lines(&mut chart, series, false, path)?;
     root.present().map_err(|e| err(&e))
@@ -129,14 +129,13 @@ pub fn plot_tradeoff(
     path: &Path,
 ) -> Result<(), ReportError> {
     let err = |e: &dyn std::fmt::Display| ReportError::new(path, format!("plotting failed: {e}"));
-    let points = || clouds.iter().flat_map(|(_, p)| p.iter().copied()).chain(front.iter().copied()).filter(|p| p.0.is_finite() && p.1.is_finite());
+    let points =
+        || clouds.iter().flat_map(|(_, p)| p.iter().copied()).chain(front.iter().copied()).filter(|p| p.0.is_finite() && p.1.is_finite());
     let x_max = points().map(|p| p.0).fold(0.0, f64::max) * 1.05 + 1e-9;
     let y_max = points().map(|p| p.1).chain(target).fold(0.0, f64::max) * 1.1 + 1e-9;
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = frame(&root, title, 72)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
-        .map_err(|e| err(&e))?;
+    let mut chart = frame(&root, title, 72).build_cartesian_2d(0f64..x_max, 0f64..y_max).map_err(|e| err(&e))?;
     chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| err(&e))?;
     for (i, (name, cloud)) in clouds.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
@@ -183,9 +182,8 @@ pub fn plot_bars(labels: &[String], series: &[(String, Vec<f64>)], title: &str, 
     let group = 2 * MARGIN + BAR * per_group as i32;
     let groups = labels.len().max(1) as i32;
     let centers: Vec<i32> = (0..groups).map(|i| i * group + group / 2).collect();
-    let mut chart = frame(&root, title, 260)
-        .build_cartesian_2d(0f64..max, (0..groups * group).with_key_points(centers))
-        .map_err(|e| err(&e))?;
+    let mut chart =
+        frame(&root, title, 260).build_cartesian_2d(0f64..max, (0..groups * group).with_key_points(centers)).map_err(|e| err(&e))?;
     chart
         .configure_mesh()
         .disable_y_mesh()

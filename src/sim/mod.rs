@@ -130,10 +130,7 @@ pub fn write_oracle_general(source: &mut dyn KeySource, path: &Path) -> Result<u
 impl Simulation {
     /// Runs the simulation over the trace that `open` opens (it may be opened more than
     /// once: to count distinct keys, and to add next-access times).
-    pub fn run(
-        &self,
-        open: &dyn Fn() -> Result<Box<dyn KeySource>, TraceError>,
-    ) -> Result<SimulationReport, SimulateError> {
+    pub fn run(&self, open: &dyn Fn() -> Result<Box<dyn KeySource>, TraceError>) -> Result<SimulationReport, SimulateError> {
         if self.policies.is_empty() || self.capacities.is_empty() {
             return Err(SimulateError::NothingToDo);
         }

@@ -83,9 +83,7 @@ impl CriteoTsvReader {
                     let value = if field.is_empty() {
                         0
                     } else {
-                        field.parse::<i64>().map_err(|_| {
-                            self.error(format!("column {}: expected an integer, found `{field}`", c + 1))
-                        })?
+                        field.parse::<i64>().map_err(|_| self.error(format!("column {}: expected an integer, found `{field}`", c + 1)))?
                     };
                     sample.dense[c - 1] = value.max(0) as f32;
                 }
@@ -94,9 +92,8 @@ impl CriteoTsvReader {
                     let hash = if field.is_empty() {
                         0
                     } else {
-                        u64::from_str_radix(field, 16).map_err(|_| {
-                            self.error(format!("column {}: expected a hex hash, found `{field}`", c + 1))
-                        })?
+                        u64::from_str_radix(field, 16)
+                            .map_err(|_| self.error(format!("column {}: expected a hex hash, found `{field}`", c + 1)))?
                     };
                     sample.ids.push(self.layout.global_row(table, hash % self.layout.rows()[table]));
                 }
@@ -141,7 +138,12 @@ impl CriteoTsvWriter {
             });
         }
         let file = File::create(path).map_err(|e| TraceError::io(path, e))?;
-        Ok(CriteoTsvWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(1 << 20, file), layout: layout.clone(), line: String::new() })
+        Ok(CriteoTsvWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 20, file),
+            layout: layout.clone(),
+            line: String::new(),
+        })
     }
 
     pub fn write(&mut self, sample: &Sample) -> Result<(), TraceError> {

@@ -15,14 +15,7 @@ pub fn requests(ids: &[u64]) -> Vec<Request> {
         }
         last.insert(id, i);
     }
-    ids.iter()
-        .enumerate()
-        .map(|(i, &id)| Request {
-            id,
-            time: i as u64,
-            next_access: next[i],
-        })
-        .collect()
+    ids.iter().enumerate().map(|(i, &id)| Request { id, time: i as u64, next_access: next[i] }).collect()
 }
 
 /// Hit/miss sequence of a policy over `reqs`.

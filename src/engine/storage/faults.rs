@@ -129,10 +129,7 @@ impl FaultPlan {
 impl Plan {
     /// Takes one firing of the first fault armed on `page` for a write or a read.
     fn take(&mut self, page: u64, write: bool) -> Option<PageFault> {
-        let armed = self
-            .armed
-            .iter_mut()
-            .find(|a| a.page == page && a.remaining > 0 && a.fault.on_write() == write)?;
+        let armed = self.armed.iter_mut().find(|a| a.page == page && a.remaining > 0 && a.fault.on_write() == write)?;
         armed.remaining -= 1;
         let fault = armed.fault;
         self.armed.retain(|a| a.remaining > 0);

@@ -141,9 +141,7 @@ impl Header {
         }
         match Dtype::from_code(u32_at(12)) {
             Some(Dtype::F32) => {}
-            Some(other) => {
-                return Err(format!("dtype {} is not supported yet: this build stores f32 tables only", other.name()))
-            }
+            Some(other) => return Err(format!("dtype {} is not supported yet: this build stores f32 tables only", other.name())),
             None => return Err(format!("unknown dtype code {}", u32_at(12))),
         }
         let mut rows_bytes = [0u8; 8];

@@ -38,8 +38,7 @@ impl PageRing {
     pub fn new(depth: u32, buffer_bytes: usize) -> io::Result<PageRing> {
         let depth = depth.max(1);
         let ring = IoUring::new(depth.next_power_of_two())?;
-        let mut reader =
-            PageRing { ring, buf: AlignedBuf::zeroed(buffer_bytes), depth: depth as usize, registered: false, broken: false };
+        let mut reader = PageRing { ring, buf: AlignedBuf::zeroed(buffer_bytes), depth: depth as usize, registered: false, broken: false };
         if memlock_allows(reader.buf.len()) {
             let iovec = libc::iovec { iov_base: reader.buf.as_mut_ptr().cast(), iov_len: reader.buf.len() };
             // SAFETY: the buffer lives as long as the ring (same struct, dropped after it)
@@ -49,10 +48,7 @@ impl PageRing {
                 Err(e) => tracing::info!("io_uring: buffer registration refused ({e}); using plain buffers"),
             }
         } else {
-            tracing::info!(
-                "io_uring: RLIMIT_MEMLOCK is below the {} KiB read buffer; using plain buffers",
-                reader.buf.len() / 1024
-            );
+            tracing::info!("io_uring: RLIMIT_MEMLOCK is below the {} KiB read buffer; using plain buffers", reader.buf.len() / 1024);
         }
         Ok(reader)
     }

@@ -243,9 +243,7 @@ pub fn roll_back(table: &Path, committed: u64) -> Result<RollBack, StorageError>
         restored[(page / 64) as usize] |= bit;
         let bytes = &entry[8..8 + page_size];
         if let Err((stored, computed)) = format::verify_page(page, bytes) {
-            return Err(bad(format!(
-                "saved page {page} fails its checksum (stored {stored:#010x}, computed {computed:#010x})"
-            )));
+            return Err(bad(format!("saved page {page} fails its checksum (stored {stored:#010x}, computed {computed:#010x})")));
         }
         target
             .write_all_at(bytes, table_header.page_offset(page))
@@ -278,9 +276,7 @@ pub fn sync_folder(path: &Path) -> Result<(), StorageError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    File::open(folder)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|e| StorageError::io(folder, "fsync of the folder", e))
+    File::open(folder).and_then(|dir| dir.sync_all()).map_err(|e| StorageError::io(folder, "fsync of the folder", e))
 }
 
 /// Reads as much of `buf` as the reader has: the bytes read (fewer only at the end).

@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use self::aligned::AlignedBuf;
 pub use self::error::StorageError;
 pub use self::faults::{FaultPlan, PageFault};
-pub use self::journal::{journal_path, remove_journal, roll_back, sync_folder, RollBack};
-use self::journal::Journal;
 use self::format::{Header, HEADER_BYTES};
 use self::io_uring::PageRing;
+use self::journal::Journal;
+pub use self::journal::{journal_path, remove_journal, roll_back, sync_folder, RollBack};
 use self::pread_pool::PreadPool;
 use super::{RowInit, RowLayout};
 
@@ -200,14 +200,10 @@ impl Reader {
         match self {
             Reader::IoUring(ring) => ring.write_runs(file.as_raw_fd(), runs),
             Reader::Pread { pool, .. } => pool.write_runs(runs),
-            Reader::Mmap { .. } => {
-                runs.iter()
-                    .enumerate()
-                    .try_for_each(|(slot, &(offset, bytes))| {
-                        file.write_all_at(bytes, offset)
-                            .map_err(|source| PageIoError { slot, source })
-                    })
-            }
+            Reader::Mmap { .. } => runs
+                .iter()
+                .enumerate()
+                .try_for_each(|(slot, &(offset, bytes))| file.write_all_at(bytes, offset).map_err(|source| PageIoError { slot, source })),
         }
     }
 }
@@ -240,8 +236,7 @@ impl TableFile {
     /// Writes a new table of `rows` rows initialised by `init`, streaming pages in
     /// bounded memory, then opens it with the default read configuration.
     pub fn create(path: &Path, rows: u64, layout: RowLayout, init: RowInit) -> Result<TableFile, StorageError> {
-        let header = Header::new(rows, layout)
-            .map_err(|message| StorageError::BadLayout { path: path.to_path_buf(), message })?;
+        let header = Header::new(rows, layout).map_err(|message| StorageError::BadLayout { path: path.to_path_buf(), message })?;
         let io_error = |position: String| move |e| StorageError::io(path, position, e);
         // A journal left by an earlier table at this path protects nothing now.
         remove_journal(path)?;
@@ -300,11 +295,7 @@ impl TableFile {
                     Ok(ring) => (ReadPath::IoUring, Reader::IoUring(Box::new(ring))),
                     Err(e) => {
                         let (path_used, reason) = resolve_read_path(ReadPath::IoUring, Some(&e));
-                        tracing::warn!(
-                            "{}: {}; falling back to {path_used}",
-                            path.display(),
-                            reason.unwrap_or_default()
-                        );
+                        tracing::warn!("{}: {}; falling back to {path_used}", path.display(), reason.unwrap_or_default());
                         (path_used, pread_reader(path, &file, config.pread_threads, buffer_bytes)?)
                     }
                 }
@@ -480,8 +471,7 @@ impl TableFile {
                     let read = self.read_batch(&partial, "writing", rows)?;
                     for (k, &(page, _)) in partial.iter().enumerate() {
                         let slot = pages.binary_search(&page).expect("partial pages are among the batch's pages");
-                        buf[slot * page_size..(slot + 1) * page_size]
-                            .copy_from_slice(&read[k * page_size..(k + 1) * page_size]);
+                        buf[slot * page_size..(slot + 1) * page_size].copy_from_slice(&read[k * page_size..(k + 1) * page_size]);
                     }
                 }
                 let mut slot = 0;
@@ -526,18 +516,16 @@ impl TableFile {
     fn save_to_journal(&mut self, order: &[(u64, usize)], rows: &[u64]) -> Result<(), StorageError> {
         let Some(mut journal) = self.journal.take() else { return Ok(()) };
         let outcome = (|| {
-            let needed: Vec<(u64, usize)> = order
-                .chunk_by(|a, b| a.0 == b.0)
-                .map(|group| group[0])
-                .filter(|&(page, _)| journal.needs(page))
-                .collect();
+            let needed: Vec<(u64, usize)> =
+                order.chunk_by(|a, b| a.0 == b.0).map(|group| group[0]).filter(|&(page, _)| journal.needs(page)).collect();
             if needed.is_empty() {
                 return Ok(());
             }
             let page_size = self.header.page_size;
             for batch in needed.chunks(self.batch_pages) {
                 let pages = self.read_batch(batch, "journaling", rows)?;
-                journal.append(batch.iter().enumerate().map(|(slot, &(page, _))| (page, &pages[slot * page_size..(slot + 1) * page_size])))?;
+                journal
+                    .append(batch.iter().enumerate().map(|(slot, &(page, _))| (page, &pages[slot * page_size..(slot + 1) * page_size])))?;
             }
             journal.sync()?;
             self.stats.pages_journaled += needed.len() as u64;
@@ -565,12 +553,7 @@ impl TableFile {
             });
         }
         match rows.iter().position(|&row| row >= self.header.rows) {
-            Some(index) => Err(StorageError::RowOutOfRange {
-                path: self.path.clone(),
-                row: rows[index],
-                index,
-                rows: self.header.rows,
-            }),
+            Some(index) => Err(StorageError::RowOutOfRange { path: self.path.clone(), row: rows[index], index, rows: self.header.rows }),
             None => Ok(()),
         }
     }
@@ -682,9 +665,7 @@ impl TableFile {
         }
         let kept: Vec<usize> = (0..runs.len()).filter(|&slot| failed.iter().all(|f| f.slot != slot)).collect();
         let kept_runs: Vec<(u64, &[u8])> = kept.iter().map(|&slot| runs[slot]).collect();
-        self.reader
-            .write(&self.file, &kept_runs)
-            .map_err(|e| PageIoError { slot: kept[e.slot.min(kept.len() - 1)], source: e.source })?;
+        self.reader.write(&self.file, &kept_runs).map_err(|e| PageIoError { slot: kept[e.slot.min(kept.len() - 1)], source: e.source })?;
         Err(failed.swap_remove(0))
     }
 
@@ -706,11 +687,7 @@ impl TableFile {
         let position = if first == last {
             describe_page(&self.header, first)
         } else {
-            format!(
-                "pages {first}..={last} (rows {}..{})",
-                self.header.rows_of_page(first).start,
-                self.header.rows_of_page(last).end
-            )
+            format!("pages {first}..={last} (rows {}..{})", self.header.rows_of_page(first).start, self.header.rows_of_page(last).end)
         };
         StorageError::PageIo { path: self.path.clone(), page: first, position, action, row, attempts, source }
     }
@@ -743,11 +720,7 @@ fn pread_reader(path: &Path, file: &Arc<File>, threads: usize, buffer_bytes: usi
 /// header page, and falls back to buffered I/O on EINVAL.
 fn open_file(path: &Path, want_direct: bool) -> Result<(File, bool, bool), StorageError> {
     let open = |writable: bool, direct: bool| {
-        OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .custom_flags(if direct { libc::O_DIRECT } else { 0 })
-            .open(path)
+        OpenOptions::new().read(true).write(writable).custom_flags(if direct { libc::O_DIRECT } else { 0 }).open(path)
     };
     let (file, writable) = match open(true, false) {
         Ok(file) => (file, true),

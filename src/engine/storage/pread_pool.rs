@@ -42,8 +42,7 @@ impl PreadPool {
                     for job in queue {
                         // SAFETY: see `PageJob`: the range is ours alone until we answer.
                         let dest = unsafe { std::slice::from_raw_parts_mut(job.dest, job.len) };
-                        let outcome =
-                            if job.write { file.write_all_at(dest, job.offset) } else { file.read_exact_at(dest, job.offset) };
+                        let outcome = if job.write { file.write_all_at(dest, job.offset) } else { file.read_exact_at(dest, job.offset) };
                         let _ = job.done.send((job.slot, outcome));
                     }
                 })
@@ -93,10 +92,8 @@ impl PreadPool {
                     first_error.get_or_insert(PageIoError { slot, source });
                 }
                 Err(_) => {
-                    first_error.get_or_insert(PageIoError {
-                        slot: 0,
-                        source: io::Error::other("a pread worker thread stopped mid-transfer"),
-                    });
+                    first_error
+                        .get_or_insert(PageIoError { slot: 0, source: io::Error::other("a pread worker thread stopped mid-transfer") });
                     break;
                 }
             }
