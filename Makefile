@@ -1,6 +1,6 @@
 # Strata: two commands on a fresh machine.
 #   make run   installs what is missing, builds, runs the main job (configs/default.toml)
-#   make test  installs what is missing, runs every test
+#   make test  installs what is missing, checks formatting and lints (make check), runs every test
 # One-time installs live in a cache folder outside the checkout, keyed by version, so
 # fresh clones and CI reuse them.
 
@@ -31,13 +31,19 @@ export STRATA_PYTHON := $(PYTHON)
 TORCH_CARGO = VIRTUAL_ENV=$(TORCH_VENV) PATH="$(TORCH_VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH=1 $(CARGO)
 FEATURES := --features strata/torch
 
-.PHONY: run test build venv torch-venv fbgemm toolchain bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
+.PHONY: run test check build venv torch-venv fbgemm toolchain bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
 
 run: build venv
 	$(STRATA) run $(CONFIG)
 
-test: toolchain venv torch-venv
+test: check venv
 	$(TORCH_CARGO) test --workspace --release $(FEATURES)
+
+# The gates CI runs before the tests: formatting (rustfmt.toml) and clippy with every
+# warning an error, over both crates, every target (tests, benches) and the model.
+check: toolchain torch-venv
+	$(CARGO) fmt --all -- --check
+	$(TORCH_CARGO) clippy --workspace --all-targets --release $(FEATURES) -- -D warnings
 
 build: toolchain torch-venv
 	$(TORCH_CARGO) build --release $(FEATURES)
@@ -45,6 +51,7 @@ build: toolchain torch-venv
 # The Rust toolchain (rustup's stable cargo) comes with this kind of machine.
 toolchain:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: Strata needs the stable Rust toolchain (rustup)" >&2; exit 1; }
+	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 	@command -v python3 >/dev/null || { echo "python3 not found: needed for the libCacheSim venv" >&2; exit 1; }
 
 venv: $(VENV)/.installed

@@ -142,7 +142,7 @@ fn hand_written_tsv_lines_give_the_expected_samples() {
     assert_eq!(batches.len(), 1);
     let batch = &batches[0];
     assert_eq!(batch.labels, vec![1.0, 0.0]);
-    let mut dense_one = vec![0.0f32; 13];
+    let mut dense_one = [0.0f32; 13];
     dense_one[0] = 5.0;
     dense_one[12] = 123_456.0;
     assert_eq!(batch.dense[..13], dense_one[..]);

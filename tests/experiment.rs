@@ -69,7 +69,7 @@ fn an_experiment_writes_its_reports_and_placement_never_changes_results() {
     for name in ["report.json", "report.csv", "report.html", "loss.svg", "throughput.svg", "hit_ratio.svg"] {
         assert!(dir.path().join("out").join(name).exists(), "{name} missing");
     }
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
+    let report: Value = serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap()).unwrap();
     let setups = report["setups"].as_array().unwrap();
     assert_eq!(setups.len(), 3);
     for s in setups {
@@ -228,14 +228,14 @@ fn experiment(data: &str) -> String {
 }
 
 /// Losses and evaluations of every set-up of the experiment `text`.
-fn train_losses(dir: &std::path::Path, text: &str) -> Vec<(Vec<f32>, Vec<strata::model::train::Evaluation>)> {
+fn train_losses(dir: &Path, text: &str) -> Vec<(Vec<f32>, Vec<strata::model::train::Evaluation>)> {
     let path = dir.join("exp.toml");
     let config = strata::experiment::ExperimentConfig::parse(&path, text).unwrap();
     let (results, _) = strata::experiment::run(&config, Some(&dir.join("out"))).unwrap();
     results.into_iter().map(|r| r.outcome.expect("trained")).map(|o| (o.losses, o.evaluations)).collect()
 }
 
-fn gen_data(dir: &std::path::Path, format: &str, one_hot: bool) {
+fn gen_data(dir: &Path, format: &str, one_hot: bool) {
     let mut args = vec!["gen-data", "--format", format, "--out", dir.to_str().unwrap(), "--samples", "640", "--days", "2"];
     args.extend_from_slice(&["--scale", "0.0005", "--seed", "3"]);
     if one_hot {
@@ -282,7 +282,7 @@ fn training_on_generated_files_matches_the_synthetic_stream_bit_for_bit() {
 }
 
 /// Runs the experiment `text` through the CLI and returns its one error line.
-fn run_fails(dir: &std::path::Path, text: &str) -> String {
+fn run_fails(dir: &Path, text: &str) -> String {
     let config = dir.join("exp.toml");
     std::fs::write(&config, format!("{text}\n[output]\ndir = \"{}\"\n", dir.join("out").display())).unwrap();
     let out = strata(&["run", config.to_str().unwrap()]);
@@ -361,7 +361,7 @@ fn the_numpy_config_parses_against_files_gen_data_writes() {
     ];
     let out = strata(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/train-numpy.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/train-numpy.toml");
     let text = std::fs::read_to_string(&path).unwrap().replace("data/train-small-numpy", dir.path().to_str().unwrap());
     let config = strata::experiment::ExperimentConfig::parse(&path, &text).unwrap();
     assert_eq!(config.rows(), 408_382);

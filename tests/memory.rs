@@ -47,6 +47,8 @@ fn peak_rss(config: &str, dir: &Path) -> (u64, Value) {
     let path = dir.join("run.toml");
     std::fs::write(&path, config).unwrap();
     let out = dir.join("out");
+    // Reaped by the wait4 below, which also reports the child's peak RSS.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["run", path.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .env("STRATA_LOG", "error")
@@ -54,6 +56,7 @@ fn peak_rss(config: &str, dir: &Path) -> (u64, Value) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    // SAFETY: rusage is plain integers, for which all-zero bytes are a valid value.
     let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
     // SAFETY: waits for our own child, filling the two out-parameters.
     let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };

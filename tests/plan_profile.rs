@@ -130,7 +130,7 @@ fn calibrate_writes_a_profile_that_loads_with_every_figure_positive() {
     assert!(run.status.success(), "calibrate failed: {}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("| storage |") && stdout.contains("| link |"), "{stdout}");
     assert!(!scratch.exists(), "the scratch folder it created is removed");
-    let machine = HardwareProfile::load(&[out.clone()]).unwrap_or_else(|e| panic!("{e}"));
+    let machine = HardwareProfile::load(std::slice::from_ref(&out)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(machine.sources, vec![out]);
     assert_eq!(machine.device.name, "emulated-device");
     for tier in [&machine.device, &machine.host, &machine.storage] {

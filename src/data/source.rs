@@ -199,10 +199,13 @@ impl SampleReader for SyntheticSource {
     }
 }
 
+/// Opens the reader of one item.
+type Opener<T, R> = Box<dyn FnMut(&T) -> Result<R, DataError> + Send>;
+
 /// Readers opened one after another, each when the previous one ends.
 struct InOrder<T, R> {
     items: std::vec::IntoIter<T>,
-    open: Box<dyn FnMut(&T) -> Result<R, DataError> + Send>,
+    open: Opener<T, R>,
     current: Option<R>,
 }
 
