@@ -12,6 +12,7 @@ pub mod data;
 pub mod engine;
 #[cfg(feature = "torch")]
 pub mod experiment;
+pub mod hash;
 pub mod interrupt;
 pub mod lab;
 pub mod model;

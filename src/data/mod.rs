@@ -15,5 +15,4 @@ pub use mlperf::{count_of, day_files, log_count, MlperfDay, MlperfDayWriter};
 pub use source::{
     write_synthetic, BatchStream, CriteoTsvSpec, DataError, DataSource, FileFormat, MlperfNumpySpec, ReadFailure, SampleReader,
 };
-pub(crate) use synthetic::mix64;
 pub use synthetic::{DriftConfig, Sample, SyntheticConfig, SyntheticConfigError, SyntheticSource, SyntheticTrace};

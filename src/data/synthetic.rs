@@ -9,6 +9,7 @@ use rand_distr::{Distribution, Zipf};
 use serde::{Deserialize, Serialize};
 
 use super::layout::{TableLayout, CRITEO_DENSE_FEATURES};
+use crate::hash::mix64;
 use crate::trace::{KeySource, TraceError, TraceRecord, NEVER};
 
 /// Settings of the synthetic generator (`[data.synthetic]` / `[trace.synthetic]`).
@@ -105,14 +106,6 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
         (a, b) = (b, a % b);
     }
     a
-}
-
-/// splitmix64: a fixed, well-mixed hash of a 64-bit value.
-pub(crate) fn mix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 /// A hash mapped to a uniform value in [-1, 1).

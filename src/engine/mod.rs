@@ -217,9 +217,9 @@ impl RowInit {
         match *self {
             RowInit::Zeros => row.fill(0.0),
             RowInit::Uniform { seed, scale } => {
-                let base = crate::data::mix64(seed ^ crate::data::mix64(index));
+                let base = crate::hash::mix64(seed ^ crate::hash::mix64(index));
                 for (j, v) in row[..layout.dim].iter_mut().enumerate() {
-                    let h = crate::data::mix64(base.wrapping_add(j as u64));
+                    let h = crate::hash::mix64(base.wrapping_add(j as u64));
                     *v = scale * (((h >> 40) as f32 / (1u64 << 23) as f32) - 1.0);
                 }
                 row[layout.dim..].fill(0.0);

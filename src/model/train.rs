@@ -356,7 +356,7 @@ fn run_serving(
         let scores = model.predict(&batch.dense, &pooled)?;
         let latency = taken_up.elapsed();
         for score in scores {
-            checksum = crate::data::mix64(checksum ^ u64::from(score.to_bits()));
+            checksum = crate::hash::mix64(checksum ^ u64::from(score.to_bits()));
         }
         if served >= options.warmup {
             latencies_us.push(latency.as_secs_f64() * 1e6);
