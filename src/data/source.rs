@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::mlperf::{day_files, MlperfDay, MlperfDayWriter};
 use super::{Sample, SyntheticConfig, SyntheticSource, TableLayout};
 use crate::engine::table::Batch;
-use crate::trace::{CriteoTsvReader, CriteoTsvWriter, TraceError};
+use crate::trace::{CriteoTsvLine, CriteoTsvReader, CriteoTsvWriter, TraceError};
 
 /// Everything that can go wrong reading or writing data files; each names the file and,
 /// past the header, the position (line, or row).
@@ -51,9 +51,18 @@ impl<R: SampleReader + ?Sized> SampleReader for Box<R> {
     }
 }
 
+/// A Criteo TSV line as a sample: its label, dense counts and one row id per table.
 impl SampleReader for CriteoTsvReader {
     fn next_sample(&mut self, sample: &mut Sample) -> Result<bool, DataError> {
-        Ok(CriteoTsvReader::next_sample(self, sample)?)
+        let mut line = CriteoTsvLine::default();
+        if !self.next_line(&mut line)? {
+            return Ok(false);
+        }
+        sample.label = line.label;
+        sample.dense = line.dense;
+        sample.ids.clear();
+        sample.ids.extend_from_slice(&line.rows);
+        Ok(true)
     }
 }
 
@@ -363,10 +372,15 @@ pub fn write_synthetic(
         match format {
             FileFormat::CriteoTsv => {
                 let path = dir.join(format!("day_{day}.tsv"));
-                let mut writer = CriteoTsvWriter::create(&path, &layout)?;
+                let mut writer = CriteoTsvWriter::create(&path, layout.rows())?;
+                let mut line = CriteoTsvLine::default();
                 for _ in 0..samples {
                     source.next_sample(&mut sample);
-                    writer.write(&sample)?;
+                    // One-hot (checked above): one id for each of the 26 tables.
+                    line.label = sample.label;
+                    line.dense = sample.dense;
+                    line.rows.copy_from_slice(&sample.ids);
+                    writer.write(&line)?;
                 }
                 writer.finish()?;
                 written.push(path);

@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use criteo_tsv::{CriteoTsvReader, CriteoTsvWriter};
+pub use criteo_tsv::{CriteoTsvLine, CriteoTsvReader, CriteoTsvWriter};
 pub use oracle_general::{annotate_next_access, OracleGeneralReader, OracleGeneralWriter, RECORD_BYTES};
 pub use remap::KeyRemapper;
 pub use text::{TextReader, TextWriter};
