@@ -1,12 +1,11 @@
 //! Strata: a tiered-memory embedding engine for DLRM (GPU HBM, host DRAM, NVMe), and a
 //! laboratory for the cache policies that place rows in those tiers.
 //!
-//! This crate holds the data sources, traces, the policy-lab simulator, reports, the
-//! DLRM model (on libtorch through tch, behind the `torch` feature) and the CLI; the
-//! policies themselves live in `strata-policies`.
+//! This library holds the engine, the data sources, traces, the policy-lab simulator,
+//! the capacity planner, reports, and the DLRM model and its experiment runner (on
+//! libtorch through tch, behind the `torch` feature); the `strata` command line on top of
+//! it lives in `src/bin/strata/`, the policies themselves in `strata-policies`.
 
-#[cfg(feature = "torch")]
-pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod engine;

@@ -20,9 +20,8 @@ use strata::engine::storage::{journal_path, roll_back, ReadPath, RollBack, Table
 use strata::engine::table::{TableConfig, TieredTable};
 use strata::engine::{RowInit, RowLayout};
 use strata::experiment::ExperimentConfig;
-use strata::model::train::{train_from, Checkpointer, TrainError, TrainOptions, TrainedSteps};
+use strata::model::train::{CheckpointFailure, Checkpointer, TrainOptions, TrainedSteps, Training};
 use strata::model::Dlrm;
-use strata::progress::Progress;
 
 /// The experiment: two set-ups sharing the table file (tiny tiers, so that evictions
 /// write pages between checkpoints; the first with a write-back buffer and read-ahead,
@@ -96,7 +95,7 @@ struct RowsAtCheckpoints {
 }
 
 impl Checkpointer for RowsAtCheckpoints {
-    fn checkpoint(&mut self, _model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), TrainError> {
+    fn checkpoint(&mut self, _model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), CheckpointFailure> {
         let mut copy = FlatTable::new(self.rows, self.layout, RowInit::Zeros);
         table.snapshot_into(&mut copy)?;
         self.at_step.insert(done.steps, checksums(&mut copy));
@@ -117,8 +116,8 @@ fn reference_rows(config: &ExperimentConfig) -> (BTreeMap<u64, Vec<u64>>, Vec<f3
     let batches = config.data.source().train(config.data.batch_size, config.data.train_batches).expect("batches");
     let options = TrainOptions { window: 0, eval_every: 0, checkpoint_every: config.data.checkpoint_every };
     let mut recorder = RowsAtCheckpoints { layout, rows, at_step: BTreeMap::new() };
-    let outcome = train_from(&mut model, &mut table, batches, &[], &options, &Progress::hidden(), TrainedSteps::default(), &mut recorder)
-        .expect("reference training");
+    let outcome =
+        Training::new(&mut model, &mut table).options(options).checkpointer(&mut recorder).run(batches).expect("reference training");
     (recorder.at_step, outcome.losses)
 }
 

@@ -23,9 +23,8 @@ use strata::engine::pool::Pooling;
 use strata::engine::storage::{FaultPlan, PageFault, ReadConfig, ReadPath, TableFile};
 use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::{EngineError, Optimizer, RowInit, RowLayout};
-use strata::model::train::{serve, train, ServeOptions, TrainError, TrainOptions};
+use strata::model::train::{ServeOptions, Serving, TrainError, TrainOptions, Training};
 use strata::model::Dlrm;
-use strata::progress::Progress;
 use strata_policies::PolicyConfig;
 
 mod common;
@@ -85,8 +84,7 @@ fn file_rows(path: &Path) -> Vec<f32> {
 fn reference_rows(steps: u64) -> Vec<f32> {
     let store = FlatTable::new(rows(), layout(), INIT);
     let mut table = TieredTable::new(&TableConfig::host_only(rows(), OPTIMIZER, Pooling::Sum), Box::new(store)).unwrap();
-    let outcome =
-        train(&mut small_model(DIM), &mut table, batches(steps).into_iter(), &[], &TrainOptions::default(), &Progress::hidden()).unwrap();
+    let outcome = Training::new(&mut small_model(DIM), &mut table).run(batches(steps).into_iter()).unwrap();
     assert_eq!(outcome.steps, steps);
     all_rows(&mut *table.close().unwrap())
 }
@@ -147,7 +145,7 @@ fn tiered(path: &Path, read_path: ReadPath, plan: &FaultPlan, host_rows: usize, 
 /// and the storage threads once the table is dropped; returns the error.
 fn train_until_error(mut table: TieredTable, source: impl Iterator<Item = Batch> + Send + 'static, window: usize) -> TrainError {
     let options = TrainOptions { window, ..TrainOptions::default() };
-    let error = train(&mut small_model(DIM), &mut table, source, &[], &options, &Progress::hidden()).expect_err("the run fails");
+    let error = Training::new(&mut small_model(DIM), &mut table).options(options).run(source).expect_err("the run fails");
     assert_eq!(threads_named("strata-batches"), Vec::<String>::new(), "the batch source thread is joined: {error}");
     drop(table);
     assert_eq!(threads_named("strata-"), Vec::<String>::new(), "the storage and pread threads are joined: {error}");
@@ -270,7 +268,7 @@ fn a_stop_request_ends_training_between_steps_with_every_row_written() {
         let held_out = batches(2);
         let options = TrainOptions { window, eval_every: 5, ..TrainOptions::default() };
         let outcome = within(WATCHDOG, move || {
-            let outcome = train(&mut small_model(DIM), &mut table, source, &held_out, &options, &Progress::hidden());
+            let outcome = Training::new(&mut small_model(DIM), &mut table).held_out(&held_out).options(options).run(source);
             strata::interrupt::clear();
             table.close().unwrap();
             outcome.unwrap()
@@ -290,7 +288,7 @@ fn a_stop_request_ends_training_between_steps_with_every_row_written() {
         }
     });
     let outcome = within(WATCHDOG, move || {
-        let outcome = serve(&small_model(DIM), &mut table, requests, &ServeOptions { window: 2, warmup: 0 }, &Progress::hidden());
+        let outcome = Serving::new(&small_model(DIM), &mut table).options(ServeOptions { window: 2, warmup: 0 }).run(requests);
         strata::interrupt::clear();
         outcome.unwrap()
     });
@@ -438,7 +436,7 @@ fn sigint_during_strata_run_flushes_the_table_and_writes_partial_reports() {
         let mut table = TieredTable::new(&host_only, Box::new(FlatTable::new(rows, layout, init))).unwrap();
         let mut model = Dlrm::new(&config.model, 26).unwrap();
         let source = config.data.source().train(config.data.batch_size, steps).unwrap();
-        train(&mut model, &mut table, source, &[], &TrainOptions::default(), &Progress::hidden()).unwrap();
+        Training::new(&mut model, &mut table).run(source).unwrap();
         let want = all_rows(&mut *table.close().unwrap());
         assert!(file_rows(&dir.path().join("table.strata")) == want, "signal {signal}: the file differs from {steps} steps in memory");
     }

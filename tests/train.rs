@@ -9,9 +9,8 @@ use strata::engine::device::DeviceKind;
 use strata::engine::pool::Pooling;
 use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
-use strata::model::train::{serve, train, ServeOptions, TrainError, TrainOptions};
+use strata::model::train::{ServeOptions, Serving, TrainError, TrainOptions, Training};
 use strata::model::{Dlrm, ModelConfig};
-use strata::progress::Progress;
 use strata_policies::PolicyConfig;
 
 mod common;
@@ -54,7 +53,7 @@ fn training(window: usize) -> TrainOptions {
 /// Losses and the final table of one training run.
 fn run(mut table: TieredTable, window: usize) -> (Vec<f32>, Vec<f32>) {
     let mut model = small_model(DIM);
-    let outcome = train(&mut model, &mut table, batches(25), &[], &training(window), &Progress::hidden()).unwrap();
+    let outcome = Training::new(&mut model, &mut table).options(training(window)).run(batches(25)).unwrap();
     assert_eq!(outcome.steps, 25);
     (outcome.losses, final_table(table))
 }
@@ -121,7 +120,7 @@ fn training_through_tiers_learns_the_hidden_model() {
     // Held-out batches come from later in the same stream, never trained on.
     let held_out: Vec<Batch> = SyntheticBatches::new(&synthetic(), 64, Some(320)).unwrap().with_features().skip(300).collect();
     let options = TrainOptions { window: 2, eval_every: 100, checkpoint_every: 0 };
-    let outcome = train(&mut model, &mut table, batches(300), &held_out, &options, &Progress::hidden()).unwrap();
+    let outcome = Training::new(&mut model, &mut table).held_out(&held_out).options(options).run(batches(300)).unwrap();
     assert_eq!(outcome.evaluations.iter().map(|e| e.step).collect::<Vec<_>>(), vec![100, 200, 300]);
     let last = outcome.evaluations.last().unwrap();
     assert!(last.auc.unwrap() > 0.65, "held-out AUC {:?}", last.auc);
@@ -137,7 +136,7 @@ fn checkpoints_flush_every_tier_and_change_no_result() {
         // Every row fits in memory: only a checkpoint writes rows to the store.
         let mut table = table(TierConfig::rows(150, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive);
         let options = TrainOptions { window: 2, eval_every: 0, checkpoint_every };
-        let outcome = train(&mut small_model(DIM), &mut table, batches(25), &[], &options, &Progress::hidden()).unwrap();
+        let outcome = Training::new(&mut small_model(DIM), &mut table).options(options).run(batches(25)).unwrap();
         (outcome, final_table(table))
     };
     let (plain, plain_table) = train_with(0);
@@ -159,7 +158,7 @@ fn serving_counts_requests_orders_percentiles_and_predicts_the_same_everywhere()
     let requests = || SyntheticBatches::new(&synthetic(), 4, Some(50)).unwrap().with_features();
     let options = ServeOptions { window: 1, warmup: 10 };
     let mut tiered = table(TierConfig::rows(100, PolicyConfig::Lru), TierConfig::rows(800, PolicyConfig::Lru), Hierarchy::Inclusive);
-    let outcome = serve(&model, &mut tiered, requests(), &options, &Progress::hidden()).unwrap();
+    let outcome = Serving::new(&model, &mut tiered).options(options).run(requests()).unwrap();
     assert_eq!((outcome.warmup_requests, outcome.requests, outcome.queries), (10, 40, 160));
     assert_eq!(outcome.latencies_us.len(), 40);
     assert!(outcome.p50_us <= outcome.p95_us && outcome.p95_us <= outcome.p99_us && outcome.p99_us <= outcome.max_us);
@@ -171,12 +170,12 @@ fn serving_counts_requests_orders_percentiles_and_predicts_the_same_everywhere()
     assert_eq!(device.hits + device.misses, 40 * 4 * 214);
     assert!(outcome.engine.store_writes == 0, "serving never updates a row");
     let mut ideal = table(TierConfig::rows(0, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive);
-    let all_in_host = serve(&model, &mut ideal, requests(), &ServeOptions { window: 0, warmup: 0 }, &Progress::hidden()).unwrap();
+    let all_in_host = Serving::new(&model, &mut ideal).options(ServeOptions { window: 0, warmup: 0 }).run(requests()).unwrap();
     assert_eq!(all_in_host.requests, 50);
     assert_eq!(all_in_host.prediction_checksum, outcome.prediction_checksum);
     let other_model = Dlrm::new(&ModelConfig { seed: 4, ..small_model_config(DIM) }, 26).unwrap();
     let mut again = table(TierConfig::rows(0, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive);
-    let other = serve(&other_model, &mut again, requests(), &options, &Progress::hidden()).unwrap();
+    let other = Serving::new(&other_model, &mut again).options(options).run(requests()).unwrap();
     assert_ne!(other.prediction_checksum, outcome.prediction_checksum, "the checksum sees the scores");
 }
 
@@ -185,7 +184,7 @@ fn batches_without_features_are_refused() {
     let mut model = small_model(DIM);
     let mut table = table(TierConfig::rows(10, PolicyConfig::Lru), TierConfig::rows(100, PolicyConfig::Lru), Hierarchy::Inclusive);
     let lookups_only = SyntheticBatches::new(&synthetic(), 4, Some(2)).unwrap();
-    let err = train(&mut model, &mut table, lookups_only, &[], &training(0), &Progress::hidden()).unwrap_err();
+    let err = Training::new(&mut model, &mut table).options(training(0)).run(lookups_only).unwrap_err();
     assert!(matches!(err, TrainError::Batch { .. }), "{err}");
     assert!(err.to_string().contains("no labels"), "{err}");
 }

@@ -1,9 +1,10 @@
 //! The training and serving loops: batches flow through the prefetch pipeline into the
 //! tiered table's lookup, the DLRM's forward and backward, and the table's sparse
 //! update, with periodic evaluation (log-loss and ROC AUC on held-out batches) and
-//! checkpoints (a [`Checkpointer`]: the table's flush, or `crate::checkpoint`'s
-//! crash-safe ones); serving replays requests with no updates and
-//! reports exact latency percentiles, queries/s and a checksum of every score.
+//! checkpoints (a [`Checkpointer`]: the table's flush, or the experiment runner's
+//! crash-safe ones); serving replays requests with no updates and reports exact latency
+//! percentiles, queries/s and a checksum of every score. A run is set up with
+//! [`Training`] or [`Serving`] and started with their `run`.
 
 use std::time::Instant;
 
@@ -17,6 +18,10 @@ use crate::engine::table::{Batch, TieredTable};
 use crate::engine::EngineError;
 use crate::progress::Progress;
 
+/// What a [`Checkpointer`] returns when a checkpoint fails: its own error, whatever type
+/// that is.
+pub type CheckpointFailure = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
@@ -25,8 +30,9 @@ pub enum TrainError {
     Model(#[from] ModelError),
     #[error("batch at {start}: {what}")]
     Batch { start: u64, what: String },
+    /// A checkpoint failed: the [`Checkpointer`]'s error.
     #[error(transparent)]
-    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    Checkpoint(CheckpointFailure),
     /// A run that failed and whose table could not be flushed afterwards either (the
     /// store itself failed, or the flush did): the store holds what was written before.
     #[error("{error}; the table was not flushed: {flush}")]
@@ -127,7 +133,7 @@ pub struct TrainedSteps {
 pub trait Checkpointer {
     /// Makes the model and the table as they are after `done` durable; `done.checkpoints`
     /// counts this one.
-    fn checkpoint(&mut self, model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), TrainError>;
+    fn checkpoint(&mut self, model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), CheckpointFailure>;
 }
 
 /// The checkpoint of a run that cannot resume: the table's flush (every tier's dirty
@@ -135,7 +141,7 @@ pub trait Checkpointer {
 pub struct FlushTable;
 
 impl Checkpointer for FlushTable {
-    fn checkpoint(&mut self, _model: &Dlrm, table: &mut TieredTable, _done: &TrainedSteps) -> Result<(), TrainError> {
+    fn checkpoint(&mut self, _model: &Dlrm, table: &mut TieredTable, _done: &TrainedSteps) -> Result<(), CheckpointFailure> {
         Ok(table.flush()?)
     }
 }
@@ -175,106 +181,138 @@ fn stop_requested(interrupted: &mut bool) -> bool {
     *interrupted
 }
 
-/// Trains on `batches` (served `options.window` batches behind the source, with
-/// read-ahead), evaluating on `held_out` and checkpointing as `options` says (a flush
-/// of the table); advances `progress` once per step. Stops before the next step when
-/// [`crate::interrupt`] requests it (`interrupted` in the outcome; the caller flushes).
-/// On an error the pipeline's threads are stopped and joined and the table flushed
-/// before it returns.
-pub fn train(
-    model: &mut Dlrm,
-    table: &mut TieredTable,
-    batches: impl Iterator<Item = Batch> + Send + 'static,
-    held_out: &[Batch],
-    options: &TrainOptions,
-    progress: &Progress,
-) -> Result<TrainOutcome, TrainError> {
-    train_from(model, table, batches, held_out, options, progress, TrainedSteps::default(), &mut FlushTable)
+/// A training run of `model` on `table`, set up step by step and started with
+/// [`Training::run`]: by default with no held-out batches, `TrainOptions::default()`, a
+/// hidden progress bar, from the first step, and [`FlushTable`] checkpoints.
+pub struct Training<'a> {
+    model: &'a mut Dlrm,
+    table: &'a mut TieredTable,
+    held_out: &'a [Batch],
+    options: TrainOptions,
+    progress: Option<&'a Progress>,
+    done: TrainedSteps,
+    checkpointer: Option<&'a mut dyn Checkpointer>,
 }
 
-/// [`train`] after the steps `done` (a resumed run: `model` and `table` as at its
-/// checkpoint, `batches` the stream after its `done.steps` batches), with `checkpointer`
-/// taking the checkpoints.
-#[allow(clippy::too_many_arguments)]
-pub fn train_from(
-    model: &mut Dlrm,
-    table: &mut TieredTable,
-    batches: impl Iterator<Item = Batch> + Send + 'static,
-    held_out: &[Batch],
-    options: &TrainOptions,
-    progress: &Progress,
-    done: TrainedSteps,
-    checkpointer: &mut dyn Checkpointer,
-) -> Result<TrainOutcome, TrainError> {
-    // `run_training` has dropped its prefetcher (joined the source thread) when it returns.
-    run_training(model, table, batches, held_out, options, progress, done, checkpointer).map_err(|error| flush_after(table, error))
-}
+impl<'a> Training<'a> {
+    pub fn new(model: &'a mut Dlrm, table: &'a mut TieredTable) -> Self {
+        Training {
+            model,
+            table,
+            held_out: &[],
+            options: TrainOptions::default(),
+            progress: None,
+            done: TrainedSteps::default(),
+            checkpointer: None,
+        }
+    }
 
-#[allow(clippy::too_many_arguments)]
-fn run_training(
-    model: &mut Dlrm,
-    table: &mut TieredTable,
-    batches: impl Iterator<Item = Batch> + Send + 'static,
-    held_out: &[Batch],
-    options: &TrainOptions,
-    progress: &Progress,
-    done: TrainedSteps,
-    checkpointer: &mut dyn Checkpointer,
-) -> Result<TrainOutcome, TrainError> {
-    let dim = table.layout().dim;
-    let before = table.stats();
-    let mut prefetcher = Prefetcher::new(batches, options.window);
-    let (resumed_at, resumed_samples) = (done.steps, done.samples);
-    let mut done = done;
-    let mut pooled = Vec::new();
-    let (mut eval_seconds, mut eval_stall) = (0.0, 0.0);
-    let mut checkpoint_seconds = 0.0;
-    let mut interrupted = false;
-    let start = Instant::now();
-    while !stop_requested(&mut interrupted) {
-        let Some(batch) = prefetcher.next(table)? else { break };
-        done.samples += check_features(&batch)? as u64;
-        pooled.resize(batch.bags() * dim, 0.0);
-        table.lookup(&batch, &mut pooled)?;
-        let step = model.train_step(&batch.dense, &pooled, &batch.labels)?;
-        table.apply_gradients(&batch, &step.embedding_grad)?;
-        done.losses.push(step.loss);
-        done.steps += 1;
-        let steps = done.steps;
-        progress.advance(1);
-        tracing::debug!("step {steps}: loss {}", step.loss);
-        if options.eval_every > 0 && steps.is_multiple_of(options.eval_every) && !held_out.is_empty() {
-            let (began, stalled) = (Instant::now(), table.stats().stall_seconds);
-            done.evaluations.push(evaluate(model, table, held_out, steps)?);
-            eval_stall += table.stats().stall_seconds - stalled;
-            eval_seconds += began.elapsed().as_secs_f64();
-        }
-        if options.checkpoint_every > 0 && steps.is_multiple_of(options.checkpoint_every) {
-            let began = Instant::now();
-            done.checkpoints += 1;
-            checkpointer.checkpoint(model, table, &done)?;
-            checkpoint_seconds += began.elapsed().as_secs_f64();
-        }
+    /// The batches evaluated on (log-loss and AUC) every `options.eval_every` steps and
+    /// at the end.
+    pub fn held_out(mut self, held_out: &'a [Batch]) -> Self {
+        self.held_out = held_out;
+        self
     }
-    let training_seconds = (start.elapsed().as_secs_f64() - eval_seconds - checkpoint_seconds).max(0.0);
-    let stall_seconds = table.stats().stall_seconds - before.stall_seconds - eval_stall;
-    if !interrupted && !held_out.is_empty() && done.evaluations.last().map(|e| e.step) != Some(done.steps) {
-        done.evaluations.push(evaluate(model, table, held_out, done.steps)?);
+
+    pub fn options(mut self, options: TrainOptions) -> Self {
+        self.options = options;
+        self
     }
-    Ok(TrainOutcome {
-        steps: done.steps,
-        samples: done.samples,
-        resumed_at,
-        seconds: training_seconds,
-        samples_per_sec: (done.samples - resumed_samples) as f64 / training_seconds.max(1e-9),
-        stall_seconds,
-        checkpoints: done.checkpoints,
-        checkpoint_seconds,
-        losses: done.losses,
-        evaluations: done.evaluations,
-        engine: table.stats().since(&before),
-        interrupted,
-    })
+
+    /// Advanced once per step.
+    pub fn progress(mut self, progress: &'a Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// A resumed run: goes on after the steps `done`, with `model` and `table` as at its
+    /// checkpoint and the batches given to `run` the stream after its `done.steps`
+    /// batches.
+    pub fn resumed_after(mut self, done: TrainedSteps) -> Self {
+        self.done = done;
+        self
+    }
+
+    /// Takes the checkpoints (instead of [`FlushTable`]).
+    pub fn checkpointer(mut self, checkpointer: &'a mut dyn Checkpointer) -> Self {
+        self.checkpointer = Some(checkpointer);
+        self
+    }
+
+    /// Trains on `batches` (served `options.window` batches behind the source, with
+    /// read-ahead), evaluating and checkpointing as the options say. Stops before the next
+    /// step when [`crate::interrupt`] requests it (`interrupted` in the outcome; the
+    /// caller flushes). On an error the pipeline's threads are stopped and joined and the
+    /// table flushed before it returns.
+    pub fn run(mut self, batches: impl Iterator<Item = Batch> + Send + 'static) -> Result<TrainOutcome, TrainError> {
+        // `train_steps` has dropped its prefetcher (joined the source thread) when it returns.
+        self.train_steps(batches).map_err(|error| flush_after(self.table, error))
+    }
+
+    fn train_steps(&mut self, batches: impl Iterator<Item = Batch> + Send + 'static) -> Result<TrainOutcome, TrainError> {
+        let (model, table, held_out, options) = (&mut *self.model, &mut *self.table, self.held_out, self.options);
+        let hidden = Progress::hidden();
+        let progress = self.progress.unwrap_or(&hidden);
+        let mut flush = FlushTable;
+        let checkpointer: &mut dyn Checkpointer = match &mut self.checkpointer {
+            Some(checkpointer) => &mut **checkpointer,
+            None => &mut flush,
+        };
+        let dim = table.layout().dim;
+        let before = table.stats();
+        let mut prefetcher = Prefetcher::new(batches, options.window);
+        let mut done = std::mem::take(&mut self.done);
+        let (resumed_at, resumed_samples) = (done.steps, done.samples);
+        let mut pooled = Vec::new();
+        let (mut eval_seconds, mut eval_stall) = (0.0, 0.0);
+        let mut checkpoint_seconds = 0.0;
+        let mut interrupted = false;
+        let start = Instant::now();
+        while !stop_requested(&mut interrupted) {
+            let Some(batch) = prefetcher.next(table)? else { break };
+            done.samples += check_features(&batch)? as u64;
+            pooled.resize(batch.bags() * dim, 0.0);
+            table.lookup(&batch, &mut pooled)?;
+            let step = model.train_step(&batch.dense, &pooled, &batch.labels)?;
+            table.apply_gradients(&batch, &step.embedding_grad)?;
+            done.losses.push(step.loss);
+            done.steps += 1;
+            let steps = done.steps;
+            progress.advance(1);
+            tracing::debug!("step {steps}: loss {}", step.loss);
+            if options.eval_every > 0 && steps.is_multiple_of(options.eval_every) && !held_out.is_empty() {
+                let (began, stalled) = (Instant::now(), table.stats().stall_seconds);
+                done.evaluations.push(evaluate(model, table, held_out, steps)?);
+                eval_stall += table.stats().stall_seconds - stalled;
+                eval_seconds += began.elapsed().as_secs_f64();
+            }
+            if options.checkpoint_every > 0 && steps.is_multiple_of(options.checkpoint_every) {
+                let began = Instant::now();
+                done.checkpoints += 1;
+                checkpointer.checkpoint(model, table, &done).map_err(TrainError::Checkpoint)?;
+                checkpoint_seconds += began.elapsed().as_secs_f64();
+            }
+        }
+        let training_seconds = (start.elapsed().as_secs_f64() - eval_seconds - checkpoint_seconds).max(0.0);
+        let stall_seconds = table.stats().stall_seconds - before.stall_seconds - eval_stall;
+        if !interrupted && !held_out.is_empty() && done.evaluations.last().map(|e| e.step) != Some(done.steps) {
+            done.evaluations.push(evaluate(model, table, held_out, done.steps)?);
+        }
+        Ok(TrainOutcome {
+            steps: done.steps,
+            samples: done.samples,
+            resumed_at,
+            seconds: training_seconds,
+            samples_per_sec: (done.samples - resumed_samples) as f64 / training_seconds.max(1e-9),
+            stall_seconds,
+            checkpoints: done.checkpoints,
+            checkpoint_seconds,
+            losses: done.losses,
+            evaluations: done.evaluations,
+            engine: table.stats().since(&before),
+            interrupted,
+        })
+    }
 }
 
 /// How a serving run is scheduled.
@@ -317,75 +355,93 @@ pub struct ServeOutcome {
     pub interrupted: bool,
 }
 
-/// Replays `requests` (small batches) through lookup and prediction, no updates;
-/// advances `progress` once per request. Stops and fails as [`train`] does.
-pub fn serve(
-    model: &Dlrm,
-    table: &mut TieredTable,
-    requests: impl Iterator<Item = Batch> + Send + 'static,
-    options: &ServeOptions,
-    progress: &Progress,
-) -> Result<ServeOutcome, TrainError> {
-    run_serving(model, table, requests, options, progress).map_err(|error| flush_after(table, error))
+/// A serving run of `model` on `table`, set up step by step and started with
+/// [`Serving::run`]: by default with `ServeOptions::default()` and a hidden progress bar.
+pub struct Serving<'a> {
+    model: &'a Dlrm,
+    table: &'a mut TieredTable,
+    options: ServeOptions,
+    progress: Option<&'a Progress>,
 }
 
-fn run_serving(
-    model: &Dlrm,
-    table: &mut TieredTable,
-    requests: impl Iterator<Item = Batch> + Send + 'static,
-    options: &ServeOptions,
-    progress: &Progress,
-) -> Result<ServeOutcome, TrainError> {
-    let dim = table.layout().dim;
-    let mut prefetcher = Prefetcher::new(requests, options.window);
-    let mut latencies_us = Vec::new();
-    let mut checksum = CHECKSUM_SEED;
-    let (mut served, mut queries) = (0u64, 0u64);
-    let mut pooled = Vec::new();
-    let (mut before, mut start) = (table.stats(), Instant::now());
-    let mut interrupted = false;
-    while !stop_requested(&mut interrupted) {
-        if served == options.warmup {
-            (before, start) = (table.stats(), Instant::now());
-        }
-        let taken_up = Instant::now();
-        let Some(batch) = prefetcher.next(table)? else { break };
-        let samples = check_features(&batch)? as u64;
-        pooled.resize(batch.bags() * dim, 0.0);
-        table.lookup(&batch, &mut pooled)?;
-        let scores = model.predict(&batch.dense, &pooled)?;
-        let latency = taken_up.elapsed();
-        for score in scores {
-            checksum = crate::hash::mix64(checksum ^ u64::from(score.to_bits()));
-        }
-        if served >= options.warmup {
-            latencies_us.push(latency.as_secs_f64() * 1e6);
-            queries += samples;
-        }
-        served += 1;
-        progress.advance(1);
+impl<'a> Serving<'a> {
+    pub fn new(model: &'a Dlrm, table: &'a mut TieredTable) -> Self {
+        Serving { model, table, options: ServeOptions::default(), progress: None }
     }
-    let seconds = if served > options.warmup { start.elapsed().as_secs_f64() } else { 0.0 };
-    let engine = if served > options.warmup { table.stats().since(&before) } else { EngineStats::default() };
-    let mut sorted = latencies_us.clone();
-    sorted.sort_by(f64::total_cmp);
-    Ok(ServeOutcome {
-        warmup_requests: served.min(options.warmup),
-        requests: latencies_us.len() as u64,
-        queries,
-        seconds,
-        queries_per_sec: queries as f64 / seconds.max(1e-9),
-        p50_us: percentile(&sorted, 0.50),
-        p95_us: percentile(&sorted, 0.95),
-        p99_us: percentile(&sorted, 0.99),
-        max_us: sorted.last().copied().unwrap_or(0.0),
-        mean_us: sorted.iter().sum::<f64>() / sorted.len().max(1) as f64,
-        stall_seconds: engine.stall_seconds,
-        prediction_checksum: format!("{checksum:016x}"),
-        latencies_us,
-        engine,
-        interrupted,
-    })
+
+    pub fn options(mut self, options: ServeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Advanced once per request.
+    pub fn progress(mut self, progress: &'a Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Replays `requests` (small batches) through lookup and prediction, no updates.
+    /// Stops and fails as [`Training::run`] does.
+    pub fn run(mut self, requests: impl Iterator<Item = Batch> + Send + 'static) -> Result<ServeOutcome, TrainError> {
+        // `serve_requests` has dropped its prefetcher (joined the source thread) when it returns.
+        self.serve_requests(requests).map_err(|error| flush_after(self.table, error))
+    }
+
+    fn serve_requests(&mut self, requests: impl Iterator<Item = Batch> + Send + 'static) -> Result<ServeOutcome, TrainError> {
+        let (model, table, options) = (self.model, &mut *self.table, self.options);
+        let hidden = Progress::hidden();
+        let progress = self.progress.unwrap_or(&hidden);
+        let dim = table.layout().dim;
+        let mut prefetcher = Prefetcher::new(requests, options.window);
+        let mut latencies_us = Vec::new();
+        let mut checksum = CHECKSUM_SEED;
+        let (mut served, mut queries) = (0u64, 0u64);
+        let mut pooled = Vec::new();
+        let (mut before, mut start) = (table.stats(), Instant::now());
+        let mut interrupted = false;
+        while !stop_requested(&mut interrupted) {
+            if served == options.warmup {
+                (before, start) = (table.stats(), Instant::now());
+            }
+            let taken_up = Instant::now();
+            let Some(batch) = prefetcher.next(table)? else { break };
+            let samples = check_features(&batch)? as u64;
+            pooled.resize(batch.bags() * dim, 0.0);
+            table.lookup(&batch, &mut pooled)?;
+            let scores = model.predict(&batch.dense, &pooled)?;
+            let latency = taken_up.elapsed();
+            for score in scores {
+                checksum = crate::hash::mix64(checksum ^ u64::from(score.to_bits()));
+            }
+            if served >= options.warmup {
+                latencies_us.push(latency.as_secs_f64() * 1e6);
+                queries += samples;
+            }
+            served += 1;
+            progress.advance(1);
+        }
+        let seconds = if served > options.warmup { start.elapsed().as_secs_f64() } else { 0.0 };
+        let engine = if served > options.warmup { table.stats().since(&before) } else { EngineStats::default() };
+        let mut sorted = latencies_us.clone();
+        sorted.sort_by(f64::total_cmp);
+        Ok(ServeOutcome {
+            warmup_requests: served.min(options.warmup),
+            requests: latencies_us.len() as u64,
+            queries,
+            seconds,
+            queries_per_sec: queries as f64 / seconds.max(1e-9),
+            p50_us: percentile(&sorted, 0.50),
+            p95_us: percentile(&sorted, 0.95),
+            p99_us: percentile(&sorted, 0.99),
+            max_us: sorted.last().copied().unwrap_or(0.0),
+            mean_us: sorted.iter().sum::<f64>() / sorted.len().max(1) as f64,
+            stall_seconds: engine.stall_seconds,
+            prediction_checksum: format!("{checksum:016x}"),
+            latencies_us,
+            engine,
+            interrupted,
+        })
+    }
 }
 
 const CHECKSUM_SEED: u64 = 0x5354_5241_5441_5343;

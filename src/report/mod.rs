@@ -1,6 +1,9 @@
-//! Reports of the policy lab: Markdown tables for people, JSON and CSV for machines, and
-//! SVG plots of miss-ratio curves.
+//! Reports: Markdown tables for people, JSON and CSV for machines, and SVG plots — of
+//! the policy lab (miss-ratio curves) here, of training and serving experiments in
+//! [`experiment`]; the plots in `plot`.
 
+#[cfg(feature = "torch")]
+pub mod experiment;
 mod plot;
 
 use std::fmt::Write as _;

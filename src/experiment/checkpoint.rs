@@ -13,11 +13,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::backing::{BackingStore, FlatTable};
-use crate::engine::storage::{roll_back, sync_folder, ReadConfig, RollBack, TableFile};
+use crate::engine::storage::{roll_back, sync_folder, ReadConfig, RollBack, StorageError, TableFile};
 use crate::engine::table::TieredTable;
-use crate::engine::{RowInit, RowLayout};
-use crate::model::train::{Checkpointer, Evaluation, TrainError, TrainedSteps};
-use crate::model::Dlrm;
+use crate::engine::{EngineError, RowInit, RowLayout};
+use crate::model::train::{CheckpointFailure, Checkpointer, Evaluation, TrainedSteps};
+use crate::model::{Dlrm, ModelError};
 
 /// The version of the manifest this build writes and reads.
 const FORMAT: u32 = 1;
@@ -25,17 +25,60 @@ const MANIFEST: &str = "manifest.json";
 const RESULT: &str = "result.json";
 const CONFIG: &str = "config.json";
 
-/// A checkpoint file that is missing, unreadable, or not of this run.
+/// A checkpoint that could not be written, read or used, saying where: a checkpoint file
+/// or folder and what went wrong with it, or the model's state file or the table (whose
+/// errors name their file).
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {message}", path.display())]
-pub struct CheckpointError {
-    pub path: PathBuf,
-    pub message: String,
+pub enum CheckpointError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An I/O error while doing `action` (removing an earlier run's checkpoints, renaming
+    /// the temporary file over this one) to the file or folder at `path`.
+    #[error("{}: {action}: {source}", path.display())]
+    IoWhile {
+        path: PathBuf,
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a valid checkpoint file: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Unwritable {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A checkpoint file that is missing, of another run, set-up or format, or that does
+    /// not match the table it names.
+    #[error("{}: {reason}", path.display())]
+    Unusable { path: PathBuf, reason: String },
+    /// Saving or loading the dense model's state.
+    #[error(transparent)]
+    DenseState(#[from] ModelError),
+    /// The table file, its undo journal, or a snapshot file.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The table's flush, snapshot or journal protection.
+    #[error(transparent)]
+    Table(#[from] EngineError),
 }
 
 impl CheckpointError {
-    fn new(path: &Path, message: impl ToString) -> Self {
-        CheckpointError { path: path.to_path_buf(), message: message.to_string() }
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        CheckpointError::Io { path: path.to_path_buf(), source }
+    }
+
+    fn unusable(path: &Path, reason: impl Into<String>) -> Self {
+        CheckpointError::Unusable { path: path.to_path_buf(), reason: reason.into() }
     }
 }
 
@@ -82,7 +125,7 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The steps this checkpoint has done, for `train_from`.
+    /// The steps this checkpoint has done, where a resumed run goes on from ([`crate::model::train::Training::resumed_after`]).
     pub fn trained_steps(&self) -> TrainedSteps {
         TrainedSteps {
             steps: self.steps,
@@ -112,18 +155,22 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError
         file.write_all(bytes)?;
         file.sync_all()
     })()
-    .map_err(|e| CheckpointError::new(&temporary, e))?;
-    std::fs::rename(&temporary, path).map_err(|e| CheckpointError::new(path, format!("renaming {} over it: {e}", temporary.display())))?;
-    sync_folder(path).map_err(|e| CheckpointError::new(path, e))
+    .map_err(|e| CheckpointError::io(&temporary, e))?;
+    std::fs::rename(&temporary, path).map_err(|source| CheckpointError::IoWhile {
+        path: path.to_path_buf(),
+        action: format!("renaming {} over it", temporary.display()),
+        source,
+    })?;
+    Ok(sync_folder(path)?)
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, CheckpointError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(CheckpointError::new(path, e)),
+        Err(e) => return Err(CheckpointError::io(path, e)),
     };
-    serde_json::from_str(&text).map(Some).map_err(|e| CheckpointError::new(path, format!("not a valid checkpoint file: {e}")))
+    serde_json::from_str(&text).map(Some).map_err(|source| CheckpointError::Unreadable { path: path.to_path_buf(), source })
 }
 
 /// `DIR/checkpoints`: the config a run started with and a folder per set-up.
@@ -140,9 +187,11 @@ impl RunFolder {
         match std::fs::remove_dir_all(&root) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(CheckpointError::new(&root, format!("removing an earlier run's checkpoints: {e}"))),
+            Err(source) => {
+                return Err(CheckpointError::IoWhile { path: root, action: "removing an earlier run's checkpoints".into(), source })
+            }
         }
-        std::fs::create_dir_all(&root).map_err(|e| CheckpointError::new(&root, e))?;
+        std::fs::create_dir_all(&root).map_err(|e| CheckpointError::io(&root, e))?;
         write_atomically(&root.join(CONFIG), config_json.as_bytes())?;
         Ok(RunFolder { root, config_hash: config_hash(config_json) })
     }
@@ -152,12 +201,11 @@ impl RunFolder {
         let root = out.join("checkpoints");
         let path = root.join(CONFIG);
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            let message = if e.kind() == std::io::ErrorKind::NotFound {
-                "no run to resume here (`strata run CONFIG --out DIR` saves it)".to_string()
+            if e.kind() == std::io::ErrorKind::NotFound {
+                CheckpointError::unusable(&path, "no run to resume here (`strata run CONFIG --out DIR` saves it)")
             } else {
-                e.to_string()
-            };
-            CheckpointError::new(&path, message)
+                CheckpointError::io(&path, e)
+            }
         })?;
         Ok((RunFolder { root, config_hash: config_hash(&text) }, text, path))
     }
@@ -201,13 +249,13 @@ impl SetupCheckpoints {
     /// Checks a manifest or result written for this run and set-up.
     fn check_origin(&self, path: &Path, config_hash: &str, setup: &str) -> Result<(), CheckpointError> {
         if config_hash != self.config_hash {
-            return Err(CheckpointError::new(
+            return Err(CheckpointError::unusable(
                 path,
                 format!("written for another config (hash {config_hash}; this run's is {}): the config changed", self.config_hash),
             ));
         }
         if setup != self.setup {
-            return Err(CheckpointError::new(path, format!("written for set-up `{setup}`, not `{}`", self.setup)));
+            return Err(CheckpointError::unusable(path, format!("written for set-up `{setup}`, not `{}`", self.setup)));
         }
         Ok(())
     }
@@ -223,14 +271,14 @@ impl SetupCheckpoints {
     /// Records the set-up's result (it is finished) and removes its checkpoint files.
     pub fn record_result<T: Serialize>(&mut self, result: &T) -> Result<(), CheckpointError> {
         let path = self.dir.join(RESULT);
-        std::fs::create_dir_all(&self.dir).map_err(|e| CheckpointError::new(&self.dir, e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| CheckpointError::io(&self.dir, e))?;
         let finished = Finished { config_hash: self.config_hash.clone(), setup: self.setup.clone(), result };
-        let text = serde_json::to_string(&finished).map_err(|e| CheckpointError::new(&path, e))?;
+        let text = serde_json::to_string(&finished).map_err(|source| CheckpointError::Unwritable { path: path.clone(), source })?;
         write_atomically(&path, text.as_bytes())?;
-        for entry in std::fs::read_dir(&self.dir).map_err(|e| CheckpointError::new(&self.dir, e))? {
-            let entry = entry.map_err(|e| CheckpointError::new(&self.dir, e))?;
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| CheckpointError::io(&self.dir, e))? {
+            let entry = entry.map_err(|e| CheckpointError::io(&self.dir, e))?;
             if entry.file_name() != RESULT {
-                std::fs::remove_file(entry.path()).map_err(|e| CheckpointError::new(&entry.path(), e))?;
+                std::fs::remove_file(entry.path()).map_err(|e| CheckpointError::io(&entry.path(), e))?;
             }
         }
         self.committed = None;
@@ -243,12 +291,12 @@ impl SetupCheckpoints {
         let path = self.dir.join(MANIFEST);
         let Some(manifest) = read_json::<Manifest>(&path)? else { return Ok(None) };
         if manifest.format != FORMAT {
-            return Err(CheckpointError::new(&path, format!("manifest format {}, this build reads {FORMAT}", manifest.format)));
+            return Err(CheckpointError::unusable(&path, format!("manifest format {}, this build reads {FORMAT}", manifest.format)));
         }
         self.check_origin(&path, &manifest.config_hash, &manifest.setup)?;
         let dense = self.dir.join(&manifest.dense_state);
         if !dense.is_file() {
-            return Err(CheckpointError::new(&dense, "missing: the manifest names it as the dense model's state"));
+            return Err(CheckpointError::unusable(&dense, "missing: the manifest names it as the dense model's state"));
         }
         self.committed = Some(manifest.clone());
         Ok(Some(manifest))
@@ -259,20 +307,20 @@ impl SetupCheckpoints {
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(CheckpointError::new(&self.dir, e)),
+            Err(e) => return Err(CheckpointError::io(&self.dir, e)),
         }
         self.committed = None;
-        std::fs::create_dir_all(&self.dir).map_err(|e| CheckpointError::new(&self.dir, e))
+        std::fs::create_dir_all(&self.dir).map_err(|e| CheckpointError::io(&self.dir, e))
     }
 
     /// The store of `manifest`'s checkpoint: its table file rolled back to it with the
     /// undo journal (the caller then calls `TieredTable::protect_checkpoint`), or its
     /// snapshot read into an in-memory table.
-    pub fn open_store(&self, manifest: &Manifest, read: ReadConfig) -> Result<Box<dyn BackingStore>, TrainError> {
+    pub fn open_store(&self, manifest: &Manifest, read: ReadConfig) -> Result<Box<dyn BackingStore>, CheckpointError> {
         let (rows, layout) = manifest.table.layout();
         let store: Box<dyn BackingStore> = match &manifest.table {
             TableState::TableFile { path, .. } => {
-                match roll_back(path, manifest.checkpoint).map_err(|e| TrainError::Engine(e.into()))? {
+                match roll_back(path, manifest.checkpoint)? {
                     RollBack::RolledBack { pages, torn } => tracing::info!(
                         "{}: rolled back {pages} pages to checkpoint {}{}",
                         path.display(),
@@ -282,18 +330,18 @@ impl SetupCheckpoints {
                     RollBack::Discarded { reason } => tracing::info!("{}: journal discarded: {reason}", path.display()),
                     RollBack::NoJournal => {}
                 }
-                Box::new(TableFile::open_with(path, read).map_err(|e| TrainError::Engine(e.into()))?)
+                Box::new(TableFile::open_with(path, read)?)
             }
             TableState::Snapshot { file, .. } => {
                 let path = self.dir.join(file);
-                let mut snapshot = TableFile::open_with(&path, read).map_err(|e| TrainError::Engine(e.into()))?;
+                let mut snapshot = TableFile::open_with(&path, read)?;
                 let mut flat = FlatTable::new(rows, layout, RowInit::Zeros);
                 copy_rows(&mut snapshot, &mut flat)?;
                 Box::new(flat)
             }
         };
         if store.rows() != rows || store.layout() != layout {
-            return Err(CheckpointError::new(
+            return Err(CheckpointError::unusable(
                 &self.dir.join(MANIFEST),
                 format!(
                     "{} holds {} rows of {:?}, the manifest says {rows} rows of {layout:?}",
@@ -301,47 +349,30 @@ impl SetupCheckpoints {
                     store.rows(),
                     store.layout()
                 ),
-            )
-            .into());
+            ));
         }
         Ok(store)
     }
-}
 
-/// Copies every row of `from` into `to` and syncs it.
-fn copy_rows(from: &mut dyn BackingStore, to: &mut dyn BackingStore) -> Result<(), TrainError> {
-    const CHUNK: u64 = 1 << 16;
-    let floats = from.layout().floats();
-    let mut data = Vec::new();
-    for first in (0..from.rows()).step_by(CHUNK as usize) {
-        let rows: Vec<u64> = (first..(first + CHUNK).min(from.rows())).collect();
-        data.resize(rows.len() * floats, 0.0);
-        from.read_rows(&rows, &mut data)?;
-        to.write_rows(&rows, &data)?;
-    }
-    Ok(to.sync()?)
-}
-
-impl Checkpointer for SetupCheckpoints {
-    /// Saves the dense state, flushes the table (a table file: every tier's dirty rows
-    /// and the write-back buffer down, fsynced; an in-memory table: copied into a
-    /// snapshot file), commits the manifest by atomic rename, starts the table file's
-    /// journal for the new checkpoint, and removes the previous checkpoint's files.
-    fn checkpoint(&mut self, model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), TrainError> {
+    /// Takes checkpoint `done.checkpoints`: saves the dense state, flushes the table (a
+    /// table file: every tier's dirty rows and the write-back buffer down, fsynced; an
+    /// in-memory table: copied into a snapshot file), commits the manifest by atomic
+    /// rename, starts the table file's journal for the new checkpoint, and removes the
+    /// previous checkpoint's files.
+    fn commit(&mut self, model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), CheckpointError> {
         let id = done.checkpoints;
         let dense_state = format!("dense-{id:06}.pt");
         model.save_state(&self.dir.join(&dense_state))?;
         let (rows, layout) = (table.rows(), table.layout());
         let state = match table.store_file() {
             Some(path) => {
-                let path = std::path::absolute(path).map_err(|e| CheckpointError::new(path, e))?;
+                let path = std::path::absolute(path).map_err(|e| CheckpointError::io(path, e))?;
                 table.flush()?;
                 TableState::TableFile { path, rows, dim: layout.dim, state: layout.state }
             }
             None => {
                 let file = format!("rows-{id:06}.table");
-                let mut snapshot =
-                    TableFile::create(&self.dir.join(&file), rows, layout, RowInit::Zeros).map_err(|e| TrainError::Engine(e.into()))?;
+                let mut snapshot = TableFile::create(&self.dir.join(&file), rows, layout, RowInit::Zeros)?;
                 table.snapshot_into(&mut snapshot)?;
                 TableState::Snapshot { file, rows, dim: layout.dim, state: layout.state }
             }
@@ -360,7 +391,7 @@ impl Checkpointer for SetupCheckpoints {
             table: state,
         };
         let path = self.dir.join(MANIFEST);
-        let text = serde_json::to_string(&manifest).map_err(|e| CheckpointError::new(&path, e))?;
+        let text = serde_json::to_string(&manifest).map_err(|source| CheckpointError::Unwritable { path: path.clone(), source })?;
         write_atomically(&path, text.as_bytes())?;
         table.protect_checkpoint(id)?;
         if let Some(previous) = self.committed.replace(manifest) {
@@ -373,5 +404,26 @@ impl Checkpointer for SetupCheckpoints {
             }
         }
         Ok(())
+    }
+}
+
+/// Copies every row of `from` into `to` and syncs it.
+fn copy_rows(from: &mut dyn BackingStore, to: &mut dyn BackingStore) -> Result<(), EngineError> {
+    const CHUNK: u64 = 1 << 16;
+    let floats = from.layout().floats();
+    let mut data = Vec::new();
+    for first in (0..from.rows()).step_by(CHUNK as usize) {
+        let rows: Vec<u64> = (first..(first + CHUNK).min(from.rows())).collect();
+        data.resize(rows.len() * floats, 0.0);
+        from.read_rows(&rows, &mut data)?;
+        to.write_rows(&rows, &data)?;
+    }
+    to.sync()
+}
+
+impl Checkpointer for SetupCheckpoints {
+    /// [`SetupCheckpoints::commit`].
+    fn checkpoint(&mut self, model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), CheckpointFailure> {
+        Ok(self.commit(model, table, done)?)
     }
 }

@@ -6,25 +6,35 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use strata::engine::storage::format::Header;
 use strata::engine::storage::{ReadConfig, ReadPath, TableFile};
 use strata::engine::{RowInit, RowLayout};
 
 use super::probe::random_row_reads;
 
+/// `strata bench storage`'s options.
+#[derive(Args)]
 pub struct StorageBench {
-    pub file: PathBuf,
-    /// Rows of the table created when the file is missing.
-    pub rows: u64,
-    pub dim: usize,
-    /// Rows read per read path.
-    pub reads: u64,
-    /// io_uring queue depth (also the fio iodepth and the larger pread pool).
-    pub depth: u32,
-    /// Rows per `read_rows` call.
-    pub batch: usize,
-    /// Seconds fio runs.
-    pub fio_seconds: u32,
+    /// The table file; created when missing.
+    #[arg(long)]
+    file: PathBuf,
+    /// Rows when creating (default: 4 GiB of dim-128 rows).
+    #[arg(long, default_value_t = 7 << 20)]
+    rows: u64,
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Random rows read per read path.
+    #[arg(long, default_value_t = 200_000)]
+    reads: u64,
+    /// io_uring queue depth and fio iodepth.
+    #[arg(long, default_value_t = 32)]
+    depth: u32,
+    /// Rows per read_rows call.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    #[arg(long, default_value_t = 10)]
+    fio_seconds: u32,
 }
 
 struct Measured {

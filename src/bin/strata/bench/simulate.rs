@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use clap::Args;
 use serde::{Deserialize, Serialize};
 use strata_policies::{AdmissionConfig, PolicyConfig};
 
@@ -12,12 +13,14 @@ use strata::data::{SyntheticConfig, SyntheticTrace};
 use strata::sim::{write_oracle_general, Capacity, Simulation};
 use strata::trace::{KeySource, OracleGeneralReader};
 
+use crate::args::{capacities, parse_policies, SyntheticArgs};
+
 /// Where the libCacheSim driver script lives.
 pub const LIBCACHESIM_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/libcachesim_replay.py");
 
 /// The Python interpreter with `libcachesim` installed: `$STRATA_PYTHON`, else the
 /// one on the PATH.
-pub fn python() -> PathBuf {
+fn python() -> PathBuf {
     super::python_from_env("STRATA_PYTHON", None)
 }
 
@@ -67,23 +70,57 @@ pub struct Comparison {
     pub speedup: f64,
 }
 
-/// Settings of `strata bench simulate`.
+/// `strata bench simulate`'s options.
+#[derive(Args)]
 pub struct BenchSimulate {
-    pub requests: u64,
-    pub synthetic: SyntheticConfig,
-    pub capacities: Vec<Capacity>,
-    pub policies: Vec<String>,
-    pub python: PathBuf,
-    pub dir: PathBuf,
+    #[arg(long, default_value_t = 10_000_000)]
+    requests: u64,
+    /// Comma-separated capacities (fractions of distinct rows, or rows).
+    #[arg(long, default_value = "0.01")]
+    capacity: String,
+    #[arg(long, default_value = "lru,fifo,clock,lfu:0,arc,s3fifo,sieve,tinylfu,belady")]
+    policies: String,
+    #[command(flatten)]
+    synthetic: SyntheticArgs,
+    /// Folder for the temporary trace.
+    #[arg(long, default_value = "out/bench")]
+    dir: PathBuf,
+    /// Print JSON instead of a Markdown table.
+    #[arg(long)]
+    json: bool,
 }
 
 impl BenchSimulate {
+    /// Runs the comparison and prints its table (or JSON).
+    pub fn run(&self) -> anyhow::Result<()> {
+        parse_policies(&self.policies)?;
+        let synthetic = self.synthetic.config()?;
+        let capacities = capacities(&self.capacity)?;
+        let policies: Vec<String> = self.policies.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        let (requests, distinct, rows) = self.compare(&synthetic, &capacities, &policies, &python())?;
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "requests": requests, "distinct_rows": distinct, "results": rows }))?
+            );
+        } else {
+            print!("{}", markdown(requests, distinct, &rows));
+        }
+        Ok(())
+    }
+
     /// Generates the trace, runs both simulators policy by policy (single-threaded,
     /// each a full pass that reads the file) and returns the comparison.
-    pub fn run(&self) -> anyhow::Result<(u64, u64, Vec<Comparison>)> {
+    fn compare(
+        &self,
+        synthetic: &SyntheticConfig,
+        capacities: &[Capacity],
+        policies: &[String],
+        python: &Path,
+    ) -> anyhow::Result<(u64, u64, Vec<Comparison>)> {
         std::fs::create_dir_all(&self.dir)?;
         let trace = self.dir.join(format!("bench-{}.oracleGeneral", self.requests));
-        let mut source = SyntheticTrace::new(&self.synthetic, self.requests)?;
+        let mut source = SyntheticTrace::new(synthetic, self.requests)?;
         write_oracle_general(&mut source, &trace)?;
         let open = || OracleGeneralReader::open(&trace).map(|r| Box::new(r) as Box<dyn KeySource>);
 
@@ -101,10 +138,10 @@ impl BenchSimulate {
         .distinct_rows;
 
         let mut rows = Vec::new();
-        for capacity in &self.capacities {
+        for capacity in capacities {
             let capacity_rows = capacity.rows(distinct);
-            let peer = run_libcachesim(&self.python, &trace, "oracle-general", capacity_rows, &self.policies)?;
-            for (name, peer) in self.policies.iter().zip(peer) {
+            let peer = run_libcachesim(python, &trace, "oracle-general", capacity_rows, policies)?;
+            for (name, peer) in policies.iter().zip(peer) {
                 let simulation = Simulation {
                     policies: vec![PolicyConfig::from_name(name)?],
                     capacities: vec![Capacity::Rows(capacity_rows)],
@@ -133,7 +170,7 @@ impl BenchSimulate {
 }
 
 /// The comparison as a Markdown table.
-pub fn markdown(requests: u64, distinct: u64, rows: &[Comparison]) -> String {
+fn markdown(requests: u64, distinct: u64, rows: &[Comparison]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{requests} requests, {distinct} distinct rows, one thread each\n");
     out.push_str("| policy | capacity | Strata miss ratio | libCacheSim miss ratio | Strata M req/s | libCacheSim M req/s | speedup |\n");

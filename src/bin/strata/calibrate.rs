@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use strata::engine::device::{cuda_probe, CudaSlab, DeviceKind, EmulatedDevice};
 use strata::engine::host::HostSlab;
 use strata::engine::storage::format::Header;
@@ -14,21 +15,43 @@ use strata::plan::profile::{LinkProfile, ProfileFile, TierProfile};
 use crate::bench::probe;
 
 /// The shipped nominal profiles the prices come from (measuring cannot find a price).
-const DDR5_SERVER: (&str, &str) = ("profiles/ddr5-server.toml", include_str!("../profiles/ddr5-server.toml"));
-const NVME_GEN4: (&str, &str) = ("profiles/nvme-gen4.toml", include_str!("../profiles/nvme-gen4.toml"));
-const H100_PCIE5: (&str, &str) = ("profiles/h100-pcie5.toml", include_str!("../profiles/h100-pcie5.toml"));
+const DDR5_SERVER: (&str, &str) =
+    ("profiles/ddr5-server.toml", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/ddr5-server.toml")));
+const NVME_GEN4: (&str, &str) = ("profiles/nvme-gen4.toml", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/nvme-gen4.toml")));
+const H100_PCIE5: (&str, &str) =
+    ("profiles/h100-pcie5.toml", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/h100-pcie5.toml")));
 
 /// Rows per pooled bag, as `strata bench gather` uses.
 const BAG: usize = 32;
 
+/// `strata calibrate`'s options.
+#[derive(Args)]
 pub struct CalibrateOptions {
-    /// Folder for the scratch table file (created and removed when missing).
-    pub dir: PathBuf,
-    pub dim: usize,
-    /// Which device tier to measure (auto: CUDA when present, else the emulated one).
-    pub device: DeviceKind,
-    /// Each probe briefly, on small buffers and files.
-    pub quick: bool,
+    /// The profile file to write.
+    #[arg(long, default_value = "out/calibrate/profile.toml")]
+    out: PathBuf,
+    /// Folder for the scratch table file (created and removed when missing): put it
+    /// on the drive the storage tier will use.
+    #[arg(long, default_value = "out/calibrate/scratch")]
+    dir: PathBuf,
+    /// Row width (floats) of the gathered and read rows.
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Device tier to measure: auto (CUDA when present, else emulated), cuda or emulated.
+    #[arg(long, default_value = "auto")]
+    device: DeviceKind,
+    /// Run each probe briefly on small buffers and files (rough figures).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Measures this machine, writes the profile to `options.out` and prints its summary.
+pub fn run(options: &CalibrateOptions) -> Result<()> {
+    let measured = calibrate(options)?;
+    write(&measured.profile, &options.out)?;
+    print!("{}", measured.summary);
+    println!("\nwrote {}", options.out.display());
+    Ok(())
 }
 
 /// How long and how large each probe runs.
@@ -85,7 +108,7 @@ pub struct Calibration {
 }
 
 /// Measures the host, device and storage tiers and the link of this machine.
-pub fn calibrate(options: &CalibrateOptions) -> Result<Calibration> {
+fn calibrate(options: &CalibrateOptions) -> Result<Calibration> {
     if options.dim == 0 {
         bail!("--dim must be at least 1");
     }
@@ -172,7 +195,7 @@ pub fn calibrate(options: &CalibrateOptions) -> Result<Calibration> {
 }
 
 /// Writes the profile to `out`, checking that it reads back.
-pub fn write(profile: &ProfileFile, out: &Path) -> Result<()> {
+fn write(profile: &ProfileFile, out: &Path) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: creating", dir.display()))?;
     }

@@ -16,7 +16,7 @@ use strata::plan::config::Dtype;
 use strata::plan::{PlanConfig, PlanReport, PlanRow};
 use strata_policies::PolicyConfig;
 
-use super::lookup::LookupBench;
+use super::lookup::LookupStream;
 
 /// One configuration, predicted and measured.
 #[derive(Debug, Serialize)]
@@ -90,23 +90,19 @@ pub fn run(config: &PlanConfig, report: &PlanReport) -> Result<Vec<Check>> {
     for index in pick(report, config.validate.configurations) {
         let row = &report.rows[index];
         let policy = policies.iter().find(|p| p.label() == row.policy).cloned().unwrap_or(PolicyConfig::Lru);
-        let bench = LookupBench {
+        let stream = LookupStream {
             file: config.validate.table.clone(),
             synthetic: synthetic.clone(),
             dim: config.rows.dim,
             batch: config.run.batch,
             warmup,
             batches,
-            device: 0.0,
-            host: 0.0,
-            window,
-            policy: policy.clone(),
             read_path: config.validate.read_path,
         };
-        if let Some(dir) = bench.file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = stream.file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        bench.table_file(report.table_rows, RowLayout::new(config.rows.dim, &config.rows.optimizer))?;
+        stream.table_file(report.table_rows, RowLayout::new(config.rows.dim, &config.rows.optimizer))?;
         let tiers = TableConfig {
             device: TierConfig::rows(row.device_rows as usize, policy.clone()),
             device_backend: DeviceKind::Auto,
@@ -117,7 +113,7 @@ pub fn run(config: &PlanConfig, report: &PlanReport) -> Result<Vec<Check>> {
             write_buffer_rows: 0,
         };
         eprintln!("validating: {}", label(row));
-        let measured = bench.run_tiered(&label(row), &tiers, window, false)?;
+        let measured = stream.run_tiered(&label(row), &tiers, window, false)?;
         checks.push(Check {
             configuration: label(row),
             row: index,

@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use serde::{Deserialize, Serialize};
 use strata::data::{SyntheticBatches, SyntheticConfig, TableLayout};
 use strata::engine::backing::FlatTable;
 use strata::engine::pool::Pooling;
 use strata::engine::table::{Batch, TableConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
+
+use crate::args::SyntheticArgs;
 
 /// Where the FBGEMM driver script lives.
 pub const FBGEMM_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/fbgemm_compare.py");
@@ -27,23 +30,34 @@ const GRAD: f32 = 0.01;
 
 /// The Python interpreter with torch and fbgemm-gpu-cpu: `$STRATA_TORCH_PYTHON`, else
 /// the Makefile's torch venv when it exists, else `python3` on the PATH.
-pub fn python() -> PathBuf {
+fn python() -> PathBuf {
     let venv = std::env::var_os("HOME").map(|home| Path::new(&home).join(TORCH_VENV).join("bin/python"));
     super::python_from_env("STRATA_TORCH_PYTHON", venv)
 }
 
+/// `strata bench embedding`'s options.
+#[derive(Args)]
 pub struct EmbeddingBench {
-    pub synthetic: SyntheticConfig,
-    pub dim: usize,
-    /// Samples per step.
-    pub batch: usize,
+    #[command(flatten)]
+    synthetic: SyntheticArgs,
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Samples per step (214 lookups each with the MLPerf multi-hot sizes).
+    #[arg(long, default_value_t = 2048)]
+    batch: usize,
     /// Distinct batches, cycled through the timed steps.
-    pub batches: u64,
-    pub warmup: usize,
-    pub iters: usize,
-    pub python: PathBuf,
-    /// Folder for the indices file handed to the script.
-    pub dir: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    batches: u64,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Folder for the batches handed to the FBGEMM script.
+    #[arg(long, default_value = "out/bench")]
+    dir: PathBuf,
+    /// Print JSON instead of a Markdown table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// One timed set-up.
@@ -178,13 +192,26 @@ impl EmbeddingBench {
         })
     }
 
-    pub fn run(&self) -> Result<EmbeddingReport> {
+    /// Runs both sides and prints their table (or JSON).
+    pub fn run(&self) -> Result<()> {
+        let report = self.compare(&self.synthetic.config()?, &python())?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", markdown(&report));
+        }
+        Ok(())
+    }
+
+    /// Times Strata's two tables and FBGEMM (through `python`) on the same batches of
+    /// `synthetic`.
+    fn compare(&self, synthetic: &SyntheticConfig, python: &Path) -> Result<EmbeddingReport> {
         if self.batch == 0 || self.batches == 0 || self.iters == 0 || self.dim == 0 {
             bail!("--batch, --batches, --iters and --dim must be at least 1");
         }
-        let layout = self.synthetic.layout();
+        let layout = synthetic.layout();
         let rows = layout.total_rows();
-        let batches: Vec<Batch> = SyntheticBatches::new(&self.synthetic, self.batch, Some(self.batches))?.collect();
+        let batches: Vec<Batch> = SyntheticBatches::new(synthetic, self.batch, Some(self.batches))?.collect();
         let lookups: Vec<u64> = batches.iter().map(|b| b.ids.len() as u64).collect();
         let distinct: Vec<u64> = batches.iter().map(|b| b.unique_rows().len() as u64).collect();
 
@@ -197,7 +224,7 @@ impl EmbeddingBench {
 
         let optimizer = Self::optimizer();
         let row_layout = RowLayout::new(self.dim, &optimizer);
-        let init = RowInit::Uniform { seed: self.synthetic.seed, scale: 0.05 };
+        let init = RowInit::Uniform { seed: synthetic.seed, scale: 0.05 };
         let grads = vec![GRAD; self.batch * layout.tables() * self.dim];
         let mut out = vec![0f32; grads.len()];
         let mut strata = Vec::new();
@@ -248,12 +275,12 @@ impl EmbeddingBench {
             "--iters".into(),
             self.iters.to_string(),
             "--seed".into(),
-            self.synthetic.seed.to_string(),
+            synthetic.seed.to_string(),
             "--threads".into(),
             "1".into(),
         ];
         let fbgemm: Result<FbgemmResult> =
-            super::run_python_json(&self.python, FBGEMM_SCRIPT, &args, "run `make bench-fbgemm` or set STRATA_TORCH_PYTHON");
+            super::run_python_json(python, FBGEMM_SCRIPT, &args, "run `make bench-fbgemm` or set STRATA_TORCH_PYTHON");
         std::fs::remove_file(&file).ok();
         let fbgemm = fbgemm?;
         check_same_work(&lookups, &distinct, &fbgemm)?;
@@ -290,7 +317,7 @@ pub fn check_same_work(lookups: &[u64], distinct: &[u64], fbgemm: &FbgemmResult)
 }
 
 /// The comparison as Markdown: one row per set-up, with its speed relative to FBGEMM.
-pub fn markdown(report: &EmbeddingReport) -> String {
+fn markdown(report: &EmbeddingReport) -> String {
     let mut s = String::new();
     let versions = &report.fbgemm.versions;
     let _ = writeln!(

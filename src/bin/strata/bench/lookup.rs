@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use serde::Serialize;
 use strata::data::{SyntheticBatches, SyntheticConfig};
 use strata::engine::backing::{BackingStore, FlatTable};
@@ -20,17 +21,55 @@ use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTab
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 
+use crate::args::SyntheticArgs;
+
+/// `strata bench lookup`'s options.
+#[derive(Args)]
 pub struct LookupBench {
+    /// The table file; created when missing or of another shape.
+    #[arg(long, default_value = "out/bench/lookup.strata")]
+    file: PathBuf,
+    #[command(flatten)]
+    synthetic: SyntheticArgs,
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Samples per batch (214 lookups each).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    #[arg(long, default_value_t = 20)]
+    warmup: u64,
+    #[arg(long, default_value_t = 60)]
+    batches: u64,
+    /// Device tier as a fraction of the rows.
+    #[arg(long, default_value_t = 0.02)]
+    device: f64,
+    /// Host tier as a fraction of the rows.
+    #[arg(long, default_value_t = 0.10)]
+    host: f64,
+    /// Batches read ahead in the prefetch setup.
+    #[arg(long, default_value_t = 4)]
+    window: usize,
+    #[arg(long, default_value = "lru")]
+    policy: String,
+    #[arg(long, default_value = "io_uring")]
+    read_path: ReadPath,
+    /// Print JSON (with every engine statistic) instead of a Markdown table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A stream of synthetic batches served from a table file: what a timed lookup run
+/// needs, shared by `bench lookup` and `plan --validate`.
+pub struct LookupStream {
     pub file: PathBuf,
     pub synthetic: SyntheticConfig,
     pub dim: usize,
+    /// Samples per batch.
     pub batch: usize,
+    /// Batches served before the timed ones.
     pub warmup: u64,
+    /// Timed batches.
     pub batches: u64,
-    pub device: f64,
-    pub host: f64,
-    pub window: usize,
-    pub policy: PolicyConfig,
     pub read_path: ReadPath,
 }
 
@@ -54,7 +93,7 @@ fn resident_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-impl LookupBench {
+impl LookupStream {
     fn stream(&self, count: u64) -> Result<SyntheticBatches> {
         Ok(SyntheticBatches::new(&self.synthetic, self.batch, Some(count))?)
     }
@@ -171,56 +210,23 @@ impl LookupBench {
             stats: None,
         })
     }
-
-    pub fn run(&self) -> Result<Vec<SetupResult>> {
-        let optimizer = Optimizer::default();
-        let layout = RowLayout::new(self.dim, &optimizer);
-        let rows = self.synthetic.layout().total_rows();
-        self.table_file(rows, layout)?;
-        let tiers = |device: usize, host: usize| TableConfig {
-            device: TierConfig::rows(device, self.policy.clone()),
-            device_backend: DeviceKind::Auto,
-            host: TierConfig::rows(host, self.policy.clone()),
-            hierarchy: Hierarchy::Inclusive,
-            optimizer,
-            pooling: Pooling::Sum,
-            write_buffer_rows: 0, // lookups write nothing back
-        };
-        let device_rows = ((rows as f64 * self.device) as usize).max(1);
-        let host_rows = ((rows as f64 * self.host) as usize).max(1);
-        let mut results = vec![self.run_tiered("all rows in the host tier", &tiers(0, rows as usize), 0, true)?];
-        results.push(self.run_tiered(
-            &format!("device {:.0}% + host {:.0}%, no prefetch", 100.0 * self.device, 100.0 * self.host),
-            &tiers(device_rows, host_rows),
-            0,
-            false,
-        )?);
-        results.push(self.run_tiered(
-            &format!("device {:.0}% + host {:.0}%, prefetch window {}", 100.0 * self.device, 100.0 * self.host, self.window),
-            &tiers(device_rows, host_rows),
-            self.window,
-            false,
-        )?);
-        results.push(self.run_flat(rows, layout)?);
-        Ok(results)
-    }
 }
 
 /// The results as a Markdown table, with ratios to the all-in-host setup.
-pub fn markdown(bench: &LookupBench, results: &[SetupResult]) -> String {
-    let rows = bench.synthetic.layout().total_rows();
+fn markdown(stream: &LookupStream, policy: &PolicyConfig, results: &[SetupResult]) -> String {
+    let rows = stream.synthetic.layout().total_rows();
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{rows} rows x dim {}, batches of {} samples (214 lookups each), Zipf {:?}, policy {}, {} warm-up + {} timed batches, store {} ({})\n",
-        bench.dim,
-        bench.batch,
-        bench.synthetic.zipf,
-        bench.policy.label(),
-        bench.warmup,
-        bench.batches,
-        bench.file.display(),
-        bench.read_path
+        stream.dim,
+        stream.batch,
+        stream.synthetic.zipf,
+        policy.label(),
+        stream.warmup,
+        stream.batches,
+        stream.file.display(),
+        stream.read_path
     );
     if let Some(stats) = results.iter().filter_map(|r| r.stats.as_ref()).find(|s| s.device.is_some()) {
         let tier = |t: &Option<strata::engine::stats::TierStats>| t.as_ref().map_or("none".to_string(), |t| t.backend.clone());
@@ -245,4 +251,65 @@ pub fn markdown(bench: &LookupBench, results: &[SetupResult]) -> String {
         );
     }
     out
+}
+
+impl LookupBench {
+    /// Runs the four set-ups and prints their table (or JSON).
+    pub fn run(&self) -> Result<()> {
+        let stream = LookupStream {
+            file: self.file.clone(),
+            synthetic: self.synthetic.config()?,
+            dim: self.dim,
+            batch: self.batch,
+            warmup: self.warmup,
+            batches: self.batches,
+            read_path: self.read_path,
+        };
+        let policy = PolicyConfig::from_name(&self.policy)?;
+        if let Some(dir) = stream.file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+        }
+        let results = self.setups(&stream, &policy)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&results)?);
+        } else {
+            print!("{}", markdown(&stream, &policy, &results));
+        }
+        Ok(())
+    }
+
+    /// All rows in the host tier, the tiers without and with read-ahead, and the flat
+    /// table.
+    fn setups(&self, stream: &LookupStream, policy: &PolicyConfig) -> Result<Vec<SetupResult>> {
+        let optimizer = Optimizer::default();
+        let layout = RowLayout::new(stream.dim, &optimizer);
+        let rows = stream.synthetic.layout().total_rows();
+        stream.table_file(rows, layout)?;
+        let tiers = |device: usize, host: usize| TableConfig {
+            device: TierConfig::rows(device, policy.clone()),
+            device_backend: DeviceKind::Auto,
+            host: TierConfig::rows(host, policy.clone()),
+            hierarchy: Hierarchy::Inclusive,
+            optimizer,
+            pooling: Pooling::Sum,
+            write_buffer_rows: 0, // lookups write nothing back
+        };
+        let device_rows = ((rows as f64 * self.device) as usize).max(1);
+        let host_rows = ((rows as f64 * self.host) as usize).max(1);
+        let mut results = vec![stream.run_tiered("all rows in the host tier", &tiers(0, rows as usize), 0, true)?];
+        results.push(stream.run_tiered(
+            &format!("device {:.0}% + host {:.0}%, no prefetch", 100.0 * self.device, 100.0 * self.host),
+            &tiers(device_rows, host_rows),
+            0,
+            false,
+        )?);
+        results.push(stream.run_tiered(
+            &format!("device {:.0}% + host {:.0}%, prefetch window {}", 100.0 * self.device, 100.0 * self.host, self.window),
+            &tiers(device_rows, host_rows),
+            self.window,
+            false,
+        )?);
+        results.push(stream.run_flat(rows, layout)?);
+        Ok(results)
+    }
 }

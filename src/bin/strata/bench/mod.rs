@@ -1,0 +1,76 @@
+//! The side-by-side benchmarks behind `strata bench`: each runs Strata next to a peer
+//! or a machine limit in the same run and prints the ratio; each bench's options are its
+//! command-line arguments. `probe` holds the measurements they share with
+//! `strata calibrate`, `validate_plan` the engine's check of `strata plan --validate`.
+
+pub mod embedding;
+pub mod gather;
+pub mod lookup;
+pub mod probe;
+pub mod simulate;
+pub mod storage;
+pub mod validate_plan;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Strata's simulator against libCacheSim's process_trace on the same trace.
+    Simulate(simulate::BenchSimulate),
+    /// Storage-tier random row reads (io_uring, mmap, pread) against fio on one file.
+    Storage(storage::StorageBench),
+    /// A Zipf lookup stream through the tiered table, with and without prefetch, next
+    /// to the same stream served entirely from host memory.
+    Lookup(lookup::LookupBench),
+    /// The embedding part of a training step (pooled lookup + row-wise Adagrad, host
+    /// memory, one thread) in Strata against FBGEMM's CPU kernels on the same batches.
+    Embedding(embedding::EmbeddingBench),
+    /// Pooled embedding-bag gather from a host slab against plain memory copy (and, with
+    /// `--backend cuda`, pinned host-to-device copy and device gather).
+    Gather(gather::GatherBench),
+}
+
+impl BenchCommand {
+    /// Runs the benchmark and prints its report.
+    pub fn run(self) -> Result<()> {
+        match self {
+            BenchCommand::Simulate(bench) => bench.run(),
+            BenchCommand::Storage(bench) => bench.run().map(|report| print!("{report}")),
+            BenchCommand::Lookup(bench) => bench.run(),
+            BenchCommand::Embedding(bench) => bench.run(),
+            BenchCommand::Gather(bench) => bench.run(),
+        }
+    }
+}
+
+/// A Python interpreter: `$var` when set, else `fallback` when that file exists, else
+/// `python3` on the PATH.
+pub fn python_from_env(var: &str, fallback: Option<PathBuf>) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).or_else(|| fallback.filter(|p| p.is_file())).unwrap_or_else(|| PathBuf::from("python3"))
+}
+/// Runs `python script args..` and parses the one JSON document it prints on stdout;
+/// `setup` tells the user how to get a working interpreter.
+pub fn run_python_json<T: serde::de::DeserializeOwned, S: AsRef<std::ffi::OsStr>>(
+    python: &Path,
+    script: &str,
+    args: &[S],
+    setup: &str,
+) -> anyhow::Result<T> {
+    let output = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("{}: cannot start ({e}); {setup}", python.display()))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{} {script} failed: {}",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("no message")
+        );
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| anyhow::anyhow!("{script}: unreadable output: {e}"))
+}

@@ -1,0 +1,114 @@
+//! The jobs a config file describes: `strata run` (a training experiment or the policy
+//! lab, or `--resume` of an interrupted experiment) and `strata plan`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+use strata::lab::{self, LabConfig};
+use strata::report;
+
+use crate::bench;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The TOML config, e.g. configs/default.toml (training) or configs/policy-lab.toml.
+    #[arg(required_unless_present = "resume")]
+    config: Option<PathBuf>,
+    /// Output folder (default: the config's `output.dir`).
+    #[arg(long, conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Resume the training experiment whose output folder is DIR, with the config
+    /// saved there: from the latest committed checkpoint of the set-up it was in.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    resume: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// The plan config, e.g. configs/plan.toml.
+    config: PathBuf,
+    /// Output folder (default: the config's `output.dir`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also run the engine on a few of the planned configurations and print
+    /// predicted against measured hit ratios and throughput.
+    #[arg(long)]
+    validate: bool,
+}
+
+/// `strata run`: a config, or `--resume DIR`.
+pub fn run(args: RunArgs) -> Result<()> {
+    match args {
+        RunArgs { config: Some(config), out, resume: None } => run_config(&config, out.as_deref()),
+        RunArgs { resume: Some(dir), .. } => resume(&dir),
+        RunArgs { config: None, resume: None, .. } => Err(anyhow::anyhow!("run: give a CONFIG or --resume DIR")),
+    }
+}
+
+/// Runs a config: a training experiment when it has a `[model]` section, else the
+/// policy lab.
+fn run_config(path: &Path, out: Option<&Path>) -> Result<()> {
+    let text = strata::config::read(path)?;
+    let is_experiment = toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("model"));
+    if is_experiment {
+        return run_experiment(path, &text, out);
+    }
+    let config = LabConfig::parse(path, &text)?;
+    let (_, summary) = lab::run(&config, out)?;
+    print!("{summary}");
+    eprintln!("reports in {}", out.unwrap_or(&config.output.dir).display());
+    Ok(())
+}
+
+#[cfg(feature = "torch")]
+fn run_experiment(path: &Path, text: &str, out: Option<&Path>) -> Result<()> {
+    use anyhow::Context;
+
+    let config = strata::experiment::ExperimentConfig::parse(path, text)?;
+    // Ctrl-C (or SIGTERM) stops after the current step, flushes and writes the reports.
+    strata::interrupt::install().context("installing the interrupt handler")?;
+    let (_, summary) = strata::experiment::run(&config, out)?;
+    print!("{summary}");
+    eprintln!("reports in {}", out.unwrap_or(&config.output.dir).display());
+    Ok(())
+}
+
+/// Resumes the training experiment saved in `dir`.
+#[cfg(feature = "torch")]
+fn resume(dir: &Path) -> Result<()> {
+    let (_, _, summary) = strata::experiment::resume(dir)?;
+    print!("{summary}");
+    eprintln!("reports in {}", dir.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn resume(dir: &Path) -> Result<()> {
+    anyhow::bail!("{}: resuming a training experiment needs the `torch` feature (build with `make build`)", dir.display())
+}
+
+#[cfg(not(feature = "torch"))]
+fn run_experiment(path: &Path, _text: &str, _out: Option<&Path>) -> Result<()> {
+    anyhow::bail!("{}: training experiments need the `torch` feature (build with `make build`)", path.display())
+}
+
+/// `strata plan`: the plan's reports, and with `validate` the engine's check of it.
+pub fn plan(args: PlanArgs) -> Result<()> {
+    let PlanArgs { config: path, out, validate } = args;
+    let out = out.as_deref();
+    let config = strata::plan::PlanConfig::load(&path)?;
+    let report = strata::plan::plan(&config)?;
+    let dir = out.unwrap_or(&config.output.dir);
+    strata::plan::write_reports(&report, &config, dir)?;
+    print!("{}", strata::plan::markdown(&report));
+    if validate {
+        let checks = bench::validate_plan::run(&config, &report)?;
+        let text = bench::validate_plan::markdown(&report, &checks);
+        println!();
+        print!("{text}");
+        report::write_file(&dir.join("validate.json"), serde_json::to_string_pretty(&checks)?.as_bytes())?;
+    }
+    eprintln!("reports in {}", dir.display());
+    Ok(())
+}
