@@ -7,7 +7,7 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use super::PageIoError;
+use super::reader::PageIoError;
 
 /// What happens to one transfer of a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
