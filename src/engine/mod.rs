@@ -16,6 +16,7 @@ pub mod prefetch;
 pub mod stats;
 pub mod storage;
 pub mod table;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 
 use serde::{Deserialize, Serialize};

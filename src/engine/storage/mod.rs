@@ -7,6 +7,7 @@
 
 mod aligned;
 mod error;
+#[cfg(any(test, feature = "test-utils"))]
 mod faults;
 pub mod format;
 mod io_uring;
@@ -20,6 +21,7 @@ mod table_file;
 mod write_buffer;
 
 pub use self::error::StorageError;
+#[cfg(any(test, feature = "test-utils"))]
 pub use self::faults::{FaultPlan, PageFault};
 pub use self::journal::{journal_path, remove_journal, roll_back, sync_folder, RollBack};
 pub use self::read_config::{direct_io_refused, resolve_read_path, OnIoError, ReadConfig, ReadPath};

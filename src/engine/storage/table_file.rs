@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::aligned::AlignedBuf;
+#[cfg(any(test, feature = "test-utils"))]
 use super::faults::FaultPlan;
 use super::format::{self, Header, HEADER_BYTES};
 use super::io_uring::PageRing;
@@ -69,6 +70,7 @@ pub struct TableFile {
     stats: StorageStats,
     on_io_error: OnIoError,
     /// Injected faults (tests only; see [`TableFile::inject_faults`]).
+    #[cfg(any(test, feature = "test-utils"))]
     faults: Option<FaultPlan>,
     /// The undo journal, while the file protects a committed checkpoint.
     journal: Option<Journal>,
@@ -168,6 +170,7 @@ impl TableFile {
             offsets: Vec::new(),
             stats: StorageStats::default(),
             on_io_error: config.on_io_error,
+            #[cfg(any(test, feature = "test-utils"))]
             faults: None,
             journal: None,
         })
@@ -211,7 +214,9 @@ impl TableFile {
 
     /// Test hook: from now on, page transfers suffer the faults `plan` arms (after the
     /// real read, or instead of the real write of a run). Keep a clone of the plan to
-    /// arm faults later. See docs/RELIABILITY.md.
+    /// arm faults later. See docs/RELIABILITY.md. Built for the crate's own tests and with
+    /// the `test-utils` feature only.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn inject_faults(&mut self, plan: FaultPlan) {
         self.faults = Some(plan);
     }
@@ -463,10 +468,12 @@ impl TableFile {
         attempt: u32,
     ) -> Result<(), StorageError> {
         let page_size = self.header.page_size;
-        let mut outcome = self.reader.read(&self.file, offsets, page_size);
-        if let (Ok(()), Some(plan)) = (&outcome, &self.faults) {
-            outcome = plan.after_read(first_of_slot.iter().map(|&i| batch[i].0), self.reader.pages(), page_size);
-        }
+        let outcome = self.reader.read(&self.file, offsets, page_size);
+        #[cfg(any(test, feature = "test-utils"))]
+        let outcome = match (outcome, &self.faults) {
+            (Ok(()), Some(plan)) => plan.after_read(first_of_slot.iter().map(|&i| batch[i].0), self.reader.pages(), page_size),
+            (outcome, _) => outcome,
+        };
         if let Err(e) = outcome {
             let (page, index) = batch[first_of_slot[e.slot.min(first_of_slot.len() - 1)]];
             return Err(self.page_error(page, page, action, rows[index], attempt, e.source));
@@ -498,17 +505,22 @@ impl TableFile {
     /// Writes every `(offset, bytes)` run of pages (`run_pages[i]` = `(first page,
     /// pages)`), but not the runs an injected fault fails.
     fn write_runs(&mut self, runs: &[(u64, &[u8])], run_pages: &[(u64, u64)]) -> Result<(), PageIoError> {
-        let mut failed = match &self.faults {
-            Some(plan) => plan.before_write(run_pages),
-            None => Vec::new(),
-        };
-        if failed.is_empty() {
-            return self.reader.write(&self.file, runs);
+        #[cfg(any(test, feature = "test-utils"))]
+        if let Some(plan) = &self.faults {
+            let mut failed = plan.before_write(run_pages);
+            if !failed.is_empty() {
+                let kept: Vec<usize> = (0..runs.len()).filter(|&slot| failed.iter().all(|f| f.slot != slot)).collect();
+                let kept_runs: Vec<(u64, &[u8])> = kept.iter().map(|&slot| runs[slot]).collect();
+                self.reader
+                    .write(&self.file, &kept_runs)
+                    .map_err(|e| PageIoError { slot: kept[e.slot.min(kept.len() - 1)], source: e.source })?;
+                return Err(failed.swap_remove(0));
+            }
         }
-        let kept: Vec<usize> = (0..runs.len()).filter(|&slot| failed.iter().all(|f| f.slot != slot)).collect();
-        let kept_runs: Vec<(u64, &[u8])> = kept.iter().map(|&slot| runs[slot]).collect();
-        self.reader.write(&self.file, &kept_runs).map_err(|e| PageIoError { slot: kept[e.slot.min(kept.len() - 1)], source: e.source })?;
-        Err(failed.swap_remove(0))
+        // `run_pages` only serves fault injection here.
+        #[cfg(not(any(test, feature = "test-utils")))]
+        let _ = run_pages;
+        self.reader.write(&self.file, runs)
     }
 
     /// After failed try number `attempt`: counts a retry and warns if `on_io_error`
