@@ -17,11 +17,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use strata::data::{SyntheticBatches, SyntheticConfig};
-use strata::engine::backing::{BackingStore, FlatTable};
+use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
+use strata::engine::flat::FlatTable;
 use strata::engine::pool::Pooling;
-use strata::engine::storage::{FaultPlan, PageFault, ReadConfig, ReadPath, TableFile};
-use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::storage::{BackingStore, FaultPlan, PageFault, ReadConfig, ReadPath, TableFile};
+use strata::engine::table::{Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::{EngineError, Optimizer, RowInit, RowLayout};
 use strata::model::train::{ServeOptions, Serving, TrainError, TrainOptions, Training};
 use strata::model::Dlrm;

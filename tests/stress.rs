@@ -7,9 +7,8 @@
 
 use std::path::PathBuf;
 
-use strata::engine::backing::BackingStore;
 use strata::engine::pool::Pooling;
-use strata::engine::storage::{ReadConfig, ReadPath, TableFile};
+use strata::engine::storage::{BackingStore, ReadConfig, ReadPath, TableFile};
 use strata::engine::table::Hierarchy;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 

@@ -4,10 +4,11 @@
 //! serving reports latencies and the same predictions from every set-up.
 
 use strata::data::{SyntheticBatches, SyntheticConfig};
-use strata::engine::backing::FlatTable;
+use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
+use strata::engine::flat::FlatTable;
 use strata::engine::pool::Pooling;
-use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::table::{Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata::model::train::{ServeOptions, Serving, TrainError, TrainOptions, Training};
 use strata::model::{Dlrm, ModelConfig};

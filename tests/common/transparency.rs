@@ -4,11 +4,13 @@
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use strata::engine::backing::{BackingStore, FlatTable};
+use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
+use strata::engine::flat::FlatTable;
 use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
-use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::storage::BackingStore;
+use strata::engine::table::{Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit};
 use strata_policies::PolicyConfig;
 

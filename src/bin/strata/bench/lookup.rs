@@ -11,13 +11,14 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use strata::data::{SyntheticBatches, SyntheticConfig};
-use strata::engine::backing::{BackingStore, FlatTable};
+use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
+use strata::engine::flat::FlatTable;
 use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
 use strata::engine::stats::EngineStats;
-use strata::engine::storage::{ReadPath, TableFile};
-use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::storage::{BackingStore, ReadPath, TableFile};
+use strata::engine::table::{Hierarchy, TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 

@@ -59,7 +59,7 @@ pub fn run_python_json<T: serde::de::DeserializeOwned, S: AsRef<std::ffi::OsStr>
     script: &str,
     args: &[S],
     setup: &str,
-) -> anyhow::Result<T> {
+) -> Result<T> {
     let output = Command::new(python)
         .arg(script)
         .args(args)
