@@ -163,7 +163,7 @@ fn a_failed_read_mid_training_stops_every_thread_and_flushes_the_trained_rows() 
     let (page, first) = (0..header.pages())
         .filter_map(|page| Some((page, first_use(page)?)))
         .filter(|&(_, first)| (15..25).contains(&first))
-        .last()
+        .next_back()
         .expect("a page first read late in the run");
     for folder in folders() {
         for (window, read_path) in [(0, ReadPath::IoUring), (3, ReadPath::Pread), (2, ReadPath::Mmap)] {
