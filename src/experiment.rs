@@ -29,7 +29,7 @@ pub enum ExperimentError {
     /// (Not a `source` field: the message already holds the cause, and a source would
     /// print it twice.)
     #[error("setup `{setup}`: {error}")]
-    Setup { setup: String, error: SetupError },
+    Setup { setup: String, error: Box<SetupError> },
     #[error(transparent)]
     Report(#[from] ReportError),
     /// A stop request ([`crate::interrupt`]) ended the run: the table was flushed and

@@ -19,6 +19,7 @@ use crate::engine::Optimizer;
 use crate::model::ModelConfig;
 use crate::sim::Capacity;
 
+/// An experiment config; every field is documented in `configs/README.md`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentConfig {

@@ -202,7 +202,7 @@ fn run_in(
 }
 
 fn setup_error(setup: &SetupSpec, error: SetupError) -> ExperimentError {
-    ExperimentError::Setup { setup: setup.name.clone(), error }
+    ExperimentError::Setup { setup: setup.name.clone(), error: Box::new(error) }
 }
 
 /// One set-up's part of an experiment, with what its set-ups share: the held-out batches
