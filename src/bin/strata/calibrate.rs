@@ -26,7 +26,7 @@ const BAG: usize = 32;
 
 /// `strata calibrate`'s options.
 #[derive(Args)]
-pub struct CalibrateOptions {
+pub struct CalibrateArgs {
     /// The profile file to write.
     #[arg(long, default_value = "out/calibrate/profile.toml")]
     out: PathBuf,
@@ -46,7 +46,7 @@ pub struct CalibrateOptions {
 }
 
 /// Measures this machine, writes the profile to `options.out` and prints its summary.
-pub fn run(options: &CalibrateOptions) -> Result<()> {
+pub fn run(options: &CalibrateArgs) -> Result<()> {
     let measured = calibrate(options)?;
     write(&measured.profile, &options.out)?;
     print!("{}", measured.summary);
@@ -108,7 +108,7 @@ pub struct Calibration {
 }
 
 /// Measures the host, device and storage tiers and the link of this machine.
-fn calibrate(options: &CalibrateOptions) -> Result<Calibration> {
+fn calibrate(options: &CalibrateArgs) -> Result<Calibration> {
     if options.dim == 0 {
         bail!("--dim must be at least 1");
     }

@@ -42,7 +42,7 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Measure this machine's tiers (host memory, device, storage, host-to-device link)
     /// with the benchmarks' probes and write them as a hardware profile.
-    Calibrate(calibrate::CalibrateOptions),
+    Calibrate(calibrate::CalibrateArgs),
     /// Create a storage-tier table file, streaming it to disk in bounded memory.
     InitTable(generate::InitTableArgs),
 }

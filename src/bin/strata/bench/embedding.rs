@@ -38,7 +38,7 @@ fn python() -> PathBuf {
 
 /// `strata bench embedding`'s options.
 #[derive(Args)]
-pub struct EmbeddingBench {
+pub struct EmbeddingBenchArgs {
     #[command(flatten)]
     synthetic: SyntheticArgs,
     #[arg(long, default_value_t = 128)]
@@ -153,7 +153,7 @@ fn process_cpu_seconds() -> f64 {
     }
 }
 
-impl EmbeddingBench {
+impl EmbeddingBenchArgs {
     fn optimizer() -> Optimizer {
         Optimizer::default()
     }

@@ -22,7 +22,7 @@ const GATHER_SECONDS: f64 = 2.0;
 
 /// `strata bench gather`'s options.
 #[derive(Args)]
-pub struct GatherBench {
+pub struct GatherBenchArgs {
     /// host, emulated or cuda.
     #[arg(long, default_value = "host")]
     backend: GatherBackend,
@@ -39,10 +39,10 @@ pub struct GatherBench {
     batch: usize,
 }
 
-impl GatherBench {
+impl GatherBenchArgs {
     /// Runs the benchmark and prints its Markdown table.
     pub fn run(&self) -> Result<()> {
-        let GatherBench { backend, rows, dim, bag, batch } = *self;
+        let GatherBenchArgs { backend, rows, dim, bag, batch } = *self;
         if dim == 0 || bag == 0 || batch == 0 {
             bail!("--dim, --bag and --batch must be at least 1");
         }

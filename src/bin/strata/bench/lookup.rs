@@ -26,7 +26,7 @@ use crate::args::SyntheticArgs;
 
 /// `strata bench lookup`'s options.
 #[derive(Args)]
-pub struct LookupBench {
+pub struct LookupBenchArgs {
     /// The table file; created when missing or of another shape.
     #[arg(long, default_value = "out/bench/lookup.strata")]
     file: PathBuf,
@@ -254,7 +254,7 @@ fn markdown(stream: &LookupStream, policy: &PolicyConfig, results: &[SetupResult
     out
 }
 
-impl LookupBench {
+impl LookupBenchArgs {
     /// Runs the four set-ups and prints their table (or JSON).
     pub fn run(&self) -> Result<()> {
         let stream = LookupStream {

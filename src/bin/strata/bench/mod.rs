@@ -20,18 +20,18 @@ use clap::Subcommand;
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Strata's simulator against libCacheSim's process_trace on the same trace.
-    Simulate(simulate::BenchSimulate),
+    Simulate(simulate::SimulateBenchArgs),
     /// Storage-tier random row reads (io_uring, mmap, pread) against fio on one file.
-    Storage(storage::StorageBench),
+    Storage(storage::StorageBenchArgs),
     /// A Zipf lookup stream through the tiered table, with and without prefetch, next
     /// to the same stream served entirely from host memory.
-    Lookup(lookup::LookupBench),
+    Lookup(lookup::LookupBenchArgs),
     /// The embedding part of a training step (pooled lookup + row-wise Adagrad, host
     /// memory, one thread) in Strata against FBGEMM's CPU kernels on the same batches.
-    Embedding(embedding::EmbeddingBench),
+    Embedding(embedding::EmbeddingBenchArgs),
     /// Pooled embedding-bag gather from a host slab against plain memory copy (and, with
     /// `--backend cuda`, pinned host-to-device copy and device gather).
-    Gather(gather::GatherBench),
+    Gather(gather::GatherBenchArgs),
 }
 
 impl BenchCommand {

@@ -72,7 +72,7 @@ pub struct Comparison {
 
 /// `strata bench simulate`'s options.
 #[derive(Args)]
-pub struct BenchSimulate {
+pub struct SimulateBenchArgs {
     #[arg(long, default_value_t = 10_000_000)]
     requests: u64,
     /// Comma-separated capacities (fractions of distinct rows, or rows).
@@ -90,7 +90,7 @@ pub struct BenchSimulate {
     json: bool,
 }
 
-impl BenchSimulate {
+impl SimulateBenchArgs {
     /// Runs the comparison and prints its table (or JSON).
     pub fn run(&self) -> anyhow::Result<()> {
         parse_policies(&self.policies)?;

@@ -15,7 +15,7 @@ use super::probe::random_row_reads;
 
 /// `strata bench storage`'s options.
 #[derive(Args)]
-pub struct StorageBench {
+pub struct StorageBenchArgs {
     /// The table file; created when missing.
     #[arg(long)]
     file: PathBuf,
@@ -44,7 +44,7 @@ struct Measured {
     seconds: f64,
 }
 
-impl StorageBench {
+impl StorageBenchArgs {
     /// Runs every read path and fio; returns the Markdown report.
     pub fn run(&self) -> Result<String> {
         if !self.file.exists() {
