@@ -18,10 +18,11 @@ use crate::config::{parse_toml, ConfigError, OutputSpec};
 use crate::data::{BatchStream, CriteoTsvSpec, DataSource, MlperfNumpySpec, Rebatch, SyntheticConfig};
 use crate::engine::backing::{BackingStore, FlatTable};
 use crate::engine::device::DeviceKind;
+use crate::engine::placement::Hierarchy;
 use crate::engine::pool::Pooling;
 use crate::engine::stats::EngineStats;
 use crate::engine::storage::{OnIoError, ReadConfig, ReadPath, TableFile};
-use crate::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use crate::engine::table::{Batch, TableConfig, TierConfig, TieredTable};
 use crate::engine::{EngineError, Optimizer, RowInit, RowLayout};
 use crate::model::train::{
     serve, train_from, Checkpointer, FlushTable, ServeOptions, ServeOutcome, TrainError, TrainOptions, TrainOutcome, TrainedSteps,

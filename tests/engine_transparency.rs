@@ -5,9 +5,10 @@
 
 use strata::engine::backing::{BackingStore, FlatTable};
 use strata::engine::device::DeviceKind;
+use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::storage::{ReadPath, TableFile};
-use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::table::{Batch, TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 

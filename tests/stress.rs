@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 
 use strata::engine::backing::BackingStore;
+use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::storage::{ReadConfig, ReadPath, TableFile};
-use strata::engine::table::Hierarchy;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 
 mod common;

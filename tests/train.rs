@@ -6,8 +6,9 @@
 use strata::data::{SyntheticBatches, SyntheticConfig};
 use strata::engine::backing::FlatTable;
 use strata::engine::device::DeviceKind;
+use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
-use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::table::{Batch, TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata::model::train::{serve, train, ServeOptions, TrainError, TrainOptions};
 use strata::model::{Dlrm, ModelConfig};

@@ -6,9 +6,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use strata::engine::backing::{BackingStore, FlatTable};
 use strata::engine::device::DeviceKind;
+use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
-use strata::engine::table::{Batch, Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::table::{Batch, TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit};
 use strata_policies::PolicyConfig;
 
