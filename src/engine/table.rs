@@ -281,13 +281,6 @@ struct MemoryTiers {
 }
 
 impl MemoryTiers {
-    fn get(&self, level: Level) -> Option<&Tier> {
-        match level {
-            Level::Device => self.device.as_ref(),
-            Level::Host => self.host.as_ref(),
-        }
-    }
-
     /// The tier `level`, which placement says the table has.
     fn tier_mut(&mut self, level: Level) -> Result<&mut Tier, EngineError> {
         match level {
@@ -298,13 +291,27 @@ impl MemoryTiers {
     }
 
     fn holds(&self, level: Level, row: u64) -> bool {
-        self.get(level).is_some_and(|tier| tier.slot(row).is_some())
+        let tier = match level {
+            Level::Device => &self.device,
+            Level::Host => &self.host,
+        };
+        tier.as_ref().is_some_and(|tier| tier.slot(row).is_some())
+    }
+
+    /// Each tier's statistics (`None` for an absent tier).
+    fn stats(&self) -> (Option<TierStats>, Option<TierStats>) {
+        (self.device.as_ref().map(|t| t.stats.clone()), self.host.as_ref().map(|t| t.stats.clone()))
+    }
+
+    /// The tiers there are, the device first.
+    fn present(&self) -> impl Iterator<Item = &Tier> {
+        [self.device.as_ref(), self.host.as_ref()].into_iter().flatten()
     }
 
     /// The tier holding `row`'s newest copy (the device's, else the host's) and its
     /// slot there; `None` when only the store holds the row.
     fn newest(&self, row: u64) -> Option<(&Tier, u32)> {
-        [self.device.as_ref(), self.host.as_ref()].into_iter().flatten().find_map(|tier| tier.slot(row).map(|slot| (tier, slot)))
+        self.present().find_map(|tier| tier.slot(row).map(|slot| (tier, slot)))
     }
 
     /// [`MemoryTiers::newest`], writable.
@@ -320,7 +327,7 @@ impl MemoryTiers {
     /// Asks the CPU for `row`'s entries in the row -> slot maps.
     #[inline(always)]
     fn prefetch_slots(&self, row: u64) {
-        for tier in [self.device.as_ref(), self.host.as_ref()].into_iter().flatten() {
+        for tier in self.present() {
             strata_policies::prefetch_element(&tier.slot_of, row as usize);
         }
     }
@@ -734,20 +741,18 @@ impl TieredTable {
                 (Some(tier), Some(policy))
             }
         };
+        let tiers = MemoryTiers { device, host };
         let storage = StorageService::start(store, config.write_buffer_rows);
-        let stats = EngineStats {
-            storage: storage.describe().to_string(),
-            device: device.as_ref().map(|t| t.stats.clone()),
-            host: host.as_ref().map(|t| t.stats.clone()),
-            ..EngineStats::default()
-        };
+        let (device_stats, host_stats) = tiers.stats();
+        let stats =
+            EngineStats { storage: storage.describe().to_string(), device: device_stats, host: host_stats, ..EngineStats::default() };
         Ok(TieredTable {
             layout,
             rows,
             optimizer: config.optimizer,
             pooling: config.pooling,
             placement: Placement::new(config.hierarchy, device_policy, host_policy),
-            tiers: MemoryTiers { device, host },
+            tiers,
             staging: Staging::new(storage, layout, rows),
             row_buffer: vec![0.0; layout.floats()],
             copied: FxHashMap::default(),
@@ -1046,8 +1051,7 @@ impl TieredTable {
     pub fn stats(&self) -> EngineStats {
         let mut stats = self.stats.clone();
         stats.requests = self.placement.placed();
-        stats.device = self.tiers.device.as_ref().map(|t| t.stats.clone());
-        stats.host = self.tiers.host.as_ref().map(|t| t.stats.clone());
+        (stats.device, stats.host) = self.tiers.stats();
         stats.write_buffer = self.staging.storage.write_buffer_stats();
         stats
     }
