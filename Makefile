@@ -36,6 +36,7 @@ FEATURES := --features strata/torch
 run: build venv
 	$(STRATA) run $(CONFIG)
 
+test: export STRATA_TORCH_VENV := $(TORCH_VENV)
 test: toolchain venv torch-venv
 	$(TORCH_CARGO) test --workspace --release $(FEATURES)
 

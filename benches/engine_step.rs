@@ -5,9 +5,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use strata::data::{SyntheticBatches, SyntheticConfig};
-use strata::engine::backing::FlatTable;
+use strata::engine::batch::Batch;
+use strata::engine::flat::FlatTable;
 use strata::engine::pool::Pooling;
-use strata::engine::table::{Batch, TableConfig, TieredTable};
+use strata::engine::table::{TableConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 
 const DIM: usize = 64;

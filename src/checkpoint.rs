@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::backing::{BackingStore, FlatTable};
-use crate::engine::storage::{roll_back, sync_folder, ReadConfig, RollBack, TableFile};
+use crate::engine::flat::FlatTable;
+use crate::engine::storage::{roll_back, sync_folder, BackingStore, ReadConfig, RollBack, TableFile};
 use crate::engine::table::TieredTable;
 use crate::engine::{RowInit, RowLayout};
 use crate::model::train::{Checkpointer, Evaluation, TrainError, TrainedSteps};

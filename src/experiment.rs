@@ -16,13 +16,14 @@ use strata_policies::PolicyConfig;
 use crate::checkpoint::{CheckpointError, RunFolder};
 use crate::config::{parse_toml, ConfigError, OutputSpec};
 use crate::data::{BatchStream, CriteoTsvSpec, DataSource, MlperfNumpySpec, Rebatch, SyntheticConfig};
-use crate::engine::backing::{BackingStore, FlatTable};
+use crate::engine::batch::Batch;
 use crate::engine::device::DeviceKind;
+use crate::engine::flat::FlatTable;
 use crate::engine::placement::Hierarchy;
 use crate::engine::pool::Pooling;
 use crate::engine::stats::EngineStats;
-use crate::engine::storage::{OnIoError, ReadConfig, ReadPath, TableFile};
-use crate::engine::table::{Batch, TableConfig, TierConfig, TieredTable};
+use crate::engine::storage::{BackingStore, OnIoError, ReadConfig, ReadPath, TableFile};
+use crate::engine::table::{TableConfig, TierConfig, TieredTable};
 use crate::engine::{EngineError, Optimizer, RowInit, RowLayout};
 use crate::model::train::{
     serve, train_from, Checkpointer, FlushTable, ServeOptions, ServeOutcome, TrainError, TrainOptions, TrainOutcome, TrainedSteps,

@@ -371,9 +371,10 @@ fn criteo_hash_wider_than_64_bits_is_bad_hex() {
 
 #[test]
 fn trace_ids_beyond_the_table_are_rejected_and_leave_it_usable() {
-    use strata::engine::backing::FlatTable;
+    use strata::engine::batch::Batch;
+    use strata::engine::flat::FlatTable;
     use strata::engine::pool::Pooling;
-    use strata::engine::table::{Batch, TableConfig, TieredTable};
+    use strata::engine::table::{TableConfig, TieredTable};
     use strata::engine::{EngineError, Optimizer, RowInit, RowLayout};
     let optimizer = Optimizer::default();
     let layout = RowLayout::new(4, &optimizer);

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use strata::data::npy::{Dtype, NpyWriter};
 use strata::data::{log_count, CriteoTsvSpec, DataError, DataSource, MlperfNumpySpec, SyntheticBatches, SyntheticConfig, TableLayout};
-use strata::engine::table::Batch;
+use strata::engine::batch::Batch;
 
 const SCALE: f64 = 0.0005;
 

@@ -3,12 +3,13 @@
 //! and re-opens give bit-identical pooled outputs and final tables to a flat in-memory
 //! table.
 
-use strata::engine::backing::{BackingStore, FlatTable};
+use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
+use strata::engine::flat::FlatTable;
 use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
-use strata::engine::storage::{ReadPath, TableFile};
-use strata::engine::table::{Batch, TableConfig, TierConfig, TieredTable};
+use strata::engine::storage::{BackingStore, ReadPath, TableFile};
+use strata::engine::table::{TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 

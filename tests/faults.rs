@@ -7,12 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use strata::engine::backing::{FlatTable, StorageService};
+use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
+use strata::engine::flat::FlatTable;
 use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
-use strata::engine::storage::{FaultPlan, OnIoError, PageFault, ReadConfig, ReadPath, StorageError, TableFile};
-use strata::engine::table::{Batch, TableConfig, TierConfig, TieredTable};
+use strata::engine::storage::{FaultPlan, OnIoError, PageFault, ReadConfig, ReadPath, StorageError, StorageService, TableFile};
+use strata::engine::table::{TableConfig, TierConfig, TieredTable};
 use strata::engine::{EngineError, Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 

@@ -4,9 +4,9 @@
 //! stream learns its hidden labels (held-out ROC AUC well above 0.5).
 
 use strata::data::{Sample, SyntheticConfig, SyntheticSource, CRITEO_DENSE_FEATURES};
-use strata::engine::backing::FlatTable;
+use strata::engine::batch::Batch;
+use strata::engine::flat::FlatTable;
 use strata::engine::pool::Pooling;
-use strata::engine::table::Batch;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata::model::{roc_auc, DenseOptimizer, Dlrm, Interaction, ModelConfig, ModelDevice};
 use tch::{Reduction, Tensor};

@@ -17,12 +17,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use strata::data::{SyntheticBatches, SyntheticConfig};
-use strata::engine::backing::{BackingStore, FlatTable};
+use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
+use strata::engine::flat::FlatTable;
 use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
-use strata::engine::storage::{FaultPlan, PageFault, ReadConfig, ReadPath, TableFile};
-use strata::engine::table::{Batch, TableConfig, TierConfig, TieredTable};
+use strata::engine::storage::{BackingStore, FaultPlan, PageFault, ReadConfig, ReadPath, TableFile};
+use strata::engine::table::{TableConfig, TierConfig, TieredTable};
 use strata::engine::{EngineError, Optimizer, RowInit, RowLayout};
 use strata::model::train::{serve, train, ServeOptions, TrainError, TrainOptions};
 use strata::model::Dlrm;

@@ -7,10 +7,9 @@
 
 use std::path::PathBuf;
 
-use strata::engine::backing::BackingStore;
 use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
-use strata::engine::storage::{ReadConfig, ReadPath, TableFile};
+use strata::engine::storage::{BackingStore, ReadConfig, ReadPath, TableFile};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 
 mod common;

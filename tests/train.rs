@@ -4,11 +4,12 @@
 //! serving reports latencies and the same predictions from every set-up.
 
 use strata::data::{SyntheticBatches, SyntheticConfig};
-use strata::engine::backing::FlatTable;
+use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
+use strata::engine::flat::FlatTable;
 use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
-use strata::engine::table::{Batch, TableConfig, TierConfig, TieredTable};
+use strata::engine::table::{TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata::model::train::{serve, train, ServeOptions, TrainError, TrainOptions};
 use strata::model::{Dlrm, ModelConfig};

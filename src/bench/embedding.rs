@@ -11,9 +11,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use strata::data::{SyntheticBatches, SyntheticConfig, TableLayout};
-use strata::engine::backing::FlatTable;
+use strata::engine::batch::Batch;
+use strata::engine::flat::FlatTable;
 use strata::engine::pool::Pooling;
-use strata::engine::table::{Batch, TableConfig, TieredTable};
+use strata::engine::table::{TableConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 
 /// Where the FBGEMM driver script lives.

@@ -10,14 +10,15 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use strata::data::{SyntheticBatches, SyntheticConfig};
-use strata::engine::backing::{BackingStore, FlatTable};
+use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
+use strata::engine::flat::FlatTable;
 use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
 use strata::engine::stats::EngineStats;
-use strata::engine::storage::{ReadPath, TableFile};
-use strata::engine::table::{Batch, TableConfig, TierConfig, TieredTable};
+use strata::engine::storage::{BackingStore, ReadPath, TableFile};
+use strata::engine::table::{TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 

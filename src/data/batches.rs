@@ -4,7 +4,7 @@
 //! feature batches into batches of another size (serving requests).
 
 use super::{Sample, SyntheticConfig, SyntheticConfigError, SyntheticSource, CRITEO_DENSE_FEATURES};
-use crate::engine::table::Batch;
+use crate::engine::batch::Batch;
 
 /// An endless (or `count`-long) stream of engine batches of `batch_size` samples.
 pub struct SyntheticBatches {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mlperf::{day_files, MlperfDay, MlperfDayWriter};
 use super::{Sample, SyntheticConfig, SyntheticSource, TableLayout};
-use crate::engine::table::Batch;
+use crate::engine::batch::Batch;
 use crate::trace::{CriteoTsvReader, CriteoTsvWriter, TraceError};
 
 /// Everything that can go wrong reading or writing data files; each names the file and,

@@ -1,12 +1,13 @@
 //! The device tier: GPU HBM through cudarc, or an emulated device in host memory.
 //!
 //! [`CudaSlab`] keeps `slots` rows in device memory and moves them through a pinned
-//! (page-locked, cacheable) host staging buffer on a copy stream; NVRTC kernels gather
-//! rows and apply the optimizer on a compute stream. The apply kernels mirror
-//! [`Optimizer::apply_row`] operation by operation and are compiled without fused
-//! multiply-adds, fast math or flush-to-zero, so a row updated on the GPU has the same
-//! bits as one updated on the CPU. cudarc loads libcuda and libnvrtc at run time; both
-//! are probed first, so a machine without them gets a [`TierError`], never a panic.
+//! (page-locked, cacheable) host staging buffer on a copy stream; NVRTC kernels
+//! (`device/kernels.cu`) gather rows and apply the optimizer on a compute stream. The
+//! apply kernels mirror [`Optimizer::apply_row`] operation by operation and are
+//! compiled without fused multiply-adds, fast math or flush-to-zero, so a row updated on
+//! the GPU has the same bits as one updated on the CPU. cudarc loads libcuda and
+//! libnvrtc at run time; both are probed first, so a machine without them gets a
+//! [`TierError`], never a panic.
 //!
 //! [`EmulatedDevice`] stands in on machines without a GPU: a host slab with its own
 //! capacity, which says "emulated-device" in every report.
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg};
-use cudarc::nvrtc::CompileOptions;
+use cudarc::nvrtc::{CompileOptions, Ptx};
 use serde::{Deserialize, Serialize};
 
 use super::host::HostSlab;
@@ -155,65 +156,41 @@ pub fn cuda_probe() -> Result<(), String> {
     if count < 1 {
         return Err("CUDA driver present but no device".into());
     }
-    // SAFETY: as above.
+    nvrtc_probe()
+}
+
+/// Checks, without panicking, that libnvrtc can be loaded (the kernels compile with it
+/// on machines without a GPU too).
+pub fn nvrtc_probe() -> Result<(), String> {
+    // SAFETY: only tries to dlopen the library under its usual names.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err("no NVRTC library (libnvrtc.so / libnvrtc.so.13) found; add its folder to LD_LIBRARY_PATH".into());
     }
     Ok(())
 }
 
-/// The kernels, mirroring `Optimizer::apply_row` statement by statement.
-const KERNELS: &str = r#"
-extern "C" __global__ void gather_rows(const float* __restrict__ slab, const unsigned int* __restrict__ slots,
-                                       unsigned int n, unsigned int width, unsigned int floats,
-                                       float* __restrict__ out) {
-    size_t total = (size_t)n * width;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t r = i / width, c = i % width;
-        out[i] = slab[(size_t)slots[r] * floats + c];
-    }
-}
+/// The kernels' CUDA source: gather, scatter and the optimizer updates, mirroring
+/// `Optimizer::apply_row` statement by statement.
+const KERNELS: &str = include_str!("device/kernels.cu");
 
-extern "C" __global__ void scatter_rows(float* __restrict__ slab, const unsigned int* __restrict__ slots,
-                                        unsigned int n, unsigned int floats, const float* __restrict__ rows) {
-    size_t total = (size_t)n * floats;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t r = i / floats, c = i % floats;
-        slab[(size_t)slots[r] * floats + c] = rows[i];
-    }
+/// Compiles the kernels to PTX with NVRTC for the GPU architecture `arch` (`None`:
+/// NVRTC's default, which the driver JIT-compiles for the device at hand), with the
+/// options that keep a row's update bit-identical to [`Optimizer::apply_row`]: no fused
+/// multiply-adds, no flush-to-zero, IEEE division and square root, no fast math.
+/// Fails, without panicking, where NVRTC cannot be loaded.
+pub fn compile_kernels(arch: Option<&'static str>) -> Result<Ptx, TierError> {
+    nvrtc_probe().map_err(cuda_error)?;
+    let options = CompileOptions {
+        fmad: Some(false),
+        ftz: Some(false),
+        prec_div: Some(true),
+        prec_sqrt: Some(true),
+        use_fast_math: Some(false),
+        arch,
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(KERNELS, options).map_err(|e| cuda_error(format!("NVRTC: {e}")))
 }
-
-extern "C" __global__ void apply_sgd(float* __restrict__ slab, const unsigned int* __restrict__ slots,
-                                     unsigned int n, unsigned int dim, unsigned int floats,
-                                     const float* __restrict__ grads, float lr) {
-    size_t r = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (r >= n) return;
-    float* row = slab + (size_t)slots[r] * floats;
-    const float* g = grads + r * dim;
-    for (unsigned int j = 0; j < dim; ++j) {
-        row[j] -= lr * g[j];
-    }
-}
-
-extern "C" __global__ void apply_rowwise_adagrad(float* __restrict__ slab, const unsigned int* __restrict__ slots,
-                                                 unsigned int n, unsigned int dim, unsigned int floats,
-                                                 const float* __restrict__ grads, float lr, float eps) {
-    size_t r = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (r >= n) return;
-    float* row = slab + (size_t)slots[r] * floats;
-    const float* g = grads + r * dim;
-    float sum_sq = 0.0f;
-    for (unsigned int j = 0; j < dim; ++j) {
-        sum_sq += g[j] * g[j];
-    }
-    float acc = row[dim] + sum_sq / (float)dim;
-    row[dim] = acc;
-    float step = lr / (sqrtf(acc) + eps);
-    for (unsigned int j = 0; j < dim; ++j) {
-        row[j] -= step * g[j];
-    }
-}
-"#;
 
 /// Rows moved per staging round trip.
 const CHUNK_ROWS: usize = 16384;
@@ -264,15 +241,7 @@ impl CudaSlab {
         let name = format!("cuda:{ordinal} ({}, sm_{major}{minor})", ctx.name().map_err(driver("device name"))?);
         let compute = ctx.new_stream().map_err(driver("compute stream"))?;
         let copy = ctx.new_stream().map_err(driver("copy stream"))?;
-        let options = CompileOptions {
-            fmad: Some(false),
-            ftz: Some(false),
-            prec_div: Some(true),
-            prec_sqrt: Some(true),
-            use_fast_math: Some(false),
-            ..Default::default()
-        };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNELS, options).map_err(|e| cuda_error(format!("NVRTC: {e}")))?;
+        let ptx = compile_kernels(None)?;
         let module = ctx.load_module(ptx).map_err(driver("load kernels"))?;
         let load = |name: &'static str| module.load_function(name).map_err(driver(name));
         let kernels = Kernels {

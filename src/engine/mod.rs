@@ -7,8 +7,9 @@
 //! bit-identical updates), deterministic row initialisation, and the [`RowSlab`] trait
 //! that the host and device tiers implement.
 
-pub mod backing;
+pub mod batch;
 pub mod device;
+pub mod flat;
 pub mod host;
 pub mod placement;
 pub mod pool;
@@ -16,8 +17,8 @@ pub mod prefetch;
 pub mod stats;
 pub mod storage;
 pub mod table;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
-pub mod write_buffer;
 
 use serde::{Deserialize, Serialize};
 

@@ -13,7 +13,8 @@ use std::thread::JoinHandle;
 
 use rustc_hash::FxHashMap;
 
-use super::table::{Batch, TieredTable};
+use super::batch::Batch;
+use super::table::TieredTable;
 use super::EngineError;
 
 /// Serves batches to the consumer `window` batches behind the source.

@@ -137,7 +137,7 @@ pub struct EngineStats {
     pub queued_reads: u64,
     /// Rows written to the store (through the write-back buffer when there is one).
     pub store_writes: u64,
-    pub write_buffer: crate::engine::write_buffer::WriteBufferStats,
+    pub write_buffer: crate::engine::storage::WriteBufferStats,
     pub bytes_store_to_host: u64,
     pub bytes_host_to_store: u64,
     pub bytes_host_to_device: u64,

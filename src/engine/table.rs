@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use strata_policies::{EvictionPolicy, PolicyConfig, Request, NEVER};
+use strata_policies::{EvictionPolicy, PolicyConfig, Request};
 
-use super::backing::{BackingStore, PendingRead, StagedRows, StorageService};
+use super::batch::Batch;
 use super::device::{open_device, DeviceKind};
 use super::host::HostSlab;
 use super::placement::{Hierarchy, Level, Move, Placement, Tiers, WriteBack};
 use super::pool::{pool_bags, Pooling, RowGradients};
 use super::stats::{EngineStats, TierStats};
+use super::storage::{BackingStore, PendingRead, StagedRows, StorageService};
 use super::{EngineError, Optimizer, RowLayout, RowSlab};
 
 const NIL: u32 = u32::MAX;
@@ -98,76 +99,6 @@ impl TableConfig {
             write_buffer_rows: 0,
         }
     }
-}
-
-/// A batch of lookups: `ids` are global rows, bag `b` is
-/// `ids[bag_offsets[b]..bag_offsets[b + 1]]`. `next_access` (one per id, [`NEVER`]
-/// when unknown) feeds the future-aware policies; `start` is the stream position of
-/// `ids[0]`. For training, `dense` (13 raw counts per sample) and `labels` (one per
-/// sample) ride along; the engine itself never reads them.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Batch {
-    pub ids: Vec<u64>,
-    pub bag_offsets: Vec<usize>,
-    pub next_access: Vec<u64>,
-    pub start: u64,
-    pub dense: Vec<f32>,
-    pub labels: Vec<f32>,
-}
-
-impl Batch {
-    /// A batch whose future is unknown.
-    pub fn new(ids: Vec<u64>, bag_offsets: Vec<usize>, start: u64) -> Self {
-        let next_access = vec![NEVER; ids.len()];
-        Batch { ids, bag_offsets, next_access, start, dense: Vec::new(), labels: Vec::new() }
-    }
-
-    pub fn bags(&self) -> usize {
-        self.bag_offsets.len().saturating_sub(1)
-    }
-
-    /// Checks the batch's shape: bag offsets start at 0, never decrease and end at the
-    /// last id; one next-access time per id.
-    pub fn validate(&self) -> Result<(), EngineError> {
-        let offsets_ok = self.bag_offsets.first() == Some(&0)
-            && self.bag_offsets.windows(2).all(|w| w[0] <= w[1])
-            && self.bag_offsets.last() == Some(&self.ids.len());
-        if !offsets_ok {
-            return Err(EngineError::Shape(format!("batch at {}: bag offsets must rise from 0 to the {} ids", self.start, self.ids.len())));
-        }
-        if self.next_access.len() != self.ids.len() {
-            return Err(EngineError::Shape(format!(
-                "batch at {}: {} next-access times for {} ids",
-                self.start,
-                self.next_access.len(),
-                self.ids.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// The distinct rows in order of first appearance.
-    pub fn unique_rows(&self) -> Vec<u64> {
-        let mut seen = rustc_hash::FxHashSet::default();
-        self.ids.iter().copied().filter(|id| seen.insert(*id)).collect()
-    }
-}
-
-/// Sums the gradient of every lookup into one gradient per distinct row, as
-/// [`RowGradients`] does for the tiered table (each row's lookups in bag order, from
-/// zero): the rows in ascending order and their gradients, `dim` values each.
-/// `bag_grads[b * dim..]` is the gradient of bag `b`'s pooled output.
-///
-/// # Panics
-/// If the batch is too large for [`RowGradients::group`].
-pub fn aggregate_gradients(batch: &Batch, bag_grads: &[f32], dim: usize, pooling: Pooling) -> (Vec<u64>, Vec<f32>) {
-    let mut gradients = RowGradients::default();
-    if let Err(e) = gradients.group(&batch.ids, &batch.bag_offsets) {
-        panic!("aggregate_gradients: {e}");
-    }
-    let mut grads = vec![0f32; gradients.rows().len() * dim];
-    gradients.sum(0..gradients.rows().len(), &batch.bag_offsets, bag_grads, dim, pooling, &mut grads);
-    (gradients.rows().to_vec(), grads)
 }
 
 /// Distinct rows whose gradients are summed, then applied, together (as many as
@@ -1074,7 +1005,7 @@ mod tests {
 
     #[test]
     fn statically_pinned_rows_come_into_the_device_on_first_use() {
-        use crate::engine::backing::FlatTable;
+        use crate::engine::flat::FlatTable;
         use crate::engine::RowInit;
         let optimizer = Optimizer::Sgd { lr: 0.1 };
         let store = FlatTable::new(100, RowLayout::new(4, &optimizer), RowInit::Uniform { seed: 1, scale: 0.1 });

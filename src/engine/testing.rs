@@ -1,6 +1,7 @@
 //! Reference checks that every [`RowSlab`] must pass, shared by the unit tests and the
 //! CUDA integration tests: a slab must store, load, gather and update rows exactly as a
-//! plain `Vec<f32>` updated with [`Optimizer::apply_row`] does, bit for bit.
+//! plain `Vec<f32>` updated with [`Optimizer::apply_row`] does, bit for bit. Compiled for
+//! tests and the `test-utils` feature only.
 
 use super::{Optimizer, RowLayout, RowSlab};
 

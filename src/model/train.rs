@@ -11,9 +11,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::dlrm::{Dlrm, ModelError};
 use super::metrics::{log_loss, roc_auc};
+use crate::engine::batch::Batch;
 use crate::engine::prefetch::Prefetcher;
 use crate::engine::stats::EngineStats;
-use crate::engine::table::{Batch, TieredTable};
+use crate::engine::table::TieredTable;
 use crate::engine::EngineError;
 use crate::progress::Progress;
 

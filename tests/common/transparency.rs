@@ -4,12 +4,14 @@
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use strata::engine::backing::{BackingStore, FlatTable};
+use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
+use strata::engine::flat::FlatTable;
 use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
-use strata::engine::table::{Batch, TableConfig, TierConfig, TieredTable};
+use strata::engine::storage::BackingStore;
+use strata::engine::table::{TableConfig, TierConfig, TieredTable};
 use strata::engine::{Optimizer, RowInit};
 use strata_policies::PolicyConfig;
 

@@ -2,12 +2,13 @@
 //! `TableFile` makes chosen page reads fail with EIO, come back short or with a flipped
 //! byte, and chosen page writes fail, at the page-transfer level, around the real read
 //! path (io_uring, mmap or pread), so the table's own error handling, checksums and
-//! retries are what the tests exercise.
+//! retries are what the tests exercise. Compiled for tests and the `test-utils` feature
+//! only.
 
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use super::PageIoError;
+use super::reader::PageIoError;
 
 /// What happens to one transfer of a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

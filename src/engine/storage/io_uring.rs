@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::aligned::AlignedBuf;
-use super::PageIoError;
+use super::reader::PageIoError;
 
 /// An io_uring instance and the buffer its reads land in. The ring is declared first so
 /// it is dropped (and its buffer registration released) before the buffer.

@@ -296,6 +296,6 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// The table file opened for rolling back (buffered), and its header.
 fn open_table(table: &Path) -> Result<(File, Header), StorageError> {
     let file = OpenOptions::new().read(true).write(true).open(table).map_err(|e| StorageError::io(table, "opening", e))?;
-    let header = super::read_header(table, &file)?;
+    let header = super::open::read_header(table, &file)?;
     Ok((file, header))
 }

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::PageIoError;
+use super::reader::PageIoError;
 
 /// One transfer: `len` bytes at `offset` into `dest` (or from it, when `write`),
 /// answered on `done`.

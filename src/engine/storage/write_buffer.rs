@@ -73,6 +73,7 @@ impl WriteBuffer {
         self.rows.len()
     }
 
+    #[cfg(test)]
     pub fn is_full(&self) -> bool {
         self.rows.len() >= self.capacity()
     }

@@ -1,0 +1,78 @@
+//! A batch of lookups ([`Batch`]) and the aggregation of its bags' gradients into one
+//! gradient per distinct row ([`aggregate_gradients`]), shared by the tiered table and
+//! the flat reference.
+
+use strata_policies::NEVER;
+
+use super::pool::{Pooling, RowGradients};
+use super::EngineError;
+
+/// A batch of lookups: `ids` are global rows, bag `b` is
+/// `ids[bag_offsets[b]..bag_offsets[b + 1]]`. `next_access` (one per id, [`NEVER`]
+/// when unknown) feeds the future-aware policies; `start` is the stream position of
+/// `ids[0]`. For training, `dense` (13 raw counts per sample) and `labels` (one per
+/// sample) ride along; the engine itself never reads them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    pub ids: Vec<u64>,
+    pub bag_offsets: Vec<usize>,
+    pub next_access: Vec<u64>,
+    pub start: u64,
+    pub dense: Vec<f32>,
+    pub labels: Vec<f32>,
+}
+
+impl Batch {
+    /// A batch whose future is unknown.
+    pub fn new(ids: Vec<u64>, bag_offsets: Vec<usize>, start: u64) -> Self {
+        let next_access = vec![NEVER; ids.len()];
+        Batch { ids, bag_offsets, next_access, start, dense: Vec::new(), labels: Vec::new() }
+    }
+
+    pub fn bags(&self) -> usize {
+        self.bag_offsets.len().saturating_sub(1)
+    }
+
+    /// Checks the batch's shape: bag offsets start at 0, never decrease and end at the
+    /// last id; one next-access time per id.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let offsets_ok = self.bag_offsets.first() == Some(&0)
+            && self.bag_offsets.windows(2).all(|w| w[0] <= w[1])
+            && self.bag_offsets.last() == Some(&self.ids.len());
+        if !offsets_ok {
+            return Err(EngineError::Shape(format!("batch at {}: bag offsets must rise from 0 to the {} ids", self.start, self.ids.len())));
+        }
+        if self.next_access.len() != self.ids.len() {
+            return Err(EngineError::Shape(format!(
+                "batch at {}: {} next-access times for {} ids",
+                self.start,
+                self.next_access.len(),
+                self.ids.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The distinct rows in order of first appearance.
+    pub fn unique_rows(&self) -> Vec<u64> {
+        let mut seen = rustc_hash::FxHashSet::default();
+        self.ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+    }
+}
+
+/// Sums the gradient of every lookup into one gradient per distinct row, as
+/// [`RowGradients`] does for the tiered table (each row's lookups in bag order, from
+/// zero): the rows in ascending order and their gradients, `dim` values each.
+/// `bag_grads[b * dim..]` is the gradient of bag `b`'s pooled output.
+///
+/// # Panics
+/// If the batch is too large for [`RowGradients::group`].
+pub fn aggregate_gradients(batch: &Batch, bag_grads: &[f32], dim: usize, pooling: Pooling) -> (Vec<u64>, Vec<f32>) {
+    let mut gradients = RowGradients::default();
+    if let Err(e) = gradients.group(&batch.ids, &batch.bag_offsets) {
+        panic!("aggregate_gradients: {e}");
+    }
+    let mut grads = vec![0f32; gradients.rows().len() * dim];
+    gradients.sum(0..gradients.rows().len(), &batch.bag_offsets, bag_grads, dim, pooling, &mut grads);
+    (gradients.rows().to_vec(), grads)
+}
