@@ -23,7 +23,8 @@ use crate::engine::placement::Hierarchy;
 use crate::engine::pool::Pooling;
 use crate::engine::stats::EngineStats;
 use crate::engine::storage::{BackingStore, OnIoError, ReadConfig, ReadPath, TableFile};
-use crate::engine::table::{TableConfig, TierConfig, TieredTable};
+use crate::engine::table::config::{TableConfig, TierConfig};
+use crate::engine::table::TieredTable;
 use crate::engine::{EngineError, Optimizer, RowInit, RowLayout};
 use crate::model::train::{
     serve, train_from, Checkpointer, FlushTable, ServeOptions, ServeOutcome, TrainError, TrainOptions, TrainOutcome, TrainedSteps,

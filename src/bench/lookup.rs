@@ -18,7 +18,8 @@ use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
 use strata::engine::stats::EngineStats;
 use strata::engine::storage::{BackingStore, ReadPath, TableFile};
-use strata::engine::table::{TableConfig, TierConfig, TieredTable};
+use strata::engine::table::config::{TableConfig, TierConfig};
+use strata::engine::table::TieredTable;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 

@@ -11,7 +11,8 @@ use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
 use strata::engine::storage::BackingStore;
-use strata::engine::table::{TableConfig, TierConfig, TieredTable};
+use strata::engine::table::config::{TableConfig, TierConfig};
+use strata::engine::table::TieredTable;
 use strata::engine::{Optimizer, RowInit};
 use strata_policies::PolicyConfig;
 
