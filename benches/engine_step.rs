@@ -8,7 +8,8 @@ use strata::data::{SyntheticBatches, SyntheticConfig};
 use strata::engine::batch::Batch;
 use strata::engine::flat::FlatTable;
 use strata::engine::pool::Pooling;
-use strata::engine::table::{TableConfig, TieredTable};
+use strata::engine::table::config::TableConfig;
+use strata::engine::table::TieredTable;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 
 const DIM: usize = 64;

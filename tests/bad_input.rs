@@ -374,7 +374,8 @@ fn trace_ids_beyond_the_table_are_rejected_and_leave_it_usable() {
     use strata::engine::batch::Batch;
     use strata::engine::flat::FlatTable;
     use strata::engine::pool::Pooling;
-    use strata::engine::table::{TableConfig, TieredTable};
+    use strata::engine::table::config::TableConfig;
+    use strata::engine::table::TieredTable;
     use strata::engine::{EngineError, Optimizer, RowInit, RowLayout};
     let optimizer = Optimizer::default();
     let layout = RowLayout::new(4, &optimizer);

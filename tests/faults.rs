@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
 use strata::engine::flat::FlatTable;
+use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::storage::{FaultPlan, OnIoError, PageFault, ReadConfig, ReadPath, StorageError, StorageService, TableFile};
-use strata::engine::table::{Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::table::config::{TableConfig, TierConfig};
+use strata::engine::table::TieredTable;
 use strata::engine::{EngineError, Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 

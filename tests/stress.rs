@@ -7,9 +7,9 @@
 
 use std::path::PathBuf;
 
+use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::storage::{BackingStore, ReadConfig, ReadPath, TableFile};
-use strata::engine::table::Hierarchy;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 
 mod common;

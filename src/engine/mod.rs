@@ -11,6 +11,7 @@ pub mod batch;
 pub mod device;
 pub mod flat;
 pub mod host;
+pub mod placement;
 pub mod pool;
 pub mod prefetch;
 pub mod stats;
@@ -247,6 +248,12 @@ pub enum EngineError {
     /// the tiers, so the storage thread serves nothing more.
     #[error("the store refuses further work after an earlier failed write: {0}")]
     StoreFailed(String),
+    /// Placement moved a row through a tier the table does not have, or out of a tier
+    /// that does not hold it: the moves and the tiers disagree (a bug).
+    #[error("placement moved a row through the {tier} tier, which this table does not have")]
+    NoTier { tier: placement::Level },
+    #[error("placement moved row {row} out of the {tier} tier, which does not hold it")]
+    NotInTier { tier: placement::Level, row: u64 },
     #[error(transparent)]
     Tier(#[from] TierError),
     #[error(transparent)]

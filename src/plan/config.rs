@@ -10,8 +10,8 @@ use strata_policies::PolicyConfig;
 use super::profile::HardwareProfile;
 use crate::config::{ConfigError, OutputSpec};
 use crate::engine::host::HostSlab;
+use crate::engine::placement::Hierarchy;
 use crate::engine::storage::ReadPath;
-use crate::engine::table::Hierarchy;
 use crate::engine::{Optimizer, RowLayout};
 use crate::lab::TraceSpec;
 

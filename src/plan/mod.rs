@@ -19,7 +19,7 @@ pub use config::PlanConfig;
 use curves::{PassError, PassResult, PassSpec, SetupCounts};
 use model::{BatchShape, BatchTime, Cost};
 
-use crate::engine::table::Hierarchy;
+use crate::engine::placement::Hierarchy;
 use crate::report::{self, Curve, CurvePoint, ReportError};
 use crate::sim::{TierCounts, TwoLevelConfig};
 use crate::trace::{KeyRemapper, KeySource, TraceError, TraceRecord, CHUNK};

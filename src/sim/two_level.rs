@@ -1,14 +1,14 @@
 //! The two-level cache of the engine replayed without rows: a device tier over a host
-//! tier, each run by its own policy, moving rows exactly as `TieredTable::touch` does
-//! for lookups (inclusive: the host sees the device's misses; exclusive: device victims
-//! are demoted into the host and host hits move up), so the per-tier hit counts equal
-//! the engine's. Optionally spatially sampled (SHARDS applied to any policy): only the
+//! tier, each run by its own policy, placed by the engine's own placement core
+//! (`engine::placement`: inclusive, the host sees the device's misses; exclusive,
+//! device victims are demoted into the host and host hits move up), whose moves are
+//! only counted here, so the per-tier hit counts equal the engine's. Optionally spatially sampled (SHARDS applied to any policy): only the
 //! kept rows are replayed, through tiers scaled by the sampling rate.
 
 use strata_policies::mrc::SpatialSampler;
-use strata_policies::{EvictionPolicy, PolicyConfig, PolicyConfigError, Request, NEVER};
+use strata_policies::{PolicyConfig, PolicyConfigError, Request, NEVER};
 
-use crate::engine::table::Hierarchy;
+use crate::engine::placement::{Hierarchy, Level, Move, Placement, Tiers};
 
 /// One two-level set-up: a policy (the same in both tiers), the tier sizes in rows
 /// (0 = no such tier) and how the tiers relate.
@@ -62,53 +62,91 @@ impl TierCounts {
     }
 }
 
-/// A tier's policy and, for a policy that may count rows resident before they arrive
-/// (static placement), which rows really are.
-struct SimTier {
-    policy: Box<dyn EvictionPolicy>,
-    resident: Option<Vec<u64>>,
+/// Rows by id, one bit each.
+#[derive(Default)]
+struct RowSet(Vec<u64>);
+
+impl RowSet {
+    fn contains(&self, id: u64) -> bool {
+        self.0.get((id / 64) as usize).is_some_and(|w| w >> (id % 64) & 1 == 1)
+    }
+
+    fn insert(&mut self, id: u64) {
+        let word = (id / 64) as usize;
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (id % 64);
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(word) = self.0.get_mut((id / 64) as usize) {
+            *word &= !(1 << (id % 64));
+        }
+    }
 }
 
-impl SimTier {
-    fn new(policy: &PolicyConfig, rows: u64) -> Result<Option<SimTier>, PolicyConfigError> {
-        if rows == 0 {
-            return Ok(None);
+/// The two tiers as the replay keeps them: which rows each really holds (a static
+/// placement counts rows resident before they arrive), kept from placement's moves,
+/// and the counts of the lookups served.
+#[derive(Default)]
+struct SimTiers {
+    device: RowSet,
+    host: RowSet,
+    counts: TierCounts,
+    /// The lookup being placed is counted.
+    counted: bool,
+    /// A memory tier hit the lookup being placed.
+    served: bool,
+}
+
+impl SimTiers {
+    fn rows(&mut self, tier: Level) -> &mut RowSet {
+        match tier {
+            Level::Device => &mut self.device,
+            Level::Host => &mut self.host,
         }
-        let resident = matches!(policy, PolicyConfig::Static { .. }).then(Vec::new);
-        Ok(Some(SimTier { policy: policy.build(rows as usize)?, resident }))
+    }
+}
+
+impl Tiers for SimTiers {
+    type Error = std::convert::Infallible;
+
+    fn holds(&self, tier: Level, row: u64) -> bool {
+        match tier {
+            Level::Device => self.device.contains(row),
+            Level::Host => self.host.contains(row),
+        }
     }
 
-    fn resident(&self, id: u64) -> bool {
-        match &self.resident {
-            Some(bits) => bits.get((id / 64) as usize).is_some_and(|w| w >> (id % 64) & 1 == 1),
-            None => self.policy.contains(id),
-        }
-    }
-
-    fn mark(&mut self, id: u64, resident: bool) {
-        if let Some(bits) = self.resident.as_mut() {
-            let word = (id / 64) as usize;
-            if word >= bits.len() {
-                bits.resize(word + 1, 0);
+    fn carry_out(&mut self, step: Move) -> Result<(), Self::Error> {
+        let counted = u64::from(self.counted);
+        match step {
+            Move::Looked { tier, hit } => {
+                self.served |= hit;
+                let c = &mut self.counts;
+                match tier {
+                    Level::Device => c.device_hits += counted * u64::from(hit),
+                    Level::Host => {
+                        c.host_lookups += counted;
+                        c.host_hits += counted * u64::from(hit);
+                    }
+                }
             }
-            if resident {
-                bits[word] |= 1 << (id % 64);
-            } else {
-                bits[word] &= !(1 << (id % 64));
+            Move::EvictFromHost { row } => self.host.remove(row),
+            Move::EvictFromDevice { row, .. } | Move::DemotionRefused { row } => self.device.remove(row),
+            Move::Demote { row } => {
+                self.device.remove(row);
+                self.host.insert(row);
+            }
+            Move::PromoteFromStore { row, into } => self.rows(into).insert(row),
+            Move::CopyUpFromHost { row } => self.device.insert(row),
+            Move::MoveUpFromHost { row } => {
+                self.host.remove(row);
+                self.device.insert(row);
             }
         }
-    }
-
-    /// A lookup served by this tier as a cache (`touch_host` in the engine).
-    fn touch(&mut self, req: &Request) -> bool {
-        let access = self.policy.access(req);
-        if let Some(victim) = access.evicted {
-            self.mark(victim, false);
-        }
-        if access.inserted {
-            self.mark(req.id, true);
-        }
-        access.hit
+        Ok(())
     }
 }
 
@@ -116,11 +154,10 @@ impl SimTier {
 pub struct TwoLevel {
     config: TwoLevelConfig,
     sampler: SpatialSampler,
-    device: Option<SimTier>,
-    host: Option<SimTier>,
+    placement: Placement,
+    tiers: SimTiers,
     /// Lookups before this stream position fill the tiers but are not counted.
     count_from: u64,
-    counts: TierCounts,
     /// Lookups per batch (the store reads a batch's rows once), the batch being
     /// replayed, and the store rows it has read.
     batch_lookups: u64,
@@ -138,13 +175,16 @@ impl TwoLevel {
     /// placement's profiling length or an LFU's explicit aging period scaled alike).
     pub fn sampled(config: &TwoLevelConfig, sampler: SpatialSampler) -> Result<TwoLevel, PolicyConfigError> {
         let policy = scaled_policy(&config.policy, sampler.rate());
+        let tier = |rows: u64| match sampler.scale_capacity(rows) {
+            0 => Ok(None),
+            rows => policy.build(rows as usize).map(Some),
+        };
         Ok(TwoLevel {
             config: config.clone(),
             sampler,
-            device: SimTier::new(&policy, sampler.scale_capacity(config.device_rows))?,
-            host: SimTier::new(&policy, sampler.scale_capacity(config.host_rows))?,
+            placement: Placement::new(config.hierarchy, tier(config.device_rows)?, tier(config.host_rows)?),
+            tiers: SimTiers::default(),
             count_from: 0,
-            counts: TierCounts::default(),
             batch_lookups: u64::MAX,
             batch: 0,
             read_in_batch: Default::default(),
@@ -173,7 +213,7 @@ impl TwoLevel {
 
     /// The counts so far (of the kept rows' lookups when sampling).
     pub fn counts(&self) -> TierCounts {
-        self.counts
+        self.tiers.counts
     }
 
     /// The counts of a sampled replay corrected as SHARDS_adj corrects a sampled curve:
@@ -182,7 +222,7 @@ impl TwoLevel {
     /// row in or out of the sample) is credited to the top tier as hits, which is where
     /// the hottest rows are served. Unsampled counts come back as they are.
     pub fn shards_adjusted_counts(&self, all_lookups: u64) -> TierCounts {
-        let c = self.counts;
+        let c = self.tiers.counts;
         if self.sampler.keeps_all() {
             return c;
         }
@@ -191,9 +231,9 @@ impl TwoLevel {
         let add = |x: u64| (x as i64 + shift).max(0) as u64;
         let mut adjusted = TierCounts { lookups: expected.max(0) as u64, ..c };
         // The credited lookups are memory hits: the store's reads stay as counted.
-        if self.device.is_some() {
+        if self.placement.has(Level::Device) {
             adjusted.device_hits = add(c.device_hits).min(adjusted.lookups);
-        } else if self.host.is_some() {
+        } else if self.placement.has(Level::Host) {
             adjusted.host_lookups = adjusted.lookups;
             adjusted.host_hits = add(c.host_hits).min(adjusted.lookups);
         }
@@ -218,76 +258,22 @@ impl TwoLevel {
         }
     }
 
-    /// One lookup, as `TieredTable::touch` places it.
-    /// Returns whether the store served it.
-    fn place(&mut self, req: Request) -> bool {
-        let counted = req.time >= self.count_from;
-        let c = &mut self.counts;
-        c.lookups += u64::from(counted);
-        let Some(device) = self.device.as_mut() else {
-            if let Some(host) = self.host.as_mut() {
-                let hit = host.touch(&req);
-                c.host_lookups += u64::from(counted);
-                c.host_hits += u64::from(counted && hit);
-                return !hit;
-            }
-            return true;
-        };
-        let access = device.policy.access(&req);
-        let arrives = access.hit && !device.resident(req.id);
-        let device_hit = access.hit && !arrives;
-        c.device_hits += u64::from(counted && device_hit);
-        if let Some(victim) = access.evicted {
-            device.mark(victim, false);
-            if self.config.hierarchy == Hierarchy::Exclusive {
-                // Demoted into the host (the engine's clock has counted this lookup).
-                if let Some(host) = self.host.as_mut() {
-                    host.touch(&Request::new(victim, req.time + 1));
-                }
-            }
-        }
-        if device_hit {
-            return false;
-        }
-        let Some(host) = self.host.as_mut() else {
-            if access.inserted || arrives {
-                device.mark(req.id, true);
-            }
-            return true;
-        };
-        c.host_lookups += u64::from(counted);
-        if !access.inserted && !arrives {
-            let hit = host.touch(&req);
-            c.host_hits += u64::from(counted && hit);
-            return !hit;
-        }
-        device.mark(req.id, true);
-        let hit = match self.config.hierarchy {
-            Hierarchy::Inclusive => host.touch(&req),
-            Hierarchy::Exclusive => {
-                let resident = host.resident(req.id);
-                if resident {
-                    host.policy.remove(req.id);
-                    host.mark(req.id, false);
-                }
-                resident
-            }
-        };
-        c.host_hits += u64::from(counted && hit);
-        !hit
-    }
-
-    /// One lookup: placed, and when the store serves it, counted as a store read unless
-    /// its batch already read that row (the engine reads a batch's rows once).
+    /// One lookup: placed, and when no memory tier served it, counted as a store read
+    /// unless its batch already read that row (the engine reads a batch's rows once).
     fn lookup(&mut self, req: Request) {
-        let from_store = self.place(req);
-        if from_store && req.time >= self.count_from {
+        let counted = req.time >= self.count_from;
+        let tiers = &mut self.tiers;
+        tiers.counted = counted;
+        tiers.served = false;
+        tiers.counts.lookups += u64::from(counted);
+        let Ok(()) = self.placement.place(&req, tiers);
+        if !tiers.served && counted {
             let batch = req.time / self.batch_lookups;
             if batch != self.batch {
                 self.batch = batch;
                 self.read_in_batch.clear();
             }
-            self.counts.store_reads += u64::from(self.read_in_batch.insert(req.id));
+            tiers.counts.store_reads += u64::from(self.read_in_batch.insert(req.id));
         }
     }
 }

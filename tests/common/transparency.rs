@@ -7,10 +7,12 @@ use rand::{Rng, SeedableRng};
 use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
 use strata::engine::flat::FlatTable;
+use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
 use strata::engine::storage::BackingStore;
-use strata::engine::table::{Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::table::config::{TableConfig, TierConfig};
+use strata::engine::table::TieredTable;
 use strata::engine::{Optimizer, RowInit};
 use strata_policies::PolicyConfig;
 

@@ -15,7 +15,8 @@ use strata::data::{SyntheticBatches, SyntheticConfig, TableLayout};
 use strata::engine::batch::Batch;
 use strata::engine::flat::FlatTable;
 use strata::engine::pool::Pooling;
-use strata::engine::table::{TableConfig, TieredTable};
+use strata::engine::table::config::TableConfig;
+use strata::engine::table::TieredTable;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 
 use crate::args::SyntheticArgs;

@@ -14,11 +14,13 @@ use strata::data::{SyntheticBatches, SyntheticConfig};
 use strata::engine::batch::Batch;
 use strata::engine::device::DeviceKind;
 use strata::engine::flat::FlatTable;
+use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
 use strata::engine::stats::EngineStats;
 use strata::engine::storage::{BackingStore, ReadPath, TableFile};
-use strata::engine::table::{Hierarchy, TableConfig, TierConfig, TieredTable};
+use strata::engine::table::config::{TableConfig, TierConfig};
+use strata::engine::table::TieredTable;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 use strata::engine::device::DeviceKind;
 use strata::engine::pool::Pooling;
-use strata::engine::table::{TableConfig, TierConfig};
+use strata::engine::table::config::{TableConfig, TierConfig};
 use strata::engine::RowLayout;
 use strata::lab::TraceSpec;
 use strata::plan::config::Dtype;
