@@ -18,7 +18,7 @@ use strata::engine::pool::Pooling;
 use strata::engine::table::config::{TableConfig, TierConfig};
 use strata::engine::table::TieredTable;
 use strata::engine::{Optimizer, RowInit, RowLayout};
-use strata::plan::curves::PassSpec;
+use strata::plan::curves::PassOptions;
 use strata::plan::{SHARDS_BOUND, SHARDS_BOUND_MIN_SAMPLED_ROWS};
 use strata::sim::{Capacity, Simulation, TwoLevel, TwoLevelConfig};
 use strata::trace::{KeySource, TraceError, TraceRecord, NEVER};
@@ -83,7 +83,7 @@ fn exact_lru_curves_equal_the_simulator_at_every_capacity_per_table_and_over_all
     for seed in [1, 2] {
         let layout = TableLayout::new(vec![40, 150, 400], vec![1, 2, 3]);
         let trace = multi_table_trace(&layout, 2500, seed);
-        let spec = PassSpec {
+        let spec = PassOptions {
             layout: Some(layout.clone()),
             sample_rate: 1.0,
             simulate_rate: 1.0,

@@ -28,7 +28,7 @@ const PASS_CHUNK: usize = 1 << 18;
 
 /// What one pass computes.
 #[derive(Clone, Debug)]
-pub struct PassSpec {
+pub struct PassOptions {
     /// The tables the keys are global rows of; `None` = keys are names, mapped to dense
     /// ids in first-seen order (one table).
     pub layout: Option<TableLayout>,
@@ -194,7 +194,7 @@ fn stack_distances(rate: f64) -> StackDistances {
     }
 }
 
-impl PassSpec {
+impl PassOptions {
     /// Streams `source` once.
     pub fn run(&self, source: &mut dyn KeySource, total: Option<u64>) -> Result<PassResult, PassError> {
         let started = Instant::now();

@@ -16,7 +16,7 @@ use serde::Serialize;
 use strata_policies::PolicyConfig;
 
 pub use config::PlanConfig;
-use curves::{PassError, PassResult, PassSpec, SetupCounts};
+use curves::{PassError, PassOptions, PassResult, SetupCounts};
 use model::{BatchShape, BatchTime, Cost};
 
 use crate::engine::placement::Hierarchy;
@@ -203,7 +203,7 @@ pub fn plan(config: &PlanConfig) -> Result<PlanReport, PlanError> {
     };
     // A one-tier LRU set-up is read off the LRU curve; the rest are simulated.
     let simulated = setups.iter().filter(|s| !read_off_curve(s)).cloned().collect();
-    let spec = PassSpec {
+    let spec = PassOptions {
         layout: config.workload.layout(),
         sample_rate: config.pass_rate(),
         simulate_rate: config.simulate_rate(),
@@ -249,7 +249,7 @@ fn model_rows(
     hardware: &[config::Hardware],
     pass: &PassResult,
     setups: &[SetupCounts],
-    spec: &PassSpec,
+    spec: &PassOptions,
     table_rows: u64,
 ) -> PlanReport {
     let shape = BatchShape {
