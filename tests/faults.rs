@@ -318,8 +318,8 @@ fn a_failed_flush_names_the_pages_keeps_them_intact_and_stops_the_table() {
             // Every later call fails rather than serve rows the store may lack.
             let mut out = vec![0f32; 2 * LAYOUT.dim];
             let later = table.lookup(&Batch::new(vec![15, 16], vec![0, 1, 2], 9), &mut out).expect_err("stopped");
-            assert!(matches!(later, EngineError::StoreFailed(_)), "{later}");
-            assert!(matches!(table.flush(), Err(EngineError::StoreFailed(_))));
+            assert!(matches!(later, EngineError::StoreFailed { .. }), "{later}");
+            assert!(matches!(table.flush(), Err(EngineError::StoreFailed { .. })));
             drop(table);
             let rows = every_row(&path);
             for row in 0..ROWS {
@@ -368,9 +368,9 @@ fn storage_service_reports_a_failed_write_on_the_next_call_and_serves_no_stale_r
                 "{message}"
             );
             let again = service.read(vec![0]).and_then(|p| p.wait()).map(|_| ()).expect_err("still failed");
-            assert!(matches!(again, EngineError::StoreFailed(ref m) if m.contains("page 3")), "{again}");
-            assert!(matches!(service.write(vec![0], vec![0.0; LAYOUT.floats()]), Err(EngineError::StoreFailed(_))));
-            assert!(matches!(service.sync(), Err(EngineError::StoreFailed(_))));
+            assert!(matches!(again, EngineError::StoreFailed { ref earlier } if earlier.contains("page 3")), "{again}");
+            assert!(matches!(service.write(vec![0], vec![0.0; LAYOUT.floats()]), Err(EngineError::StoreFailed { .. })));
+            assert!(matches!(service.sync(), Err(EngineError::StoreFailed { .. })));
             assert!(service.into_store().is_err());
             assert_eq!(every_row(&path), initial(0..ROWS), "buffer {write_buffer_rows}: nothing was written");
         }

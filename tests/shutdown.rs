@@ -250,7 +250,7 @@ fn a_batch_source_that_panics_is_an_error_not_a_short_run() {
             batch
         });
         let error = within(WATCHDOG, move || train_until_error(table, source, window));
-        assert!(matches!(error, TrainError::Engine(EngineError::SourceFailed(_))), "{error}");
+        assert!(matches!(error, TrainError::Engine(EngineError::SourceFailed { .. })), "{error}");
         assert_eq!(error.to_string(), "the batch source failed: the source broke at batch 9");
         assert!(file_rows(&path) == reference_rows(9 - window as u64), "window {window}");
     }

@@ -36,19 +36,20 @@ impl Batch {
     /// Checks the batch's shape: bag offsets start at 0, never decrease and end at the
     /// last id; one next-access time per id.
     pub fn validate(&self) -> Result<(), EngineError> {
-        let offsets_ok = self.bag_offsets.first() == Some(&0)
-            && self.bag_offsets.windows(2).all(|w| w[0] <= w[1])
-            && self.bag_offsets.last() == Some(&self.ids.len());
-        if !offsets_ok {
-            return Err(EngineError::Shape(format!("batch at {}: bag offsets must rise from 0 to the {} ids", self.start, self.ids.len())));
+        let offsets = &self.bag_offsets;
+        let last = offsets.len().saturating_sub(1);
+        let wrong = if offsets.first() != Some(&0) {
+            Some(0)
+        } else if let Some(i) = offsets.windows(2).position(|w| w[0] > w[1]) {
+            Some(i + 1)
+        } else {
+            (offsets[last] != self.ids.len()).then_some(last)
+        };
+        if let Some(index) = wrong {
+            return Err(EngineError::BagOffsets { start: self.start, ids: self.ids.len(), index, offset: offsets.get(index).copied() });
         }
         if self.next_access.len() != self.ids.len() {
-            return Err(EngineError::Shape(format!(
-                "batch at {}: {} next-access times for {} ids",
-                self.start,
-                self.next_access.len(),
-                self.ids.len()
-            )));
+            return Err(EngineError::NextAccessCount { start: self.start, times: self.next_access.len(), ids: self.ids.len() });
         }
         Ok(())
     }
@@ -75,4 +76,22 @@ pub fn aggregate_gradients(batch: &Batch, bag_grads: &[f32], dim: usize, pooling
     let mut grads = vec![0f32; gradients.rows().len() * dim];
     gradients.sum(0..gradients.rows().len(), &batch.bag_offsets, bag_grads, dim, pooling, &mut grads);
     (gradients.rows().to_vec(), grads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misshapen_batch_says_where_and_with_what_numbers() {
+        let error = |offsets: Vec<usize>| Batch::new(vec![1, 2, 3], offsets, 40).validate().unwrap_err().to_string();
+        assert_eq!(error(vec![1, 3]), "batch at 40: bag offsets must rise from 0 to the 3 ids (offset 0 is 1)");
+        assert_eq!(error(vec![0, 2, 1, 3]), "batch at 40: bag offsets must rise from 0 to the 3 ids (offset 2 is 1)");
+        assert_eq!(error(vec![0, 2]), "batch at 40: bag offsets must rise from 0 to the 3 ids (offset 1 is 2)");
+        assert_eq!(error(vec![]), "batch at 40: bag offsets must rise from 0 to the 3 ids (there are none)");
+        let mut batch = Batch::new(vec![1, 2, 3], vec![0, 3], 40);
+        batch.next_access.pop();
+        assert_eq!(batch.validate().unwrap_err().to_string(), "batch at 40: 2 next-access times for 3 ids");
+        assert!(Batch::new(vec![1, 2, 3], vec![0, 1, 1, 3], 40).validate().is_ok());
+    }
 }

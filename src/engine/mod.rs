@@ -233,21 +233,45 @@ impl RowInit {
 /// Anything the engine can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// A tier's byte budget is smaller than one row.
+    #[error("engine config: {tier}: {bytes} bytes hold no row of {stride} bytes")]
+    TierTooSmall { tier: placement::Level, bytes: u64, stride: u64 },
+    /// A tier's size was given both in rows and in bytes.
+    #[error("engine config: {tier}: give rows or bytes, not both (rows = {rows}, bytes = {bytes})")]
+    TierSizedTwice { tier: placement::Level, rows: usize, bytes: u64 },
+    /// The store's rows carry another number of optimizer-state values than the
+    /// configured optimizer keeps.
+    #[error("engine config: {store}: rows carry {has} optimizer values, the configured optimizer needs {needs}")]
+    OptimizerState { store: String, has: usize, needs: usize },
     #[error("engine config: {0}")]
-    Config(String),
-    #[error("{0}")]
-    Shape(String),
+    Policy(#[from] strata_policies::PolicyConfigError),
+    /// A buffer handed in with a batch has the wrong number of values.
+    #[error("{} {got} values, the batch needs {needs}", .what.holds())]
+    Length { what: Buffer, got: usize, needs: usize },
+    /// A batch's bag offsets do not rise from 0 to its number of ids: offset `index`
+    /// is `offset` (`None`: the batch has no offsets).
+    #[error("batch at {start}: bag offsets must rise from 0 to the {ids} ids ({})", describe_offset(*.index, *.offset))]
+    BagOffsets { start: u64, ids: usize, index: usize, offset: Option<usize> },
+    #[error("batch at {start}: {times} next-access times for {ids} ids")]
+    NextAccessCount { start: u64, times: usize, ids: usize },
+    /// A batch whose row and bag numbers do not fit one 64-bit key together.
+    #[error("a batch of {bags} bags with rows up to {largest_row} is too large to group by row (64-bit keys)")]
+    BatchTooLarge { bags: usize, largest_row: u64 },
     #[error("row {row} is out of range: the table has {rows} rows")]
     RowOutOfRange { row: u64, rows: u64 },
+    /// A checkpoint was asked to be protected with writes since the last flush.
+    #[error("{store}: protecting checkpoint {checkpoint} needs a flush first (rows were written since the last one)")]
+    CheckpointNotFlushed { store: String, checkpoint: u64 },
     #[error("the storage I/O thread stopped")]
     IoThreadGone,
-    /// The thread producing batches for the prefetch pipeline panicked.
-    #[error("the batch source failed: {0}")]
-    SourceFailed(String),
-    /// A write to the store failed earlier (reported then); the store may be behind
-    /// the tiers, so the storage thread serves nothing more.
-    #[error("the store refuses further work after an earlier failed write: {0}")]
-    StoreFailed(String),
+    /// The thread producing batches for the prefetch pipeline panicked (`panic`: its
+    /// message).
+    #[error("the batch source failed: {panic}")]
+    SourceFailed { panic: String },
+    /// A write to the store failed earlier (reported then, as `earlier`); the store may
+    /// be behind the tiers, so the storage thread serves nothing more.
+    #[error("the store refuses further work after an earlier failed write: {earlier}")]
+    StoreFailed { earlier: String },
     /// Placement moved a row through a tier the table does not have, or out of a tier
     /// that does not hold it: the moves and the tiers disagree (a bug).
     #[error("placement moved a row through the {tier} tier, which this table does not have")]
@@ -258,6 +282,33 @@ pub enum EngineError {
     Tier(#[from] TierError),
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
+}
+
+/// A buffer handed to the tiered table with a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buffer {
+    /// The pooled outputs of [`TieredTable::lookup`](table::TieredTable::lookup).
+    LookupOutput,
+    /// The gradients of the pooled outputs, for
+    /// [`TieredTable::apply_gradients`](table::TieredTable::apply_gradients).
+    Gradients,
+}
+
+impl Buffer {
+    /// The buffer and the verb of a length error.
+    fn holds(self) -> &'static str {
+        match self {
+            Buffer::LookupOutput => "lookup output holds",
+            Buffer::Gradients => "gradients hold",
+        }
+    }
+}
+
+fn describe_offset(index: usize, offset: Option<usize>) -> String {
+    match offset {
+        Some(offset) => format!("offset {index} is {offset}"),
+        None => "there are none".to_string(),
+    }
 }
 
 /// A failure inside a host or device tier.

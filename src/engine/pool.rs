@@ -126,9 +126,7 @@ impl RowGradients {
         let row_bits = u64::BITS - largest.leading_zeros();
         let bag_bits = usize::BITS - bag_count.saturating_sub(1).leading_zeros();
         if row_bits + bag_bits > u64::BITS {
-            return Err(EngineError::Shape(format!(
-                "a batch of {bag_count} bags with rows up to {largest} is too large to group by row (64-bit keys)"
-            )));
+            return Err(EngineError::BatchTooLarge { bags: bag_count, largest_row: largest });
         }
         self.bag_bits = bag_bits;
         self.keys.clear();

@@ -86,7 +86,7 @@ impl Prefetcher {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "it panicked".into());
-                Err(EngineError::SourceFailed(message))
+                Err(EngineError::SourceFailed { panic: message })
             }
             _ => Ok(()),
         }

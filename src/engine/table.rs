@@ -34,7 +34,7 @@ use super::placement::{Hierarchy, Level, Placement};
 use super::pool::{pool_bags, Pooling, RowGradients};
 use super::stats::EngineStats;
 use super::storage::{BackingStore, StorageService};
-use super::{EngineError, Optimizer, RowLayout};
+use super::{Buffer, EngineError, Optimizer, RowLayout};
 
 /// Distinct rows whose gradients are summed, then applied, together (as many as
 /// [`Optimizer::gradient_sums`] interleaves).
@@ -85,21 +85,16 @@ impl TieredTable {
         let layout = store.layout();
         let rows = store.rows();
         if layout.state != config.optimizer.state_floats() {
-            return Err(EngineError::Config(format!(
-                "{}: rows carry {} optimizer values, the configured optimizer needs {}",
-                store.describe(),
-                layout.state,
-                config.optimizer.state_floats()
-            )));
+            return Err(EngineError::OptimizerState { store: store.describe(), has: layout.state, needs: config.optimizer.state_floats() });
         }
-        let (device, device_policy) = match config.device.capacity("device", layout)? {
+        let (device, device_policy) = match config.device.capacity(Level::Device, layout)? {
             0 => (None, None),
             n => {
                 let (tier, policy) = Tier::new(Level::Device, open_device(config.device_backend, n, layout)?, &config.device.policy, rows)?;
                 (Some(tier), Some(policy))
             }
         };
-        let (host, host_policy) = match config.host.capacity("host", layout)? {
+        let (host, host_policy) = match config.host.capacity(Level::Host, layout)? {
             0 => (None, None),
             n => {
                 let (tier, policy) = Tier::new(Level::Host, Box::new(HostSlab::new(n, layout)?), &config.host.policy, rows)?;
@@ -184,7 +179,7 @@ impl TieredTable {
         let start = Instant::now();
         let dim = self.layout.dim;
         if out.len() != batch.bags() * dim {
-            return Err(EngineError::Shape(format!("lookup output holds {} values, the batch needs {}", out.len(), batch.bags() * dim)));
+            return Err(EngineError::Length { what: Buffer::LookupOutput, got: out.len(), needs: batch.bags() * dim });
         }
         self.place_batch(batch)?;
         self.copied.clear();
@@ -270,7 +265,7 @@ impl TieredTable {
     pub fn apply_gradients(&mut self, batch: &Batch, bag_grads: &[f32]) -> Result<(), EngineError> {
         let dim = self.layout.dim;
         if bag_grads.len() != batch.bags() * dim {
-            return Err(EngineError::Shape(format!("gradients hold {} values, the batch needs {}", bag_grads.len(), batch.bags() * dim)));
+            return Err(EngineError::Length { what: Buffer::Gradients, got: bag_grads.len(), needs: batch.bags() * dim });
         }
         self.check_rows(batch)?;
         self.device_slots.clear();
@@ -380,10 +375,7 @@ impl TieredTable {
     /// checkpoint is committed, with no write in between.
     pub fn protect_checkpoint(&mut self, checkpoint: u64) -> Result<(), EngineError> {
         if self.staging.unsynced_writes() {
-            return Err(EngineError::Config(format!(
-                "{}: protecting checkpoint {checkpoint} needs a flush first (rows were written since the last one)",
-                self.staging.storage().describe()
-            )));
+            return Err(EngineError::CheckpointNotFlushed { store: self.staging.storage().describe().to_string(), checkpoint });
         }
         self.staging.storage().protect_checkpoint(checkpoint)
     }

@@ -47,7 +47,7 @@ pub enum TrainError {
 fn flush_after(table: &mut TieredTable, error: TrainError) -> TrainError {
     match table.flush() {
         Ok(()) => error,
-        Err(EngineError::StoreFailed(_)) => TrainError::NotFlushed { error: Box::new(error), flush: "the store failed".into() },
+        Err(EngineError::StoreFailed { .. }) => TrainError::NotFlushed { error: Box::new(error), flush: "the store failed".into() },
         Err(flush) => TrainError::NotFlushed { error: Box::new(error), flush: flush.to_string() },
     }
 }

@@ -87,7 +87,7 @@ impl WriteFailure {
             return Err(error);
         }
         match &self.message {
-            Some(message) => Err(EngineError::StoreFailed(message.clone())),
+            Some(message) => Err(EngineError::StoreFailed { earlier: message.clone() }),
             None => Ok(()),
         }
     }

@@ -7,7 +7,7 @@ use strata_policies::PolicyConfig;
 
 use crate::engine::device::DeviceKind;
 use crate::engine::host::HostSlab;
-use crate::engine::placement::Hierarchy;
+use crate::engine::placement::{Hierarchy, Level};
 use crate::engine::pool::Pooling;
 use crate::engine::{EngineError, Optimizer, RowLayout};
 
@@ -35,18 +35,18 @@ impl TierConfig {
         TierConfig { rows: 0, bytes, policy }
     }
 
-    /// The tier's capacity in rows for rows of `layout`.
-    pub fn capacity(&self, tier: &str, layout: RowLayout) -> Result<usize, EngineError> {
+    /// The capacity in rows of `tier`, configured by `self`, for rows of `layout`.
+    pub fn capacity(&self, tier: Level, layout: RowLayout) -> Result<usize, EngineError> {
         match (self.rows, self.bytes) {
             (rows, 0) => Ok(rows),
             (0, bytes) => {
                 let stride = HostSlab::stride_bytes(layout) as u64;
                 match bytes / stride {
-                    0 => Err(EngineError::Config(format!("{tier}: {bytes} bytes hold no row of {stride} bytes"))),
+                    0 => Err(EngineError::TierTooSmall { tier, bytes, stride }),
                     rows => Ok(rows as usize),
                 }
             }
-            _ => Err(EngineError::Config(format!("{tier}: give rows or bytes, not both"))),
+            (rows, bytes) => Err(EngineError::TierSizedTwice { tier, rows, bytes }),
         }
     }
 }
@@ -94,12 +94,19 @@ mod tests {
     #[test]
     fn tier_sizes_in_rows_or_bytes() {
         let layout = RowLayout { dim: 128, state: 1 }; // 516 bytes -> 576-byte stride
-        assert_eq!(TierConfig::rows(10, PolicyConfig::Lru).capacity("host", layout).unwrap(), 10);
-        assert_eq!(TierConfig::bytes(576 * 1000 + 5, PolicyConfig::Lru).capacity("host", layout).unwrap(), 1000);
-        let err = TierConfig::bytes(100, PolicyConfig::Lru).capacity("host", layout).unwrap_err().to_string();
+        assert_eq!(TierConfig::rows(10, PolicyConfig::Lru).capacity(Level::Host, layout).unwrap(), 10);
+        assert_eq!(TierConfig::bytes(576 * 1000 + 5, PolicyConfig::Lru).capacity(Level::Host, layout).unwrap(), 1000);
+        let err = TierConfig::bytes(100, PolicyConfig::Lru).capacity(Level::Host, layout).unwrap_err().to_string();
         assert!(err.contains("host") && err.contains("100 bytes"), "{err}");
         let both = TierConfig { rows: 1, bytes: 1 << 20, policy: PolicyConfig::Lru };
-        assert!(both.capacity("device", layout).is_err());
+        assert!(both.capacity(Level::Device, layout).is_err());
+    }
+
+    #[test]
+    fn a_tier_sized_both_ways_names_both_sizes() {
+        let both = TierConfig { rows: 1, bytes: 1 << 20, policy: PolicyConfig::Lru };
+        let err = both.capacity(Level::Device, RowLayout { dim: 4, state: 0 }).unwrap_err().to_string();
+        assert_eq!(err, "engine config: device: give rows or bytes, not both (rows = 1, bytes = 1048576)");
     }
 
     #[test]

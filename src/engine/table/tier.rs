@@ -36,7 +36,7 @@ impl Tier {
         rows: u64,
     ) -> Result<(Tier, Box<dyn EvictionPolicy>), EngineError> {
         let slots = slab.slots();
-        let policy = policy.build(slots).map_err(|e| EngineError::Config(e.to_string()))?;
+        let policy = policy.build(slots)?;
         let backend = slab.backend();
         let in_host_memory = slab.host_row(0).is_some();
         let tier = Tier {
