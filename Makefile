@@ -22,23 +22,30 @@ TORCH_PYTHON := $(TORCH_VENV)/bin/python
 # FBGEMM's CPU kernels, only for `make bench-fbgemm` (1.6.0 is the release built
 # against torch 2.11; it warns that its compat table lacks 2.11 but imports and runs).
 FBGEMM_VERSION := 1.6.0
+# The Python package (python/): built by maturin into a wheel and installed into the
+# torch venv, with pytest for its tests.
+MATURIN_VERSION := 1.16.0
+PYTEST_VERSION := 9.2.0
+WHEELS := $(or $(CARGO_TARGET_DIR),target)/wheels
 
 # The Python interpreter with libCacheSim, for the cross-check tests and benchmarks.
 export STRATA_PYTHON := $(PYTHON)
 # Cargo with the DLRM model on: torch-sys asks the venv's `python` (first on PATH, as
 # VIRTUAL_ENV tells it) where libtorch is, and build.rs writes that folder into the
 # rpath of the binary and the tests, so nothing needs LD_LIBRARY_PATH afterwards.
-TORCH_CARGO = VIRTUAL_ENV=$(TORCH_VENV) PATH="$(TORCH_VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH=1 $(CARGO)
+TORCH_CARGO_ENV = VIRTUAL_ENV=$(TORCH_VENV) PATH="$(TORCH_VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH=1
+TORCH_CARGO = $(TORCH_CARGO_ENV) $(CARGO)
 FEATURES := --features strata/torch
 
-.PHONY: run test check build venv torch-venv fbgemm toolchain bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
+.PHONY: run test check build python python-tools venv torch-venv fbgemm toolchain bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
 
 run: build venv
 	$(STRATA) run $(CONFIG)
 
 test: export STRATA_TORCH_VENV := $(TORCH_VENV)
-test: check venv
+test: check venv python fbgemm
 	$(TORCH_CARGO) test --workspace --release $(FEATURES)
+	cd python/tests && $(TORCH_PYTHON) -m pytest -q -p no:cacheprovider .
 
 # The gates CI runs before the tests: formatting (rustfmt.toml) and clippy with every
 # warning an error, over both crates, every target (tests, benches) and the model.
@@ -48,6 +55,19 @@ check: toolchain torch-venv
 
 build: toolchain torch-venv
 	$(TORCH_CARGO) build --release $(FEATURES)
+
+# The `strata` Python package into the torch venv: cargo only rebuilds what changed, and
+# the wheel is reinstalled (without touching torch or numpy) each time.
+python: toolchain python-tools
+	rm -f $(WHEELS)/strata-*.whl
+	$(TORCH_CARGO_ENV) $(TORCH_VENV)/bin/maturin build --release --quiet -m python/Cargo.toml -o $(WHEELS)
+	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps $(WHEELS)/strata-*.whl
+
+python-tools: $(TORCH_VENV)/.python-tools-$(MATURIN_VERSION)-$(PYTEST_VERSION).installed
+
+$(TORCH_VENV)/.python-tools-$(MATURIN_VERSION)-$(PYTEST_VERSION).installed: $(TORCH_VENV)/.installed
+	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check maturin==$(MATURIN_VERSION) pytest==$(PYTEST_VERSION) numpy
+	touch $@
 
 # The Rust toolchain (rustup's stable cargo) comes with this kind of machine.
 toolchain:

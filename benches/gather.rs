@@ -41,7 +41,7 @@ fn gather(c: &mut Criterion) {
             let ids = &ids[batch % ID_BATCHES * lookups..][..lookups];
             batch += 1;
             refs.extend(ids.iter().map(|&id| slab.host_row(id).expect("row")));
-            pool_bags(&refs, &offsets, DIM, Pooling::Sum, &mut out);
+            pool_bags(&refs, &offsets, &[], DIM, Pooling::Sum, &mut out);
             black_box(&out);
         })
     });

@@ -33,6 +33,7 @@ const ENGINE_LAYERS: &[&[&str]] = &[
     &["placement"],
     &["table"],
     &["prefetch"],
+    &["collection"],
 ];
 
 /// Lines a module may have before it must say at its top why it is longer.

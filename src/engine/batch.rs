@@ -10,14 +10,17 @@ use super::EngineError;
 /// A batch of lookups: `ids` are global rows, bag `b` is
 /// `ids[bag_offsets[b]..bag_offsets[b + 1]]`. `next_access` (one per id, [`NEVER`]
 /// when unknown) feeds the future-aware policies; `start` is the stream position of
-/// `ids[0]`. For training, `dense` (13 raw counts per sample) and `labels` (one per
-/// sample) ride along; the engine itself never reads them.
+/// `ids[0]`. `weights` (one per id, or empty for unweighted bags) scale each lookup's
+/// row in its bag, as TorchRec's weighted bags and FBGEMM's `per_sample_weights` do.
+/// For training, `dense` (13 raw counts per sample) and `labels` (one per sample) ride
+/// along; the engine itself never reads them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
     pub ids: Vec<u64>,
     pub bag_offsets: Vec<usize>,
     pub next_access: Vec<u64>,
     pub start: u64,
+    pub weights: Vec<f32>,
     pub dense: Vec<f32>,
     pub labels: Vec<f32>,
 }
@@ -26,7 +29,7 @@ impl Batch {
     /// A batch whose future is unknown.
     pub fn new(ids: Vec<u64>, bag_offsets: Vec<usize>, start: u64) -> Self {
         let next_access = vec![NEVER; ids.len()];
-        Batch { ids, bag_offsets, next_access, start, dense: Vec::new(), labels: Vec::new() }
+        Batch { ids, bag_offsets, next_access, start, weights: Vec::new(), dense: Vec::new(), labels: Vec::new() }
     }
 
     pub fn bags(&self) -> usize {
@@ -34,7 +37,7 @@ impl Batch {
     }
 
     /// Checks the batch's shape: bag offsets start at 0, never decrease and end at the
-    /// last id; one next-access time per id.
+    /// last id; one next-access time per id; no weights or one per id.
     pub fn validate(&self) -> Result<(), EngineError> {
         let offsets = &self.bag_offsets;
         let last = offsets.len().saturating_sub(1);
@@ -51,6 +54,9 @@ impl Batch {
         if self.next_access.len() != self.ids.len() {
             return Err(EngineError::NextAccessCount { start: self.start, times: self.next_access.len(), ids: self.ids.len() });
         }
+        if !self.weights.is_empty() && self.weights.len() != self.ids.len() {
+            return Err(EngineError::WeightCount { start: self.start, weights: self.weights.len(), ids: self.ids.len() });
+        }
         Ok(())
     }
 
@@ -63,18 +69,19 @@ impl Batch {
 
 /// Sums the gradient of every lookup into one gradient per distinct row, as
 /// [`RowGradients`] does for the tiered table (each row's lookups in bag order, from
-/// zero): the rows in ascending order and their gradients, `dim` values each.
-/// `bag_grads[b * dim..]` is the gradient of bag `b`'s pooled output.
+/// zero, times each lookup's weight in a weighted batch): the rows in ascending order and
+/// their gradients, `dim` values each. `bag_grads[b * dim..]` is the gradient of bag
+/// `b`'s pooled output.
 ///
 /// # Panics
 /// If the batch is too large for [`RowGradients::group`].
 pub fn aggregate_gradients(batch: &Batch, bag_grads: &[f32], dim: usize, pooling: Pooling) -> (Vec<u64>, Vec<f32>) {
     let mut gradients = RowGradients::default();
-    if let Err(e) = gradients.group(&batch.ids, &batch.bag_offsets) {
+    if let Err(e) = gradients.group(&batch.ids, &batch.bag_offsets, !batch.weights.is_empty()) {
         panic!("aggregate_gradients: {e}");
     }
     let mut grads = vec![0f32; gradients.rows().len() * dim];
-    gradients.sum(0..gradients.rows().len(), &batch.bag_offsets, bag_grads, dim, pooling, &mut grads);
+    gradients.sum(0..gradients.rows().len(), &batch.bag_offsets, &batch.weights, bag_grads, dim, pooling, &mut grads);
     (gradients.rows().to_vec(), grads)
 }
 
@@ -92,6 +99,9 @@ mod tests {
         let mut batch = Batch::new(vec![1, 2, 3], vec![0, 3], 40);
         batch.next_access.pop();
         assert_eq!(batch.validate().unwrap_err().to_string(), "batch at 40: 2 next-access times for 3 ids");
+        let mut batch = Batch::new(vec![1, 2, 3], vec![0, 3], 40);
+        batch.weights = vec![1.0; 2];
+        assert_eq!(batch.validate().unwrap_err().to_string(), "batch at 40: 2 weights for 3 ids");
         assert!(Batch::new(vec![1, 2, 3], vec![0, 1, 1, 3], 40).validate().is_ok());
     }
 }

@@ -29,6 +29,11 @@ impl FlatTable {
         &self.data[row as usize * f..(row as usize + 1) * f]
     }
 
+    /// Every row, one after the other.
+    pub fn rows_slice(&self) -> &[f32] {
+        &self.data
+    }
+
     pub fn row_mut(&mut self, row: u64) -> &mut [f32] {
         let f = self.layout.floats();
         &mut self.data[row as usize * f..(row as usize + 1) * f]
@@ -38,7 +43,7 @@ impl FlatTable {
     pub fn lookup(&self, batch: &Batch, pooling: Pooling, out: &mut [f32]) {
         let dim = self.layout.dim;
         let rows: Vec<&[f32]> = batch.ids.iter().map(|&r| &self.row(r)[..dim]).collect();
-        pool_bags(&rows, &batch.bag_offsets, dim, pooling, out);
+        pool_bags(&rows, &batch.bag_offsets, &batch.weights, dim, pooling, out);
     }
 
     /// The all-in-memory update: the same gradient aggregation and optimizer as the

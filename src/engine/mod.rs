@@ -8,6 +8,7 @@
 //! that the host and device tiers implement.
 
 pub mod batch;
+pub mod collection;
 pub mod device;
 pub mod flat;
 pub mod host;
@@ -254,6 +255,8 @@ pub enum EngineError {
     BagOffsets { start: u64, ids: usize, index: usize, offset: Option<usize> },
     #[error("batch at {start}: {times} next-access times for {ids} ids")]
     NextAccessCount { start: u64, times: usize, ids: usize },
+    #[error("batch at {start}: {weights} weights for {ids} ids")]
+    WeightCount { start: u64, weights: usize, ids: usize },
     /// A batch whose row and bag numbers do not fit one 64-bit key together.
     #[error("a batch of {bags} bags with rows up to {largest_row} is too large to group by row (64-bit keys)")]
     BatchTooLarge { bags: usize, largest_row: u64 },

@@ -1,7 +1,8 @@
-//! Pooling of embedding bags and its backward pass: the sum or mean of each bag's rows,
-//! read in place from whichever tier holds them, in bag order; and [`RowGradients`],
-//! which sums the gradient of each distinct row of a batch over its lookups in bag
-//! order. One function each, so results have the same bits wherever the rows live.
+//! Pooling of embedding bags and its backward pass: the sum or mean of each bag's rows
+//! (each times its lookup's weight in a weighted batch), read in place from whichever
+//! tier holds them, in bag order; and [`RowGradients`], which sums the gradient of each
+//! distinct row of a batch over its lookups in bag order. One function each, so results
+//! have the same bits wherever the rows live.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,16 +32,20 @@ pub fn prefetch(values: &[f32]) {
 
 /// Pools bags of rows: bag `b` is `rows[bag_offsets[b]..bag_offsets[b + 1]]`, and
 /// `out[b * dim..(b + 1) * dim]` becomes the sum (or mean) of the first `dim` values of
-/// its rows, accumulated in bag order starting from the first row. An empty bag gives
-/// zeros. No allocation; the inner loop runs over `dim` and vectorises (with the widest
-/// vectors the CPU has, [`super::with_wide_vectors`]).
+/// its rows, accumulated in bag order starting from the first row. With `weights` (one
+/// per row; empty = unweighted) each row is first multiplied by its weight, and the mean
+/// divides the weighted sum by the bag's length (as TorchRec's weighted bags do). An
+/// empty bag gives zeros. No allocation; the inner loop runs over `dim` and vectorises
+/// (with the widest vectors the CPU has, [`super::with_wide_vectors`]).
 ///
 /// # Panics
 /// If `out` does not hold `dim` floats per bag, the offsets are not non-decreasing
-/// within `rows`, or a row has fewer than `dim` values.
-pub fn pool_bags(rows: &[&[f32]], bag_offsets: &[usize], dim: usize, pooling: Pooling, out: &mut [f32]) {
+/// within `rows`, `weights` is neither empty nor one per row, or a row has fewer than
+/// `dim` values.
+pub fn pool_bags(rows: &[&[f32]], bag_offsets: &[usize], weights: &[f32], dim: usize, pooling: Pooling, out: &mut [f32]) {
     let bags = bag_offsets.len().saturating_sub(1);
     assert_eq!(out.len(), bags * dim, "pool_bags: out holds {} floats for {bags} bags of dim {dim}", out.len());
+    assert!(weights.is_empty() || weights.len() == rows.len(), "pool_bags: {} weights for {} rows", weights.len(), rows.len());
     if dim == 0 {
         return;
     }
@@ -49,15 +54,17 @@ pub fn pool_bags(rows: &[&[f32]], bag_offsets: &[usize], dim: usize, pooling: Po
         || {
             for (b, acc) in out.chunks_exact_mut(dim).enumerate() {
                 let (start, end) = (bag_offsets[b], bag_offsets[b + 1]);
-                pool_bag(&rows[start..end], rows.get(start + PREFETCH_ROWS..).unwrap_or_default(), pooling, acc);
+                let bag_weights = weights.get(start..end).unwrap_or_default();
+                pool_bag(&rows[start..end], bag_weights, rows.get(start + PREFETCH_ROWS..).unwrap_or_default(), pooling, acc);
             }
         },
     );
 }
 
-/// Pools one bag into `acc` (`dim` values), prefetching `ahead[i]` while adding row `i`.
+/// Pools one bag into `acc` (`dim` values), each row times its weight when `weights`
+/// has one per row, prefetching `ahead[i]` while adding row `i`.
 #[inline(always)]
-fn pool_bag(bag: &[&[f32]], ahead: &[&[f32]], pooling: Pooling, acc: &mut [f32]) {
+fn pool_bag(bag: &[&[f32]], weights: &[f32], ahead: &[&[f32]], pooling: Pooling, acc: &mut [f32]) {
     let dim = acc.len();
     let Some((first, rest)) = bag.split_first() else {
         acc.fill(0.0);
@@ -66,13 +73,30 @@ fn pool_bag(bag: &[&[f32]], ahead: &[&[f32]], pooling: Pooling, acc: &mut [f32])
     if let Some(row) = ahead.first() {
         prefetch(&row[..dim.min(row.len())]);
     }
-    acc.copy_from_slice(&first[..dim]);
-    for (i, row) in rest.iter().enumerate() {
-        if let Some(row) = ahead.get(i + 1) {
-            prefetch(&row[..dim.min(row.len())]);
+    match weights.split_first() {
+        None => {
+            acc.copy_from_slice(&first[..dim]);
+            for (i, row) in rest.iter().enumerate() {
+                if let Some(row) = ahead.get(i + 1) {
+                    prefetch(&row[..dim.min(row.len())]);
+                }
+                for (a, &v) in acc.iter_mut().zip(&row[..dim]) {
+                    *a += v;
+                }
+            }
         }
-        for (a, &v) in acc.iter_mut().zip(&row[..dim]) {
-            *a += v;
+        Some((&w0, rest_weights)) => {
+            for (a, &v) in acc.iter_mut().zip(&first[..dim]) {
+                *a = w0 * v;
+            }
+            for (i, (row, &w)) in rest.iter().zip(rest_weights).enumerate() {
+                if let Some(row) = ahead.get(i + 1) {
+                    prefetch(&row[..dim.min(row.len())]);
+                }
+                for (a, &v) in acc.iter_mut().zip(&row[..dim]) {
+                    *a += w * v;
+                }
+            }
         }
     }
     if pooling == Pooling::Mean {
@@ -93,18 +117,23 @@ const RADIX_BITS: u32 = 11;
 /// Keeps its buffers from one batch to the next: a training step allocates nothing once
 /// they have grown to the batch size.
 ///
-/// The lookups are grouped by a stable LSD radix sort of `row << bag_bits | bag` keys
-/// on their row bits (only as many passes as the largest row needs), which keeps each
+/// The lookups are grouped by a stable LSD radix sort of `row << low_bits | bag` keys
+/// (`| lookup` for a weighted batch, whose gradients need each lookup's weight) on
+/// their row bits (only as many passes as the largest row needs), which keeps each
 /// row's lookups in bag order: a row's gradient is the sum, from zero and in bag
-/// order, of the output gradients of the bags that hold it (each times `1 / len` for
-/// mean pooling), whatever the order in which rows are visited.
+/// order, of the output gradients of the bags that hold it (each times its lookup's
+/// weight, and times `1 / len` for mean pooling), whatever the order in which rows are
+/// visited.
 #[derive(Debug, Default)]
 pub struct RowGradients {
-    /// Every lookup as `row << bag_bits | bag`, sorted by [`RowGradients::group`].
+    /// Every lookup as `row << low_bits | bag` (or `| lookup`), sorted by
+    /// [`RowGradients::group`].
     keys: Vec<u64>,
     /// The other half of each radix pass.
     spare: Vec<u64>,
-    bag_bits: u32,
+    low_bits: u32,
+    /// For a batch grouped by lookup, each lookup's bag; empty otherwise.
+    lookup_bags: Vec<u32>,
     /// Per pass, where each digit's lookups go.
     counts: Vec<usize>,
     /// The distinct rows, ascending, and where each one's lookups start in `keys` (one
@@ -114,32 +143,40 @@ pub struct RowGradients {
 }
 
 impl RowGradients {
-    /// Groups the lookups of the bags `ids[bag_offsets[b]..bag_offsets[b + 1]]` by row.
-    /// An error if a row and a bag number do not fit one 64-bit key together (rows
-    /// and bags beyond 2^40 and 2^24, say).
+    /// Groups the lookups of the bags `ids[bag_offsets[b]..bag_offsets[b + 1]]` by row;
+    /// `by_lookup` keeps each lookup's position too, which a weighted batch's
+    /// [`RowGradients::sum`] needs. An error if a row and a bag (or lookup) number do not
+    /// fit one 64-bit key together (rows and bags beyond 2^40 and 2^24, say).
     ///
     /// # Panics
     /// If the offsets are not non-decreasing within `ids`.
-    pub fn group(&mut self, ids: &[u64], bag_offsets: &[usize]) -> Result<(), EngineError> {
+    pub fn group(&mut self, ids: &[u64], bag_offsets: &[usize], by_lookup: bool) -> Result<(), EngineError> {
         let bag_count = bag_offsets.len().saturating_sub(1);
         let largest = ids.iter().copied().max().unwrap_or(0);
         let row_bits = u64::BITS - largest.leading_zeros();
-        let bag_bits = usize::BITS - bag_count.saturating_sub(1).leading_zeros();
-        if row_bits + bag_bits > u64::BITS {
+        let low_count = if by_lookup { ids.len() } else { bag_count };
+        let low_bits = usize::BITS - low_count.saturating_sub(1).leading_zeros();
+        if row_bits + low_bits > u64::BITS || (by_lookup && bag_count > u32::MAX as usize) {
             return Err(EngineError::BatchTooLarge { bags: bag_count, largest_row: largest });
         }
-        self.bag_bits = bag_bits;
+        self.low_bits = low_bits;
         self.keys.clear();
+        self.lookup_bags.clear();
         for b in 0..bag_count {
-            let bag = &ids[bag_offsets[b]..bag_offsets[b + 1]];
-            self.keys.extend(bag.iter().map(|&row| row << bag_bits | b as u64));
+            let bag = bag_offsets[b]..bag_offsets[b + 1];
+            if by_lookup {
+                self.keys.extend(bag.clone().map(|i| ids[i] << low_bits | i as u64));
+                self.lookup_bags.extend(bag.map(|_| b as u32));
+            } else {
+                self.keys.extend(ids[bag].iter().map(|&row| row << low_bits | b as u64));
+            }
         }
         self.sort(row_bits);
         self.rows.clear();
         self.starts.clear();
         let mut previous = None;
         for (i, &key) in self.keys.iter().enumerate() {
-            let row = key >> bag_bits;
+            let row = key >> low_bits;
             if previous != Some(row) {
                 self.rows.push(row);
                 self.starts.push(i);
@@ -166,7 +203,7 @@ impl RowGradients {
         let counts = &mut self.counts;
         counts.clear();
         counts.resize(buckets * passes as usize, 0);
-        let shift = |p: u32| self.bag_bits + p * width;
+        let shift = |p: u32| self.low_bits + p * width;
         for &key in &self.keys {
             for p in 0..passes {
                 counts[p as usize * buckets + ((key >> shift(p)) & mask) as usize] += 1;
@@ -194,8 +231,8 @@ impl RowGradients {
         }
     }
 
-    fn bag_mask(&self) -> u64 {
-        1u64.checked_shl(self.bag_bits).map_or(u64::MAX, |bit| bit - 1)
+    fn low_mask(&self) -> u64 {
+        1u64.checked_shl(self.low_bits).map_or(u64::MAX, |bit| bit - 1)
     }
 
     /// The distinct rows of the last grouped batch, ascending.
@@ -205,23 +242,34 @@ impl RowGradients {
 
     /// Writes the gradients of `rows()[rows]` into `out` (`dim` values each): for each
     /// row, the sum from zero, in bag order, of `bag_grads[b * dim..(b + 1) * dim]`
-    /// (times `1 / len` of bag `b` for mean pooling) over the bags `b` of its lookups.
-    /// `bag_offsets` are the ones the batch was grouped with.
+    /// times a coefficient, over the bags `b` of its lookups. The coefficient is 1 (sum
+    /// pooling) or `1 / len` of bag `b` (mean), times the lookup's weight where
+    /// `weights` has one per lookup (the batch must then have been grouped
+    /// `by_lookup`). `bag_offsets` are the ones the batch was grouped with.
     ///
     /// # Panics
-    /// If `rows` is out of range, `out` does not hold `dim` values per row, or
-    /// `bag_grads` holds fewer than `dim` values per bag.
+    /// If `rows` is out of range, `out` does not hold `dim` values per row, `bag_grads`
+    /// holds fewer than `dim` values per bag, or `weights` is given for a batch not
+    /// grouped by lookup.
+    #[allow(clippy::too_many_arguments)] // one batch's pieces, read in place
     pub fn sum(
         &self,
         rows: std::ops::Range<usize>,
         bag_offsets: &[usize],
+        weights: &[f32],
         bag_grads: &[f32],
         dim: usize,
         pooling: Pooling,
         out: &mut [f32],
     ) {
         assert_eq!(out.len(), rows.len() * dim, "RowGradients::sum: {} values for {} rows of dim {dim}", out.len(), rows.len());
-        let bag_mask = self.bag_mask();
+        let weighted = !weights.is_empty();
+        assert!(!weighted || weights.len() == self.lookup_bags.len(), "RowGradients::sum: weights for a batch not grouped by lookup");
+        let low_mask = self.low_mask();
+        let bag_of = |key: u64| match weighted {
+            true => self.lookup_bags[(key & low_mask) as usize] as usize,
+            false => (key & low_mask) as usize,
+        };
         super::with_wide_vectors(
             #[inline(always)]
             || {
@@ -229,13 +277,15 @@ impl RowGradients {
                     out.fill(0.0);
                     for i in self.starts[k]..self.starts[k + 1] {
                         if let Some(&ahead) = self.keys.get(i + PREFETCH_GRADS) {
-                            prefetch(&bag_grads[(ahead & bag_mask) as usize * dim..][..dim]);
+                            prefetch(&bag_grads[bag_of(ahead) * dim..][..dim]);
                         }
-                        let bag = (self.keys[i] & bag_mask) as usize;
-                        let scale = match pooling {
+                        let key = self.keys[i];
+                        let bag = bag_of(key);
+                        let pooled = match pooling {
                             Pooling::Sum => 1.0,
                             Pooling::Mean => 1.0 / (bag_offsets[bag + 1] - bag_offsets[bag]) as f32,
                         };
+                        let scale = if weighted { weights[(key & low_mask) as usize] * pooled } else { pooled };
                         for (s, &g) in out.iter_mut().zip(&bag_grads[bag * dim..(bag + 1) * dim]) {
                             *s += g * scale;
                         }
@@ -251,17 +301,23 @@ mod tests {
     use super::*;
     use crate::engine::testing::TestValues;
 
-    fn naive(rows: &[Vec<f32>], offsets: &[usize], dim: usize, pooling: Pooling) -> Vec<f32> {
+    /// The weight of lookup `i` (1 where `weights` is empty, which the engine never
+    /// multiplies by: 1 * x is x).
+    fn weight(weights: &[f32], i: usize) -> f32 {
+        weights.get(i).copied().unwrap_or(1.0)
+    }
+
+    fn naive(rows: &[Vec<f32>], offsets: &[usize], weights: &[f32], dim: usize, pooling: Pooling) -> Vec<f32> {
         let mut out = Vec::new();
         for w in offsets.windows(2) {
             let bag = &rows[w[0]..w[1]];
             for j in 0..dim {
                 let mut acc = match bag.first() {
-                    Some(r) => r[j],
+                    Some(r) => weight(weights, w[0]) * r[j],
                     None => 0.0,
                 };
-                for r in bag.iter().skip(1) {
-                    acc += r[j];
+                for (k, r) in bag.iter().enumerate().skip(1) {
+                    acc += weight(weights, w[0] + k) * r[j];
                 }
                 if pooling == Pooling::Mean && !bag.is_empty() {
                     acc /= bag.len() as f32;
@@ -290,22 +346,33 @@ mod tests {
                 let next = offsets.last().unwrap() + (values.next_u64() % 40) as usize;
                 offsets.push(next.min(rows.len()));
             }
-            for pooling in [Pooling::Sum, Pooling::Mean] {
+            let mut weights = vec![0f32; rows.len()];
+            values.fill(&mut weights, 2.0);
+            for (pooling, weights) in [Pooling::Sum, Pooling::Mean].into_iter().flat_map(|p| [(p, &[][..]), (p, &weights[..])]) {
                 let mut out = vec![f32::NAN; (offsets.len() - 1) * dim];
-                pool_bags(&refs, &offsets, dim, pooling, &mut out);
-                let want = naive(&rows, &offsets, dim, pooling);
+                pool_bags(&refs, &offsets, weights, dim, pooling, &mut out);
+                let want = naive(&rows, &offsets, weights, dim, pooling);
                 assert_eq!(
                     out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                     want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "dim {dim} {pooling:?}"
+                    "dim {dim} {pooling:?} weighted {}",
+                    !weights.is_empty()
                 );
             }
         }
     }
 
     /// The per-row sums the old aggregation produced: a hash map of rows in order of
-    /// first appearance, each lookup's bag gradient (times its scale) added in bag order.
-    fn first_appearance_sums(ids: &[u64], offsets: &[usize], grads: &[f32], dim: usize, pooling: Pooling) -> Vec<(u64, Vec<f32>)> {
+    /// first appearance, each lookup's bag gradient (times its scale, and its weight if
+    /// any) added in bag order.
+    fn first_appearance_sums(
+        ids: &[u64],
+        offsets: &[usize],
+        weights: &[f32],
+        grads: &[f32],
+        dim: usize,
+        pooling: Pooling,
+    ) -> Vec<(u64, Vec<f32>)> {
         let mut index = std::collections::HashMap::new();
         let mut out: Vec<(u64, Vec<f32>)> = Vec::new();
         for b in 0..offsets.len() - 1 {
@@ -314,11 +381,12 @@ mod tests {
                 Pooling::Sum => 1.0,
                 Pooling::Mean => 1.0 / bag.len() as f32,
             };
-            for &row in bag {
+            for (k, &row) in bag.iter().enumerate() {
                 let i = *index.entry(row).or_insert_with(|| {
                     out.push((row, vec![0.0; dim]));
                     out.len() - 1
                 });
+                let scale = if weights.is_empty() { scale } else { weights[offsets[b] + k] * scale };
                 for (acc, &g) in out[i].1.iter_mut().zip(&grads[b * dim..(b + 1) * dim]) {
                     *acc += g * scale;
                 }
@@ -334,7 +402,7 @@ mod tests {
         let mut gradients = RowGradients::default();
         // Rows below 4 (one radix pass), 300 (one), 2^21 (two) and 2^40 (four).
         for (dim, largest) in [(1, 4u64), (5, 300), (16, 1 << 21), (128, 1 << 40)] {
-            for pooling in [Pooling::Sum, Pooling::Mean] {
+            for (pooling, weighted) in [(Pooling::Sum, false), (Pooling::Mean, false), (Pooling::Sum, true), (Pooling::Mean, true)] {
                 let (mut ids, mut offsets) = (Vec::new(), vec![0usize]);
                 for _ in 0..200 {
                     // Empty bags, and rows repeated within a bag and across bags.
@@ -346,20 +414,30 @@ mod tests {
                 }
                 let mut grads = vec![0f32; 200 * dim];
                 values.fill(&mut grads, 1.0);
-                gradients.group(&ids, &offsets).unwrap();
-                let mut want = first_appearance_sums(&ids, &offsets, &grads, dim, pooling);
+                let mut weights = vec![0f32; if weighted { ids.len() } else { 0 }];
+                values.fill(&mut weights, 2.0);
+                gradients.group(&ids, &offsets, weighted).unwrap();
+                let mut want = first_appearance_sums(&ids, &offsets, &weights, &grads, dim, pooling);
                 want.sort_by_key(|&(row, _)| row);
                 let rows: Vec<u64> = want.iter().map(|&(row, _)| row).collect();
-                assert_eq!(gradients.rows(), rows, "dim {dim} {pooling:?}");
+                assert_eq!(gradients.rows(), rows, "dim {dim} {pooling:?} weighted {weighted}");
                 // All rows at once, and each on its own.
                 let mut all = vec![f32::NAN; want.len() * dim];
-                gradients.sum(0..want.len(), &offsets, &grads, dim, pooling, &mut all);
+                gradients.sum(0..want.len(), &offsets, &weights, &grads, dim, pooling, &mut all);
                 let mut one = vec![f32::NAN; dim];
                 for (k, ((row, sum), all)) in want.iter().zip(all.chunks_exact(dim)).enumerate() {
-                    gradients.sum(k..k + 1, &offsets, &grads, dim, pooling, &mut one);
+                    gradients.sum(k..k + 1, &offsets, &weights, &grads, dim, pooling, &mut one);
                     let want: Vec<u32> = sum.iter().map(|v| v.to_bits()).collect();
-                    assert_eq!(all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "dim {dim} {pooling:?} row {row}");
-                    assert_eq!(one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "dim {dim} {pooling:?} row {row}");
+                    assert_eq!(
+                        all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want,
+                        "dim {dim} {pooling:?} weighted {weighted} row {row}"
+                    );
+                    assert_eq!(
+                        one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want,
+                        "dim {dim} {pooling:?} weighted {weighted} row {row}"
+                    );
                 }
             }
         }
@@ -368,18 +446,22 @@ mod tests {
     #[test]
     fn row_gradients_of_no_lookups_and_of_keys_beyond_64_bits() {
         let mut gradients = RowGradients::default();
-        gradients.group(&[], &[0, 0, 0]).unwrap();
+        gradients.group(&[], &[0, 0, 0], false).unwrap();
         assert!(gradients.rows().is_empty());
         // Only row 0: nothing to sort.
-        gradients.group(&[0, 0, 0], &[0, 2, 3]).unwrap();
+        gradients.group(&[0, 0, 0], &[0, 2, 3], false).unwrap();
         assert_eq!(gradients.rows(), [0]);
         let mut out = [f32::NAN; 2];
-        gradients.sum(0..1, &[0, 2, 3], &[1.0, 2.0, 0.5, 0.25], 2, Pooling::Mean, &mut out);
+        gradients.sum(0..1, &[0, 2, 3], &[], &[1.0, 2.0, 0.5, 0.25], 2, Pooling::Mean, &mut out);
         assert_eq!(out, [0.5 + 0.5 + 0.5, 1.0 + 1.0 + 0.25]);
+        // Weighted: lookups 0, 1 (bag 0, len 2) and 2 (bag 1) weigh 2, 4 and 8.
+        gradients.group(&[0, 0, 0], &[0, 2, 3], true).unwrap();
+        gradients.sum(0..1, &[0, 2, 3], &[2.0, 4.0, 8.0], &[1.0, 2.0, 0.5, 0.25], 2, Pooling::Mean, &mut out);
+        assert_eq!(out, [1.0 + 2.0 + 4.0, 2.0 + 4.0 + 2.0]);
         // A 63-bit row and 4 bags (2 bits) do not fit one 64-bit key.
-        let err = gradients.group(&[1 << 62, 0, 1, 2], &[0, 1, 2, 3, 4]).unwrap_err().to_string();
+        let err = gradients.group(&[1 << 62, 0, 1, 2], &[0, 1, 2, 3, 4], false).unwrap_err().to_string();
         assert!(err.contains("4 bags") && err.contains("too large"), "{err}");
-        gradients.group(&[1 << 62, 0], &[0, 1, 2]).unwrap();
+        gradients.group(&[1 << 62, 0], &[0, 1, 2], false).unwrap();
         assert_eq!(gradients.rows(), [0, 1 << 62]);
     }
 
@@ -388,8 +470,8 @@ mod tests {
         let a = [1.0f32, 2.0];
         let rows: Vec<&[f32]> = vec![&a, &a];
         let mut out = [f32::NAN; 8];
-        pool_bags(&rows, &[0, 0, 2, 2, 2], 2, Pooling::Mean, &mut out);
+        pool_bags(&rows, &[0, 0, 2, 2, 2], &[], 2, Pooling::Mean, &mut out);
         assert_eq!(out, [0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
-        pool_bags(&[], &[0], 2, Pooling::Sum, &mut []);
+        pool_bags(&[], &[0], &[], 2, Pooling::Sum, &mut []);
     }
 }

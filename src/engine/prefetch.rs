@@ -6,6 +6,8 @@
 //! Dropping the prefetcher (at the end, or when the consumer stops early on an error or
 //! a stop request) disconnects the channel and joins the source thread, which stops at
 //! its next send; a source thread that panicked is an error, never a short stream.
+//! The window itself ([`LookaheadWindow`]) is its own type, for callers that bring
+//! their own batches (the Python read-ahead wrapper).
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -17,14 +19,68 @@ use super::batch::Batch;
 use super::table::TieredTable;
 use super::EngineError;
 
+/// The batches read ahead of the one being served, each lookup's next access within
+/// them filled in as batches enter.
+#[derive(Debug, Default)]
+pub struct LookaheadWindow {
+    queue: VecDeque<Batch>,
+    /// Row -> stream position of its latest lookup still in the window.
+    last_seen: FxHashMap<u64, u64>,
+}
+
+impl LookaheadWindow {
+    /// Batches in the window.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The batch that leaves the window next.
+    pub fn front(&self) -> Option<&Batch> {
+        self.queue.front()
+    }
+
+    /// Adds `batch` (its `start` its stream position, after every batch in the window)
+    /// at the back, filling in next-access times: of earlier batches in the window, and
+    /// within `batch`. Returns the batch as it stands in the window.
+    pub fn push(&mut self, mut batch: Batch) -> &Batch {
+        for i in 0..batch.ids.len() {
+            let row = batch.ids[i];
+            let position = batch.start + i as u64;
+            if let Some(previous) = self.last_seen.insert(row, position) {
+                if previous >= batch.start {
+                    batch.next_access[(previous - batch.start) as usize] = position;
+                } else if let Some(earlier) = self.queue.iter_mut().find(|b| previous >= b.start && previous < b.start + b.ids.len() as u64)
+                {
+                    earlier.next_access[(previous - earlier.start) as usize] = position;
+                }
+            }
+        }
+        self.queue.push_back(batch);
+        self.queue.back().unwrap_or_else(|| unreachable!("just pushed"))
+    }
+
+    /// Takes the front batch out of the window.
+    pub fn pop(&mut self) -> Option<Batch> {
+        let batch = self.queue.pop_front()?;
+        for (i, &row) in batch.ids.iter().enumerate() {
+            if self.last_seen.get(&row) == Some(&(batch.start + i as u64)) {
+                self.last_seen.remove(&row);
+            }
+        }
+        Some(batch)
+    }
+}
+
 /// Serves batches to the consumer `window` batches behind the source.
 pub struct Prefetcher {
     window: usize,
     incoming: Option<mpsc::Receiver<Batch>>,
     source: Option<JoinHandle<()>>,
-    queue: VecDeque<Batch>,
-    /// Row -> stream position of its latest lookup still in the window.
-    last_seen: FxHashMap<u64, u64>,
+    ahead: LookaheadWindow,
 }
 
 impl Prefetcher {
@@ -42,7 +98,7 @@ impl Prefetcher {
                 }
             })
             .expect("spawning the batch source thread");
-        Prefetcher { window, incoming: Some(incoming), source: Some(source), queue: VecDeque::new(), last_seen: FxHashMap::default() }
+        Prefetcher { window, incoming: Some(incoming), source: Some(source), ahead: LookaheadWindow::default() }
     }
 
     pub fn window(&self) -> usize {
@@ -51,15 +107,14 @@ impl Prefetcher {
 
     /// The next batch to serve, with its rows' store reads already under way.
     pub fn next(&mut self, table: &mut TieredTable) -> Result<Option<Batch>, EngineError> {
-        while self.queue.len() <= self.window {
+        while self.ahead.len() <= self.window {
             let Some(incoming) = self.incoming.as_ref() else { break };
             match incoming.recv() {
-                Ok(mut batch) => {
-                    self.annotate_into(&mut batch);
+                Ok(batch) => {
+                    let batch = self.ahead.push(batch);
                     if self.window > 0 {
-                        table.prefetch(&batch)?;
+                        table.prefetch(batch)?;
                     }
-                    self.queue.push_back(batch);
                 }
                 Err(_) => {
                     self.incoming = None;
@@ -67,13 +122,7 @@ impl Prefetcher {
                 }
             }
         }
-        let Some(batch) = self.queue.pop_front() else { return Ok(None) };
-        for (i, &row) in batch.ids.iter().enumerate() {
-            if self.last_seen.get(&row) == Some(&(batch.start + i as u64)) {
-                self.last_seen.remove(&row);
-            }
-        }
-        Ok(Some(batch))
+        Ok(self.ahead.pop())
     }
 
     /// Joins the source thread once its batches have ended: a source that panicked is
@@ -89,22 +138,6 @@ impl Prefetcher {
                 Err(EngineError::SourceFailed { panic: message })
             }
             _ => Ok(()),
-        }
-    }
-
-    /// Fills next-access times: of earlier batches in the window, and within `batch`.
-    fn annotate_into(&mut self, batch: &mut Batch) {
-        for i in 0..batch.ids.len() {
-            let row = batch.ids[i];
-            let position = batch.start + i as u64;
-            if let Some(previous) = self.last_seen.insert(row, position) {
-                if previous >= batch.start {
-                    batch.next_access[(previous - batch.start) as usize] = position;
-                } else if let Some(earlier) = self.queue.iter_mut().find(|b| previous >= b.start && previous < b.start + b.ids.len() as u64)
-                {
-                    earlier.next_access[(previous - earlier.start) as usize] = position;
-                }
-            }
         }
     }
 }

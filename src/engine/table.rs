@@ -193,7 +193,7 @@ impl TieredTable {
                 self.rows_in_place(batch, spare).unwrap_or_else(|_| unreachable!("every row is in host memory or copied"))
             }
         };
-        pool_bags(&refs, &batch.bag_offsets, dim, self.pooling, out);
+        pool_bags(&refs, &batch.bag_offsets, &batch.weights, dim, self.pooling, out);
         self.row_refs = reuse_refs(refs);
         self.staging.top_up_next(batch.start, &self.tiers, &mut self.stats)?;
         self.stats.lookups += batch.ids.len() as u64;
@@ -273,8 +273,9 @@ impl TieredTable {
         let mut gradients = std::mem::take(&mut self.gradients);
         let mut grads = std::mem::take(&mut self.group_grads);
         grads.resize(UPDATE_GROUP * dim, 0.0);
-        let applied =
-            gradients.group(&batch.ids, &batch.bag_offsets).and_then(|()| self.apply_grouped(&gradients, batch, bag_grads, &mut grads));
+        let applied = gradients
+            .group(&batch.ids, &batch.bag_offsets, !batch.weights.is_empty())
+            .and_then(|()| self.apply_grouped(&gradients, batch, bag_grads, &mut grads));
         self.gradients = gradients;
         self.group_grads = grads;
         applied?;
@@ -301,7 +302,7 @@ impl TieredTable {
                 self.prefetch_row(row);
             }
             let grads = &mut grads[..group.len() * dim];
-            gradients.sum(first..first + group.len(), &batch.bag_offsets, bag_grads, dim, self.pooling, grads);
+            gradients.sum(first..first + group.len(), &batch.bag_offsets, &batch.weights, bag_grads, dim, self.pooling, grads);
             let sums = &mut sums[..group.len()];
             self.optimizer.gradient_sums(grads, dim, sums);
             for (k, ((&row, grad), &sum)) in group.iter().zip(grads.chunks_exact(dim)).zip(sums.iter()).enumerate() {

@@ -64,7 +64,7 @@ pub fn pooled_gather_rows_per_s(slab: &dyn RowSlab, ids: &[u32], bag: usize, bat
         for &id in &ids[(batches % batches_held) * lookups..][..lookups] {
             refs.push(slab.host_row(id).context("row vanished from the host slab")?);
         }
-        pool_bags(&refs, &offsets, dim, Pooling::Sum, &mut out);
+        pool_bags(&refs, &offsets, &[], dim, Pooling::Sum, &mut out);
         std::hint::black_box(&out);
         batches += 1;
     }

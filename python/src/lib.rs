@@ -1,0 +1,260 @@
+//! `strata._native`: the thin PyO3 layer between the `strata` Python package and the
+//! engine. Tensors and arrays cross as (address, length) pairs that the Python side
+//! takes from contiguous CPU tensors of the right dtype and keeps alive for the call;
+//! rows, pooled outputs and gradients are read and written in place, and the GIL is
+//! released while the engine works. Configs cross as JSON, results as JSON.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use strata::engine::collection::{CollectionConfig, CollectionError, FeatureBags, TableCollection};
+use strata::sim::{Capacity, Simulation};
+use strata::trace::{KeySource, TraceError, TraceFormat, TraceRecord};
+use strata_policies::{AdmissionConfig, PolicyConfig, NEVER};
+
+/// A slice of `len` values of `T` at `address`, as the Python side hands them over.
+///
+/// # Safety
+/// `address` must point to `len` initialised, aligned values of `T` that stay alive and
+/// unmodified by anyone else for `'a` (the Python wrapper checks the dtype, device and
+/// contiguity of the tensor it takes them from and holds it for the call); or `len` is 0.
+unsafe fn slice<'a, T>(address: usize, len: usize) -> &'a [T] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's contract above.
+    unsafe { std::slice::from_raw_parts(address as *const T, len) }
+}
+
+/// As [`slice`], writable.
+///
+/// # Safety
+/// As [`slice`], and no one else reads or writes the memory for `'a`.
+unsafe fn slice_mut<'a, T>(address: usize, len: usize) -> &'a mut [T] {
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: the caller's contract above.
+    unsafe { std::slice::from_raw_parts_mut(address as *mut T, len) }
+}
+
+/// One feature's tensors: values (int64), offsets (int64), weights (float32; length 0
+/// when unweighted), each as (address, length).
+type FeatureArgs = ((usize, usize), (usize, usize), (usize, usize));
+
+/// # Safety
+/// Every pair must satisfy [`slice`]'s contract.
+unsafe fn feature_bags<'a>(features: &[FeatureArgs]) -> Vec<FeatureBags<'a>> {
+    features
+        .iter()
+        .map(|&((v, nv), (o, no), (w, nw))| {
+            // SAFETY: the caller's contract.
+            unsafe { FeatureBags { values: slice(v, nv), offsets: slice(o, no), weights: slice(w, nw) } }
+        })
+        .collect()
+}
+
+fn to_py(error: CollectionError) -> PyErr {
+    match error {
+        CollectionError::Table { .. } => PyRuntimeError::new_err(error.to_string()),
+        _ => PyValueError::new_err(error.to_string()),
+    }
+}
+
+/// Tables of their own shapes, tiered, used one step at a time (see
+/// `strata::engine::collection`).
+#[pyclass(module = "strata._native")]
+struct Collection {
+    inner: Mutex<TableCollection>,
+}
+
+impl Collection {
+    fn with<R: Send>(&self, py: Python<'_>, work: impl FnOnce(&mut TableCollection) -> Result<R, CollectionError> + Send) -> PyResult<R> {
+        py.allow_threads(|| {
+            let mut collection = self.inner.lock().map_err(|_| PyRuntimeError::new_err("an earlier call panicked inside the engine"))?;
+            work(&mut collection).map_err(to_py)
+        })
+    }
+}
+
+#[pymethods]
+impl Collection {
+    /// Builds the collection from a `CollectionConfig` in JSON, whose two policies may
+    /// be given by name (as `strata simulate --policies` takes them).
+    #[new]
+    fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
+        let bad = |e: String| PyValueError::new_err(format!("collection config: {e}"));
+        let mut value: serde_json::Value = serde_json::from_str(config_json).map_err(|e| bad(e.to_string()))?;
+        for key in ["device_policy", "host_policy"] {
+            if let Some(name) = value.get(key).and_then(|v| v.as_str()).map(str::to_string) {
+                let policy = PolicyConfig::from_name(&name).map_err(|e| bad(format!("{key}: {e}")))?;
+                value[key] = serde_json::to_value(policy).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        let config: CollectionConfig = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        let collection = py.allow_threads(|| TableCollection::new(&config)).map_err(to_py)?;
+        Ok(Collection { inner: Mutex::new(collection) })
+    }
+
+    /// Announces a future step (its features, every table's, in order).
+    fn announce(&self, py: Python<'_>, features: Vec<FeatureArgs>) -> PyResult<()> {
+        self.with(py, |c| {
+            // SAFETY: the Python wrapper hands over live, contiguous tensors of the
+            // stated dtypes and lengths and holds them for the call.
+            let features = unsafe { feature_bags(&features) };
+            c.announce(&features)
+        })
+    }
+
+    /// Pools the step's bags into `outs` (one float32 buffer per table); gradients follow
+    /// when `for_training`.
+    fn lookup(&self, py: Python<'_>, features: Vec<FeatureArgs>, outs: Vec<(usize, usize)>, for_training: bool) -> PyResult<()> {
+        self.with(py, |c| {
+            // SAFETY: as in `announce`; the output tensors are fresh, so nothing else
+            // touches them.
+            let (features, mut outs) =
+                unsafe { (feature_bags(&features), outs.iter().map(|&(a, n)| slice_mut::<f32>(a, n)).collect::<Vec<_>>()) };
+            c.lookup(&features, &mut outs, for_training)
+        })
+    }
+
+    /// Applies the gradients of the last lookup's outputs (one float32 buffer per table).
+    fn apply_gradients(&self, py: Python<'_>, grads: Vec<(usize, usize)>) -> PyResult<()> {
+        self.with(py, |c| {
+            // SAFETY: as in `announce`.
+            let grads: Vec<&[f32]> = grads.iter().map(|&(a, n)| unsafe { slice::<f32>(a, n) }).collect();
+            c.apply_gradients(&grads)
+        })
+    }
+
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |c| c.flush())
+    }
+
+    /// Steps announced and not yet looked up.
+    fn announced(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |c| Ok(c.announced()))
+    }
+
+    /// Copies every row of table `t` (values then optimizer state, `rows * floats`
+    /// float32) into the buffer at `address`.
+    fn read_rows(&self, py: Python<'_>, t: usize, address: usize, len: usize) -> PyResult<()> {
+        self.with(py, |c| {
+            let flat = c.rows_of(t)?;
+            let rows = flat.rows_slice();
+            if rows.len() != len {
+                return Err(CollectionError::Step(format!("table {t} has {} values, the buffer holds {len}", rows.len())));
+            }
+            // SAFETY: as in `lookup`.
+            unsafe { slice_mut::<f32>(address, len) }.copy_from_slice(rows);
+            Ok(())
+        })
+    }
+
+    /// Each table's statistics, as JSON `{name: stats}`.
+    fn stats(&self, py: Python<'_>) -> PyResult<String> {
+        self.with(py, |c| {
+            let map: serde_json::Map<String, serde_json::Value> =
+                c.stats().into_iter().map(|(name, stats)| (name, serde_json::to_value(stats).unwrap_or_default())).collect();
+            Ok(serde_json::Value::Object(map).to_string())
+        })
+    }
+}
+
+/// Keys of a uint64 NumPy array, read in place.
+struct ArrayKeys {
+    address: usize,
+    len: usize,
+    at: usize,
+}
+
+impl KeySource for ArrayKeys {
+    fn next_chunk(&mut self, out: &mut Vec<TraceRecord>, max: usize) -> Result<(), TraceError> {
+        out.clear();
+        // SAFETY: `simulate` holds the array for the whole simulation (see `slice`).
+        let keys: &[u64] = unsafe { slice(self.address, self.len) };
+        let end = (self.at + max).min(keys.len());
+        out.extend(keys[self.at..end].iter().map(|&key| TraceRecord { key, next_access: NEVER }));
+        self.at = end;
+        Ok(())
+    }
+}
+
+/// Replays a trace (a uint64 array as (address, length), or a trace file) through
+/// `policies` at `capacities`; returns the report as JSON (its `results` and, with
+/// `mrc_rate`, the miss-ratio curves).
+#[pyfunction]
+#[pyo3(signature = (keys, path, policies, capacities, mrc_rate=None, admission_json=None, threads=0))]
+#[allow(clippy::too_many_arguments)] // one Python call's keyword arguments
+fn simulate(
+    py: Python<'_>,
+    keys: Option<(usize, usize)>,
+    path: Option<PathBuf>,
+    policies: Vec<String>,
+    capacities: Vec<f64>,
+    mrc_rate: Option<f64>,
+    admission_json: Option<&str>,
+    threads: usize,
+) -> PyResult<String> {
+    let policies = policies
+        .iter()
+        .map(|p| PolicyConfig::from_name(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let capacities = capacities
+        .iter()
+        .map(|&c| Capacity::try_from(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PyValueError::new_err(format!("capacities: {e}")))?;
+    let admission: AdmissionConfig = match admission_json {
+        Some(text) => serde_json::from_str(text).map_err(|e| PyValueError::new_err(format!("admission: {e}")))?,
+        None => AdmissionConfig::default(),
+    };
+    if let Some(rate) = mrc_rate.filter(|r| !(*r > 0.0 && *r <= 1.0)) {
+        return Err(PyValueError::new_err(format!("mrc sample rate must be in (0, 1], got {rate}")));
+    }
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let simulation = Simulation { policies, capacities, admission, lru_curve: mrc_rate, threads, scratch_dir: std::env::temp_dir() };
+    let path = match (keys, path) {
+        (Some(_), _) => None,
+        (None, Some(path)) => Some(path),
+        (None, None) => return Err(PyValueError::new_err("give keys or a trace path")),
+    };
+    let open = move || -> Result<Box<dyn KeySource>, TraceError> {
+        match (keys, &path) {
+            (_, Some(path)) => TraceFormat::from_path(path).open(path, &[]),
+            (Some((address, len)), None) => Ok(Box::new(ArrayKeys { address, len, at: 0 })),
+            (None, None) => unreachable!("checked above"),
+        }
+    };
+    let report = py.allow_threads(|| simulation.run(&open)).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let curves = if mrc_rate.is_some() { strata::report::curves(&report, 48) } else { Vec::new() };
+    let json = serde_json::json!({
+        "requests": report.requests,
+        "distinct_rows": report.distinct_rows,
+        "results": report.results,
+        "curves": curves,
+    });
+    Ok(json.to_string())
+}
+
+/// Runs the planner on a plan config file; returns its report as JSON.
+#[pyfunction]
+fn plan(py: Python<'_>, path: PathBuf) -> PyResult<String> {
+    let config = strata::plan::PlanConfig::load(&path).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let report = py.allow_threads(|| strata::plan::plan(&config)).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    serde_json::to_string(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Collection>()?;
+    m.add_function(wrap_pyfunction!(simulate, m)?)?;
+    m.add_function(wrap_pyfunction!(plan, m)?)?;
+    Ok(())
+}

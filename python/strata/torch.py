@@ -1,0 +1,313 @@
+"""Strata's tiered tables as a PyTorch module: ``EmbeddingBagCollection``, a drop-in for
+TorchRec's (and for FBGEMM's ``SplitTableBatchedEmbeddingBagsCodegen`` with a fused
+optimizer), and ``ReadAhead``, which hands it the next batches' ids before the model asks
+for them.
+
+The rows never become a PyTorch parameter: forward pools them inside Strata straight into
+the output tensors, and backward hands the output gradients to Strata, which applies the
+optimizer to exactly the batch's rows in whichever tier holds them (no dense gradient of
+the weights exists). Inputs and outputs are CPU tensors.
+"""
+
+import collections
+import dataclasses
+import json
+import os
+
+import torch
+from torch import nn
+
+from . import RowWiseAdagrad, SGD, Tiers, _native
+
+try:  # TorchRec is optional: with it, KeyedJaggedTensor in and KeyedTensor out.
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+except Exception:  # noqa: BLE001 - any import failure means "not available"
+    KeyedJaggedTensor = KeyedTensor = None
+
+
+@dataclasses.dataclass
+class EmbeddingBagConfig:
+    """One table, as TorchRec's ``EmbeddingBagConfig`` describes it (which is accepted as
+    well). ``pooling``: ``"sum"`` or ``"mean"``. Initial rows are uniform in
+    ``[-init_scale, init_scale)``; by default ``sqrt(1 / num_embeddings)``, TorchRec's."""
+
+    name: str
+    num_embeddings: int
+    embedding_dim: int
+    feature_names: list
+    pooling: str = "sum"
+    init_scale: float = None
+
+
+@dataclasses.dataclass
+class Bags:
+    """One feature's bags: ``values`` (row ids), and ``lengths`` (one per bag) or
+    ``offsets`` (one more than the bags), and optionally ``weights`` (one per value)."""
+
+    values: torch.Tensor
+    lengths: torch.Tensor = None
+    offsets: torch.Tensor = None
+    weights: torch.Tensor = None
+
+
+def _pooling(value):
+    name = getattr(value, "name", value)
+    name = str(name).lower()
+    if name not in ("sum", "mean"):
+        raise ValueError(f"pooling must be sum or mean, not {value!r}")
+    return name
+
+
+def _table(config):
+    scale = getattr(config, "init_scale", None)
+    if scale is None:
+        scale = (1.0 / config.num_embeddings) ** 0.5
+    return {
+        "name": config.name,
+        "rows": int(config.num_embeddings),
+        "dim": int(config.embedding_dim),
+        "pooling": _pooling(config.pooling),
+        "features": list(config.feature_names),
+        "init_scale": float(scale),
+    }
+
+
+def _cpu(tensor, feature, what, dtypes):
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"feature `{feature}`: {what} must be a tensor, not {type(tensor).__name__}")
+    if tensor.device.type != "cpu":
+        raise ValueError(f"feature `{feature}`: {what} is on {tensor.device}; Strata takes CPU tensors")
+    if tensor.dtype not in dtypes:
+        names = " or ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise TypeError(f"feature `{feature}`: {what} must be {names}, not {str(tensor.dtype).removeprefix('torch.')}")
+    if tensor.dim() != 1:
+        raise ValueError(f"feature `{feature}`: {what} must be one-dimensional, not of shape {tuple(tensor.shape)}")
+    return tensor
+
+
+_IDS = (torch.int64, torch.int32)
+
+
+def _bags(feature, bags):
+    """(values int64, offsets int64, weights float32 or None), contiguous, checked."""
+    if isinstance(bags, (tuple, list)):
+        if len(bags) not in (2, 3):
+            raise ValueError(f"feature `{feature}`: give (values, lengths) or (values, lengths, weights)")
+        bags = Bags(bags[0], lengths=bags[1], weights=bags[2] if len(bags) == 3 else None)
+    elif hasattr(bags, "values") and hasattr(bags, "offsets") and callable(bags.values):  # a TorchRec JaggedTensor
+        bags = Bags(bags.values(), offsets=bags.offsets(), weights=bags.weights_or_none())
+    elif not isinstance(bags, Bags):
+        raise TypeError(f"feature `{feature}`: expected Bags, (values, lengths) or a JaggedTensor, not {type(bags).__name__}")
+    values = _cpu(bags.values, feature, "values", _IDS).to(torch.int64).contiguous()
+    if (bags.lengths is None) == (bags.offsets is None):
+        raise ValueError(f"feature `{feature}`: give lengths or offsets, not both or neither")
+    if bags.lengths is not None:
+        lengths = _cpu(bags.lengths, feature, "lengths", _IDS).to(torch.int64)
+        if lengths.numel() and lengths.min() < 0:
+            raise ValueError(f"feature `{feature}`: lengths must not be negative")
+        offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+    else:
+        offsets = _cpu(bags.offsets, feature, "offsets", _IDS).to(torch.int64).contiguous()
+        if offsets.numel() == 0:
+            raise ValueError(f"feature `{feature}`: offsets must hold at least one value (0)")
+    weights = None
+    if bags.weights is not None:
+        weights = _cpu(bags.weights, feature, "weights", (torch.float32,)).contiguous()
+    return values, offsets, weights
+
+
+def _address(tensor):
+    return (tensor.data_ptr(), tensor.numel()) if tensor is not None and tensor.numel() else (0, 0)
+
+
+class _Step:
+    """One step's inputs in the engine's order, with the tensors kept alive for the call."""
+
+    def __init__(self, module, features):
+        self.tensors = []
+        self.args = []
+        self.batch = None
+        if KeyedJaggedTensor is not None and isinstance(features, KeyedJaggedTensor):
+            features = features.to_dict()
+        if not isinstance(features, dict):
+            raise TypeError(f"features must be a KeyedJaggedTensor or a dict of feature -> bags, not {type(features).__name__}")
+        unknown = sorted(set(features) - set(module._features))
+        if unknown:
+            raise ValueError(f"unknown feature `{unknown[0]}` (the tables have {', '.join(module._features)})")
+        missing = [f for f in module._features if f not in features]
+        if missing:
+            raise ValueError(f"feature `{missing[0]}` is missing from the batch")
+        for name in module._features:
+            values, offsets, weights = _bags(name, features[name])
+            bags = offsets.numel() - 1
+            if self.batch is None:
+                self.batch = bags
+            elif bags != self.batch:
+                raise ValueError(f"feature `{name}` has {bags} bags, the batch before it {self.batch}")
+            self.tensors += [values, offsets, weights]
+            self.args.append((_address(values), _address(offsets), _address(weights)))
+
+
+class _Lookup(torch.autograd.Function):
+    """Forward: Strata pools every table's bags into fresh output tensors. Backward: the
+    output gradients go to Strata, which applies the optimizer to the step's rows."""
+
+    @staticmethod
+    def forward(ctx, anchor, module, step):
+        outs = module._lookup(step, for_training=True)
+        ctx.module = module
+        ctx.shapes = [o.shape for o in outs]
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        # An output the loss does not use has no gradient: zero.
+        grads = [torch.zeros(s) if g is None else g.to(torch.float32).contiguous() for g, s in zip(grads, ctx.shapes)]
+        ctx.module._native.apply_gradients([_address(g) for g in grads])
+        return None, None, None
+
+
+class EmbeddingBagCollection(nn.Module):
+    """Embedding bags over tables that live in Strata's tiers.
+
+    ``tables``: ``EmbeddingBagConfig``s (Strata's or TorchRec's). ``tiers``: a
+    ``strata.Tiers`` (or a dict ``{"device": 0.02, "host": 0.1}``): each table's share of
+    rows in the device and host tiers. ``policy``: the tiers' eviction policy by name
+    (``"lru"``, ``"s3fifo"``, ``"lookahead:N"``, ...), or a pair (device, host).
+    ``window``: batches ``ReadAhead`` reads ahead by default. ``optimizer``:
+    ``strata.RowWiseAdagrad(lr, eps)`` or ``strata.SGD(lr)``, applied in backward.
+    ``table_dir``: a folder for the tables' files (created afresh); none keeps them in
+    memory. ``seed``: of the initial rows.
+
+    ``forward(features)`` takes a TorchRec ``KeyedJaggedTensor`` or a dict of feature ->
+    ``Bags`` / ``(values, lengths)`` / JaggedTensor, and returns a ``KeyedTensor`` for a
+    ``KeyedJaggedTensor`` input (TorchRec installed) or a dict of feature -> pooled
+    tensor ``(batch, dim)``. In training mode with grad enabled, the backward pass of the
+    outputs updates the rows; otherwise (``eval()`` or ``torch.no_grad()``) it is a pure
+    lookup.
+    """
+
+    def __init__(self, tables, tiers=None, policy="lru", window=0, optimizer=None, table_dir=None, seed=0, write_buffer=0.0):
+        super().__init__()
+        tiers = tiers if tiers is not None else Tiers()
+        if isinstance(tiers, dict):
+            tiers = Tiers(**tiers)
+        optimizer = optimizer if optimizer is not None else RowWiseAdagrad()
+        if not isinstance(optimizer, (RowWiseAdagrad, SGD)):
+            raise TypeError(f"optimizer must be strata.RowWiseAdagrad or strata.SGD, not {type(optimizer).__name__}")
+        device_policy, host_policy = (policy, policy) if isinstance(policy, str) else tuple(policy)
+        self.tables = [_table(t) for t in tables]
+        self.window = int(window)
+        self._features = [f for t in self.tables for f in t["features"]]
+        self._dims = {f: t["dim"] for t in self.tables for f in t["features"]}
+        config = {
+            "tables": self.tables,
+            "device": float(tiers.device),
+            "host": float(tiers.host),
+            "device_policy": device_policy,
+            "host_policy": host_policy,
+            "hierarchy": tiers.hierarchy,
+            "optimizer": optimizer.config(),
+            "seed": int(seed),
+            "table_dir": None if table_dir is None else os.fspath(table_dir),
+            "write_buffer": float(write_buffer),
+        }
+        self._native = _native.Collection(json.dumps(config))
+        self._state_floats = 1 if isinstance(optimizer, RowWiseAdagrad) else 0
+        # The autograd graph needs one input that requires grad; no gradient reaches it.
+        self._anchor = torch.empty(0, requires_grad=True)
+
+    def forward(self, features):
+        keyed = KeyedJaggedTensor is not None and isinstance(features, KeyedJaggedTensor)
+        step = _Step(self, features)
+        if self.training and torch.is_grad_enabled():
+            outs = _Lookup.apply(self._anchor, self, step)
+        else:
+            outs = self._lookup(step, for_training=False)
+        pooled = self._per_feature(outs, step.batch)
+        if keyed:
+            return KeyedTensor.from_tensor_list(list(pooled), [f for f in pooled])
+        return pooled
+
+    def announce(self, features):
+        """Hands a future batch's features to Strata: its store reads start now, and the
+        lookahead policies see it. Batches must then reach ``forward`` in the order they
+        were announced (``ReadAhead`` does this)."""
+        step = _Step(self, features)
+        self._native.announce(step.args)
+
+    def announced(self):
+        """Batches announced and not yet looked up."""
+        return self._native.announced()
+
+    def flush(self):
+        """Writes every dirty row down to the tables' stores and makes it durable."""
+        self._native.flush()
+
+    def stats(self):
+        """The engine's counters per table: ``{table: {...}}`` (hits, misses, promotions,
+        evictions per tier, bytes moved per link, store reads, latencies)."""
+        return json.loads(self._native.stats())
+
+    def rows(self, table):
+        """Every row of ``table`` as training has left it: ``(weights, optimizer state)``,
+        tensors of ``(num_embeddings, dim)`` and ``(num_embeddings, state)``."""
+        t = self._index(table)
+        spec = self.tables[t]
+        state = self._state_floats
+        buffer = torch.empty(spec["rows"], spec["dim"] + state, dtype=torch.float32)
+        self._native.read_rows(t, buffer.data_ptr(), buffer.numel())
+        return buffer[:, : spec["dim"]], buffer[:, spec["dim"] :]
+
+    def weights(self, table):
+        """Every row's values of ``table``, ``(num_embeddings, dim)``."""
+        return self.rows(table)[0]
+
+    # The engine's side of forward and backward.
+
+    def _lookup(self, step, for_training):
+        outs = []
+        for t in self.tables:
+            outs.append(torch.empty(len(t["features"]) * step.batch, t["dim"], dtype=torch.float32))
+        self._native.lookup(step.args, [_address(o) for o in outs], for_training)
+        return outs
+
+    def _per_feature(self, outs, batch):
+        pooled = collections.OrderedDict()
+        for out, t in zip(outs, self.tables):
+            for i, f in enumerate(t["features"]):
+                pooled[f] = out[i * batch : (i + 1) * batch]
+        return pooled
+
+    def _index(self, table):
+        for i, t in enumerate(self.tables):
+            if t["name"] == table:
+                return i
+        raise ValueError(f"no table `{table}` (the tables are {', '.join(t['name'] for t in self.tables)})")
+
+
+class ReadAhead:
+    """Iterates over ``batches`` (a DataLoader, any iterable) and announces each batch's
+    features to ``module`` ``window`` batches before it is yielded, so Strata reads their
+    rows while the model works on the current ones and the lookahead policies see them.
+    ``features(batch)`` picks a batch's features (default: the batch itself, or its first
+    element if it is a tuple or list). Batches come out unchanged and in order; feed
+    their features to ``module`` in that order."""
+
+    def __init__(self, batches, module, window=None, features=None):
+        self.batches = batches
+        self.module = module
+        self.window = module.window if window is None else int(window)
+        self.features = features or (lambda b: b[0] if isinstance(b, (tuple, list)) else b)
+
+    def __iter__(self):
+        ahead = collections.deque()
+        source = iter(self.batches)
+        for batch in source:
+            self.module.announce(self.features(batch))
+            ahead.append(batch)
+            if len(ahead) > self.window:
+                yield ahead.popleft()
+        while ahead:
+            yield ahead.popleft()

@@ -1,0 +1,475 @@
+//! A collection of embedding tables, each with its own rows, dim and pooling, looked up
+//! and updated one step at a time: what TorchRec's `EmbeddingBagCollection` holds. Each
+//! table is a [`TieredTable`] of its own over its own store, its tiers sized as a share
+//! of its rows; a table's features are pooled together in one batch, so a row that two
+//! features share gets one update. Batches can be announced ahead of the step that
+//! uses them ([`TableCollection::announce`]), which starts their store reads and feeds
+//! the lookahead policies, as the prefetch pipeline does for Strata's own trainer.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use strata_policies::PolicyConfig;
+
+use super::batch::Batch;
+use super::device::DeviceKind;
+use super::flat::FlatTable;
+use super::placement::Hierarchy;
+use super::pool::Pooling;
+use super::prefetch::LookaheadWindow;
+use super::stats::EngineStats;
+use super::storage::{BackingStore, ReadConfig, ReadPath, TableFile};
+use super::table::config::{TableConfig, TierConfig};
+use super::table::TieredTable;
+use super::{EngineError, Optimizer, RowInit, RowLayout};
+
+/// One table: its name, shape, pooling, the features looked up in it, and its initial
+/// rows (uniform in `[-init_scale, init_scale)`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingTableConfig {
+    pub name: String,
+    pub rows: u64,
+    pub dim: usize,
+    #[serde(default)]
+    pub pooling: Pooling,
+    pub features: Vec<String>,
+    pub init_scale: f32,
+}
+
+/// The tables and how every one of them is tiered and updated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfig {
+    pub tables: Vec<EmbeddingTableConfig>,
+    /// Share of each table's rows in the device tier and in the host tier, in [0, 1].
+    pub device: f64,
+    pub host: f64,
+    pub device_policy: PolicyConfig,
+    pub host_policy: PolicyConfig,
+    #[serde(default)]
+    pub hierarchy: Hierarchy,
+    #[serde(default)]
+    pub device_backend: DeviceKind,
+    pub optimizer: Optimizer,
+    /// Seed of every table's initial rows (each table draws its own from it).
+    #[serde(default)]
+    pub seed: u64,
+    /// A folder for the tables' files (`<name>.strata`, created afresh); none = in-memory
+    /// stores.
+    pub table_dir: Option<PathBuf>,
+    #[serde(default = "default_read_path")]
+    pub read_path: ReadPath,
+    /// Share of each table's rows the storage thread may hold dirty to write them down in
+    /// page order.
+    #[serde(default)]
+    pub write_buffer: f64,
+}
+
+fn default_read_path() -> ReadPath {
+    ReadPath::IoUring
+}
+
+/// One feature's bags in a step: `values` (rows of its table), `offsets` (one more than
+/// the bags: bag `b` is `values[offsets[b]..offsets[b + 1]]`) and `weights` (one per
+/// value, or empty).
+#[derive(Clone, Copy, Debug)]
+pub struct FeatureBags<'a> {
+    pub values: &'a [i64],
+    pub offsets: &'a [i64],
+    pub weights: &'a [f32],
+}
+
+/// Anything a collection refuses or fails with, naming the table or feature.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectionError {
+    #[error("collection config: {0}")]
+    Config(String),
+    #[error("feature `{feature}`: {what}")]
+    Feature { feature: String, what: String },
+    #[error("table `{table}`: {source}")]
+    Table { table: String, source: EngineError },
+    #[error("{0}")]
+    Step(String),
+}
+
+struct Member {
+    config: EmbeddingTableConfig,
+    table: TieredTable,
+    window: LookaheadWindow,
+    /// Stream position of the next batch's first lookup.
+    next_start: u64,
+    /// This step's batch, between its lookup and its gradients.
+    current: Option<Batch>,
+}
+
+/// Tables of their own shapes, each tiered, used one step at a time: `announce` (any
+/// number of steps ahead), `lookup`, `apply_gradients`.
+pub struct TableCollection {
+    members: Vec<Member>,
+    /// Steps announced and not yet looked up.
+    announced: usize,
+}
+
+impl TableCollection {
+    /// Builds every table: its store (a fresh table file in `table_dir`, or in memory)
+    /// holding its initial rows, and its tiers.
+    pub fn new(config: &CollectionConfig) -> Result<TableCollection, CollectionError> {
+        check(config)?;
+        if let Some(dir) = &config.table_dir {
+            std::fs::create_dir_all(dir).map_err(|e| CollectionError::Config(format!("{}: {e}", dir.display())))?;
+        }
+        let mut members = Vec::new();
+        for (t, spec) in config.tables.iter().enumerate() {
+            let in_table = |source: EngineError| CollectionError::Table { table: spec.name.clone(), source };
+            let layout = RowLayout::new(spec.dim, &config.optimizer);
+            let init = RowInit::Uniform { seed: crate::hash::mix64(config.seed ^ crate::hash::mix64(t as u64)), scale: spec.init_scale };
+            let store: Box<dyn BackingStore> = match &config.table_dir {
+                Some(dir) => {
+                    let path = table_path(dir, &spec.name);
+                    drop(TableFile::create(&path, spec.rows, layout, init).map_err(|e| in_table(e.into()))?);
+                    let read = ReadConfig { read_path: config.read_path, ..ReadConfig::default() };
+                    Box::new(TableFile::open_with(&path, read).map_err(|e| in_table(e.into()))?)
+                }
+                None => Box::new(FlatTable::new(spec.rows, layout, init)),
+            };
+            let share = |fraction: f64| (spec.rows as f64 * fraction).ceil() as usize;
+            let table_config = TableConfig {
+                device: TierConfig::rows(share(config.device), config.device_policy.clone()),
+                device_backend: config.device_backend,
+                host: TierConfig::rows(share(config.host), config.host_policy.clone()),
+                hierarchy: config.hierarchy,
+                optimizer: config.optimizer,
+                pooling: spec.pooling,
+                write_buffer_rows: share(config.write_buffer),
+            };
+            let table = TieredTable::new(&table_config, store).map_err(in_table)?;
+            members.push(Member { config: spec.clone(), table, window: LookaheadWindow::default(), next_start: 0, current: None });
+        }
+        Ok(TableCollection { members, announced: 0 })
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &EmbeddingTableConfig> {
+        self.members.iter().map(|m| &m.config)
+    }
+
+    /// Steps announced ahead and not yet looked up.
+    pub fn announced(&self) -> usize {
+        self.announced
+    }
+
+    /// Announces a future step (`features` in the order of the tables' features, all
+    /// tables'): its batches enter each table's lookahead window, which fills in next
+    /// accesses for the lookahead policies, and their rows' store reads start.
+    pub fn announce(&mut self, features: &[FeatureBags]) -> Result<(), CollectionError> {
+        let batches = self.batches(features)?;
+        for (member, mut batch) in self.members.iter_mut().zip(batches) {
+            batch.start = member.next_start;
+            member.next_start += batch.ids.len() as u64;
+            let batch = member.window.push(batch);
+            member.table.prefetch(batch).map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+        }
+        self.announced += 1;
+        Ok(())
+    }
+
+    /// Pools the step's bags: table `t`'s bags (its features' bags one feature after the
+    /// other) into `outs[t]` (`bags * dim` values). If steps were announced, `features`
+    /// must be the oldest of them. `for_training`: the step's gradients follow
+    /// ([`TableCollection::apply_gradients`]) before the next lookup; otherwise (serving,
+    /// evaluation) none may. Nothing is placed or read unless every feature is valid.
+    pub fn lookup(&mut self, features: &[FeatureBags], outs: &mut [&mut [f32]], for_training: bool) -> Result<(), CollectionError> {
+        if self.members.iter().any(|m| m.current.is_some()) {
+            return Err(CollectionError::Step("lookup called twice without apply_gradients in between".into()));
+        }
+        let batches = self.batches(features)?;
+        if outs.len() != self.members.len() {
+            return Err(CollectionError::Step(format!("{} output buffers for {} tables", outs.len(), self.members.len())));
+        }
+        for ((member, batch), out) in self.members.iter().zip(&batches).zip(outs.iter()) {
+            let needs = batch.bags() * member.config.dim;
+            if out.len() != needs {
+                return Err(CollectionError::Step(format!(
+                    "table `{}`: output holds {} values, needs {needs}",
+                    member.config.name,
+                    out.len()
+                )));
+            }
+        }
+        let announced = self.announced > 0;
+        if announced {
+            for (member, batch) in self.members.iter().zip(&batches) {
+                let front = member.window.front().ok_or_else(|| CollectionError::Step("announced step missing".into()))?;
+                if front.ids != batch.ids || front.bag_offsets != batch.bag_offsets || front.weights != batch.weights {
+                    return Err(CollectionError::Step(format!(
+                        "table `{}`: the step differs from the oldest announced one (steps must be looked up in the order they were announced)",
+                        member.config.name
+                    )));
+                }
+            }
+            self.announced -= 1;
+        }
+        for ((member, mut batch), out) in self.members.iter_mut().zip(batches).zip(outs.iter_mut()) {
+            if announced {
+                batch = member.window.pop().unwrap_or_else(|| unreachable!("checked above"));
+            } else {
+                batch.start = member.next_start;
+                member.next_start += batch.ids.len() as u64;
+            }
+            member.table.lookup(&batch, out).map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+            member.current = for_training.then_some(batch);
+        }
+        Ok(())
+    }
+
+    /// Applies the gradients of the last lookup's pooled outputs (`grads[t]` for table
+    /// `t`, shaped as its output) to exactly that step's rows, in whichever tier holds
+    /// each, with the collection's optimizer.
+    pub fn apply_gradients(&mut self, grads: &[&[f32]]) -> Result<(), CollectionError> {
+        if grads.len() != self.members.len() {
+            return Err(CollectionError::Step(format!("{} gradient buffers for {} tables", grads.len(), self.members.len())));
+        }
+        for (member, grad) in self.members.iter().zip(grads) {
+            let batch =
+                member.current.as_ref().ok_or_else(|| CollectionError::Step("apply_gradients without a lookup before it".into()))?;
+            let needs = batch.bags() * member.config.dim;
+            if grad.len() != needs {
+                return Err(CollectionError::Step(format!(
+                    "table `{}`: gradient holds {} values, needs {needs}",
+                    member.config.name,
+                    grad.len()
+                )));
+            }
+        }
+        for (member, grad) in self.members.iter_mut().zip(grads) {
+            let batch = member.current.take().unwrap_or_else(|| unreachable!("checked above"));
+            member
+                .table
+                .apply_gradients(&batch, grad)
+                .map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Writes every dirty row down to the tables' stores and makes it durable.
+    pub fn flush(&mut self) -> Result<(), CollectionError> {
+        for member in &mut self.members {
+            member.table.flush().map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Every row of table `t` (values and optimizer state), as training has left it.
+    pub fn rows_of(&mut self, t: usize) -> Result<FlatTable, CollectionError> {
+        let member = self.members.get_mut(t).ok_or_else(|| CollectionError::Step(format!("no table {t}")))?;
+        let mut flat = FlatTable::new(member.config.rows, member.table.layout(), RowInit::Zeros);
+        member.table.snapshot_into(&mut flat).map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+        Ok(flat)
+    }
+
+    /// Each table's statistics, by name.
+    pub fn stats(&self) -> Vec<(String, EngineStats)> {
+        self.members.iter().map(|m| (m.config.name.clone(), m.table.stats())).collect()
+    }
+
+    /// One batch per table from the step's features, every value checked against its
+    /// table's rows, every offset and weight count checked.
+    fn batches(&self, features: &[FeatureBags]) -> Result<Vec<Batch>, CollectionError> {
+        let names: usize = self.members.iter().map(|m| m.config.features.len()).sum();
+        if features.len() != names {
+            return Err(CollectionError::Step(format!("{} features given, the tables have {names}", features.len())));
+        }
+        let mut features = features.iter();
+        let mut batches = Vec::with_capacity(self.members.len());
+        for member in &self.members {
+            let mut batch = Batch::new(Vec::new(), vec![0], 0);
+            let weighted = member.config.features.iter().zip(features.clone()).any(|(_, f)| !f.weights.is_empty());
+            for name in &member.config.features {
+                let bags = features.next().unwrap_or_else(|| unreachable!("counted above"));
+                add_feature(&mut batch, bags, name, member.config.rows, weighted)?;
+            }
+            batch.next_access = vec![strata_policies::NEVER; batch.ids.len()];
+            batches.push(batch);
+        }
+        Ok(batches)
+    }
+}
+
+/// Appends one feature's bags to its table's batch, checking them (`weighted`: the table
+/// is weighted this step, so a feature without weights weighs 1 per value).
+fn add_feature(batch: &mut Batch, bags: &FeatureBags, name: &str, rows: u64, weighted: bool) -> Result<(), CollectionError> {
+    let fail = |what: String| CollectionError::Feature { feature: name.to_string(), what };
+    let offsets = bags.offsets;
+    if offsets.first() != Some(&0) {
+        return Err(fail("offsets must start at 0".into()));
+    }
+    if let Some(i) = offsets.windows(2).position(|w| w[0] > w[1]) {
+        return Err(fail(format!("offsets must not decrease (offset {} is {}, after {})", i + 1, offsets[i + 1], offsets[i])));
+    }
+    let last = offsets[offsets.len() - 1];
+    if last != bags.values.len() as i64 {
+        return Err(fail(format!("the last offset is {last}, but there are {} values", bags.values.len())));
+    }
+    if !bags.weights.is_empty() && bags.weights.len() != bags.values.len() {
+        return Err(fail(format!("{} weights for {} values", bags.weights.len(), bags.values.len())));
+    }
+    if let Some((i, &v)) = bags.values.iter().enumerate().find(|&(_, &v)| v < 0 || v as u64 >= rows) {
+        return Err(fail(format!("value {i} is {v}, out of range for a table of {rows} rows")));
+    }
+    let base = batch.ids.len();
+    batch.ids.extend(bags.values.iter().map(|&v| v as u64));
+    batch.bag_offsets.extend(offsets[1..].iter().map(|&o| base + o as usize));
+    if weighted {
+        match bags.weights.is_empty() {
+            true => batch.weights.resize(batch.ids.len(), 1.0),
+            false => batch.weights.extend_from_slice(bags.weights),
+        }
+    }
+    Ok(())
+}
+
+/// The file of table `name` in `dir`.
+pub fn table_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.strata"))
+}
+
+fn check(config: &CollectionConfig) -> Result<(), CollectionError> {
+    let fail = |what: String| Err(CollectionError::Config(what));
+    if config.tables.is_empty() {
+        return fail("no tables".into());
+    }
+    for (what, share) in [("device", config.device), ("host", config.host), ("write_buffer", config.write_buffer)] {
+        if !(0.0..=1.0).contains(&share) {
+            return fail(format!("{what} = {share}: a share of each table's rows, from 0 to 1"));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut features = std::collections::HashSet::new();
+    for table in &config.tables {
+        if table.name.is_empty() || !table.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return fail(format!("table name `{}`: use letters, digits, `_` and `-`", table.name));
+        }
+        if !names.insert(&table.name) {
+            return fail(format!("table `{}` given twice", table.name));
+        }
+        if table.rows == 0 || table.dim == 0 {
+            return fail(format!("table `{}`: {} rows of dim {}: both must be positive", table.name, table.rows, table.dim));
+        }
+        if table.features.is_empty() {
+            return fail(format!("table `{}` has no features", table.name));
+        }
+        for feature in &table.features {
+            if !features.insert(feature) {
+                return fail(format!("feature `{feature}` is in two tables"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(device: f64, host: f64) -> CollectionConfig {
+        let table = |name: &str, rows, dim, pooling, features: &[&str]| EmbeddingTableConfig {
+            name: name.into(),
+            rows,
+            dim,
+            pooling,
+            features: features.iter().map(|f| f.to_string()).collect(),
+            init_scale: 0.1,
+        };
+        CollectionConfig {
+            tables: vec![table("a", 50, 4, Pooling::Sum, &["f1", "f2"]), table("b", 30, 8, Pooling::Mean, &["f3"])],
+            device,
+            host,
+            device_policy: PolicyConfig::Lru,
+            host_policy: PolicyConfig::Lru,
+            hierarchy: Hierarchy::Inclusive,
+            device_backend: DeviceKind::Emulated,
+            optimizer: Optimizer::RowWiseAdagrad { lr: 0.1, eps: 1e-8 },
+            seed: 7,
+            table_dir: None,
+            read_path: ReadPath::IoUring,
+            write_buffer: 0.0,
+        }
+    }
+
+    /// Each feature's values, offsets and weights.
+    type Step = (Vec<Vec<i64>>, Vec<Vec<i64>>, Vec<Vec<f32>>);
+
+    /// A step's features: f1 and f2 (table a, f2 weighted) and f3 (table b).
+    fn step(k: i64) -> Step {
+        let values = vec![vec![k % 50, (3 * k) % 50, 1], vec![(k + 7) % 50, 2], vec![k % 30, (k * k) % 30, 5, 5]];
+        let offsets = vec![vec![0, 2, 3], vec![0, 0, 2], vec![0, 1, 4]];
+        let weights = vec![vec![], vec![0.5, 2.0], vec![]];
+        (values, offsets, weights)
+    }
+
+    fn features<'a>(values: &'a [Vec<i64>], offsets: &'a [Vec<i64>], weights: &'a [Vec<f32>]) -> Vec<FeatureBags<'a>> {
+        (0..values.len()).map(|i| FeatureBags { values: &values[i], offsets: &offsets[i], weights: &weights[i] }).collect()
+    }
+
+    /// Trains `steps` steps (announcing `ahead` steps in advance) and returns the outputs
+    /// and the final rows of both tables.
+    fn train(mut collection: TableCollection, steps: i64, ahead: i64) -> (Vec<u32>, Vec<Vec<u32>>) {
+        let mut seen = Vec::new();
+        for k in 0..ahead {
+            let (v, o, w) = step(k);
+            collection.announce(&features(&v, &o, &w)).unwrap();
+        }
+        for k in 0..steps {
+            if k + ahead < steps {
+                let (v, o, w) = step(k + ahead);
+                collection.announce(&features(&v, &o, &w)).unwrap();
+            }
+            let (v, o, w) = step(k);
+            let (mut a, mut b) = (vec![0f32; 4 * 4], vec![0f32; 2 * 8]);
+            collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], true).unwrap();
+            seen.extend(a.iter().chain(&b).map(|x| x.to_bits()));
+            let ga: Vec<f32> = a.iter().map(|x| x * 0.5 - 0.01 * k as f32).collect();
+            let gb: Vec<f32> = b.iter().map(|x| 1.0 - x).collect();
+            collection.apply_gradients(&[&ga, &gb]).unwrap();
+        }
+        let rows = (0..2)
+            .map(|t| {
+                let flat = collection.rows_of(t).unwrap();
+                (0..[50, 30][t]).flat_map(|r| flat.row(r).to_vec()).map(f32::to_bits).collect()
+            })
+            .collect();
+        (seen, rows)
+    }
+
+    #[test]
+    fn tiered_tables_of_two_dims_match_all_in_host_bit_for_bit() {
+        let reference = train(TableCollection::new(&config(0.0, 1.0)).unwrap(), 30, 0);
+        for (device, host, ahead) in [(0.1, 0.2, 0), (0.1, 0.2, 3), (0.0, 0.1, 2)] {
+            let tiered = train(TableCollection::new(&config(device, host)).unwrap(), 30, ahead);
+            assert!(tiered == reference, "device {device} host {host} ahead {ahead}");
+        }
+    }
+
+    #[test]
+    fn bad_steps_are_refused_before_anything_moves() {
+        let mut collection = TableCollection::new(&config(0.1, 0.2)).unwrap();
+        let (mut v, o, w) = step(1);
+        v[2][1] = 30;
+        let mut a = vec![0f32; 16];
+        let mut b = vec![0f32; 16];
+        let err = collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], true).unwrap_err().to_string();
+        assert_eq!(err, "feature `f3`: value 1 is 30, out of range for a table of 30 rows");
+        assert_eq!(collection.stats().iter().map(|(_, s)| s.lookups).sum::<u64>(), 0);
+        let (v, mut o, w) = step(1);
+        o[0] = vec![0, 3, 2];
+        let err = collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], true).unwrap_err().to_string();
+        assert_eq!(err, "feature `f1`: offsets must not decrease (offset 2 is 2, after 3)");
+        let err = collection.apply_gradients(&[&a, &b]).unwrap_err().to_string();
+        assert_eq!(err, "apply_gradients without a lookup before it");
+        let bad = config(1.5, 0.0);
+        assert_eq!(
+            TableCollection::new(&bad).err().unwrap().to_string(),
+            "collection config: device = 1.5: a share of each table's rows, from 0 to 1"
+        );
+    }
+}
