@@ -27,6 +27,13 @@ FBGEMM_VERSION := 1.6.0
 MATURIN_VERSION := 1.16.0
 PYTEST_VERSION := 9.2.0
 WHEELS := $(or $(CARGO_TARGET_DIR),target)/wheels
+# TorchRec for the Python package's side-by-side tests. Its wheel asks for the CUDA
+# fbgemm-gpu, which would replace fbgemm-gpu-cpu: it is installed without its
+# dependencies, and these (the ones it imports) are named here.
+TORCHREC_VERSION := 1.6.1
+TORCHREC_DEPS := cloudpickle==3.1.3 iopath==0.1.10 lightning-utilities==0.15.3 mypy_extensions==1.2.0 \
+	portalocker==4.4.2 pyre-extensions==0.0.32 pyvers==0.2.3 tensordict==0.15.3 torchmetrics==1.0.3 \
+	tqdm==4.70.1 typing-inspect==0.9.0
 
 # The Python interpreter with libCacheSim, for the cross-check tests and benchmarks.
 export STRATA_PYTHON := $(PYTHON)
@@ -37,13 +44,13 @@ TORCH_CARGO_ENV = VIRTUAL_ENV=$(TORCH_VENV) PATH="$(TORCH_VENV)/bin:$$PATH" LIBT
 TORCH_CARGO = $(TORCH_CARGO_ENV) $(CARGO)
 FEATURES := --features strata/torch
 
-.PHONY: run test check build python python-tools venv torch-venv fbgemm toolchain bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
+.PHONY: run test check build python python-tools torchrec venv torch-venv fbgemm toolchain bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
 
 run: build venv
 	$(STRATA) run $(CONFIG)
 
 test: export STRATA_TORCH_VENV := $(TORCH_VENV)
-test: check venv python fbgemm
+test: check venv python fbgemm torchrec
 	$(TORCH_CARGO) test --workspace --release $(FEATURES)
 	cd python/tests && $(TORCH_PYTHON) -m pytest -q -p no:cacheprovider .
 
@@ -67,6 +74,13 @@ python-tools: $(TORCH_VENV)/.python-tools-$(MATURIN_VERSION)-$(PYTEST_VERSION).i
 
 $(TORCH_VENV)/.python-tools-$(MATURIN_VERSION)-$(PYTEST_VERSION).installed: $(TORCH_VENV)/.installed
 	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check maturin==$(MATURIN_VERSION) pytest==$(PYTEST_VERSION) numpy
+	touch $@
+
+torchrec: $(TORCH_VENV)/.torchrec-$(TORCHREC_VERSION).installed
+
+$(TORCH_VENV)/.torchrec-$(TORCHREC_VERSION).installed: $(TORCH_VENV)/.fbgemm-$(FBGEMM_VERSION).installed
+	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps torchrec==$(TORCHREC_VERSION) $(TORCHREC_DEPS)
+	$(TORCH_PYTHON) -W ignore -c "import logging; logging.disable(logging.WARNING); from torchrec import EmbeddingBagCollection, KeyedJaggedTensor"
 	touch $@
 
 # The Rust toolchain (rustup's stable cargo) comes with this kind of machine.

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use strata::data::{SyntheticBatches, SyntheticConfig};
 use strata::engine::collection::{CollectionConfig, CollectionError, FeatureBags, TableCollection};
 use strata::sim::{Capacity, Simulation};
 use strata::trace::{KeySource, TraceError, TraceFormat, TraceRecord};
@@ -163,6 +164,67 @@ impl Collection {
     }
 }
 
+/// The synthetic Criteo-shaped stream (Strata's generator), batch by batch: each batch
+/// as little-endian bytes that NumPy views without parsing: dense counts (float32,
+/// batch x 13), labels (float32, batch), and per table its rows (int64, local to the
+/// table) and bag lengths (int64, batch).
+#[pyclass(module = "strata._native")]
+struct Synthetic {
+    batches: Mutex<SyntheticBatches>,
+    rows: Vec<u64>,
+    multi_hot: Vec<usize>,
+    offsets: Vec<u64>,
+}
+
+type SyntheticBatch = (Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+#[pymethods]
+impl Synthetic {
+    /// The generator of a `SyntheticConfig` in JSON, cut into batches of `batch_size`.
+    #[new]
+    fn new(config_json: &str, batch_size: usize) -> PyResult<Self> {
+        let config: SyntheticConfig =
+            serde_json::from_str(config_json).map_err(|e| PyValueError::new_err(format!("synthetic config: {e}")))?;
+        if batch_size == 0 {
+            return Err(PyValueError::new_err("batch_size must be positive"));
+        }
+        let batches = SyntheticBatches::new(&config, batch_size, None).map_err(|e| PyValueError::new_err(e.to_string()))?.with_features();
+        let layout = batches.source().layout().clone();
+        let offsets = (0..layout.tables()).map(|t| layout.global_row(t, 0)).collect();
+        Ok(Synthetic { batches: Mutex::new(batches), rows: layout.rows().to_vec(), multi_hot: layout.multi_hot().to_vec(), offsets })
+    }
+
+    /// Rows of each table.
+    fn table_rows(&self) -> Vec<u64> {
+        self.rows.clone()
+    }
+
+    /// The next batch.
+    fn next_batch(&self, py: Python<'_>) -> PyResult<SyntheticBatch> {
+        py.allow_threads(|| {
+            let mut batches = self.batches.lock().map_err(|_| PyRuntimeError::new_err("the generator panicked"))?;
+            let batch = batches.next().ok_or_else(|| PyRuntimeError::new_err("the synthetic stream ended"))?;
+            let bytes = |values: &[f32]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+            let samples = batch.labels.len();
+            let per_sample: usize = self.multi_hot.iter().sum();
+            let mut tables = Vec::with_capacity(self.rows.len());
+            let mut first = 0;
+            for (t, &hot) in self.multi_hot.iter().enumerate() {
+                let mut values = Vec::with_capacity(samples * hot * 8);
+                for s in 0..samples {
+                    for &id in &batch.ids[s * per_sample + first..][..hot] {
+                        values.extend_from_slice(&((id - self.offsets[t]) as i64).to_le_bytes());
+                    }
+                }
+                let lengths = std::iter::repeat_n((hot as i64).to_le_bytes(), samples).flatten().collect();
+                tables.push((values, lengths));
+                first += hot;
+            }
+            Ok((bytes(&batch.dense), bytes(&batch.labels), tables))
+        })
+    }
+}
+
 /// Keys of a uint64 NumPy array, read in place.
 struct ArrayKeys {
     address: usize,
@@ -254,6 +316,7 @@ fn plan(py: Python<'_>, path: PathBuf) -> PyResult<String> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Collection>()?;
+    m.add_class::<Synthetic>()?;
     m.add_function(wrap_pyfunction!(simulate, m)?)?;
     m.add_function(wrap_pyfunction!(plan, m)?)?;
     Ok(())

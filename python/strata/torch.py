@@ -227,7 +227,7 @@ class EmbeddingBagCollection(nn.Module):
             outs = self._lookup(step, for_training=False)
         pooled = self._per_feature(outs, step.batch)
         if keyed:
-            return KeyedTensor.from_tensor_list(list(pooled), [f for f in pooled])
+            return KeyedTensor.from_tensor_list(list(pooled), list(pooled.values()))
         return pooled
 
     def announce(self, features):
