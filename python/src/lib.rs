@@ -57,6 +57,20 @@ unsafe fn feature_bags<'a>(features: &[FeatureArgs]) -> Vec<FeatureBags<'a>> {
         .collect()
 }
 
+/// A `CollectionConfig` from JSON, whose two policies may be given by name (as
+/// `strata simulate --policies` takes them).
+fn parse_config(config_json: &str) -> PyResult<CollectionConfig> {
+    let bad = |e: String| PyValueError::new_err(format!("collection config: {e}"));
+    let mut value: serde_json::Value = serde_json::from_str(config_json).map_err(|e| bad(e.to_string()))?;
+    for key in ["device_policy", "host_policy"] {
+        if let Some(name) = value.get(key).and_then(|v| v.as_str()).map(str::to_string) {
+            let policy = PolicyConfig::from_name(&name).map_err(|e| bad(format!("{key}: {e}")))?;
+            value[key] = serde_json::to_value(policy).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+}
+
 fn to_py(error: CollectionError) -> PyErr {
     match error {
         CollectionError::Table { .. } => PyRuntimeError::new_err(error.to_string()),
@@ -86,17 +100,23 @@ impl Collection {
     /// be given by name (as `strata simulate --policies` takes them).
     #[new]
     fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
-        let bad = |e: String| PyValueError::new_err(format!("collection config: {e}"));
-        let mut value: serde_json::Value = serde_json::from_str(config_json).map_err(|e| bad(e.to_string()))?;
-        for key in ["device_policy", "host_policy"] {
-            if let Some(name) = value.get(key).and_then(|v| v.as_str()).map(str::to_string) {
-                let policy = PolicyConfig::from_name(&name).map_err(|e| bad(format!("{key}: {e}")))?;
-                value[key] = serde_json::to_value(policy).map_err(|e| bad(e.to_string()))?;
-            }
-        }
-        let config: CollectionConfig = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        let config = parse_config(config_json)?;
         let collection = py.allow_threads(|| TableCollection::new(&config)).map_err(to_py)?;
         Ok(Collection { inner: Mutex::new(collection) })
+    }
+
+    /// Opens the collection of the config's `table_dir` at its last committed
+    /// checkpoint; returns it and the checkpoint's number.
+    #[staticmethod]
+    fn resume(py: Python<'_>, config_json: &str) -> PyResult<(Self, u64)> {
+        let config = parse_config(config_json)?;
+        let (collection, checkpoint) = py.allow_threads(|| TableCollection::resume(&config)).map_err(to_py)?;
+        Ok((Collection { inner: Mutex::new(collection) }, checkpoint))
+    }
+
+    /// Takes crash-safe checkpoint `checkpoint` of the tables' files.
+    fn checkpoint(&self, py: Python<'_>, checkpoint: u64) -> PyResult<()> {
+        self.with(py, |c| c.checkpoint(checkpoint))
     }
 
     /// Announces a future step (its features, every table's, in order).

@@ -178,7 +178,8 @@ class EmbeddingBagCollection(nn.Module):
     ``window``: batches ``ReadAhead`` reads ahead by default. ``optimizer``:
     ``strata.RowWiseAdagrad(lr, eps)`` or ``strata.SGD(lr)``, applied in backward.
     ``table_dir``: a folder for the tables' files (created afresh); none keeps them in
-    memory. ``seed``: of the initial rows.
+    memory. ``seed``: of the initial rows. ``resume``: open the tables of ``table_dir`` at
+    their last ``checkpoint`` instead of creating them (``resumed_from`` says which).
 
     ``forward(features)`` takes a TorchRec ``KeyedJaggedTensor`` or a dict of feature ->
     ``Bags`` / ``(values, lengths)`` / JaggedTensor, and returns a ``KeyedTensor`` for a
@@ -188,7 +189,7 @@ class EmbeddingBagCollection(nn.Module):
     lookup.
     """
 
-    def __init__(self, tables, tiers=None, policy="lru", window=0, optimizer=None, table_dir=None, seed=0, write_buffer=0.0):
+    def __init__(self, tables, tiers=None, policy="lru", window=0, optimizer=None, table_dir=None, seed=0, write_buffer=0.0, resume=False):
         super().__init__()
         tiers = tiers if tiers is not None else Tiers()
         if isinstance(tiers, dict):
@@ -213,7 +214,11 @@ class EmbeddingBagCollection(nn.Module):
             "table_dir": None if table_dir is None else os.fspath(table_dir),
             "write_buffer": float(write_buffer),
         }
-        self._native = _native.Collection(json.dumps(config))
+        self.resumed_from = None
+        if resume:
+            self._native, self.resumed_from = _native.Collection.resume(json.dumps(config))
+        else:
+            self._native = _native.Collection(json.dumps(config))
         self._state_floats = 1 if isinstance(optimizer, RowWiseAdagrad) else 0
         # The autograd graph needs one input that requires grad; no gradient reaches it.
         self._anchor = torch.empty(0, requires_grad=True)
@@ -244,6 +249,13 @@ class EmbeddingBagCollection(nn.Module):
     def flush(self):
         """Writes every dirty row down to the tables' stores and makes it durable."""
         self._native.flush()
+
+    def checkpoint(self, step):
+        """A crash-safe checkpoint of the tables (numbers must rise): every dirty row
+        written to the table files and synced, a manifest committed, each file's undo
+        journal restarted; after a crash, ``resume=True`` comes back to it. The dense
+        model's own state is the caller's to save (``torch.save``)."""
+        self._native.checkpoint(int(step))
 
     def stats(self):
         """The engine's counters per table: ``{table: {...}}`` (hits, misses, promotions,

@@ -92,3 +92,23 @@ def test_small_tiers_match_plain_pytorch(pooling, weighted, policy, window, tmp_
 
 def test_sgd_matches_plain_pytorch():
     train_side_by_side("sum", True, strata.SGD(lr=0.1), tiers=strata.Tiers(device=0.05, host=0.2))
+
+
+def test_resume_comes_back_to_the_checkpoint(tmp_path):
+    def module(resume=False):
+        return st.EmbeddingBagCollection(tables("sum"), tiers=strata.Tiers(device=0.02, host=0.1), table_dir=tmp_path, seed=5, resume=resume)
+
+    first = module()
+    generator = torch.Generator().manual_seed(1)
+    for k in range(8):
+        if k == 5:
+            first.checkpoint(5)
+            saved = {t["name"]: first.rows(t["name"]) for t in first.tables}
+        out = first(as_bags(step_features(generator, weighted=True)))
+        sum(o.sum() for o in out.values()).backward()
+    first.flush()  # rows after the checkpoint reach the files; the undo journal rolls them back
+    resumed = module(resume=True)
+    assert resumed.resumed_from == 5
+    for name, (values, state) in saved.items():
+        got = resumed.rows(name)
+        assert torch.equal(got[0], values) and torch.equal(got[1], state), name

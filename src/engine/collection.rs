@@ -5,6 +5,8 @@
 //! features share gets one update. Batches can be announced ahead of the step that
 //! uses them ([`TableCollection::announce`]), which starts their store reads and feeds
 //! the lookahead policies, as the prefetch pipeline does for Strata's own trainer.
+//! Checkpoints are the table files' own (flushed, a manifest committed by atomic rename,
+//! a fresh undo journal), so a crashed run resumes at its last checkpoint.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +20,7 @@ use super::placement::Hierarchy;
 use super::pool::Pooling;
 use super::prefetch::LookaheadWindow;
 use super::stats::EngineStats;
-use super::storage::{BackingStore, ReadConfig, ReadPath, TableFile};
+use super::storage::{roll_back, write_atomically, BackingStore, ReadConfig, ReadPath, StorageError, TableFile};
 use super::table::config::{TableConfig, TierConfig};
 use super::table::TieredTable;
 use super::{EngineError, Optimizer, RowInit, RowLayout};
@@ -91,7 +93,21 @@ pub enum CollectionError {
     Table { table: String, source: EngineError },
     #[error("{0}")]
     Step(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
+
+/// The manifest of a collection's committed checkpoint, `table_dir/collection.json`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    checkpoint: u64,
+    tables: Vec<EmbeddingTableConfig>,
+    optimizer: Optimizer,
+    seed: u64,
+}
+
+const MANIFEST: &str = "collection.json";
 
 struct Member {
     config: EmbeddingTableConfig,
@@ -106,6 +122,7 @@ struct Member {
 /// Tables of their own shapes, each tiered, used one step at a time: `announce` (any
 /// number of steps ahead), `lookup`, `apply_gradients`.
 pub struct TableCollection {
+    config: CollectionConfig,
     members: Vec<Member>,
     /// Steps announced and not yet looked up.
     announced: usize,
@@ -119,20 +136,59 @@ impl TableCollection {
         if let Some(dir) = &config.table_dir {
             std::fs::create_dir_all(dir).map_err(|e| CollectionError::Config(format!("{}: {e}", dir.display())))?;
         }
+        Self::build(config, |t, spec, layout| {
+            let init = RowInit::Uniform { seed: crate::hash::mix64(config.seed ^ crate::hash::mix64(t as u64)), scale: spec.init_scale };
+            Ok(match &config.table_dir {
+                Some(dir) => {
+                    let path = table_path(dir, &spec.name);
+                    drop(TableFile::create(&path, spec.rows, layout, init)?);
+                    Box::new(TableFile::open_with(&path, read_config(config))?)
+                }
+                None => Box::new(FlatTable::new(spec.rows, layout, init)),
+            })
+        })
+    }
+
+    /// Opens the collection of `config.table_dir` at its last committed checkpoint (each
+    /// table file rolled back to it by its undo journal); returns it and the
+    /// checkpoint's number. The config's tables and optimizer must be the checkpoint's.
+    pub fn resume(config: &CollectionConfig) -> Result<(TableCollection, u64), CollectionError> {
+        check(config)?;
+        let dir = config.table_dir.as_ref().ok_or_else(|| CollectionError::Config("resuming needs table_dir".into()))?;
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(|e| CollectionError::Config(format!("{}: {e}", path.display())))?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| CollectionError::Config(format!("{}: {e}", path.display())))?;
+        if manifest.tables != config.tables || manifest.optimizer != config.optimizer || manifest.seed != config.seed {
+            return Err(CollectionError::Config(format!("{}: the checkpoint is of other tables, optimizer or seed", path.display())));
+        }
+        let collection = Self::build(config, |_, spec, _| {
+            let path = table_path(dir, &spec.name);
+            roll_back(&path, manifest.checkpoint)?;
+            Ok(Box::new(TableFile::open_with(&path, read_config(config))?))
+        })?;
+        Ok((collection, manifest.checkpoint))
+    }
+
+    /// The tables' tiers around the stores `open` gives (table index, config, layout).
+    fn build(
+        config: &CollectionConfig,
+        open: impl Fn(usize, &EmbeddingTableConfig, RowLayout) -> Result<Box<dyn BackingStore>, StorageError>,
+    ) -> Result<TableCollection, CollectionError> {
         let mut members = Vec::new();
         for (t, spec) in config.tables.iter().enumerate() {
             let in_table = |source: EngineError| CollectionError::Table { table: spec.name.clone(), source };
             let layout = RowLayout::new(spec.dim, &config.optimizer);
-            let init = RowInit::Uniform { seed: crate::hash::mix64(config.seed ^ crate::hash::mix64(t as u64)), scale: spec.init_scale };
-            let store: Box<dyn BackingStore> = match &config.table_dir {
-                Some(dir) => {
-                    let path = table_path(dir, &spec.name);
-                    drop(TableFile::create(&path, spec.rows, layout, init).map_err(|e| in_table(e.into()))?);
-                    let read = ReadConfig { read_path: config.read_path, ..ReadConfig::default() };
-                    Box::new(TableFile::open_with(&path, read).map_err(|e| in_table(e.into()))?)
-                }
-                None => Box::new(FlatTable::new(spec.rows, layout, init)),
-            };
+            let store = open(t, spec, layout).map_err(|e| in_table(e.into()))?;
+            if store.rows() != spec.rows || store.layout() != layout {
+                let what = format!(
+                    "{} holds {} rows of {:?}, the table needs {} of {layout:?}",
+                    store.describe(),
+                    store.rows(),
+                    store.layout(),
+                    spec.rows
+                );
+                return Err(CollectionError::Config(what));
+            }
             let share = |fraction: f64| (spec.rows as f64 * fraction).ceil() as usize;
             let table_config = TableConfig {
                 device: TierConfig::rows(share(config.device), config.device_policy.clone()),
@@ -146,7 +202,33 @@ impl TableCollection {
             let table = TieredTable::new(&table_config, store).map_err(in_table)?;
             members.push(Member { config: spec.clone(), table, window: LookaheadWindow::default(), next_start: 0, current: None });
         }
-        Ok(TableCollection { members, announced: 0 })
+        Ok(TableCollection { config: config.clone(), members, announced: 0 })
+    }
+
+    /// Takes checkpoint `checkpoint` (numbers rise): every table's dirty rows written
+    /// down and synced, the manifest committed by atomic rename, then each table file's
+    /// undo journal restarted for it. Between a lookup and its gradients it is refused.
+    pub fn checkpoint(&mut self, checkpoint: u64) -> Result<(), CollectionError> {
+        let dir = self
+            .config
+            .table_dir
+            .clone()
+            .ok_or_else(|| CollectionError::Config("checkpoints need table_dir (the tables' files)".into()))?;
+        if self.members.iter().any(|m| m.current.is_some()) {
+            return Err(CollectionError::Step("checkpoint between a lookup and its gradients".into()));
+        }
+        self.flush()?;
+        let manifest =
+            Manifest { checkpoint, tables: self.config.tables.clone(), optimizer: self.config.optimizer, seed: self.config.seed };
+        let text = serde_json::to_string_pretty(&manifest).map_err(|e| CollectionError::Config(e.to_string()))?;
+        write_atomically(&dir.join(MANIFEST), text.as_bytes())?;
+        for member in &mut self.members {
+            member
+                .table
+                .protect_checkpoint(checkpoint)
+                .map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+        }
+        Ok(())
     }
 
     pub fn tables(&self) -> impl Iterator<Item = &EmbeddingTableConfig> {
@@ -328,6 +410,10 @@ fn add_feature(batch: &mut Batch, bags: &FeatureBags, name: &str, rows: u64, wei
     Ok(())
 }
 
+fn read_config(config: &CollectionConfig) -> ReadConfig {
+    ReadConfig { read_path: config.read_path, ..ReadConfig::default() }
+}
+
 /// The file of table `name` in `dir`.
 pub fn table_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.strata"))
@@ -413,14 +499,21 @@ mod tests {
 
     /// Trains `steps` steps (announcing `ahead` steps in advance) and returns the outputs
     /// and the final rows of both tables.
-    fn train(mut collection: TableCollection, steps: i64, ahead: i64) -> (Vec<u32>, Vec<Vec<u32>>) {
-        let mut seen = Vec::new();
-        for k in 0..ahead {
+    fn train(collection: TableCollection, steps: i64, ahead: i64) -> (Vec<u32>, Vec<Vec<u32>>) {
+        let (mut collection, mut seen) = (collection, Vec::new());
+        train_steps(&mut collection, 0..steps, ahead, &mut seen);
+        (seen, rows_of(&mut collection))
+    }
+
+    /// Trains `steps`, announcing `ahead` steps in advance (none beyond the range),
+    /// adding the outputs' bits to `seen`.
+    fn train_steps(collection: &mut TableCollection, steps: std::ops::Range<i64>, ahead: i64, seen: &mut Vec<u32>) {
+        for k in steps.start..(steps.start + ahead).min(steps.end) {
             let (v, o, w) = step(k);
             collection.announce(&features(&v, &o, &w)).unwrap();
         }
-        for k in 0..steps {
-            if k + ahead < steps {
+        for k in steps.clone() {
+            if k + ahead < steps.end {
                 let (v, o, w) = step(k + ahead);
                 collection.announce(&features(&v, &o, &w)).unwrap();
             }
@@ -432,13 +525,38 @@ mod tests {
             let gb: Vec<f32> = b.iter().map(|x| 1.0 - x).collect();
             collection.apply_gradients(&[&ga, &gb]).unwrap();
         }
-        let rows = (0..2)
+    }
+
+    fn rows_of(collection: &mut TableCollection) -> Vec<Vec<u32>> {
+        (0..2)
             .map(|t| {
                 let flat = collection.rows_of(t).unwrap();
                 (0..[50, 30][t]).flat_map(|r| flat.row(r).to_vec()).map(f32::to_bits).collect()
             })
-            .collect();
-        (seen, rows)
+            .collect()
+    }
+
+    #[test]
+    fn a_crashed_collection_resumes_at_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let tiered = CollectionConfig { table_dir: Some(dir.path().to_path_buf()), write_buffer: 0.2, ..config(0.1, 0.2) };
+        let mut seen = Vec::new();
+        let mut collection = TableCollection::new(&tiered).unwrap();
+        train_steps(&mut collection, 0..12, 2, &mut seen);
+        collection.checkpoint(12).unwrap();
+        // Steps after the checkpoint whose rows reach the table files, then a crash: the
+        // collection is never dropped (its I/O threads are idle after the flush).
+        train_steps(&mut collection, 12..20, 2, &mut seen);
+        collection.flush().unwrap();
+        std::mem::forget(collection);
+        let (mut resumed, checkpoint) = TableCollection::resume(&tiered).unwrap();
+        assert_eq!(checkpoint, 12);
+        train_steps(&mut resumed, 12..30, 2, &mut Vec::new());
+        let unbroken = train(TableCollection::new(&config(0.0, 1.0)).unwrap(), 30, 0);
+        assert!(rows_of(&mut resumed) == unbroken.1, "resumed rows differ from an unbroken run's");
+        let other = CollectionConfig { seed: 8, ..tiered.clone() };
+        let err = TableCollection::resume(&other).err().unwrap().to_string();
+        assert!(err.contains("collection.json: the checkpoint is of other tables"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::flat::FlatTable;
-use crate::engine::storage::{roll_back, sync_folder, BackingStore, ReadConfig, RollBack, StorageError, TableFile};
+use crate::engine::storage::{roll_back, write_atomically, BackingStore, ReadConfig, RollBack, StorageError, TableFile};
 use crate::engine::table::TieredTable;
 use crate::engine::{EngineError, RowInit, RowLayout};
 use crate::model::train::{CheckpointFailure, Checkpointer, Evaluation, TrainedSteps};
@@ -142,26 +142,6 @@ impl Manifest {
 pub fn config_hash(config_json: &str) -> String {
     let hash = config_json.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     format!("{hash:016x}")
-}
-
-/// Writes `bytes` to `path` crash-safely: a sibling `.tmp` file, synced, renamed over
-/// `path`, the folder synced.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".tmp");
-    let temporary = PathBuf::from(name);
-    (|| {
-        let mut file = File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })()
-    .map_err(|e| CheckpointError::io(&temporary, e))?;
-    std::fs::rename(&temporary, path).map_err(|source| CheckpointError::IoWhile {
-        path: path.to_path_buf(),
-        action: format!("renaming {} over it", temporary.display()),
-        source,
-    })?;
-    Ok(sync_folder(path)?)
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, CheckpointError> {

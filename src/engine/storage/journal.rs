@@ -270,6 +270,22 @@ fn remove(path: &Path) -> Result<(), StorageError> {
     sync_folder(path)
 }
 
+/// Writes `bytes` to `path` crash-safely: a sibling `.tmp` file, synced, renamed over
+/// `path`, the folder synced.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    let temporary = PathBuf::from(name);
+    (|| {
+        let mut file = File::create(&temporary)?;
+        io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()
+    })()
+    .map_err(|e| StorageError::io(&temporary, "writing", e))?;
+    std::fs::rename(&temporary, path).map_err(|e| StorageError::io(path, format!("renaming {} over it", temporary.display()), e))?;
+    sync_folder(path)
+}
+
 /// Makes the folder entry of `path` (created, renamed or removed) durable.
 pub fn sync_folder(path: &Path) -> Result<(), StorageError> {
     let folder = match path.parent() {

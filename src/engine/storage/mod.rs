@@ -23,7 +23,7 @@ mod write_buffer;
 pub use self::error::StorageError;
 #[cfg(any(test, feature = "test-utils"))]
 pub use self::faults::{FaultPlan, PageFault};
-pub use self::journal::{journal_path, remove_journal, roll_back, sync_folder, RollBack};
+pub use self::journal::{journal_path, remove_journal, roll_back, sync_folder, write_atomically, RollBack};
 pub use self::read_config::{direct_io_refused, resolve_read_path, OnIoError, ReadConfig, ReadPath};
 pub use self::service::{PendingRead, StagedRows, StorageService};
 pub use self::table_file::{StorageStats, TableFile};
