@@ -31,13 +31,13 @@ export STRATA_PYTHON := $(PYTHON)
 TORCH_CARGO = VIRTUAL_ENV=$(TORCH_VENV) PATH="$(TORCH_VENV)/bin:$$PATH" LIBTORCH_USE_PYTORCH=1 $(CARGO)
 FEATURES := --features strata/torch
 
-.PHONY: run test check build venv torch-venv fbgemm toolchain bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
+.PHONY: run test check build venv torch-venv fbgemm toolchain redis bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
 
 run: build venv
 	$(STRATA) run $(CONFIG)
 
 test: export STRATA_TORCH_VENV := $(TORCH_VENV)
-test: check venv
+test: check venv redis
 	$(TORCH_CARGO) test --workspace --release $(FEATURES)
 
 # The gates CI runs before the tests: formatting (rustfmt.toml) and clippy with every
@@ -48,6 +48,17 @@ check: toolchain torch-venv
 
 build: toolchain torch-venv
 	$(TORCH_CARGO) build --release $(FEATURES)
+
+# Redis from Debian's packages, for the remote tier's tests (tests/remote.rs starts its
+# own 3-master + 3-replica cluster on free loopback ports; nothing is assumed running).
+# Installed only where redis-server or redis-cli is missing (these machines run as root;
+# elsewhere apt-get goes through sudo).
+redis:
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server redis-tools; \
+	fi
+	@redis-server --version | head -n 1
 
 # The Rust toolchain (rustup's stable cargo) comes with this kind of machine.
 toolchain:
