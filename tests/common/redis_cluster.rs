@@ -91,18 +91,25 @@ impl RedisCluster {
     pub fn start() -> RedisCluster {
         require("redis-server");
         require("redis-cli");
-        let dir = tempfile::tempdir().expect("temp folder for the cluster");
-        let ports = free_ports(12);
-        let mut cluster = RedisCluster { servers: Vec::new(), dir };
-        for i in 0..6 {
-            let (port, bus) = (ports[i], ports[6 + i]);
-            let server = cluster.spawn(port, bus);
-            cluster.servers.push(server);
-        }
         let deadline = Instant::now() + START_TIMEOUT;
-        for server in &cluster.servers {
-            cluster.wait_until(deadline, &format!("{} answers PING", server.addr()), || query(&server.addr(), &["PING"]).is_some());
-        }
+        // A port found free may be taken by another process before its server binds it:
+        // such a start is torn down and tried again on other ports.
+        let mut tries = 0;
+        let cluster = loop {
+            tries += 1;
+            let dir = tempfile::tempdir().expect("temp folder for the cluster");
+            let ports = free_ports(12);
+            let mut cluster = RedisCluster { servers: Vec::new(), dir };
+            for i in 0..6 {
+                let server = cluster.spawn(ports[i], ports[6 + i]);
+                cluster.servers.push(server);
+            }
+            match cluster.wait_for_pings(deadline) {
+                Ok(()) => break cluster,
+                Err(message) if tries < 3 => eprintln!("Redis cluster: {message}; starting again on other ports"),
+                Err(message) => panic!("Redis cluster: {message}\n{}", cluster.logs()),
+            }
+        };
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
         create.args(cluster.servers.iter().map(Server::addr));
@@ -149,6 +156,31 @@ impl RedisCluster {
         }
         let child = command.spawn().expect("starting redis-server");
         Server { port, child: Some(child) }
+    }
+
+    /// Waits until every server answers PING; an error when one has exited.
+    fn wait_for_pings(&mut self, deadline: Instant) -> Result<(), String> {
+        let root = self.dir.path().to_path_buf();
+        for server in &mut self.servers {
+            let addr = server.addr();
+            // Ours, not another test's server on a port both found free: its data folder.
+            let data = root.join(server.port.to_string());
+            let ours = |reply: Option<redis::Value>| match reply {
+                Some(redis::Value::Array(pair)) => pair.get(1).is_some_and(|d| Path::new(&text(d.clone())) == data),
+                _ => false,
+            };
+            while !ours(query(&addr, &["CONFIG", "GET", "dir"])) {
+                if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    server.child = None;
+                    return Err(format!("{addr} exited at start ({status})"));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("timed out waiting until {addr} answers PING"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
     }
 
     /// Polls `ready` every 50 ms until it holds; panics with the nodes' logs at the deadline.
