@@ -2,8 +2,9 @@
 //! by each test and torn down after it): rows round-trip bit for bit, a row never
 //! written reads as its initial value, checksums catch a changed value, the tiered
 //! table over the cluster matches the flat table for several policies with and without
-//! the write-back buffer and read-ahead, a bad address is an error, and a master killed
-//! mid-run changes nothing in the rows.
+//! the write-back buffer and read-ahead, a bad address is an error, ASK and MOVED of a
+//! slot being migrated are followed, and a master killed mid-run changes nothing in the
+//! rows.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -234,4 +235,87 @@ fn a_master_killed_mid_run_fails_over_and_the_rows_match_an_unbroken_run() {
     assert!(masters.len() == 3 && !masters.contains(&victim), "a replica took over from {victim}: {masters:?}");
     let expected: Vec<f32> = (0..rows).flat_map(|r| reference.row(r).to_vec()).collect();
     assert_eq!(bits(&read_all(store.as_mut())), bits(&expected));
+}
+
+fn connection(addr: &str) -> redis::Connection {
+    redis::Client::open(format!("redis://{addr}/")).unwrap().get_connection().unwrap()
+}
+
+/// Runs a command on one node, panicking with the node and command on an error reply.
+fn on(addr: &str, args: &[&str]) -> redis::Value {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut connection(addr)).unwrap_or_else(|e| panic!("{addr}: {args:?}: {e}"))
+}
+
+#[test]
+fn ask_and_moved_redirections_of_a_slot_being_migrated_are_followed() {
+    let cluster = RedisCluster::start();
+    let init = RowInit::Uniform { seed: 4, scale: 0.1 };
+    let mut store = RedisStore::create(&config(&cluster, "moving"), 64, LAYOUT, init).unwrap();
+    let reference = FlatTable::new(64, LAYOUT, init);
+    // Block 4 (rows 32..40) shares one slot: rows 32..36 written, 36..40 not.
+    let written: Vec<u64> = (32..36).collect();
+    let data: Vec<f32> = (0..4 * 5).map(|i| i as f32 + 0.5).collect();
+    store.write_rows(&written, &data).unwrap();
+    let slot = key_slot(store.key(32).as_bytes());
+    let masters = cluster.masters();
+    let holds = |addr: &str| redis::cmd("GET").arg(store.key(32)).query::<redis::Value>(&mut connection(addr)).is_ok();
+    let source = masters.iter().find(|a| holds(a)).unwrap().clone();
+    let target = masters.iter().find(|a| **a != source).unwrap().clone();
+    let id = |addr: &str| match on(addr, &["CLUSTER", "MYID"]) {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let (source_id, target_id) = (id(&source), id(&target));
+    let slot_text = slot.to_string();
+    on(&target, &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &source_id]);
+    on(&source, &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &target_id]);
+
+    // Mid-migration: present keys are served by the source; a missing key answers ASK
+    // and is read (still its initial value) or written at the target after ASKING.
+    let mut out = vec![0f32; 4 * 5];
+    store.read_rows(&written, &mut out).unwrap();
+    assert_eq!(bits(&out), bits(&data));
+    let mut one = vec![0f32; 5];
+    store.read_rows(&[36], &mut one).unwrap();
+    assert_eq!(bits(&one), bits(reference.row(36)));
+    let new_row = [9.0f32, 8.0, 7.0, 6.0, 0.25];
+    store.write_rows(&[37], &new_row).unwrap();
+    let asked = store.stats().retries;
+    assert!(asked >= 2, "the missing keys were asked elsewhere: {:?}", store.stats());
+
+    // A read of several missing keys is refused while the slot migrates (Redis answers
+    // multi-key commands there with ASK, then TRYAGAIN): the store keeps trying while the
+    // migration finishes (keys moved, the slot given to the target), then follows MOVED.
+    let finish = {
+        let (source, target, masters, slot_text) = (source.clone(), target.clone(), masters.clone(), slot_text.clone());
+        let keys: Vec<String> = (32..36).map(|r| store.key(r)).collect();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let (host, port) = target.rsplit_once(':').unwrap();
+            let mut migrate = vec!["MIGRATE", host, port, "", "0", "5000", "KEYS"];
+            migrate.extend(keys.iter().map(String::as_str));
+            on(&source, &migrate);
+            for addr in &masters {
+                on(addr, &["CLUSTER", "SETSLOT", &slot_text, "NODE", &target_id]);
+            }
+        })
+    };
+    let mut two = vec![0f32; 2 * 5];
+    store.read_rows(&[38, 39], &mut two).unwrap();
+    finish.join().unwrap();
+    assert!(store.stats().retries > asked, "the read was tried again: {:?}", store.stats());
+    let block: Vec<u64> = (32..40).collect();
+    let mut out = vec![0f32; 8 * 5];
+    store.read_rows(&block, &mut out).unwrap();
+    let mut expected = data.clone();
+    expected.extend_from_slice(reference.row(36));
+    expected.extend_from_slice(&new_row);
+    expected.extend(block[6..].iter().flat_map(|&r| reference.row(r).to_vec()));
+    assert_eq!(bits(&out), bits(&expected));
+    assert_eq!(bits(&two), bits(&expected[6 * 5..]));
+    assert!(store.masters().contains(&target));
 }
