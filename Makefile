@@ -44,13 +44,13 @@ TORCH_CARGO_ENV = VIRTUAL_ENV=$(TORCH_VENV) PATH="$(TORCH_VENV)/bin:$$PATH" LIBT
 TORCH_CARGO = $(TORCH_CARGO_ENV) $(CARGO)
 FEATURES := --features strata/torch
 
-.PHONY: run test check build python python-tools torchrec venv torch-venv fbgemm toolchain bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
+.PHONY: run test check build python python-tools torchrec venv torch-venv fbgemm toolchain redis bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
 
 run: build venv
 	$(STRATA) run $(CONFIG)
 
 test: export STRATA_TORCH_VENV := $(TORCH_VENV)
-test: check venv python fbgemm torchrec
+test: check venv redis python fbgemm torchrec
 	$(TORCH_CARGO) test --workspace --release $(FEATURES)
 	cd python/tests && $(TORCH_PYTHON) -m pytest -q -p no:cacheprovider .
 
@@ -82,6 +82,17 @@ $(TORCH_VENV)/.torchrec-$(TORCHREC_VERSION).installed: $(TORCH_VENV)/.fbgemm-$(F
 	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps torchrec==$(TORCHREC_VERSION) $(TORCHREC_DEPS)
 	$(TORCH_PYTHON) -W ignore -c "import logging; logging.disable(logging.WARNING); from torchrec import EmbeddingBagCollection, KeyedJaggedTensor"
 	touch $@
+
+# Redis from Debian's packages, for the remote tier's tests (tests/remote.rs starts its
+# own 3-master + 3-replica cluster on free loopback ports; nothing is assumed running).
+# Installed only where redis-server or redis-cli is missing (these machines run as root;
+# elsewhere apt-get goes through sudo).
+redis:
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server redis-tools; \
+	fi
+	@redis-server --version | head -n 1
 
 # The Rust toolchain (rustup's stable cargo) comes with this kind of machine.
 toolchain:

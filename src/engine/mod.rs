@@ -285,6 +285,9 @@ pub enum EngineError {
     Tier(#[from] TierError),
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
+    /// A failure of the remote tier (boxed: it carries the key, slot and node).
+    #[error(transparent)]
+    Remote(Box<storage::remote::RemoteError>),
 }
 
 /// A buffer handed to the tiered table with a batch.

@@ -388,7 +388,7 @@ impl SetupCheckpoints {
 }
 
 /// Copies every row of `from` into `to` and syncs it.
-fn copy_rows(from: &mut dyn BackingStore, to: &mut dyn BackingStore) -> Result<(), EngineError> {
+pub(super) fn copy_rows(from: &mut dyn BackingStore, to: &mut dyn BackingStore) -> Result<(), EngineError> {
     const CHUNK: u64 = 1 << 16;
     let floats = from.layout().floats();
     let mut data = Vec::new();

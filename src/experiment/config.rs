@@ -14,6 +14,7 @@ use crate::data::{CriteoTsvSpec, DataSource, MlperfNumpySpec, SyntheticConfig};
 use crate::engine::device::DeviceKind;
 use crate::engine::placement::Hierarchy;
 use crate::engine::pool::Pooling;
+use crate::engine::storage::remote::RemoteConfig;
 use crate::engine::storage::{OnIoError, ReadPath};
 use crate::engine::table::config::{TableConfig, TierConfig};
 use crate::engine::Optimizer;
@@ -85,9 +86,13 @@ pub struct EngineSpec {
     pub init_scale: f32,
     #[serde(default)]
     pub init_seed: u64,
-    /// A table file (created for each set-up, from the same init) or, when absent, an
-    /// in-memory store.
+    /// A table file (created for each set-up, from the same init) or, when absent (and
+    /// with no `remote`), an in-memory store.
     pub table_file: Option<PathBuf>,
+    /// `[engine.remote]`: the table in a Redis Cluster (created for each set-up, from
+    /// the same init) as the bottom tier, in place of `table_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteConfig>,
     #[serde(default = "default_read_path")]
     pub read_path: ReadPath,
     /// What a failed page read or write does: `"stop"` the run, or `{ retry = N }`.
@@ -202,6 +207,12 @@ impl ExperimentConfig {
                 return Err(error("serve: requests and batch_size must be at least 1".into()).into())
             }
             _ => {}
+        }
+        if let Some(remote) = &config.engine.remote {
+            if config.engine.table_file.is_some() {
+                return Err(error("engine: give table_file or [engine.remote], not both".into()).into());
+            }
+            remote.validate().map_err(|e| error(format!("engine.remote: {e}")))?;
         }
         if config.setups.is_empty() {
             return Err(error("give at least one [[setup]]".into()).into());

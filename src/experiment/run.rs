@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::checkpoint::{CheckpointError, Manifest, RunFolder, SetupCheckpoints};
+use super::checkpoint::{copy_rows, CheckpointError, Manifest, RunFolder, SetupCheckpoints};
 use super::{ExperimentConfig, ExperimentError, ServeSpec, SetupSpec};
 use crate::config::ConfigError;
 use crate::data::{BatchStream, DataError, Rebatch};
 use crate::engine::batch::Batch;
 use crate::engine::flat::FlatTable;
+use crate::engine::storage::remote::RedisStore;
 use crate::engine::storage::{BackingStore, ReadConfig, StorageError, TableFile};
 use crate::engine::table::config::TableConfig;
 use crate::engine::table::TieredTable;
@@ -91,6 +92,9 @@ impl ExperimentConfig {
         let layout = RowLayout::new(self.model.embedding_dim, &self.engine.optimizer);
         let init = RowInit::Uniform { seed: self.engine.init_seed, scale: self.engine.init_scale };
         let rows = self.rows();
+        if let Some(remote) = &self.engine.remote {
+            return Ok(Box::new(RedisStore::create(remote, rows, layout, init).map_err(EngineError::from)?));
+        }
         Ok(match &self.engine.table_file {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -101,6 +105,17 @@ impl ExperimentConfig {
             }
             None => Box::new(FlatTable::new(rows, layout, init)),
         })
+    }
+
+    /// The store of a set-up resumed from a checkpoint whose rows `restored` holds: a
+    /// remote table is created again and given those rows (a checkpoint keeps the rows of
+    /// a store without a file in a snapshot in the run folder); any other store as it is.
+    fn restored(&self, mut restored: Box<dyn BackingStore>) -> Result<Box<dyn BackingStore>, SetupError> {
+        let Some(remote) = &self.engine.remote else { return Ok(restored) };
+        let init = RowInit::Uniform { seed: self.engine.init_seed, scale: self.engine.init_scale };
+        let mut store = RedisStore::create(remote, restored.rows(), restored.layout(), init).map_err(EngineError::from)?;
+        copy_rows(&mut *restored, &mut store)?;
+        Ok(Box::new(store))
     }
 }
 
@@ -228,7 +243,7 @@ impl SetupRun<'_> {
         let (config, setup) = (self.config, self.setup);
         let mut model = Dlrm::new(&config.model, crate::data::CRITEO_CARDINALITIES.len())?;
         let store = match manifest {
-            Some(manifest) => checkpoints.open_store(manifest, config.read_config())?,
+            Some(manifest) => config.restored(checkpoints.open_store(manifest, config.read_config())?)?,
             None => config.store()?,
         };
         let mut table = TieredTable::new(&self.table_config, store)?;

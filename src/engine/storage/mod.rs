@@ -3,7 +3,7 @@
 //! io_uring, mmap or a pread thread pool, written in parallel runs of pages, with an undo
 //! journal for crash recovery), and the I/O thread that serves a store with its
 //! write-back buffer, so that reads for future batches run while the consumer works on
-//! the current one.
+//! the current one. `remote` holds the remote tier: a store on Redis Cluster.
 
 mod aligned;
 mod error;
@@ -16,6 +16,7 @@ mod open;
 mod pread_pool;
 mod read_config;
 mod reader;
+pub mod remote;
 mod service;
 mod table_file;
 mod write_buffer;

@@ -1,0 +1,263 @@
+//! [`RedisCluster`]: a real 3-master + 3-replica Redis Cluster for one test, started
+//! from Debian's `redis-server` and `redis-cli` on free loopback ports with its data in a
+//! temporary folder, and torn down (every server killed, the folder removed) when the
+//! fixture is dropped, a panicking test included. Nothing is assumed to be running.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the cluster may take to start, form and agree on its slots.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// `cluster-node-timeout` of every node: how long a master may be unreachable before its
+/// replica takes over (short, so that a failover test takes seconds).
+pub const NODE_TIMEOUT_MS: u64 = 1000;
+
+/// One `redis-server` process of the cluster.
+pub struct Server {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A running cluster of six nodes (three masters, each with one replica).
+pub struct RedisCluster {
+    servers: Vec<Server>,
+    /// Dropped after the servers are killed (see `Drop`): removes the data folder.
+    dir: tempfile::TempDir,
+}
+
+/// `count` distinct ports free on 127.0.0.1 right now (all bound at once, then released).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local address").port()).collect()
+}
+
+fn require(program: &str) {
+    let found = Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !found.is_ok_and(|s| s.success()) {
+        panic!("`{program}` not found: the remote-tier tests need Redis from Debian's packages (`make redis` installs it)");
+    }
+}
+
+/// A connection to one node, or `None` while it does not answer yet.
+fn connect(addr: &str) -> Option<redis::Connection> {
+    let client = redis::Client::open(format!("redis://{addr}/")).ok()?;
+    let con = client.get_connection_with_timeout(Duration::from_millis(500)).ok()?;
+    con.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    Some(con)
+}
+
+fn query(addr: &str, args: &[&str]) -> Option<redis::Value> {
+    let mut con = connect(addr)?;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query::<redis::Value>(&mut con).ok()
+}
+
+/// The text of a reply (`CLUSTER INFO`, `INFO`, `CLUSTER NODES`).
+fn text(value: redis::Value) -> String {
+    match value {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        redis::Value::SimpleString(s) => s,
+        redis::Value::VerbatimString { text, .. } => text,
+        other => format!("{other:?}"),
+    }
+}
+
+fn info(addr: &str, args: &[&str]) -> Option<String> {
+    query(addr, args).map(text)
+}
+
+impl RedisCluster {
+    /// Starts six servers on free ports, creates the cluster with `redis-cli --cluster
+    /// create ... --cluster-replicas 1` and waits until every node reports
+    /// `cluster_state:ok` with all 16384 slots and every replica is in sync. Panics
+    /// (after tearing down what it started) when Redis is missing or the cluster does
+    /// not form in time.
+    pub fn start() -> RedisCluster {
+        require("redis-server");
+        require("redis-cli");
+        let deadline = Instant::now() + START_TIMEOUT;
+        // A port found free may be taken by another process before its server binds it:
+        // such a start is torn down and tried again on other ports.
+        let mut tries = 0;
+        let cluster = loop {
+            tries += 1;
+            let dir = tempfile::tempdir().expect("temp folder for the cluster");
+            let ports = free_ports(12);
+            let mut cluster = RedisCluster { servers: Vec::new(), dir };
+            for i in 0..6 {
+                let server = cluster.spawn(ports[i], ports[6 + i]);
+                cluster.servers.push(server);
+            }
+            match cluster.wait_for_pings(deadline) {
+                Ok(()) => break cluster,
+                Err(message) if tries < 3 => eprintln!("Redis cluster: {message}; starting again on other ports"),
+                Err(message) => panic!("Redis cluster: {message}\n{}", cluster.logs()),
+            }
+        };
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        create.args(cluster.servers.iter().map(Server::addr));
+        create.args(["--cluster-replicas", "1", "--cluster-yes"]);
+        let output = create.stdin(Stdio::null()).output().expect("running redis-cli --cluster create");
+        if !output.status.success() {
+            panic!(
+                "redis-cli --cluster create failed: {}\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        cluster.wait_healthy(deadline);
+        cluster
+    }
+
+    fn spawn(&self, port: u16, bus: u16) -> Server {
+        let data = self.dir.path().join(port.to_string());
+        std::fs::create_dir_all(&data).expect("creating a node's data folder");
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string()])
+            .args(["--bind", "127.0.0.1", "--protected-mode", "no", "--daemonize", "no"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            .arg("--cluster-config-file")
+            .arg(data.join("nodes.conf"))
+            .arg("--dir")
+            .arg(&data)
+            .arg("--logfile")
+            .arg(data.join("redis.log"))
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it
+        // makes the kernel kill the server if the test process dies without running its
+        // destructors (killed by a signal), so no server outlives its test.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("starting redis-server");
+        Server { port, child: Some(child) }
+    }
+
+    /// Waits until every server answers PING; an error when one has exited.
+    fn wait_for_pings(&mut self, deadline: Instant) -> Result<(), String> {
+        let root = self.dir.path().to_path_buf();
+        for server in &mut self.servers {
+            let addr = server.addr();
+            // Ours, not another test's server on a port both found free: its data folder.
+            let data = root.join(server.port.to_string());
+            let ours = |reply: Option<redis::Value>| match reply {
+                Some(redis::Value::Array(pair)) => pair.get(1).is_some_and(|d| Path::new(&text(d.clone())) == data),
+                _ => false,
+            };
+            while !ours(query(&addr, &["CONFIG", "GET", "dir"])) {
+                if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    server.child = None;
+                    return Err(format!("{addr} exited at start ({status})"));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("timed out waiting until {addr} answers PING"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls `ready` every 50 ms until it holds; panics with the nodes' logs at the deadline.
+    fn wait_until(&self, deadline: Instant, what: &str, mut ready: impl FnMut() -> bool) {
+        while !ready() {
+            if Instant::now() > deadline {
+                panic!("Redis cluster: timed out waiting until {what}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until every running node says `cluster_state:ok` with all slots served and
+    /// every running replica's link to its master is up.
+    pub fn wait_healthy(&self, deadline: Instant) {
+        for server in self.servers.iter().filter(|s| s.running()) {
+            let addr = server.addr();
+            self.wait_until(deadline, &format!("{addr} reports cluster_state:ok"), || {
+                info(&addr, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok") && i.contains("cluster_slots_ok:16384"))
+            });
+            self.wait_until(deadline, &format!("{addr} has its replication link up"), || {
+                info(&addr, &["INFO", "replication"]).is_some_and(|i| i.contains("role:master") || i.contains("master_link_status:up"))
+            });
+        }
+    }
+
+    /// Every node's address, masters and replicas (any of them seeds a client).
+    pub fn nodes(&self) -> Vec<String> {
+        self.servers.iter().map(Server::addr).collect()
+    }
+
+    /// The addresses of the nodes that are masters now, as a running node sees them.
+    pub fn masters(&self) -> Vec<String> {
+        let running = self.servers.iter().find(|s| s.running()).expect("a running node");
+        let nodes = info(&running.addr(), &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        nodes
+            .lines()
+            .filter(|line| line.split(' ').nth(2).is_some_and(|flags| flags.contains("master") && !flags.contains("fail")))
+            .filter_map(|line| line.split(' ').nth(1))
+            .map(|addr| addr.split('@').next().unwrap_or(addr).to_string())
+            .collect()
+    }
+
+    /// Kills the server at `addr` (SIGKILL, as a crash) and waits for it to exit.
+    pub fn kill(&mut self, addr: &str) {
+        let server = self.servers.iter_mut().find(|s| s.addr() == addr).unwrap_or_else(|| panic!("no node {addr}"));
+        if let Some(mut child) = server.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The folder holding the nodes' data and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The last lines of every node's log, for a failure message.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for server in &self.servers {
+            let log = std::fs::read_to_string(self.dir.path().join(server.port.to_string()).join("redis.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(8).collect();
+            out += &format!("--- {} ---\n{}\n", server.addr(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        out
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            if let Some(mut child) = server.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        // `dir` is removed when the fields drop, after every server is gone.
+    }
+}
