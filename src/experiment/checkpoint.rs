@@ -5,8 +5,6 @@
 //! model's state file, where the table is), or its result once it finished
 //! (`result.json`). See docs/RELIABILITY.md, "Checkpoints".
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
