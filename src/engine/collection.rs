@@ -23,7 +23,7 @@ use super::stats::EngineStats;
 use super::storage::{roll_back, write_atomically, BackingStore, ReadConfig, ReadPath, StorageError, TableFile};
 use super::table::config::{TableConfig, TierConfig};
 use super::table::TieredTable;
-use super::{EngineError, Optimizer, RowInit, RowLayout};
+use super::{Buffer, EngineError, Optimizer, RowInit, RowLayout};
 
 /// One table: its name, shape, pooling, the features looked up in it, and its initial
 /// rows (uniform in `[-init_scale, init_scale)`).
@@ -268,16 +268,7 @@ impl TableCollection {
         if outs.len() != self.members.len() {
             return Err(CollectionError::Step(format!("{} output buffers for {} tables", outs.len(), self.members.len())));
         }
-        for ((member, batch), out) in self.members.iter().zip(&batches).zip(outs.iter()) {
-            let needs = batch.bags() * member.config.dim;
-            if out.len() != needs {
-                return Err(CollectionError::Step(format!(
-                    "table `{}`: output holds {} values, needs {needs}",
-                    member.config.name,
-                    out.len()
-                )));
-            }
-        }
+        self.check_lengths(batches.iter(), outs.iter().map(|out| out.len()), Buffer::LookupOutput)?;
         let announced = self.announced > 0;
         if announced {
             for (member, batch) in self.members.iter().zip(&batches) {
@@ -311,18 +302,9 @@ impl TableCollection {
         if grads.len() != self.members.len() {
             return Err(CollectionError::Step(format!("{} gradient buffers for {} tables", grads.len(), self.members.len())));
         }
-        for (member, grad) in self.members.iter().zip(grads) {
-            let batch =
-                member.current.as_ref().ok_or_else(|| CollectionError::Step("apply_gradients without a lookup before it".into()))?;
-            let needs = batch.bags() * member.config.dim;
-            if grad.len() != needs {
-                return Err(CollectionError::Step(format!(
-                    "table `{}`: gradient holds {} values, needs {needs}",
-                    member.config.name,
-                    grad.len()
-                )));
-            }
-        }
+        let current = self.members.iter().map(|m| m.current.as_ref()).collect::<Option<Vec<_>>>();
+        let current = current.ok_or_else(|| CollectionError::Step("apply_gradients without a lookup before it".into()))?;
+        self.check_lengths(current.into_iter(), grads.iter().map(|grad| grad.len()), Buffer::Gradients)?;
         for (member, grad) in self.members.iter_mut().zip(grads) {
             let batch = member.current.take().unwrap_or_else(|| unreachable!("checked above"));
             member
@@ -352,6 +334,23 @@ impl TableCollection {
     /// Each table's statistics, by name.
     pub fn stats(&self) -> Vec<(String, EngineStats)> {
         self.members.iter().map(|m| (m.config.name.clone(), m.table.stats())).collect()
+    }
+
+    /// Checks, before any table moves, that each table's buffer (`lengths`, one per
+    /// table) holds `bags * dim` values for its batch, as its own lookup and update would.
+    fn check_lengths<'a>(
+        &self,
+        batches: impl Iterator<Item = &'a Batch>,
+        lengths: impl Iterator<Item = usize>,
+        what: Buffer,
+    ) -> Result<(), CollectionError> {
+        for ((member, batch), got) in self.members.iter().zip(batches).zip(lengths) {
+            let needs = batch.bags() * member.config.dim;
+            if got != needs {
+                return Err(CollectionError::Table { table: member.config.name.clone(), source: EngineError::Length { what, got, needs } });
+            }
+        }
+        Ok(())
     }
 
     /// One batch per table from the step's features, every value checked against its
@@ -584,6 +583,11 @@ mod tests {
         assert_eq!(err, "feature `f1`: offsets must not decrease (offset 2 is 2, after 3)");
         let err = collection.apply_gradients(&[&a, &b]).unwrap_err().to_string();
         assert_eq!(err, "apply_gradients without a lookup before it");
+        let (v, o, w) = step(1);
+        let mut short = vec![0f32; 3];
+        let err = collection.lookup(&features(&v, &o, &w), &mut [&mut short, &mut b], true).unwrap_err().to_string();
+        assert_eq!(err, "table `a`: lookup output holds 3 values, the batch needs 16");
+        assert_eq!(collection.stats().iter().map(|(_, s)| s.lookups).sum::<u64>(), 0);
         let bad = config(1.5, 0.0);
         assert_eq!(
             TableCollection::new(&bad).err().unwrap().to_string(),
