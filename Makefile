@@ -150,8 +150,11 @@ bench-lookup: build
 
 # The embedding step (lookup + row-wise Adagrad, host memory, 1 thread) against FBGEMM's
 # CPU kernels on the same batches: MLPerf tables at 1%, dim 128, batch 2048, multi-hot.
-bench-fbgemm: build fbgemm
+# Also strata.torch from Python on the same batches (the Python boundary's cost), and the
+# TBE benchmark shape (configs/bench-tbe.toml: T=8, E=200k, D=128, L=8, B=4096).
+bench-fbgemm: build fbgemm python
 	STRATA_TORCH_PYTHON=$(TORCH_PYTHON) $(STRATA) bench embedding --scale 0.01 --zipf 1.05 --dim 128 --batch 2048
+	STRATA_TORCH_PYTHON=$(TORCH_PYTHON) $(STRATA) bench embedding --tables configs/bench-tbe.toml --batch 4096
 
 clean:
 	$(CARGO) clean

@@ -6,9 +6,14 @@ Adagrad fused into backward, and ReadAhead handing Strata the next batches early
 rows are read from the table files while the model works.
 
     python train_dlrm.py --steps 200 --device 0.02 --host 0.1 --policy lookahead:65536
+
+With --compare, the same model trains twice on the same batches, first with every row in
+host memory, then through the tiers given, and prints both set-ups' samples/s, their
+ratio and whether the losses are identical (they must be: tiering never changes a value).
 """
 
 import argparse
+import json
 import tempfile
 import time
 
@@ -16,6 +21,22 @@ import strata
 import strata.torch as st
 from dlrm import SmallDlrm, train
 from strata.data import SyntheticCriteo
+
+
+def run(args, stream, batches, tiers, policy, window, table_dir):
+    """Trains a fresh model over ``batches`` through ``tiers``; returns (losses, seconds,
+    stats)."""
+    tables = [st.EmbeddingBagConfig(f"t{t}", rows, args.dim, [f]) for t, (rows, f) in enumerate(zip(stream.table_rows, stream.feature_names))]
+    ebc = st.EmbeddingBagCollection(
+        tables, tiers=tiers, policy=policy, window=window, optimizer=strata.RowWiseAdagrad(lr=0.05), table_dir=table_dir, write_buffer=args.write_buffer
+    )
+    model = SmallDlrm(ebc, stream.feature_names, args.dim)
+    read_ahead = (lambda b: st.ReadAhead(b, ebc, features=lambda batch: batch[1])) if window else None
+    start = time.perf_counter()
+    losses = train(model, batches, read_ahead=read_ahead)
+    seconds = time.perf_counter() - start
+    ebc.flush()
+    return losses, seconds, ebc.stats()
 
 
 def main(argv=None):
@@ -28,33 +49,45 @@ def main(argv=None):
     p.add_argument("--host", type=float, default=0.1, help="share of each table's rows in the host tier")
     p.add_argument("--policy", default="lru")
     p.add_argument("--window", type=int, default=4, help="batches read ahead (0 = none)")
+    p.add_argument("--write-buffer", type=float, default=0.0, help="share of each table's rows the storage thread may hold dirty")
     p.add_argument("--table-dir", default=None, help="folder for the table files (default: a temporary one)")
+    p.add_argument("--compare", action="store_true", help="first train with every row in host memory, on the same batches")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = p.parse_args(argv)
 
     stream = SyntheticCriteo(args.batch, scale=args.scale, seed=1)
-    tables = [st.EmbeddingBagConfig(f"t{t}", rows, args.dim, [f]) for t, (rows, f) in enumerate(zip(stream.table_rows, stream.feature_names))]
+    # Generated before timing, so each set-up times training only.
+    batches = stream.take(args.steps)
+    report = {"steps": args.steps, "batch": args.batch, "dim": args.dim, "scale": args.scale, "rows": sum(stream.table_rows)}
+    if args.compare:
+        losses, seconds, _ = run(args, stream, batches, strata.Tiers(device=0.0, host=1.0), "lru", 0, None)
+        report["all_in_host"] = {"seconds": seconds, "samples_per_sec": args.steps * args.batch / seconds}
+        host_losses = losses
     with tempfile.TemporaryDirectory() as scratch:
-        ebc = st.EmbeddingBagCollection(
-            tables,
-            tiers=strata.Tiers(device=args.device, host=args.host),
-            policy=args.policy,
-            window=args.window,
-            optimizer=strata.RowWiseAdagrad(lr=0.05),
-            table_dir=args.table_dir or scratch,
-        )
-        model = SmallDlrm(ebc, stream.feature_names, args.dim)
-        batches = (next(stream) for _ in range(args.steps))
-        read_ahead = (lambda b: st.ReadAhead(b, ebc, features=lambda batch: batch[1])) if args.window else None
-        start = time.perf_counter()
-        losses = train(model, batches, read_ahead=read_ahead)
-        seconds = time.perf_counter() - start
-        ebc.flush()
-        stats = ebc.stats()
-    lookups = sum(s["lookups"] for s in stats.values())
-    store = sum(s["bytes_store_to_host"] for s in stats.values())
+        tiers = strata.Tiers(device=args.device, host=args.host)
+        losses, seconds, stats = run(args, stream, batches, tiers, args.policy, args.window, args.table_dir or scratch)
+    tiered = f"device {args.device:g} + host {args.host:g}, {args.policy}, read-ahead {args.window}"
+    report["tiered"] = {
+        "setup": tiered,
+        "seconds": seconds,
+        "samples_per_sec": args.steps * args.batch / seconds,
+        "lookups": sum(s["lookups"] for s in stats.values()),
+        "store_mib": sum(s["bytes_store_to_host"] for s in stats.values()) / 2**20,
+    }
+    if args.compare:
+        report["tiered_vs_all_in_host"] = report["tiered"]["samples_per_sec"] / report["all_in_host"]["samples_per_sec"]
+        report["losses_identical"] = losses == host_losses
     first, last = sum(losses[:10]) / min(10, len(losses)), sum(losses[-10:]) / min(10, len(losses))
-    print(f"{args.steps} steps in {seconds:.1f} s ({args.steps * args.batch / seconds:.0f} samples/s), {lookups} lookups")
-    print(f"loss {first:.4f} (first 10 steps) -> {last:.4f} (last 10); {store / 2**20:.1f} MiB read from the table files")
+    if args.json:
+        print(json.dumps(report))
+        return losses
+    if args.compare:
+        print(f"all in host memory: {report['all_in_host']['samples_per_sec']:.0f} samples/s")
+    print(f"{tiered}: {args.steps} steps in {seconds:.1f} s ({report['tiered']['samples_per_sec']:.0f} samples/s), {report['tiered']['lookups']} lookups")
+    print(f"loss {first:.4f} (first 10 steps) -> {last:.4f} (last 10); {report['tiered']['store_mib']:.1f} MiB read from the table files")
+    if args.compare:
+        same = "identical" if report["losses_identical"] else "DIFFERENT"
+        print(f"tiered / all in host: {report['tiered_vs_all_in_host']:.3f}; losses {same}")
     return losses
 
 

@@ -286,10 +286,14 @@ class EmbeddingBagCollection(nn.Module):
         return outs
 
     def _per_feature(self, outs, batch):
+        # A table's one feature gets its output tensor itself, and several features one
+        # split of it: in backward, autograd then hands Strata the gradient tensor as it
+        # is (or concatenated once), where per-feature slices would each zero-fill and
+        # copy a whole table's gradient.
         pooled = collections.OrderedDict()
         for out, t in zip(outs, self.tables):
-            for i, f in enumerate(t["features"]):
-                pooled[f] = out[i * batch : (i + 1) * batch]
+            parts = (out,) if len(t["features"]) == 1 else out.split(batch)
+            pooled.update(zip(t["features"], parts))
         return pooled
 
     def _index(self, table):

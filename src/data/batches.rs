@@ -3,7 +3,7 @@
 //! each sample's dense counts and click label too. `Rebatch` cuts any stream of
 //! feature batches into batches of another size (serving requests).
 
-use super::{Sample, SyntheticConfig, SyntheticConfigError, SyntheticSource, CRITEO_DENSE_FEATURES};
+use super::{Sample, SyntheticConfig, SyntheticConfigError, SyntheticSource, TableLayout, CRITEO_DENSE_FEATURES};
 use crate::engine::batch::Batch;
 
 /// An endless (or `count`-long) stream of engine batches of `batch_size` samples.
@@ -18,6 +18,17 @@ pub struct SyntheticBatches {
 impl SyntheticBatches {
     pub fn new(config: &SyntheticConfig, batch_size: usize, count: Option<u64>) -> Result<Self, SyntheticConfigError> {
         Ok(SyntheticBatches { source: SyntheticSource::new(config)?, batch_size, remaining: count, start: 0, features: None })
+    }
+
+    /// The stream over tables of any shape (see [`SyntheticSource::with_layout`]).
+    pub fn with_layout(
+        config: &SyntheticConfig,
+        layout: TableLayout,
+        batch_size: usize,
+        count: Option<u64>,
+    ) -> Result<Self, SyntheticConfigError> {
+        let source = SyntheticSource::with_layout(config, layout)?;
+        Ok(SyntheticBatches { source, batch_size, remaining: count, start: 0, features: None })
     }
 
     /// Also draws each sample's dense features and label (for training and serving).

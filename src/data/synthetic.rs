@@ -63,7 +63,11 @@ impl SyntheticConfig {
 
     pub fn validate(&self) -> Result<(), SyntheticConfigError> {
         TableLayout::check_criteo_scale(self.scale).map_err(SyntheticConfigError::Scale)?;
-        let tables = CRITEO_TABLES;
+        self.validate_sampling(CRITEO_TABLES)
+    }
+
+    /// The exponents (1 or one per table) and the drift, for `tables` tables.
+    fn validate_sampling(&self, tables: usize) -> Result<(), SyntheticConfigError> {
         if self.zipf.len() != 1 && self.zipf.len() != tables {
             return Err(SyntheticConfigError::ZipfCount { tables, got: self.zipf.len() });
         }
@@ -149,7 +153,13 @@ pub struct SyntheticSource {
 impl SyntheticSource {
     pub fn new(config: &SyntheticConfig) -> Result<Self, SyntheticConfigError> {
         config.validate()?;
-        let layout = config.layout();
+        Self::with_layout(config, config.layout())
+    }
+
+    /// The generator over tables of any rows and lookups per sample (`layout`) instead
+    /// of the scaled Criteo ones: `config.scale` and `multi_hot` are not used.
+    pub fn with_layout(config: &SyntheticConfig, layout: TableLayout) -> Result<Self, SyntheticConfigError> {
+        config.validate_sampling(layout.tables())?;
         let drift_fraction = config.drift.as_ref().map_or(0.0, |d| d.fraction);
         let tables = layout
             .rows()

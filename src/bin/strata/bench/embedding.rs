@@ -1,37 +1,46 @@
 //! `strata bench embedding`: the embedding part of a training step (pooled lookup plus
-//! row-wise Adagrad update, all in host memory, one thread) in Strata's flat table and
-//! in the tiered table with every row in its host tier, next to FBGEMM's CPU kernels
-//! (`benches/fbgemm_compare.py`) on exactly the same batches, in one run.
+//! row-wise Adagrad update, all in host memory, one thread) in Strata's engine (its flat
+//! table, the tiered table with every row in its host tier, and the table collection
+//! behind `strata.torch`, called from Rust) and in `strata.torch` from Python, next to
+//! FBGEMM's CPU kernels, all through `benches/embedding_step.py` on exactly the same
+//! batches, in one run. The tables are the MLPerf layout (`--scale`, `--dim`) or a
+//! `--tables` file of tables of their own rows, dims, pooling and weights.
 
+mod tables;
+
+use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use strata::data::{SyntheticBatches, SyntheticConfig, TableLayout};
+use strata::data::SyntheticBatches;
 use strata::engine::batch::Batch;
+use strata::engine::collection::{CollectionConfig, EmbeddingTableConfig, TableCollection};
 use strata::engine::flat::FlatTable;
 use strata::engine::pool::Pooling;
+use strata::engine::storage::ReadPath;
 use strata::engine::table::config::TableConfig;
 use strata::engine::table::TieredTable;
 use strata::engine::{Optimizer, RowInit, RowLayout};
+use strata_policies::PolicyConfig;
+use tables::{BenchTable, TableBags};
 
 use crate::args::SyntheticArgs;
 
-/// Where the FBGEMM driver script lives.
-pub const FBGEMM_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/fbgemm_compare.py");
+/// Where the PyTorch-side driver script lives.
+pub const STEP_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/embedding_step.py");
 
 /// The torch venv the Makefile installs (keep in step with its TORCH_VERSION).
 const TORCH_VENV: &str = ".cache/strata/venv-torch-2.11.0";
 
-/// The gradient of every pooled output value, on both sides.
+/// The gradient of every pooled output value, on every side.
 const GRAD: f32 = 0.01;
 
-/// The Python interpreter with torch and fbgemm-gpu-cpu: `$STRATA_TORCH_PYTHON`, else
-/// the Makefile's torch venv when it exists, else `python3` on the PATH.
+/// The Python interpreter with torch, fbgemm-gpu-cpu and strata: `$STRATA_TORCH_PYTHON`,
+/// else the Makefile's torch venv when it exists, else `python3` on the PATH.
 fn python() -> PathBuf {
     let venv = std::env::var_os("HOME").map(|home| Path::new(&home).join(TORCH_VENV).join("bin/python"));
     super::python_from_env("STRATA_TORCH_PYTHON", venv)
@@ -42,6 +51,12 @@ fn python() -> PathBuf {
 pub struct EmbeddingBenchArgs {
     #[command(flatten)]
     synthetic: SyntheticArgs,
+    /// Tables of their own shapes instead of the MLPerf layout: a TOML file of
+    /// `[[table]]`s (name, rows, dim, bag; optional pooling, weighted, count), as
+    /// configs/bench-tbe.toml. `--zipf` (one exponent) and `--seed` still apply.
+    #[arg(long)]
+    tables: Option<PathBuf>,
+    /// Every table's dim, with the MLPerf layout.
     #[arg(long, default_value_t = 128)]
     dim: usize,
     /// Samples per step (214 lookups each with the MLPerf multi-hot sizes).
@@ -54,7 +69,7 @@ pub struct EmbeddingBenchArgs {
     warmup: usize,
     #[arg(long, default_value_t = 10)]
     iters: usize,
-    /// Folder for the batches handed to the FBGEMM script.
+    /// Folder for the batches handed to the Python driver.
     #[arg(long, default_value = "out/bench")]
     dir: PathBuf,
     /// Print JSON instead of a Markdown table.
@@ -75,9 +90,11 @@ pub struct StepResult {
     pub lookups_per_sec: f64,
 }
 
-/// What `fbgemm_compare.py` prints (the fields used here).
+/// What `embedding_step.py` prints (the fields used here), for either module.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct FbgemmResult {
+pub struct ScriptResult {
+    #[serde(rename = "impl")]
+    pub name: String,
     pub threads: usize,
     pub lookups_per_batch: Vec<u64>,
     pub distinct_rows_per_batch: Vec<u64>,
@@ -90,56 +107,40 @@ pub struct FbgemmResult {
     pub versions: serde_json::Value,
 }
 
+impl ScriptResult {
+    fn step(&self) -> StepResult {
+        StepResult {
+            name: self.name.clone(),
+            seconds_per_step: self.seconds_per_step,
+            lookup_seconds_per_step: self.forward_seconds_per_step,
+            cpu_seconds_per_step: self.cpu_seconds_per_step,
+            lookups_per_sec: self.lookups_per_sec,
+        }
+    }
+}
+
 /// The whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct EmbeddingReport {
-    pub tables: usize,
-    pub total_rows: u64,
-    pub dim: usize,
+    pub tables: Vec<BenchTable>,
     pub batch: usize,
     pub lookups_per_step: f64,
     pub distinct_rows_per_step: f64,
+    /// Strata's engine called from Rust: the flat and tiered single tables (when every
+    /// table has one dim and pooling and none is weighted), then the collection.
     pub strata: Vec<StepResult>,
-    pub fbgemm: FbgemmResult,
+    /// `strata.torch` from Python, over the same collection.
+    pub python: ScriptResult,
+    pub fbgemm: ScriptResult,
 }
 
-/// One batch in FBGEMM's form: table-major bag offsets (`tables * batch + 1`) and
-/// indices within each table. Strata's batches are sample-major (bag `s * tables + t`)
-/// with global rows.
-pub fn to_table_major(batch: &Batch, layout: &TableLayout, samples: usize) -> Result<(Vec<i64>, Vec<i64>)> {
-    let tables = layout.tables();
-    if batch.bags() != samples * tables {
-        bail!("batch has {} bags, expected {samples} samples x {tables} tables", batch.bags());
+impl EmbeddingReport {
+    /// What the Python boundary costs: `strata.torch`'s step against the same
+    /// collection's step called from Rust, as a fraction (0.05 = 5% slower).
+    pub fn python_overhead(&self) -> f64 {
+        let rust = self.strata.last().map_or(f64::NAN, |r| r.seconds_per_step);
+        self.python.seconds_per_step / rust - 1.0
     }
-    let mut offsets = Vec::with_capacity(batch.bags() + 1);
-    let mut indices = Vec::with_capacity(batch.ids.len());
-    offsets.push(0i64);
-    for (t, &rows) in layout.rows().iter().enumerate() {
-        let base = layout.global_row(t, 0);
-        for s in 0..samples {
-            let bag = s * tables + t;
-            for &id in &batch.ids[batch.bag_offsets[bag]..batch.bag_offsets[bag + 1]] {
-                let local = id.checked_sub(base).filter(|&r| r < rows);
-                let Some(local) = local else { bail!("row {id} of bag {bag} is outside table {t}") };
-                indices.push(local as i64);
-            }
-            offsets.push(indices.len() as i64);
-        }
-    }
-    Ok((offsets, indices))
-}
-
-/// Writes the batches for `fbgemm_compare.py --indices`: per batch, its offsets then
-/// its indices, little-endian int64.
-fn write_indices(path: &Path, batches: &[(Vec<i64>, Vec<i64>)]) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("{}", path.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    for (offsets, indices) in batches {
-        for v in offsets.iter().chain(indices) {
-            out.write_all(&v.to_le_bytes())?;
-        }
-    }
-    out.flush().with_context(|| format!("{}", path.display()))
 }
 
 /// CPU seconds this process has run, all threads together.
@@ -155,34 +156,32 @@ fn process_cpu_seconds() -> f64 {
 }
 
 impl EmbeddingBenchArgs {
-    fn optimizer() -> Optimizer {
-        Optimizer::default()
-    }
-
-    /// Times `lookup` then `update` on each batch, after the warm-up steps.
+    /// Times `lookup` then `update` on each batch (index), after every batch has been
+    /// stepped through once and the warm-up steps.
     fn timed(
         &self,
         name: &str,
-        batches: &[Batch],
-        mut lookup: impl FnMut(&Batch) -> Result<()>,
-        mut update: impl FnMut(&Batch) -> Result<()>,
+        lookups: &[u64],
+        mut lookup: impl FnMut(usize) -> Result<()>,
+        mut update: impl FnMut(usize) -> Result<()>,
     ) -> Result<StepResult> {
-        for k in 0..self.warmup {
-            lookup(&batches[k % batches.len()])?;
-            update(&batches[k % batches.len()])?;
+        let first = self.warmup.max(lookups.len());
+        for k in 0..first {
+            lookup(k % lookups.len())?;
+            update(k % lookups.len())?;
         }
         let (mut seconds, mut looking) = (0.0, 0.0);
-        let mut lookups = 0usize;
+        let mut done = 0u64;
         let cpu = process_cpu_seconds();
         for k in 0..self.iters {
-            let batch = &batches[(self.warmup + k) % batches.len()];
+            let b = (first + k) % lookups.len();
             let start = Instant::now();
-            lookup(batch)?;
+            lookup(b)?;
             let looked = start.elapsed().as_secs_f64();
-            update(batch)?;
+            update(b)?;
             seconds += start.elapsed().as_secs_f64();
             looking += looked;
-            lookups += batch.ids.len();
+            done += lookups[b];
         }
         let cpu = process_cpu_seconds() - cpu;
         Ok(StepResult {
@@ -190,13 +189,13 @@ impl EmbeddingBenchArgs {
             seconds_per_step: seconds / self.iters as f64,
             lookup_seconds_per_step: looking / self.iters as f64,
             cpu_seconds_per_step: cpu / self.iters as f64,
-            lookups_per_sec: lookups as f64 / seconds,
+            lookups_per_sec: done as f64 / seconds,
         })
     }
 
-    /// Runs both sides and prints their table (or JSON).
+    /// Runs every side and prints their table (or JSON).
     pub fn run(&self) -> Result<()> {
-        let report = self.compare(&self.synthetic.config()?, &python())?;
+        let report = self.compare(&python())?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -205,73 +204,67 @@ impl EmbeddingBenchArgs {
         Ok(())
     }
 
-    /// Times Strata's two tables and FBGEMM (through `python`) on the same batches of
-    /// `synthetic`.
-    fn compare(&self, synthetic: &SyntheticConfig, python: &Path) -> Result<EmbeddingReport> {
+    /// The benchmark's tables.
+    fn tables(&self) -> Result<Vec<BenchTable>> {
+        match &self.tables {
+            Some(path) => tables::read_tables(path),
+            None => Ok(tables::layout_tables(&self.synthetic.config()?.layout(), self.dim)),
+        }
+    }
+
+    /// Times Strata's engine from Rust, `strata.torch` and FBGEMM (both through `python`)
+    /// on the same batches.
+    fn compare(&self, python: &Path) -> Result<EmbeddingReport> {
         if self.batch == 0 || self.batches == 0 || self.iters == 0 || self.dim == 0 {
             bail!("--batch, --batches, --iters and --dim must be at least 1");
         }
-        let layout = synthetic.layout();
-        let rows = layout.total_rows();
-        let batches: Vec<Batch> = SyntheticBatches::new(synthetic, self.batch, Some(self.batches))?.collect();
+        let tables = self.tables()?;
+        let pooling = tables[0].pooling;
+        if tables.iter().any(|t| t.pooling != pooling) {
+            bail!("FBGEMM's TBE pools every table alike: give every table the same pooling");
+        }
+        let synthetic = self.synthetic.config()?;
+        let layout = tables::layout_of(&tables);
+        let generated = SyntheticBatches::with_layout(&synthetic, tables::layout_of(&tables), self.batch, Some(self.batches))?;
+        let batches: Vec<Batch> = generated.collect();
+        let split: Vec<Vec<TableBags>> = (0..batches.len())
+            .map(|k| tables::split_by_table(&batches[k], &tables, self.batch, synthetic.seed, k as u64))
+            .collect::<Result<_>>()?;
         let lookups: Vec<u64> = batches.iter().map(|b| b.ids.len() as u64).collect();
         let distinct: Vec<u64> = batches.iter().map(|b| b.unique_rows().len() as u64).collect();
 
-        // FBGEMM's copy of the batches, written first so a broken layout fails early.
+        // The Python side's copy of the batches, written first so a broken layout fails
+        // early.
         std::fs::create_dir_all(&self.dir).with_context(|| format!("{}", self.dir.display()))?;
-        let file = self.dir.join("embedding-indices.bin");
-        let fb: Vec<(Vec<i64>, Vec<i64>)> = batches.iter().map(|b| to_table_major(b, &layout, self.batch)).collect::<Result<_>>()?;
-        write_indices(&file, &fb)?;
-        drop(fb);
+        let indices = self.dir.join("embedding-indices.bin");
+        let weighted = tables.iter().any(|t| t.weighted);
+        let weights = weighted.then(|| self.dir.join("embedding-weights.bin"));
+        tables::write_batches(&indices, weights.as_deref(), &split)?;
 
-        let optimizer = Self::optimizer();
-        let row_layout = RowLayout::new(self.dim, &optimizer);
-        let init = RowInit::Uniform { seed: synthetic.seed, scale: 0.05 };
-        let grads = vec![GRAD; self.batch * layout.tables() * self.dim];
-        let mut out = vec![0f32; grads.len()];
+        let optimizer = Optimizer::default();
         let mut strata = Vec::new();
-
-        // Both closures use the table, one after the other.
-        let flat = std::cell::RefCell::new(FlatTable::new(rows, row_layout, init));
-        strata.push(self.timed(
-            "strata flat table",
-            &batches,
-            |b| {
-                flat.borrow().lookup(b, Pooling::Sum, &mut out);
-                Ok(())
-            },
-            |b| {
-                flat.borrow_mut().apply_gradients(b, &grads, &optimizer, Pooling::Sum);
-                Ok(())
-            },
-        )?);
-        drop(flat);
-
-        let config = TableConfig::host_only(rows, optimizer, Pooling::Sum);
-        let table = std::cell::RefCell::new(TieredTable::new(&config, Box::new(FlatTable::new(rows, row_layout, init)))?);
-        // Every row the batches touch is in the host tier before timing.
-        for b in &batches {
-            table.borrow_mut().lookup(b, &mut out)?;
+        let dim = tables[0].dim;
+        if tables.iter().all(|t| t.dim == dim) && !weighted {
+            strata.extend(self.single_tables(&batches, &lookups, layout.total_rows(), dim, pooling, synthetic.seed)?);
         }
-        strata.push(self.timed(
-            "strata tiered, all rows in host tier",
-            &batches,
-            |b| Ok(table.borrow_mut().lookup(b, &mut out)?),
-            |b| Ok(table.borrow_mut().apply_gradients(b, &grads)?),
-        )?);
-        drop(table);
+        strata.push(self.collection(&tables, &split, &lookups, synthetic.seed, &optimizer)?);
 
-        let args: Vec<String> = vec![
+        let list = |f: &dyn Fn(&BenchTable) -> String| tables.iter().map(f).collect::<Vec<_>>().join(",");
+        let mut args: Vec<String> = vec![
             "--rows".into(),
-            layout.rows().iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+            list(&|t| t.rows.to_string()),
             "--dim".into(),
-            self.dim.to_string(),
+            list(&|t| t.dim.to_string()),
+            "--pooling".into(),
+            list(&|t| if t.pooling == Pooling::Mean { "mean".into() } else { "sum".into() }),
+            "--weighted".into(),
+            list(&|t| u8::from(t.weighted).to_string()),
             "--batch".into(),
             self.batch.to_string(),
             "--bag".into(),
-            layout.multi_hot().iter().map(usize::to_string).collect::<Vec<_>>().join(","),
+            list(&|t| t.bag.to_string()),
             "--indices".into(),
-            file.display().to_string(),
+            indices.display().to_string(),
             "--warmup".into(),
             self.warmup.to_string(),
             "--iters".into(),
@@ -281,80 +274,220 @@ impl EmbeddingBenchArgs {
             "--threads".into(),
             "1".into(),
         ];
-        let fbgemm: Result<FbgemmResult> =
-            super::run_python_json(python, FBGEMM_SCRIPT, &args, "run `make bench-fbgemm` or set STRATA_TORCH_PYTHON");
-        std::fs::remove_file(&file).ok();
-        let fbgemm = fbgemm?;
-        check_same_work(&lookups, &distinct, &fbgemm)?;
+        if let Some(w) = &weights {
+            args.extend(["--weights".into(), w.display().to_string()]);
+        }
+        let script = |module: &str| -> Result<ScriptResult> {
+            let mut all = vec!["--impl".to_string(), module.into()];
+            all.extend(args.iter().cloned());
+            let result: ScriptResult =
+                super::run_python_json(python, STEP_SCRIPT, &all, "run `make bench-fbgemm` or set STRATA_TORCH_PYTHON")?;
+            check_same_work(&lookups, &distinct, &result)?;
+            Ok(result)
+        };
+        let results = script("fbgemm").and_then(|fbgemm| Ok((fbgemm, script("strata")?)));
+        std::fs::remove_file(&indices).ok();
+        if let Some(w) = &weights {
+            std::fs::remove_file(w).ok();
+        }
+        let (fbgemm, python) = results?;
 
         let steps = lookups.len() as f64;
         Ok(EmbeddingReport {
-            tables: layout.tables(),
-            total_rows: rows,
-            dim: self.dim,
+            tables,
             batch: self.batch,
             lookups_per_step: lookups.iter().sum::<u64>() as f64 / steps,
             distinct_rows_per_step: distinct.iter().sum::<u64>() as f64 / steps,
             strata,
+            python,
             fbgemm,
         })
     }
+
+    /// Strata's flat table and its tiered table with every row in the host tier, each
+    /// one table over every table's rows (global ids, sample-major bags).
+    fn single_tables(
+        &self,
+        batches: &[Batch],
+        lookups: &[u64],
+        rows: u64,
+        dim: usize,
+        pooling: Pooling,
+        seed: u64,
+    ) -> Result<Vec<StepResult>> {
+        let optimizer = &Optimizer::default();
+        let row_layout = RowLayout::new(dim, optimizer);
+        let init = RowInit::Uniform { seed, scale: 0.05 };
+        let grads = vec![GRAD; batches[0].bags() * dim];
+        let mut out = vec![0f32; grads.len()];
+        let mut results = Vec::new();
+
+        // Both closures use the table, one after the other.
+        let flat = RefCell::new(FlatTable::new(rows, row_layout, init));
+        results.push(self.timed(
+            "strata flat table (Rust)",
+            lookups,
+            |b| {
+                flat.borrow().lookup(&batches[b], pooling, &mut out);
+                Ok(())
+            },
+            |b| {
+                flat.borrow_mut().apply_gradients(&batches[b], &grads, optimizer, pooling);
+                Ok(())
+            },
+        )?);
+        drop(flat);
+
+        let config = TableConfig::host_only(rows, *optimizer, pooling);
+        let table = RefCell::new(TieredTable::new(&config, Box::new(FlatTable::new(rows, row_layout, init)))?);
+        results.push(self.timed(
+            "strata tiered, all rows in host tier (Rust)",
+            lookups,
+            |b| Ok(table.borrow_mut().lookup(&batches[b], &mut out)?),
+            |b| Ok(table.borrow_mut().apply_gradients(&batches[b], &grads)?),
+        )?);
+        Ok(results)
+    }
+
+    /// The collection behind `strata.torch` (one tiered table per table, every row in
+    /// its host tier, in-memory stores), called from Rust as the Python module calls it.
+    fn collection(
+        &self,
+        tables: &[BenchTable],
+        split: &[Vec<TableBags>],
+        lookups: &[u64],
+        seed: u64,
+        optimizer: &Optimizer,
+    ) -> Result<StepResult> {
+        let config = CollectionConfig {
+            tables: tables
+                .iter()
+                .enumerate()
+                .map(|(t, b)| EmbeddingTableConfig {
+                    name: b.name.clone(),
+                    rows: b.rows,
+                    dim: b.dim,
+                    pooling: b.pooling,
+                    features: vec![format!("f{t}")],
+                    init_scale: 0.05,
+                })
+                .collect(),
+            device: 0.0,
+            host: 1.0,
+            device_policy: PolicyConfig::Lru,
+            host_policy: PolicyConfig::Lru,
+            hierarchy: Default::default(),
+            device_backend: Default::default(),
+            optimizer: *optimizer,
+            seed,
+            table_dir: None,
+            read_path: ReadPath::IoUring,
+            write_buffer: 0.0,
+        };
+        let collection = RefCell::new(TableCollection::new(&config)?);
+        let grads: Vec<Vec<f32>> = tables.iter().map(|t| vec![GRAD; self.batch * t.dim]).collect();
+        let mut outs: Vec<Vec<f32>> = grads.clone();
+        self.timed(
+            "strata collection, all rows in host tier (Rust, the engine behind strata.torch)",
+            lookups,
+            |b| {
+                let features: Vec<_> = split[b].iter().map(TableBags::features).collect();
+                let mut outs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+                Ok(collection.borrow_mut().lookup(&features, &mut outs, true)?)
+            },
+            |_| {
+                let grads: Vec<&[f32]> = grads.iter().map(Vec::as_slice).collect();
+                Ok(collection.borrow_mut().apply_gradients(&grads)?)
+            },
+        )
+    }
 }
 
-/// Both sides must have looked up the same rows and updated the same distinct rows.
-pub fn check_same_work(lookups: &[u64], distinct: &[u64], fbgemm: &FbgemmResult) -> Result<()> {
-    if fbgemm.lookups_per_batch != lookups || fbgemm.distinct_rows_per_batch != distinct {
+/// Every side must have looked up the same rows and updated the same distinct rows.
+pub fn check_same_work(lookups: &[u64], distinct: &[u64], result: &ScriptResult) -> Result<()> {
+    if result.lookups_per_batch != lookups || result.distinct_rows_per_batch != distinct {
         bail!(
-            "FBGEMM did other work: lookups {:?} vs Strata {:?}, distinct rows {:?} vs {:?}",
-            fbgemm.lookups_per_batch,
+            "{} did other work: lookups {:?} vs Strata {:?}, distinct rows {:?} vs {:?}",
+            result.name,
+            result.lookups_per_batch,
             lookups,
-            fbgemm.distinct_rows_per_batch,
+            result.distinct_rows_per_batch,
             distinct
         );
     }
-    if fbgemm.threads != 1 {
-        bail!("FBGEMM ran on {} threads, not 1", fbgemm.threads);
+    if result.threads != 1 {
+        bail!("{} ran on {} threads, not 1", result.name, result.threads);
     }
     Ok(())
 }
 
-/// The comparison as Markdown: one row per set-up, with its speed relative to FBGEMM.
+/// The tables in a few words: runs of equal shapes counted.
+fn describe(tables: &[BenchTable]) -> String {
+    let shape = |t: &BenchTable| {
+        let weighted = if t.weighted { ", weighted" } else { "" };
+        format!("{} rows x dim {}, {} per bag, {:?}{weighted}", t.rows, t.dim, t.bag, t.pooling).to_lowercase()
+    };
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for t in tables {
+        match runs.last_mut() {
+            Some((s, n)) if *s == shape(t) => *n += 1,
+            _ => runs.push((shape(t), 1)),
+        }
+    }
+    if runs.len() > 4 {
+        let rows: u64 = tables.iter().map(|t| t.rows).sum();
+        return format!(
+            "{} tables, {rows} rows, dims {:?}",
+            tables.len(),
+            tables.iter().map(|t| t.dim).collect::<std::collections::BTreeSet<_>>()
+        );
+    }
+    runs.iter().map(|(s, n)| format!("{n} x ({s})")).collect::<Vec<_>>().join(" + ")
+}
+
+/// The comparison as Markdown: one row per set-up, with its speed relative to FBGEMM,
+/// and the Python boundary's cost.
 fn markdown(report: &EmbeddingReport) -> String {
     let mut s = String::new();
     let versions = &report.fbgemm.versions;
     let _ = writeln!(
         s,
-        "Embedding step (pooled SUM lookup + row-wise Adagrad), host memory, 1 thread: {} tables, {} rows, dim {}, batch {}, {:.0} lookups and {:.0} distinct rows per step; torch {}, fbgemm_gpu {}\n",
-        report.tables,
-        report.total_rows,
-        report.dim,
+        "Embedding step (pooled lookup + row-wise Adagrad), host memory, 1 thread: {}; batch {}, {:.0} lookups and {:.0} distinct rows per step; torch {}, fbgemm_gpu {}, strata {}\n",
+        describe(&report.tables),
         report.batch,
         report.lookups_per_step,
         report.distinct_rows_per_step,
         versions["torch"].as_str().unwrap_or("?"),
         versions["fbgemm_gpu"].as_str().unwrap_or("?"),
+        report.python.versions["strata"].as_str().unwrap_or("?"),
     );
     let _ = writeln!(s, "| set-up | ms/step | lookup ms | update ms | M lookups/s | vs FBGEMM | CPU ms/step | vs FBGEMM (CPU) |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
     let fb = &report.fbgemm;
-    let row = |s: &mut String, name: &str, step: f64, lookup: f64, rate: f64, cpu: f64| {
+    let row = |s: &mut String, r: &StepResult| {
         let _ = writeln!(
             s,
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x | {:.1} | {:.2}x |",
-            step * 1e3,
-            lookup * 1e3,
-            (step - lookup) * 1e3,
-            rate / 1e6,
-            rate / fb.lookups_per_sec,
-            cpu * 1e3,
-            fb.cpu_seconds_per_step / cpu
+            "| {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x | {:.1} | {:.2}x |",
+            r.name,
+            r.seconds_per_step * 1e3,
+            r.lookup_seconds_per_step * 1e3,
+            (r.seconds_per_step - r.lookup_seconds_per_step) * 1e3,
+            r.lookups_per_sec / 1e6,
+            r.lookups_per_sec / fb.lookups_per_sec,
+            r.cpu_seconds_per_step * 1e3,
+            fb.cpu_seconds_per_step / r.cpu_seconds_per_step
         );
     };
-    let name = "FBGEMM SplitTableBatchedEmbeddingBagsCodegen (CPU)";
-    row(&mut s, name, fb.seconds_per_step, fb.forward_seconds_per_step, fb.lookups_per_sec, fb.cpu_seconds_per_step);
+    row(&mut s, &fb.step());
     for r in &report.strata {
-        row(&mut s, &r.name, r.seconds_per_step, r.lookup_seconds_per_step, r.lookups_per_sec, r.cpu_seconds_per_step);
+        row(&mut s, r);
     }
+    row(&mut s, &report.python.step());
+    let _ = writeln!(
+        s,
+        "\nThe Python boundary: strata.torch's step {:+.1}% against the same collection called from Rust.",
+        report.python_overhead() * 100.0
+    );
     s
 }
 
@@ -363,33 +496,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_major_keeps_every_lookup_in_its_table() {
-        // Two tables of 3 and 5 rows, bags of 2 and 1, two samples (sample-major).
-        let layout = TableLayout::new(vec![3, 5], vec![2, 1]);
-        let batch = Batch::new(vec![0, 2, 3 + 4, 1, 1, 3], vec![0, 2, 3, 5, 6], 0);
-        let (offsets, indices) = to_table_major(&batch, &layout, 2).unwrap();
-        assert_eq!(offsets, vec![0, 2, 4, 5, 6]);
-        assert_eq!(indices, vec![0, 2, 1, 1, 4, 0]);
-    }
-
-    #[test]
-    fn table_major_rejects_rows_of_another_table() {
-        let layout = TableLayout::new(vec![3, 5], vec![1, 1]);
-        // Bag 0 (table 0) holds global row 4, which is table 1's.
-        let batch = Batch::new(vec![4, 3], vec![0, 1, 2], 0);
-        assert!(to_table_major(&batch, &layout, 1).is_err());
-        assert!(to_table_major(&batch, &layout, 2).is_err());
-    }
-
-    #[test]
     fn script_output_parses_and_must_match_the_work() {
         let json = r#"{"impl": "x", "threads": 1, "lookups_per_batch": [6, 6], "distinct_rows_per_batch": [4, 5],
             "seconds_per_step": 0.5, "forward_seconds_per_step": 0.2, "cpu_seconds_per_step": 0.4, "lookups_per_sec": 12.0, "versions": {"torch": "2.11.0", "fbgemm_gpu": "1.6.0"}}"#;
-        let r: FbgemmResult = serde_json::from_str(json).unwrap();
+        let r: ScriptResult = serde_json::from_str(json).unwrap();
         assert_eq!(r.lookups_per_sec, 12.0);
         assert_eq!(r.versions["fbgemm_gpu"], "1.6.0");
         assert!(check_same_work(&[6, 6], &[4, 5], &r).is_ok());
         assert!(check_same_work(&[6, 6], &[4, 4], &r).is_err());
         assert!(check_same_work(&[6], &[4], &r).is_err());
+    }
+
+    #[test]
+    fn tables_are_described_by_runs_of_one_shape() {
+        let t = |rows, dim| BenchTable { name: "t".into(), rows, dim, pooling: Pooling::Sum, bag: 8, weighted: false, count: 1 };
+        assert_eq!(
+            describe(&[t(200, 128), t(200, 128), t(50, 16)]),
+            "2 x (200 rows x dim 128, 8 per bag, sum) + 1 x (50 rows x dim 16, 8 per bag, sum)"
+        );
     }
 }
