@@ -20,7 +20,6 @@ use strata::data::SyntheticBatches;
 use strata::engine::batch::Batch;
 use strata::engine::collection::{CollectionConfig, EmbeddingTableConfig, TableCollection};
 use strata::engine::flat::FlatTable;
-use strata::engine::pool::Pooling;
 use strata::engine::storage::ReadPath;
 use strata::engine::table::config::TableConfig;
 use strata::engine::table::TieredTable;
@@ -225,10 +224,10 @@ impl EmbeddingBenchArgs {
         }
         let synthetic = self.synthetic.config()?;
         let layout = tables::layout_of(&tables);
-        let generated = SyntheticBatches::with_layout(&synthetic, tables::layout_of(&tables), self.batch, Some(self.batches))?;
+        let generated = SyntheticBatches::with_layout(&synthetic, layout.clone(), self.batch, Some(self.batches))?;
         let batches: Vec<Batch> = generated.collect();
         let split: Vec<Vec<TableBags>> = (0..batches.len())
-            .map(|k| tables::split_by_table(&batches[k], &tables, self.batch, synthetic.seed, k as u64))
+            .map(|k| tables::split_by_table(&batches[k], &tables, &layout, self.batch, synthetic.seed, k as u64))
             .collect::<Result<_>>()?;
         let lookups: Vec<u64> = batches.iter().map(|b| b.ids.len() as u64).collect();
         let distinct: Vec<u64> = batches.iter().map(|b| b.unique_rows().len() as u64).collect();
@@ -243,9 +242,8 @@ impl EmbeddingBenchArgs {
 
         let optimizer = Optimizer::default();
         let mut strata = Vec::new();
-        let dim = tables[0].dim;
-        if tables.iter().all(|t| t.dim == dim) && !weighted {
-            strata.extend(self.single_tables(&batches, &lookups, layout.total_rows(), dim, pooling, synthetic.seed)?);
+        if tables.iter().all(|t| t.dim == tables[0].dim) && !weighted {
+            strata.extend(self.single_tables(&batches, &lookups, &tables, synthetic.seed, &optimizer)?);
         }
         strata.push(self.collection(&tables, &split, &lookups, synthetic.seed, &optimizer)?);
 
@@ -256,7 +254,7 @@ impl EmbeddingBenchArgs {
             "--dim".into(),
             list(&|t| t.dim.to_string()),
             "--pooling".into(),
-            list(&|t| if t.pooling == Pooling::Mean { "mean".into() } else { "sum".into() }),
+            list(&|t| tables::pooling_name(t.pooling).into()),
             "--weighted".into(),
             list(&|t| u8::from(t.weighted).to_string()),
             "--batch".into(),
@@ -305,17 +303,17 @@ impl EmbeddingBenchArgs {
     }
 
     /// Strata's flat table and its tiered table with every row in the host tier, each
-    /// one table over every table's rows (global ids, sample-major bags).
+    /// one table over every table's rows (global ids, sample-major bags), for `tables`
+    /// of one dim and pooling.
     fn single_tables(
         &self,
         batches: &[Batch],
         lookups: &[u64],
-        rows: u64,
-        dim: usize,
-        pooling: Pooling,
+        tables: &[BenchTable],
         seed: u64,
+        optimizer: &Optimizer,
     ) -> Result<Vec<StepResult>> {
-        let optimizer = &Optimizer::default();
+        let (rows, dim, pooling) = (tables.iter().map(|t| t.rows).sum(), tables[0].dim, tables[0].pooling);
         let row_layout = RowLayout::new(dim, optimizer);
         let init = RowInit::Uniform { seed, scale: 0.05 };
         let grads = vec![GRAD; batches[0].bags() * dim];
@@ -425,7 +423,7 @@ pub fn check_same_work(lookups: &[u64], distinct: &[u64], result: &ScriptResult)
 fn describe(tables: &[BenchTable]) -> String {
     let shape = |t: &BenchTable| {
         let weighted = if t.weighted { ", weighted" } else { "" };
-        format!("{} rows x dim {}, {} per bag, {:?}{weighted}", t.rows, t.dim, t.bag, t.pooling).to_lowercase()
+        format!("{} rows x dim {}, {} per bag, {}{weighted}", t.rows, t.dim, t.bag, tables::pooling_name(t.pooling))
     };
     let mut runs: Vec<(String, usize)> = Vec::new();
     for t in tables {
@@ -494,6 +492,7 @@ fn markdown(report: &EmbeddingReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata::engine::pool::Pooling;
 
     #[test]
     fn script_output_parses_and_must_match_the_work() {

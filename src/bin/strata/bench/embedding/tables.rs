@@ -79,6 +79,14 @@ pub fn layout_tables(layout: &TableLayout, dim: usize) -> Vec<BenchTable> {
     shape.enumerate().map(table).collect()
 }
 
+/// A pooling as configs and `benches/embedding_step.py --pooling` name it.
+pub fn pooling_name(pooling: Pooling) -> &'static str {
+    match pooling {
+        Pooling::Sum => "sum",
+        Pooling::Mean => "mean",
+    }
+}
+
 /// The tables' rows and lookups per sample, for the generator.
 pub fn layout_of(tables: &[BenchTable]) -> TableLayout {
     TableLayout::new(tables.iter().map(|t| t.rows).collect(), tables.iter().map(|t| t.bag).collect())
@@ -102,8 +110,14 @@ impl TableBags {
 /// A generated batch (sample-major bags `s * tables + t` of global rows) split by table,
 /// with weights in [0.5, 1.5) drawn from `seed` and the batch's number `k` for the
 /// weighted tables.
-pub fn split_by_table(batch: &Batch, tables: &[BenchTable], samples: usize, seed: u64, k: u64) -> Result<Vec<TableBags>> {
-    let layout = layout_of(tables);
+pub fn split_by_table(
+    batch: &Batch,
+    tables: &[BenchTable],
+    layout: &TableLayout,
+    samples: usize,
+    seed: u64,
+    k: u64,
+) -> Result<Vec<TableBags>> {
     if batch.bags() != samples * tables.len() {
         bail!("batch has {} bags, expected {samples} samples x {} tables", batch.bags(), tables.len());
     }
@@ -187,7 +201,7 @@ mod tests {
         // Two tables of 3 and 5 rows, bags of 2 and 1, two samples (sample-major).
         let tables = [table(3, 2, false), table(5, 1, true)];
         let batch = Batch::new(vec![0, 2, 3 + 4, 1, 1, 3], vec![0, 2, 3, 5, 6], 0);
-        let split = split_by_table(&batch, &tables, 2, 7, 0).unwrap();
+        let split = split_by_table(&batch, &tables, &layout_of(&tables), 2, 7, 0).unwrap();
         assert_eq!(split[0].values, vec![0, 2, 1, 1]);
         assert_eq!(split[0].offsets, vec![0, 2, 4]);
         assert!(split[0].weights.is_empty());
@@ -196,8 +210,8 @@ mod tests {
         assert_eq!(split[1].weights.len(), 2);
         assert!(split[1].weights.iter().all(|w| (0.5..1.5).contains(w)));
         // The same seed and batch give the same weights; another batch others.
-        assert_eq!(split_by_table(&batch, &tables, 2, 7, 0).unwrap()[1].weights, split[1].weights);
-        assert_ne!(split_by_table(&batch, &tables, 2, 7, 1).unwrap()[1].weights, split[1].weights);
+        assert_eq!(split_by_table(&batch, &tables, &layout_of(&tables), 2, 7, 0).unwrap()[1].weights, split[1].weights);
+        assert_ne!(split_by_table(&batch, &tables, &layout_of(&tables), 2, 7, 1).unwrap()[1].weights, split[1].weights);
     }
 
     #[test]
@@ -205,15 +219,15 @@ mod tests {
         let tables = [table(3, 1, false), table(5, 1, false)];
         // Bag 0 (table 0) holds global row 4, which is table 1's.
         let batch = Batch::new(vec![4, 3], vec![0, 1, 2], 0);
-        assert!(split_by_table(&batch, &tables, 1, 0, 0).is_err());
-        assert!(split_by_table(&batch, &tables, 2, 0, 0).is_err());
+        assert!(split_by_table(&batch, &tables, &layout_of(&tables), 1, 0, 0).is_err());
+        assert!(split_by_table(&batch, &tables, &layout_of(&tables), 2, 0, 0).is_err());
     }
 
     #[test]
     fn batches_file_is_table_major_with_global_offsets() {
         let tables = [table(3, 2, false), table(5, 1, true)];
         let batch = Batch::new(vec![0, 2, 3 + 4, 1, 1, 3], vec![0, 2, 3, 5, 6], 0);
-        let split = split_by_table(&batch, &tables, 2, 7, 0).unwrap();
+        let split = split_by_table(&batch, &tables, &layout_of(&tables), 2, 7, 0).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (indices, weights) = (dir.path().join("i.bin"), dir.path().join("w.bin"));
         write_batches(&indices, Some(&weights), std::slice::from_ref(&split)).unwrap();
