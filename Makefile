@@ -44,7 +44,7 @@ TORCH_CARGO_ENV = VIRTUAL_ENV=$(TORCH_VENV) PATH="$(TORCH_VENV)/bin:$$PATH" LIBT
 TORCH_CARGO = $(TORCH_CARGO_ENV) $(CARGO)
 FEATURES := --features strata/torch
 
-.PHONY: run test check build python python-tools torchrec venv torch-venv fbgemm toolchain redis bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm calibrate clean
+.PHONY: run test check build python python-tools torchrec venv torch-venv fbgemm toolchain redis bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm bench-remote calibrate clean
 
 run: build venv
 	$(STRATA) run $(CONFIG)
@@ -128,13 +128,18 @@ $(TORCH_VENV)/.fbgemm-$(FBGEMM_VERSION).installed: $(TORCH_VENV)/.installed
 	touch $@
 
 # Criterion benches and the side-by-side comparisons (libCacheSim, fio, memcpy, all-in-host).
-bench: bench-simulate bench-storage bench-gather bench-lookup
+bench: bench-simulate bench-storage bench-gather bench-lookup bench-remote
 	$(TORCH_CARGO) bench --bench policy_ops --bench gather $(FEATURES)
 
 bench-simulate: build venv
 	$(STRATA) bench simulate --requests 10000000 --scale 0.01 --capacity 0.01,0.1
 
 # Storage-tier random row reads per read path against fio on a 4 GiB table file.
+# A local Redis Cluster (3 masters + 3 replicas on loopback) is started and torn down
+# by the bench itself; `--nodes host:port` points it at an existing cluster instead.
+bench-remote: build redis
+	$(STRATA) bench remote --rows 100000 --dim 128 --batch 4096
+
 bench-storage: toolchain
 	bash benches/storage_vs_fio.sh
 

@@ -13,7 +13,7 @@ use strata::engine::flat::FlatTable;
 use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
-use strata::engine::storage::remote::{key_slot, RedisStore, RemoteConfig};
+use strata::engine::storage::remote::{key_slot, LocalCluster, RedisStore, RemoteConfig};
 use strata::engine::storage::BackingStore;
 use strata::engine::table::config::{TableConfig, TierConfig};
 use strata::engine::table::TieredTable;
@@ -21,12 +21,11 @@ use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 
 mod common;
-use common::redis_cluster::RedisCluster;
 use common::transparency::{batches, check_with_store, Case, Stream};
 
 const LAYOUT: RowLayout = RowLayout { dim: 4, state: 1 };
 
-fn config(cluster: &RedisCluster, table: &str) -> RemoteConfig {
+fn config(cluster: &LocalCluster, table: &str) -> RemoteConfig {
     RemoteConfig { block_rows: 8, retry_seconds: 20.0, ..RemoteConfig::new(cluster.nodes(), table) }
 }
 
@@ -43,7 +42,7 @@ fn bits(values: &[f32]) -> Vec<u32> {
 
 /// A direct connection to the master that holds `key` (the node that does not answer
 /// MOVED), for tampering with a value behind the store's back.
-fn master_of(cluster: &RedisCluster, key: &str) -> redis::Connection {
+fn master_of(cluster: &LocalCluster, key: &str) -> redis::Connection {
     for addr in cluster.masters() {
         let mut con = redis::Client::open(format!("redis://{addr}/")).unwrap().get_connection().unwrap();
         if redis::cmd("GET").arg(key).query::<redis::Value>(&mut con).is_ok() {
@@ -55,7 +54,7 @@ fn master_of(cluster: &RedisCluster, key: &str) -> redis::Connection {
 
 #[test]
 fn the_fixture_starts_a_healthy_cluster_and_tears_it_down() {
-    let cluster = RedisCluster::start();
+    let cluster = LocalCluster::start().expect("starting a local Redis Cluster");
     assert_eq!(cluster.nodes().len(), 6);
     assert_eq!(cluster.masters().len(), 3, "{:?}", cluster.masters());
     let dir = cluster.dir().to_path_buf();
@@ -65,7 +64,7 @@ fn the_fixture_starts_a_healthy_cluster_and_tears_it_down() {
 
 #[test]
 fn rows_round_trip_bit_for_bit_and_unwritten_rows_read_as_their_initial_value() {
-    let cluster = RedisCluster::start();
+    let cluster = LocalCluster::start().expect("starting a local Redis Cluster");
     let init = RowInit::Uniform { seed: 7, scale: 0.1 };
     let rows = 1000u64;
     let mut store = RedisStore::create(&config(&cluster, "emb"), rows, LAYOUT, init).unwrap();
@@ -127,7 +126,7 @@ fn rows_round_trip_bit_for_bit_and_unwritten_rows_read_as_their_initial_value() 
 
 #[test]
 fn a_changed_value_fails_its_checksum_with_an_error_naming_the_key_slot_and_node() {
-    let cluster = RedisCluster::start();
+    let cluster = LocalCluster::start().expect("starting a local Redis Cluster");
     let mut store = RedisStore::create(&config(&cluster, "sums"), 100, LAYOUT, RowInit::Zeros).unwrap();
     store.write_rows(&[42], &[1.0, 2.0, 3.0, 4.0, 0.5]).unwrap();
     let key = store.key(42);
@@ -153,12 +152,12 @@ fn a_bad_node_address_or_config_is_an_error_not_a_panic() {
     let bad = RemoteConfig::new(vec!["nohost".into()], "t");
     let err = RedisStore::create(&bad, 10, LAYOUT, RowInit::Zeros).err().expect("refused").to_string();
     assert!(err.starts_with("engine.remote: nodes") && err.contains("`nohost`"), "{err}");
-    let cluster = RedisCluster::start();
+    let cluster = LocalCluster::start().expect("starting a local Redis Cluster");
     let err = RedisStore::open(&config_for_missing(&cluster)).err().expect("no table").to_string();
     assert!(err.contains("no such table"), "{err}");
 }
 
-fn config_for_missing(cluster: &RedisCluster) -> RemoteConfig {
+fn config_for_missing(cluster: &LocalCluster) -> RemoteConfig {
     config(cluster, "never-created")
 }
 
@@ -167,7 +166,7 @@ const STREAM: Stream = Stream { segments: 2, batches: 10, bags: 6 };
 
 #[test]
 fn the_tiered_table_over_the_cluster_matches_the_flat_table() {
-    let cluster = RedisCluster::start();
+    let cluster = LocalCluster::start().expect("starting a local Redis Cluster");
     let mut seed = 300;
     for policy in ["lru", "s3fifo", "lookahead:40"] {
         for (hierarchy, device_rows, host_rows, window, write_buffer_rows) in
@@ -190,7 +189,7 @@ fn the_tiered_table_over_the_cluster_matches_the_flat_table() {
 
 #[test]
 fn a_master_killed_mid_run_fails_over_and_the_rows_match_an_unbroken_run() {
-    let mut cluster = RedisCluster::start();
+    let mut cluster = LocalCluster::start().expect("starting a local Redis Cluster");
     let optimizer = Optimizer::RowWiseAdagrad { lr: 0.05, eps: 1e-8 };
     let layout = RowLayout::new(4, &optimizer);
     let init = RowInit::Uniform { seed: 9, scale: 0.1 };
@@ -217,7 +216,7 @@ fn a_master_killed_mid_run_fails_over_and_the_rows_match_an_unbroken_run() {
     while let Some(batch) = prefetcher.next(&mut table).unwrap() {
         if step == 20 {
             victim = cluster.masters()[0].clone();
-            cluster.kill(&victim);
+            cluster.kill(&victim).unwrap();
         }
         let mut out = vec![0f32; batch.bags() * 4];
         let mut expected = vec![0f32; batch.bags() * 4];
@@ -252,7 +251,7 @@ fn on(addr: &str, args: &[&str]) -> redis::Value {
 
 #[test]
 fn ask_and_moved_redirections_of_a_slot_being_migrated_are_followed() {
-    let cluster = RedisCluster::start();
+    let cluster = LocalCluster::start().expect("starting a local Redis Cluster");
     let init = RowInit::Uniform { seed: 4, scale: 0.1 };
     let mut store = RedisStore::create(&config(&cluster, "moving"), 64, LAYOUT, init).unwrap();
     let reference = FlatTable::new(64, LAYOUT, init);

@@ -3,7 +3,6 @@
 
 #[cfg(feature = "torch")]
 pub mod model;
-pub mod redis_cluster;
 pub mod transparency;
 
 use std::path::Path;

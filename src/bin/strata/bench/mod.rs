@@ -7,6 +7,7 @@ pub mod embedding;
 pub mod gather;
 pub mod lookup;
 pub mod probe;
+pub mod remote;
 pub mod simulate;
 pub mod storage;
 pub mod validate_plan;
@@ -32,6 +33,9 @@ pub enum BenchCommand {
     /// Pooled embedding-bag gather from a host slab against plain memory copy (and, with
     /// `--backend cuda`, pinned host-to-device copy and device gather).
     Gather(gather::GatherBenchArgs),
+    /// The remote tier's row reads and writes on a Redis Cluster against redis-benchmark
+    /// sending the same MGET / MSET commands to the same cluster.
+    Remote(remote::RemoteBenchArgs),
 }
 
 impl BenchCommand {
@@ -43,6 +47,7 @@ impl BenchCommand {
             BenchCommand::Lookup(bench) => bench.run(),
             BenchCommand::Embedding(bench) => bench.run(),
             BenchCommand::Gather(bench) => bench.run(),
+            BenchCommand::Remote(bench) => bench.run(),
         }
     }
 }

@@ -79,14 +79,24 @@ pub struct Cluster {
     pub retries: u64,
     /// Times the slot map was read again.
     pub refreshes: u64,
+    /// Pipelines sent (one node's commands of one try, at most `PIPELINE_COMMANDS`).
+    pub pipelines: u64,
 }
 
 impl Cluster {
     /// Reads the slot map from the first of `seeds` that answers. `timeout` bounds each
     /// connect and each reply; `retry` is how long a failing command is tried again.
     pub fn connect(seeds: &[String], timeout: Duration, retry: Duration) -> Result<Cluster, String> {
-        let mut cluster =
-            Cluster { seeds: seeds.to_vec(), timeout, retry, nodes: Vec::new(), slots: vec![u16::MAX; SLOTS], retries: 0, refreshes: 0 };
+        let mut cluster = Cluster {
+            seeds: seeds.to_vec(),
+            timeout,
+            retry,
+            nodes: Vec::new(),
+            slots: vec![u16::MAX; SLOTS],
+            retries: 0,
+            refreshes: 0,
+            pipelines: 0,
+        };
         cluster.refresh()?;
         Ok(cluster)
     }
@@ -195,10 +205,14 @@ impl Cluster {
                     None => outcome.failed.push((i, failure_at("none", slot, "no master serves the slot"))),
                 }
             }
+            // Every node's pipelines are sent before any reply is read, so that the
+            // masters work on them at once.
+            let mut sent = Vec::with_capacity(by_node.len());
             for (addr, indexes) in by_node {
-                for chunk in indexes.chunks(PIPELINE_COMMANDS) {
-                    self.run_on(&addr, chunk, commands, replicas, &ask, &mut results, &mut outcome)?;
-                }
+                sent.extend(self.send_to(&addr, indexes, commands, (replicas, &ask), &mut outcome));
+            }
+            for sent in sent {
+                self.receive(sent, commands, (replicas, &ask), &mut results, &mut outcome)?;
             }
             if outcome.failed.is_empty() {
                 return Ok(results);
@@ -221,20 +235,18 @@ impl Cluster {
         }
     }
 
-    /// One pipeline of `chunk` on `addr`: replies into `results`, what failed (and where
-    /// an `ASK` sends it) into `outcome`.
-    #[allow(clippy::too_many_arguments)]
-    fn run_on(
+    /// Sends `indexes` (commands for `addr`) as pipelines of at most
+    /// `PIPELINE_COMMANDS`, each followed by `WAIT` and `ROLE` when `replicas > 0`,
+    /// without reading a reply; what cannot be sent goes into `outcome`.
+    fn send_to(
         &mut self,
         addr: &str,
-        chunk: &[usize],
+        indexes: Vec<usize>,
         commands: &[(u16, Cmd)],
-        replicas: u32,
-        ask: &HashMap<usize, String>,
-        results: &mut [Value],
+        (replicas, ask): (u32, &HashMap<usize, String>),
         outcome: &mut Outcome,
-    ) -> Result<(), ExecuteError> {
-        let index = match self.nodes.iter().position(|n| n.addr == addr) {
+    ) -> Option<Sent> {
+        let node = match self.nodes.iter().position(|n| n.addr == addr) {
             Some(index) => index,
             None => {
                 // An ASK target the map does not hold (yet).
@@ -244,23 +256,25 @@ impl Cluster {
         };
         // Waits for the replicas the master has, as far as its last ROLE said: a master
         // whose replica took over from an earlier one has none, and WAIT would time out.
-        let wanted = replicas.min(self.nodes[index].replicas.unwrap_or(replicas));
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for &i in chunk {
-            if ask.contains_key(&i) {
-                pipe.cmd("ASKING");
+        let wanted = replicas.min(self.nodes[node].replicas.unwrap_or(replicas));
+        let mut packed = Vec::new();
+        for chunk in indexes.chunks(PIPELINE_COMMANDS) {
+            for &i in chunk {
+                if ask.contains_key(&i) {
+                    packed.extend(redis::cmd("ASKING").get_packed_command());
+                }
+                commands[i].1.write_packed_command(&mut packed);
             }
-            pipe.add_command(commands[i].1.clone());
-        }
-        if replicas > 0 {
-            pipe.cmd("WAIT").arg(wanted).arg(self.timeout.as_millis() as u64);
-            pipe.cmd("ROLE");
+            if replicas > 0 {
+                packed.extend(redis::cmd("WAIT").arg(wanted).arg(self.timeout.as_millis() as u64).get_packed_command());
+                packed.extend(redis::cmd("ROLE").get_packed_command());
+            }
+            self.pipelines += 1;
         }
         let fail_all = |outcome: &mut Outcome, reason: String| {
-            outcome.failed.extend(chunk.iter().map(|&i| (i, failure_at(addr, commands[i].0, &reason))));
+            outcome.failed.extend(indexes.iter().map(|&i| (i, failure_at(addr, commands[i].0, &reason))));
         };
-        let connection = match self.nodes[index].connection.take() {
+        let connection = match self.nodes[node].connection.take() {
             Some(c) => Ok(c),
             None => self.open(addr),
         };
@@ -268,18 +282,63 @@ impl Cluster {
             Ok(c) => c,
             Err(e) => {
                 fail_all(outcome, format!("connecting: {e}"));
-                return Ok(());
+                return None;
             }
         };
-        let values = match pipe.query::<Vec<Value>>(&mut connection) {
-            Ok(values) => values,
-            Err(e) => {
-                // The connection's state is unknown after a failed exchange: dropped.
-                fail_all(outcome, e.to_string());
-                return Ok(());
-            }
-        };
-        self.nodes[index].connection = Some(connection);
+        if let Err(e) = connection.send_packed_command(&packed) {
+            // The connection's state is unknown after a failed exchange: dropped.
+            fail_all(outcome, e.to_string());
+            return None;
+        }
+        Some(Sent { node, connection, indexes })
+    }
+
+    /// Reads the replies of what `send_to` sent: into `results`, what failed (and where
+    /// an `ASK` sends it) into `outcome`; the connection goes back to its node.
+    fn receive(
+        &mut self,
+        sent: Sent,
+        commands: &[(u16, Cmd)],
+        (replicas, ask): (u32, &HashMap<usize, String>),
+        results: &mut [Value],
+        outcome: &mut Outcome,
+    ) -> Result<(), ExecuteError> {
+        let Sent { node, mut connection, indexes } = sent;
+        let addr = self.nodes[node].addr.clone();
+        for (c, chunk) in indexes.chunks(PIPELINE_COMMANDS).enumerate() {
+            let expected = chunk.len() + chunk.iter().filter(|i| ask.contains_key(i)).count() + if replicas > 0 { 2 } else { 0 };
+            let values = (0..expected).map(|_| connection.recv_response()).collect::<Result<Vec<Value>, _>>();
+            let values = match values {
+                Ok(values) => values,
+                Err(e) => {
+                    // This chunk's replies and every later chunk's are lost with the
+                    // connection, whose state is unknown now: dropped.
+                    let reason = e.to_string();
+                    let lost = &indexes[c * PIPELINE_COMMANDS..];
+                    outcome.failed.extend(lost.iter().map(|&i| (i, failure_at(&addr, commands[i].0, &reason))));
+                    return Ok(());
+                }
+            };
+            self.take_replies(node, chunk, values, commands, (replicas, ask), results, outcome)?;
+        }
+        self.nodes[node].connection = Some(connection);
+        Ok(())
+    }
+
+    /// One pipeline's replies (`values`, in the order sent) for the commands `chunk`.
+    #[allow(clippy::too_many_arguments)]
+    fn take_replies(
+        &mut self,
+        node: usize,
+        chunk: &[usize],
+        values: Vec<Value>,
+        commands: &[(u16, Cmd)],
+        (replicas, ask): (u32, &HashMap<usize, String>),
+        results: &mut [Value],
+        outcome: &mut Outcome,
+    ) -> Result<(), ExecuteError> {
+        let addr = self.nodes[node].addr.clone();
+        let addr = addr.as_str();
         let mut values = values.into_iter();
         let mut done = Vec::with_capacity(chunk.len());
         for &i in chunk {
@@ -325,22 +384,29 @@ impl Cluster {
                 },
                 _ => replicas,
             };
-            if attached < replicas && self.nodes[index].replicas != Some(attached) {
+            if attached < replicas && self.nodes[node].replicas != Some(attached) {
                 tracing::warn!("redis: {addr} has {attached} replicas, fewer than the {replicas} each write is to reach");
             }
-            self.nodes[index].replicas = Some(attached);
             // Needed: what was asked for, or every replica the master has.
             let needed = i64::from(replicas.min(attached));
             if acked < needed {
                 let reason = format!("the writes reached {} of the {needed} replicas asked for (WAIT)", acked.max(0));
                 outcome.failed.extend(done.drain(..).map(|(i, _)| (i, failure_at(addr, commands[i].0, &reason))));
             }
+            self.nodes[node].replicas = Some(attached);
         }
         for (i, value) in done {
             results[i] = value;
         }
         Ok(())
     }
+}
+
+/// A node's pipelines, sent and not yet read.
+struct Sent {
+    node: usize,
+    connection: redis::Connection,
+    indexes: Vec<usize>,
 }
 
 /// What one try left to do.

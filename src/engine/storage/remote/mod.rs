@@ -7,6 +7,7 @@
 //! docs/SCALE-OUT.md.
 
 mod cluster;
+mod local;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use super::BackingStore;
 use crate::engine::{EngineError, RowInit, RowLayout};
 
 pub use self::cluster::{key_slot, SLOTS};
+pub use self::local::LocalCluster;
 
 /// Keys one MGET or MSET carries at most (a slot's keys beyond that go in more commands).
 const KEYS_PER_COMMAND: usize = 512;
@@ -151,8 +153,10 @@ pub struct RemoteStats {
     /// Rows read that were never written (their initial value, computed).
     pub rows_initial: u64,
     pub rows_written: u64,
-    /// Commands (MGET / MSET) sent, and pipelines they went in.
+    /// Commands (MGET / MSET) sent, and pipelines they went in (one per node a call
+    /// reaches, more past `PIPELINE_COMMANDS`, and one per node on every retry).
     pub commands: u64,
+    pub pipelines: u64,
     /// Tries that failed and were retried, and times the slot map was read again.
     pub retries: u64,
     pub refreshes: u64,
@@ -234,7 +238,7 @@ impl RedisStore {
     }
 
     pub fn stats(&self) -> RemoteStats {
-        RemoteStats { retries: self.cluster.retries, refreshes: self.cluster.refreshes, ..self.stats }
+        RemoteStats { retries: self.cluster.retries, refreshes: self.cluster.refreshes, pipelines: self.cluster.pipelines, ..self.stats }
     }
 
     /// The key of `row`: `strata:{<table>:<block>}:<row>`.
@@ -336,11 +340,11 @@ impl RedisStore {
         }
     }
 
-    /// `positions` (indexes into `rows`) grouped by slot, at most `KEYS_PER_COMMAND`
+    /// `positions` (indexes into `keys`) grouped by slot, at most `KEYS_PER_COMMAND`
     /// per group, in the order of the request within each group.
-    fn group_by_slot(&self, rows: &[u64], positions: impl Iterator<Item = usize>) -> Vec<(u16, Vec<usize>)> {
-        let mut order: Vec<(u16, usize)> = positions.map(|i| (key_slot(self.key(rows[i]).as_bytes()), i)).collect();
-        order.sort_by_key(|&(slot, i)| (slot, i));
+    fn group_by_slot(keys: &[String], positions: impl Iterator<Item = usize>) -> Vec<(u16, Vec<usize>)> {
+        let mut order: Vec<(u16, usize)> = positions.map(|i| (key_slot(keys[i].as_bytes()), i)).collect();
+        order.sort_unstable();
         let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
         for (slot, i) in order {
             match groups.last_mut() {
@@ -356,16 +360,17 @@ impl RedisStore {
     pub fn read_rows(&mut self, rows: &[u64], out: &mut [f32]) -> Result<(), RemoteError> {
         self.check_request("read_rows", rows, out.len())?;
         let floats = self.meta.layout.floats();
-        let groups = self.group_by_slot(rows, 0..rows.len());
+        let keys: Vec<String> = rows.iter().map(|&row| self.key(row)).collect();
+        let groups = Self::group_by_slot(&keys, 0..rows.len());
         let mut commands = Vec::with_capacity(groups.len());
         let mut first_keys = Vec::with_capacity(groups.len());
         for (slot, list) in &groups {
             let mut mget = redis::cmd("MGET");
             for &i in list {
-                mget.arg(self.key(rows[i]));
+                mget.arg(&keys[i]);
             }
             commands.push((*slot, mget));
-            first_keys.push(self.key(rows[list[0]]));
+            first_keys.push(keys[list[0]].clone());
         }
         let replies = self.run(commands, first_keys, "reading")?;
         for ((slot, list), reply) in groups.iter().zip(replies) {
@@ -388,9 +393,7 @@ impl RedisStore {
                         self.meta.init.fill(rows[i], self.meta.layout, row);
                         self.stats.rows_initial += 1;
                     }
-                    Value::BulkString(bytes) => {
-                        decode_value(&self.key(rows[i]), &bytes, row).map_err(|m| self.corrupt(rows[i], *slot, &node, m))?
-                    }
+                    Value::BulkString(bytes) => decode_value(&keys[i], &bytes, row).map_err(|m| self.corrupt(rows[i], *slot, &node, m))?,
                     other => return Err(self.corrupt(rows[i], *slot, &node, format!("unexpected value {other:?}"))),
                 }
             }
@@ -415,17 +418,17 @@ impl RedisStore {
         for (i, &row) in rows.iter().enumerate() {
             last.insert(row, i);
         }
-        let groups = self.group_by_slot(rows, (0..rows.len()).filter(|&i| last.get(&rows[i]) == Some(&i)));
+        let keys: Vec<String> = rows.iter().map(|&row| self.key(row)).collect();
+        let groups = Self::group_by_slot(&keys, (0..rows.len()).filter(|&i| last.get(&rows[i]) == Some(&i)));
         let mut commands = Vec::with_capacity(groups.len());
         let mut first_keys = Vec::with_capacity(groups.len());
         for (slot, list) in &groups {
             let mut mset = redis::cmd("MSET");
             for &i in list {
-                let key = self.key(rows[i]);
-                mset.arg(&key).arg(encode_value(&key, &data[i * floats..(i + 1) * floats]));
+                mset.arg(&keys[i]).arg(encode_value(&keys[i], &data[i * floats..(i + 1) * floats]));
             }
             commands.push((*slot, mset));
-            first_keys.push(self.key(rows[list[0]]));
+            first_keys.push(keys[list[0]].clone());
         }
         self.run(commands, first_keys, "writing")?;
         self.stats.rows_written += rows.len() as u64;

@@ -1,7 +1,8 @@
-//! [`RedisCluster`]: a real 3-master + 3-replica Redis Cluster for one test, started
-//! from Debian's `redis-server` and `redis-cli` on free loopback ports with its data in a
-//! temporary folder, and torn down (every server killed, the folder removed) when the
-//! fixture is dropped, a panicking test included. Nothing is assumed to be running.
+//! [`LocalCluster`]: a real 3-master + 3-replica Redis Cluster on this machine, for the
+//! remote tier's tests and `strata bench remote`: started from Debian's `redis-server`
+//! and `redis-cli` on free loopback ports with its data in a temporary folder, and torn
+//! down (every server killed, the folder removed) when it is dropped, a panicking test
+//! included, and when the process that started it dies. Nothing is assumed running.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -32,22 +33,24 @@ impl Server {
 }
 
 /// A running cluster of six nodes (three masters, each with one replica).
-pub struct RedisCluster {
+pub struct LocalCluster {
     servers: Vec<Server>,
     /// Dropped after the servers are killed (see `Drop`): removes the data folder.
     dir: tempfile::TempDir,
 }
 
 /// `count` distinct ports free on 127.0.0.1 right now (all bound at once, then released).
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("local address").port()).collect()
+fn free_ports(count: usize) -> Result<Vec<u16>, String> {
+    let fail = |e: std::io::Error| format!("finding a free loopback port: {e}");
+    let listeners = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").map_err(fail)).collect::<Result<Vec<_>, _>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(fail)).collect()
 }
 
-fn require(program: &str) {
+fn require(program: &str) -> Result<(), String> {
     let found = Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    if !found.is_ok_and(|s| s.success()) {
-        panic!("`{program}` not found: the remote-tier tests need Redis from Debian's packages (`make redis` installs it)");
+    match found.is_ok_and(|s| s.success()) {
+        true => Ok(()),
+        false => Err(format!("`{program}` not found: a local Redis Cluster needs Redis from Debian's packages (`make redis` installs it)")),
     }
 }
 
@@ -82,54 +85,54 @@ fn info(addr: &str, args: &[&str]) -> Option<String> {
     query(addr, args).map(text)
 }
 
-impl RedisCluster {
+impl LocalCluster {
     /// Starts six servers on free ports, creates the cluster with `redis-cli --cluster
     /// create ... --cluster-replicas 1` and waits until every node reports
-    /// `cluster_state:ok` with all 16384 slots and every replica is in sync. Panics
+    /// `cluster_state:ok` with all 16384 slots and every replica is in sync. An error
     /// (after tearing down what it started) when Redis is missing or the cluster does
     /// not form in time.
-    pub fn start() -> RedisCluster {
-        require("redis-server");
-        require("redis-cli");
+    pub fn start() -> Result<LocalCluster, String> {
+        require("redis-server")?;
+        require("redis-cli")?;
         let deadline = Instant::now() + START_TIMEOUT;
         // A port found free may be taken by another process before its server binds it:
         // such a start is torn down and tried again on other ports.
         let mut tries = 0;
         let cluster = loop {
             tries += 1;
-            let dir = tempfile::tempdir().expect("temp folder for the cluster");
-            let ports = free_ports(12);
-            let mut cluster = RedisCluster { servers: Vec::new(), dir };
+            let dir = tempfile::tempdir().map_err(|e| format!("a temp folder for the cluster: {e}"))?;
+            let ports = free_ports(12)?;
+            let mut cluster = LocalCluster { servers: Vec::new(), dir };
             for i in 0..6 {
-                let server = cluster.spawn(ports[i], ports[6 + i]);
+                let server = cluster.spawn(ports[i], ports[6 + i])?;
                 cluster.servers.push(server);
             }
             match cluster.wait_for_pings(deadline) {
                 Ok(()) => break cluster,
                 Err(message) if tries < 3 => eprintln!("Redis cluster: {message}; starting again on other ports"),
-                Err(message) => panic!("Redis cluster: {message}\n{}", cluster.logs()),
+                Err(message) => return Err(format!("Redis cluster: {message}\n{}", cluster.logs())),
             }
         };
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
         create.args(cluster.servers.iter().map(Server::addr));
         create.args(["--cluster-replicas", "1", "--cluster-yes"]);
-        let output = create.stdin(Stdio::null()).output().expect("running redis-cli --cluster create");
+        let output = create.stdin(Stdio::null()).output().map_err(|e| format!("running redis-cli --cluster create: {e}"))?;
         if !output.status.success() {
-            panic!(
+            return Err(format!(
                 "redis-cli --cluster create failed: {}\n{}{}",
                 output.status,
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
-            );
+            ));
         }
-        cluster.wait_healthy(deadline);
-        cluster
+        cluster.wait_healthy(deadline)?;
+        Ok(cluster)
     }
 
-    fn spawn(&self, port: u16, bus: u16) -> Server {
+    fn spawn(&self, port: u16, bus: u16) -> Result<Server, String> {
         let data = self.dir.path().join(port.to_string());
-        std::fs::create_dir_all(&data).expect("creating a node's data folder");
+        std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string()])
@@ -146,16 +149,16 @@ impl RedisCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it
-        // makes the kernel kill the server if the test process dies without running its
-        // destructors (killed by a signal), so no server outlives its test.
+        // makes the kernel kill the server if the process that started it dies without
+        // running its destructors (killed by a signal), so no server outlives it.
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }
-        let child = command.spawn().expect("starting redis-server");
-        Server { port, child: Some(child) }
+        let child = command.spawn().map_err(|e| format!("starting redis-server: {e}"))?;
+        Ok(Server { port, child: Some(child) })
     }
 
     /// Waits until every server answers PING; an error when one has exited.
@@ -183,28 +186,31 @@ impl RedisCluster {
         Ok(())
     }
 
-    /// Polls `ready` every 50 ms until it holds; panics with the nodes' logs at the deadline.
-    fn wait_until(&self, deadline: Instant, what: &str, mut ready: impl FnMut() -> bool) {
+    /// Polls `ready` every 50 ms until it holds; an error with the nodes' logs at the
+    /// deadline.
+    fn wait_until(&self, deadline: Instant, what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
         while !ready() {
             if Instant::now() > deadline {
-                panic!("Redis cluster: timed out waiting until {what}\n{}", self.logs());
+                return Err(format!("Redis cluster: timed out waiting until {what}\n{}", self.logs()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     /// Waits until every running node says `cluster_state:ok` with all slots served and
     /// every running replica's link to its master is up.
-    pub fn wait_healthy(&self, deadline: Instant) {
+    pub fn wait_healthy(&self, deadline: Instant) -> Result<(), String> {
         for server in self.servers.iter().filter(|s| s.running()) {
             let addr = server.addr();
             self.wait_until(deadline, &format!("{addr} reports cluster_state:ok"), || {
                 info(&addr, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok") && i.contains("cluster_slots_ok:16384"))
-            });
+            })?;
             self.wait_until(deadline, &format!("{addr} has its replication link up"), || {
                 info(&addr, &["INFO", "replication"]).is_some_and(|i| i.contains("role:master") || i.contains("master_link_status:up"))
-            });
+            })?;
         }
+        Ok(())
     }
 
     /// Every node's address, masters and replicas (any of them seeds a client).
@@ -212,11 +218,12 @@ impl RedisCluster {
         self.servers.iter().map(Server::addr).collect()
     }
 
-    /// The addresses of the nodes that are masters now, as a running node sees them.
+    /// The addresses of the nodes that are masters now, as a running node sees them
+    /// (none when no node answers).
     pub fn masters(&self) -> Vec<String> {
-        let running = self.servers.iter().find(|s| s.running()).expect("a running node");
-        let nodes = info(&running.addr(), &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        let nodes = self.servers.iter().filter(|s| s.running()).find_map(|s| info(&s.addr(), &["CLUSTER", "NODES"]));
         nodes
+            .unwrap_or_default()
             .lines()
             .filter(|line| line.split(' ').nth(2).is_some_and(|flags| flags.contains("master") && !flags.contains("fail")))
             .filter_map(|line| line.split(' ').nth(1))
@@ -224,13 +231,15 @@ impl RedisCluster {
             .collect()
     }
 
-    /// Kills the server at `addr` (SIGKILL, as a crash) and waits for it to exit.
-    pub fn kill(&mut self, addr: &str) {
-        let server = self.servers.iter_mut().find(|s| s.addr() == addr).unwrap_or_else(|| panic!("no node {addr}"));
+    /// Kills the server at `addr` (SIGKILL, as a crash) and waits for it to exit; an
+    /// error when no node of the cluster is at `addr`.
+    pub fn kill(&mut self, addr: &str) -> Result<(), String> {
+        let server = self.servers.iter_mut().find(|s| s.addr() == addr).ok_or_else(|| format!("no node {addr} in the cluster"))?;
         if let Some(mut child) = server.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        Ok(())
     }
 
     /// The folder holding the nodes' data and logs.
@@ -250,7 +259,7 @@ impl RedisCluster {
     }
 }
 
-impl Drop for RedisCluster {
+impl Drop for LocalCluster {
     fn drop(&mut self) {
         for server in &mut self.servers {
             if let Some(mut child) = server.child.take() {
