@@ -281,6 +281,10 @@ pub enum EngineError {
     NoTier { tier: placement::Level },
     #[error("placement moved row {row} out of the {tier} tier, which does not hold it")]
     NotInTier { tier: placement::Level, row: u64 },
+    /// A row changed in the store by another writer has unsaved updates in a memory
+    /// tier: a table being trained cannot also follow another writer.
+    #[error("row {row} changed in the store while the {tier} tier holds an update of it not yet written down")]
+    RefreshDirty { tier: placement::Level, row: u64 },
     #[error(transparent)]
     Tier(#[from] TierError),
     #[error(transparent)]

@@ -127,6 +127,10 @@ pub struct EngineStats {
     pub topped_up_rows: u64,
     /// Read-ahead rows dropped because a write made them stale.
     pub stale_prefetches: u64,
+    /// Memory-tier copies read again because another writer changed their rows in the
+    /// store ([`TieredTable::refresh`](crate::engine::table::TieredTable::refresh)).
+    #[serde(default)]
+    pub refreshed_rows: u64,
     /// Rows read in one batch at lookup or update time because they left the memory
     /// tiers after their batch's read-ahead was planned, or during its own placement.
     pub late_store_reads: u64,
@@ -165,6 +169,7 @@ impl EngineStats {
             prefetched_rows: self.prefetched_rows - earlier.prefetched_rows,
             topped_up_rows: self.topped_up_rows - earlier.topped_up_rows,
             stale_prefetches: self.stale_prefetches - earlier.stale_prefetches,
+            refreshed_rows: self.refreshed_rows - earlier.refreshed_rows,
             late_store_reads: self.late_store_reads - earlier.late_store_reads,
             sync_store_reads: self.sync_store_reads - earlier.sync_store_reads,
             queued_reads: self.queued_reads - earlier.queued_reads,

@@ -33,7 +33,7 @@ use super::host::HostSlab;
 use super::placement::{Hierarchy, Level, Placement};
 use super::pool::{pool_bags, Pooling, RowGradients};
 use super::stats::EngineStats;
-use super::storage::{BackingStore, StorageService};
+use super::storage::{BackingStore, StagedRows, StorageService};
 use super::{Buffer, EngineError, Optimizer, RowLayout};
 
 /// Distinct rows whose gradients are summed, then applied, together (as many as
@@ -365,6 +365,54 @@ impl TieredTable {
         self.staging.sync()
     }
 
+    /// Takes in `rows`, changed in the store by another writer (a trainer publishing to
+    /// the cluster table a serving replica reads): every memory-tier copy of them is
+    /// read again from the store and replaced in place, clean, and read-ahead fetched
+    /// for them before now is dropped, so no later lookup hands out a copy older than
+    /// the store's. Residency does not change (the policies are not told), so a
+    /// replica's hits and misses are those of a table that never changed. A changed row
+    /// with an update not yet written down is an error: a table being trained cannot
+    /// also follow another writer. Returns the memory-tier copies replaced.
+    pub fn refresh(&mut self, rows: &[u64]) -> Result<u64, EngineError> {
+        if let Some(&row) = rows.iter().find(|&&r| r >= self.rows) {
+            return Err(EngineError::RowOutOfRange { row, rows: self.rows });
+        }
+        let mut cached: Vec<u64> = rows.iter().copied().filter(|&row| self.tiers.in_memory(row)).collect();
+        cached.sort_unstable();
+        cached.dedup();
+        for tier in self.tiers.present() {
+            cached.iter().try_for_each(|&row| tier.check_clean(row))?;
+        }
+        self.staging.changed_in_store(rows);
+        if cached.is_empty() {
+            return Ok(0);
+        }
+        let (fresh, _) = self.staging.storage().read(cached)?.wait()?;
+        let floats = self.layout.floats();
+        let mut replaced = 0;
+        for (&row, data) in fresh.rows.iter().zip(fresh.data.chunks_exact(floats)) {
+            for tier in [self.tiers.device.as_mut(), self.tiers.host.as_mut()].into_iter().flatten() {
+                if let Some(slot) = tier.slot(row) {
+                    tier.replace_clean(slot, data)?;
+                    replaced += 1;
+                }
+            }
+        }
+        self.stats.refreshed_rows += replaced;
+        Ok(replaced)
+    }
+
+    /// [`TieredTable::refresh`] of every row: another writer may have changed any of
+    /// them (a replica that missed versions).
+    pub fn refresh_all(&mut self) -> Result<u64, EngineError> {
+        let mut cached: Vec<u64> = self.tiers.present().flat_map(|tier| tier.resident_rows()).collect();
+        cached.sort_unstable();
+        cached.dedup();
+        let replaced = self.refresh(&cached)?;
+        self.staging.all_changed_in_store();
+        Ok(replaced)
+    }
+
     /// The file that holds the rows durably (`None` for an in-memory store, whose
     /// rows a checkpoint copies out with [`TieredTable::snapshot_into`]).
     pub fn store_file(&self) -> Option<&std::path::Path> {
@@ -381,14 +429,22 @@ impl TieredTable {
         self.staging.storage().protect_checkpoint(checkpoint)
     }
 
-    /// Flushes, then copies every row (values and state) into `target` and syncs it:
-    /// the rows as training has left them, whichever tier holds them.
+    /// Flushes, then reads `rows` (values and state) from the store: the rows as
+    /// training has left them, whichever tier holds them, in the order of `rows`.
+    pub fn read_rows(&mut self, rows: Vec<u64>) -> Result<StagedRows, EngineError> {
+        if let Some(&row) = rows.iter().find(|&&r| r >= self.rows) {
+            return Err(EngineError::RowOutOfRange { row, rows: self.rows });
+        }
+        self.flush()?;
+        Ok(self.staging.storage().read(rows)?.wait()?.0)
+    }
+
+    /// Flushes, then copies every row (values and state) into `target` and syncs it.
     pub fn snapshot_into(&mut self, target: &mut dyn BackingStore) -> Result<(), EngineError> {
         const CHUNK: u64 = 1 << 16;
         self.flush()?;
         for first in (0..self.rows).step_by(CHUNK as usize) {
-            let rows: Vec<u64> = (first..(first + CHUNK).min(self.rows)).collect();
-            let (staged, _) = self.staging.storage().read(rows)?.wait()?;
+            let (staged, _) = self.staging.storage().read((first..(first + CHUNK).min(self.rows)).collect())?.wait()?;
             target.write_rows(&staged.rows, &staged.data)?;
         }
         target.sync()

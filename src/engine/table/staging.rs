@@ -44,6 +44,9 @@ pub(super) struct Staging {
     written_at: Vec<u32>,
     /// Write commands sent to the store so far.
     write_seq: u32,
+    /// Read-ahead sent before this write sequence number is stale for every row
+    /// (another writer may have changed any of them).
+    all_written_at: u32,
     /// Whether a write command went out after the last flush's sync.
     written_since_sync: bool,
     /// Dirty rows queued for the store, written in one batch per step.
@@ -65,6 +68,7 @@ impl Staging {
             seen_rows: Default::default(),
             written_at: vec![0; rows as usize],
             write_seq: 0,
+            all_written_at: 0,
             written_since_sync: false,
             write_rows: Vec::new(),
             write_data: Vec::new(),
@@ -146,7 +150,7 @@ impl Staging {
         stats.bytes_store_to_host += (staged.data.len() * 4) as u64;
         let base = self.staged.data.len();
         for (i, &row) in staged.rows.iter().enumerate() {
-            if self.written_at[row as usize] <= sent_after {
+            if self.written_at[row as usize] <= sent_after && self.all_written_at <= sent_after {
                 self.staged_index.insert(row, base + i * self.floats);
             } else {
                 stats.stale_prefetches += 1;
@@ -220,6 +224,24 @@ impl Staging {
         stats.bytes_store_to_host += (out.len() * 4) as u64;
         out.copy_from_slice(&staged.data);
         Ok(())
+    }
+
+    /// Another writer changed `rows` in the store: read-ahead copies of them fetched
+    /// before now may be older and are dropped when they arrive (as after a write of
+    /// this table's own), and staged copies are dropped at once.
+    pub(super) fn changed_in_store(&mut self, rows: &[u64]) {
+        self.write_seq += 1;
+        for &row in rows {
+            self.written_at[row as usize] = self.write_seq;
+            self.staged_index.remove(&row);
+        }
+    }
+
+    /// [`Staging::changed_in_store`] for every row of the table.
+    pub(super) fn all_changed_in_store(&mut self) {
+        self.write_seq += 1;
+        self.all_written_at = self.write_seq;
+        self.staged_index.clear();
     }
 
     /// Queues a row for the store.

@@ -87,6 +87,21 @@ impl Tier {
         Ok(())
     }
 
+    /// Fails when the tier holds `row` with an update not yet written down.
+    pub(super) fn check_clean(&self, row: u64) -> Result<(), EngineError> {
+        match self.slot(row) {
+            Some(slot) if self.dirty[slot as usize] => Err(EngineError::RefreshDirty { tier: self.level, row }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes `data`, the store's newer copy, over the clean row in `slot` (it stays
+    /// clean).
+    pub(super) fn replace_clean(&mut self, slot: u32, data: &[f32]) -> Result<(), EngineError> {
+        debug_assert!(!self.dirty[slot as usize], "checked by check_clean");
+        self.store_row(slot, data)
+    }
+
     /// Marks the row in `slot` dirty (updated in place).
     pub(super) fn mark_dirty(&mut self, slot: u32) {
         self.dirty[slot as usize] = true;
@@ -98,6 +113,11 @@ impl Tier {
         self.slot_of[row as usize] = NIL;
         self.free.push(slot);
         Ok((slot, self.dirty[slot as usize]))
+    }
+
+    /// Every row the tier holds.
+    pub(super) fn resident_rows(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.used).filter(|&s| self.slot(self.row_in[s as usize]) == Some(s)).map(|s| self.row_in[s as usize])
     }
 
     /// `(row, slot)` of every resident dirty row.

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod local;
+mod publish;
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::engine::{EngineError, RowInit, RowLayout};
 
 pub use self::cluster::{key_slot, SLOTS};
 pub use self::local::LocalCluster;
+pub use self::publish::{Changed, Follower, Publisher, Staleness, Update};
 
 /// Keys one MGET or MSET carries at most (a slot's keys beyond that go in more commands).
 const KEYS_PER_COMMAND: usize = 512;
