@@ -44,7 +44,7 @@ TORCH_CARGO_ENV = VIRTUAL_ENV=$(TORCH_VENV) PATH="$(TORCH_VENV)/bin:$$PATH" LIBT
 TORCH_CARGO = $(TORCH_CARGO_ENV) $(CARGO)
 FEATURES := --features strata/torch
 
-.PHONY: run test check build python python-tools torchrec venv torch-venv fbgemm toolchain redis bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm bench-remote calibrate clean
+.PHONY: run test check build python python-tools torchrec venv torch-venv fbgemm toolchain redis bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm bench-remote bench-replicas calibrate clean
 
 run: build venv
 	$(STRATA) run $(CONFIG)
@@ -128,7 +128,7 @@ $(TORCH_VENV)/.fbgemm-$(FBGEMM_VERSION).installed: $(TORCH_VENV)/.installed
 	touch $@
 
 # Criterion benches and the side-by-side comparisons (libCacheSim, fio, memcpy, all-in-host).
-bench: bench-simulate bench-storage bench-gather bench-lookup bench-remote
+bench: bench-simulate bench-storage bench-gather bench-lookup bench-remote bench-replicas
 	$(TORCH_CARGO) bench --bench policy_ops --bench gather $(FEATURES)
 
 bench-simulate: build venv
@@ -139,6 +139,9 @@ bench-simulate: build venv
 # by the bench itself; `--nodes host:port` points it at an existing cluster instead.
 bench-remote: build redis
 	$(STRATA) bench remote --rows 100000 --dim 128 --batch 4096
+
+bench-replicas: build redis
+	$(STRATA) bench replicas --config configs/replicas.toml --replicas 1,2,4
 
 bench-storage: toolchain
 	bash benches/storage_vs_fio.sh

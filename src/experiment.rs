@@ -5,17 +5,20 @@
 //! checkpoints, held-out log-loss and AUC; serving queries/s, latency percentiles,
 //! stall, hit ratios and a checksum of every prediction. The config and its checks are
 //! in `config`, running the set-ups in `run`, their crash-safe checkpoints in
-//! `checkpoint`; the reports (JSON, CSV, SVG plots, a self-contained HTML page and a
+//! `checkpoint`, a serving replica of a published table (`strata serve`) in `replica`;
+//! the reports (JSON, CSV, SVG plots, a self-contained HTML page and a
 //! Markdown summary) are written by [`crate::report::experiment`].
 
 mod checkpoint;
 mod config;
+mod replica;
 mod run;
 
 use std::path::PathBuf;
 
 pub use checkpoint::CheckpointError;
-pub use config::{DataSpec, EngineSpec, ExperimentConfig, ServeSpec, SetupSpec};
+pub use config::{DataSpec, EngineSpec, ExperimentConfig, PublishSpec, ServeSpec, SetupSpec};
+pub use replica::{replica_markdown, serve_replica, ReplicaOutcome};
 pub use run::{resume, run, SetupError};
 
 use crate::config::ConfigError;

@@ -291,7 +291,7 @@ fn a_stop_request_ends_training_between_steps_with_every_row_written() {
         }
     });
     let outcome = within(WATCHDOG, move || {
-        let outcome = Serving::new(&small_model(DIM), &mut table).options(ServeOptions { window: 2, warmup: 0 }).run(requests);
+        let outcome = Serving::new(&mut small_model(DIM), &mut table).options(ServeOptions { window: 2, warmup: 0 }).run(requests);
         strata::interrupt::clear();
         outcome.unwrap()
     });

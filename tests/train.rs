@@ -156,12 +156,12 @@ fn checkpoints_flush_every_tier_and_change_no_result() {
 
 #[test]
 fn serving_counts_requests_orders_percentiles_and_predicts_the_same_everywhere() {
-    let model = small_model(DIM);
+    let mut model = small_model(DIM);
     let rows = synthetic().layout().total_rows() as usize;
     let requests = || SyntheticBatches::new(&synthetic(), 4, Some(50)).unwrap().with_features();
     let options = ServeOptions { window: 1, warmup: 10 };
     let mut tiered = table(TierConfig::rows(100, PolicyConfig::Lru), TierConfig::rows(800, PolicyConfig::Lru), Hierarchy::Inclusive);
-    let outcome = Serving::new(&model, &mut tiered).options(options).run(requests()).unwrap();
+    let outcome = Serving::new(&mut model, &mut tiered).options(options).run(requests()).unwrap();
     assert_eq!((outcome.warmup_requests, outcome.requests, outcome.queries), (10, 40, 160));
     assert_eq!(outcome.latencies_us.len(), 40);
     assert!(outcome.p50_us <= outcome.p95_us && outcome.p95_us <= outcome.p99_us && outcome.p99_us <= outcome.max_us);
@@ -173,12 +173,12 @@ fn serving_counts_requests_orders_percentiles_and_predicts_the_same_everywhere()
     assert_eq!(device.hits + device.misses, 40 * 4 * 214);
     assert!(outcome.engine.store_writes == 0, "serving never updates a row");
     let mut ideal = table(TierConfig::rows(0, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive);
-    let all_in_host = Serving::new(&model, &mut ideal).options(ServeOptions { window: 0, warmup: 0 }).run(requests()).unwrap();
+    let all_in_host = Serving::new(&mut model, &mut ideal).options(ServeOptions { window: 0, warmup: 0 }).run(requests()).unwrap();
     assert_eq!(all_in_host.requests, 50);
     assert_eq!(all_in_host.prediction_checksum, outcome.prediction_checksum);
-    let other_model = Dlrm::new(&ModelConfig { seed: 4, ..small_model_config(DIM) }, 26).unwrap();
+    let mut other_model = Dlrm::new(&ModelConfig { seed: 4, ..small_model_config(DIM) }, 26).unwrap();
     let mut again = table(TierConfig::rows(0, PolicyConfig::Lru), every_row(rows), Hierarchy::Inclusive);
-    let other = Serving::new(&other_model, &mut again).options(options).run(requests()).unwrap();
+    let other = Serving::new(&mut other_model, &mut again).options(options).run(requests()).unwrap();
     assert_ne!(other.prediction_checksum, outcome.prediction_checksum, "the checksum sees the scores");
 }
 

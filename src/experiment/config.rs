@@ -32,6 +32,10 @@ pub struct ExperimentConfig {
     pub setups: Vec<SetupSpec>,
     /// Serving after training (or alone, with `train_batches = 0`).
     pub serve: Option<ServeSpec>,
+    /// `[publish]`: training publishes versions of its rows to a Redis Cluster, which
+    /// `strata serve` replicas of this config follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishSpec>,
     #[serde(default)]
     pub output: OutputSpec,
 }
@@ -73,6 +77,23 @@ pub struct ServeSpec {
     /// Requests served before the measured ones, left out of every figure.
     #[serde(default)]
     pub warmup: u64,
+    /// `strata serve`: requests between two polls of the update stream.
+    #[serde(default = "default_follow_every")]
+    pub follow_every: u64,
+}
+
+fn default_follow_every() -> u64 {
+    10
+}
+
+/// `[publish]`: where training publishes its versions, and how often.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSpec {
+    /// Publish every this many steps (and after the last one).
+    pub every: u64,
+    /// `[publish.cluster]`: the published table (its fields as `[engine.remote]`'s).
+    pub cluster: RemoteConfig,
 }
 
 /// Where the table lives and how its rows are updated.
@@ -213,6 +234,15 @@ impl ExperimentConfig {
                 return Err(error("engine: give table_file or [engine.remote], not both".into()).into());
             }
             remote.validate().map_err(|e| error(format!("engine.remote: {e}")))?;
+        }
+        if let Some(publish) = &config.publish {
+            if publish.every == 0 {
+                return Err(error("publish: every must be at least 1 (steps between two versions)".into()).into());
+            }
+            publish.cluster.validate().map_err(|e| error(format!("publish.cluster: {e}")))?;
+        }
+        if config.serve.as_ref().is_some_and(|serve| serve.follow_every == 0) {
+            return Err(error("serve: follow_every must be at least 1 (requests between two polls)".into()).into());
         }
         if config.setups.is_empty() {
             return Err(error("give at least one [[setup]]".into()).into());

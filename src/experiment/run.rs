@@ -11,11 +11,12 @@ use crate::config::ConfigError;
 use crate::data::{BatchStream, DataError, Rebatch};
 use crate::engine::batch::Batch;
 use crate::engine::flat::FlatTable;
-use crate::engine::storage::remote::RedisStore;
+use crate::engine::storage::remote::{Publisher, RedisStore};
 use crate::engine::storage::{BackingStore, ReadConfig, StorageError, TableFile};
 use crate::engine::table::config::TableConfig;
 use crate::engine::table::TieredTable;
 use crate::engine::{EngineError, RowInit, RowLayout};
+use crate::model::publish::TrainingPublisher;
 use crate::model::train::{ServeOptions, ServeOutcome, Serving, TrainError, TrainOptions, TrainOutcome, TrainedSteps, Training};
 use crate::model::{Dlrm, ModelError};
 use crate::progress::Progress;
@@ -75,7 +76,7 @@ impl ExperimentConfig {
     /// `eval_batches` batches (for the synthetic source, the stream after the training
     /// and held-out batches), cut into requests of `[serve] batch_size` samples. Held in
     /// memory, so that a request's latency never includes generating it.
-    fn requests(&self, serve: &ServeSpec) -> Result<Vec<Batch>, DataError> {
+    pub(super) fn requests(&self, serve: &ServeSpec) -> Result<Vec<Batch>, DataError> {
         let data = &self.data;
         let requests = serve.warmup + serve.requests;
         let batches = (requests * serve.batch_size as u64).div_ceil(data.batch_size as u64);
@@ -87,10 +88,15 @@ impl ExperimentConfig {
         ReadConfig { read_path: self.engine.read_path, on_io_error: self.engine.on_io_error, ..ReadConfig::default() }
     }
 
+    /// The layout of the table's rows and their initial values.
+    pub(super) fn row_layout(&self) -> (RowLayout, RowInit) {
+        let layout = RowLayout::new(self.model.embedding_dim, &self.engine.optimizer);
+        (layout, RowInit::Uniform { seed: self.engine.init_seed, scale: self.engine.init_scale })
+    }
+
     /// A fresh store holding the initial table.
     fn store(&self) -> Result<Box<dyn BackingStore>, SetupError> {
-        let layout = RowLayout::new(self.model.embedding_dim, &self.engine.optimizer);
-        let init = RowInit::Uniform { seed: self.engine.init_seed, scale: self.engine.init_scale };
+        let (layout, init) = self.row_layout();
         let rows = self.rows();
         if let Some(remote) = &self.engine.remote {
             return Ok(Box::new(RedisStore::create(remote, rows, layout, init).map_err(EngineError::from)?));
@@ -112,7 +118,7 @@ impl ExperimentConfig {
     /// a store without a file in a snapshot in the run folder); any other store as it is.
     fn restored(&self, mut restored: Box<dyn BackingStore>) -> Result<Box<dyn BackingStore>, SetupError> {
         let Some(remote) = &self.engine.remote else { return Ok(restored) };
-        let init = RowInit::Uniform { seed: self.engine.init_seed, scale: self.engine.init_scale };
+        let (_, init) = self.row_layout();
         let mut store = RedisStore::create(remote, restored.rows(), restored.layout(), init).map_err(EngineError::from)?;
         copy_rows(&mut *restored, &mut store)?;
         Ok(Box::new(store))
@@ -217,7 +223,7 @@ fn run_in(
     Ok((results.clone(), markdown(&results)))
 }
 
-fn setup_error(setup: &SetupSpec, error: SetupError) -> ExperimentError {
+pub(super) fn setup_error(setup: &SetupSpec, error: SetupError) -> ExperimentError {
     ExperimentError::Setup { setup: setup.name.clone(), error: Box::new(error) }
 }
 
@@ -232,6 +238,24 @@ struct SetupRun<'a> {
 }
 
 impl SetupRun<'_> {
+    /// With `[publish]`: the published table created afresh (version 0: the initial
+    /// rows), or, for a run resumed from a checkpoint, opened to go on after its last
+    /// version with every row in the next one (the checkpoint may be behind what was
+    /// published).
+    fn publisher(&self, resumed: bool) -> Result<Option<TrainingPublisher>, SetupError> {
+        let Some(spec) = &self.config.publish else { return Ok(None) };
+        let (layout, init) = self.config.row_layout();
+        let rows = self.config.rows();
+        let create = || Publisher::create(&spec.cluster, rows, layout, init);
+        let publisher = match resumed {
+            // Nothing was published before the stop: start afresh.
+            true => Publisher::open(&spec.cluster).or_else(|_| create()),
+            false => create(),
+        }
+        .map_err(EngineError::from)?;
+        Ok(Some(TrainingPublisher::new(publisher, rows, spec.every, resumed)))
+    }
+
     /// Builds the model and the table (restored from `manifest`, the latest committed
     /// checkpoint, when resuming), preloads, trains with `checkpoints` and serves as
     /// configured, and flushes the table; a stop request skips serving.
@@ -274,13 +298,17 @@ impl SetupRun<'_> {
                 let batches = config.batches()?;
                 let failure = batches.failure();
                 let batches = batches.skip(done.steps as usize);
-                let outcome = Training::new(&mut model, &mut table)
+                let mut publisher = self.publisher(manifest.is_some())?;
+                let mut training = Training::new(&mut model, &mut table)
                     .held_out(self.held_out)
                     .options(options)
                     .progress(&progress)
                     .resumed_after(done)
-                    .checkpointer(checkpoints)
-                    .run(batches)?;
+                    .checkpointer(checkpoints);
+                if let Some(publisher) = publisher.as_mut() {
+                    training = training.publisher(publisher);
+                }
+                let outcome = training.run(batches)?;
                 progress.finish();
                 if let Some((start, source)) = failure.take() {
                     return Err(SetupError::Read { start, source });
@@ -297,7 +325,7 @@ impl SetupRun<'_> {
                     (0..requests.len()).map(move |i| requests[i].clone())
                 };
                 let options = ServeOptions { window: setup.window, warmup: spec.warmup };
-                let outcome = Serving::new(&model, &mut table).options(options).progress(&progress).run(stream)?;
+                let outcome = Serving::new(&mut model, &mut table).options(options).progress(&progress).run(stream)?;
                 progress.finish();
                 Some(outcome)
             }

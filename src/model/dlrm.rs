@@ -33,7 +33,7 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    fn state(path: &Path, reason: impl std::fmt::Display) -> ModelError {
+    pub(crate) fn state(path: &Path, reason: impl std::fmt::Display) -> ModelError {
         // libtorch's messages carry a C++ backtrace after the first line.
         let reason = reason.to_string();
         ModelError::State { path: path.to_path_buf(), reason: reason.lines().next().unwrap_or_default().to_string() }

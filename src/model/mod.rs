@@ -1,6 +1,7 @@
 //! The DLRM model whose embedding tables live in the tiered engine: its configuration,
 //! the tch model, its dense optimizers and its training and serving loops (with the
-//! `torch` feature), and the evaluation metrics.
+//! `torch` feature), publishing from training to serving replicas (`publish`), and
+//! the evaluation metrics.
 
 pub mod config;
 #[cfg(feature = "torch")]
@@ -8,6 +9,8 @@ pub mod dlrm;
 pub mod metrics;
 #[cfg(feature = "torch")]
 mod optimizer;
+#[cfg(feature = "torch")]
+pub mod publish;
 #[cfg(feature = "torch")]
 pub mod train;
 

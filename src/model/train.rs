@@ -3,8 +3,9 @@
 //! update, with periodic evaluation (log-loss and ROC AUC on held-out batches) and
 //! checkpoints (a [`Checkpointer`]: the table's flush, or the experiment runner's
 //! crash-safe ones); serving replays requests with no updates and reports exact latency
-//! percentiles, queries/s and a checksum of every score. A run is set up with
-//! [`Training`] or [`Serving`] and started with their `run`.
+//! percentiles, queries/s and a checksum of every score. Training may publish versions
+//! to serving replicas, and serving follow them (`super::publish`). A run is set up
+//! with [`Training`] or [`Serving`] and started with their `run`.
 
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::dlrm::{Dlrm, ModelError};
 use super::metrics::{log_loss, roc_auc};
+use super::publish::{ReplicaFollower, TrainingPublisher};
 use crate::engine::batch::Batch;
 use crate::engine::prefetch::Prefetcher;
 use crate::engine::stats::EngineStats;
@@ -166,6 +168,12 @@ pub struct TrainOutcome {
     /// Checkpoints taken, and the seconds they took.
     pub checkpoints: u64,
     pub checkpoint_seconds: f64,
+    /// Versions published to serving replicas (`[publish]`), and the seconds that took
+    /// (left out of `seconds`, as checkpoints are).
+    #[serde(default)]
+    pub versions_published: u64,
+    #[serde(default)]
+    pub publish_seconds: f64,
     /// Training loss of every step.
     pub losses: Vec<f32>,
     pub evaluations: Vec<Evaluation>,
@@ -193,6 +201,7 @@ pub struct Training<'a> {
     progress: Option<&'a Progress>,
     done: TrainedSteps,
     checkpointer: Option<&'a mut dyn Checkpointer>,
+    publisher: Option<&'a mut TrainingPublisher>,
 }
 
 impl<'a> Training<'a> {
@@ -205,6 +214,7 @@ impl<'a> Training<'a> {
             progress: None,
             done: TrainedSteps::default(),
             checkpointer: None,
+            publisher: None,
         }
     }
 
@@ -240,6 +250,13 @@ impl<'a> Training<'a> {
         self
     }
 
+    /// Publishes versions of the rows and dense parameters as it says, and after the
+    /// last step (not after a stop request).
+    pub fn publisher(mut self, publisher: &'a mut TrainingPublisher) -> Self {
+        self.publisher = Some(publisher);
+        self
+    }
+
     /// Trains on `batches` (served `options.window` batches behind the source, with
     /// read-ahead), evaluating and checkpointing as the options say. Stops before the next
     /// step when [`crate::interrupt`] requests it (`interrupted` in the outcome; the
@@ -252,6 +269,7 @@ impl<'a> Training<'a> {
 
     fn train_steps(&mut self, batches: impl Iterator<Item = Batch> + Send + 'static) -> Result<TrainOutcome, TrainError> {
         let (model, table, held_out, options) = (&mut *self.model, &mut *self.table, self.held_out, self.options);
+        let mut publisher = self.publisher.as_deref_mut();
         let hidden = Progress::hidden();
         let progress = self.progress.unwrap_or(&hidden);
         let mut flush = FlushTable;
@@ -267,6 +285,7 @@ impl<'a> Training<'a> {
         let mut pooled = Vec::new();
         let (mut eval_seconds, mut eval_stall) = (0.0, 0.0);
         let mut checkpoint_seconds = 0.0;
+        let mut publish_seconds = 0.0;
         let mut interrupted = false;
         let start = Instant::now();
         while !stop_requested(&mut interrupted) {
@@ -293,8 +312,25 @@ impl<'a> Training<'a> {
                 checkpointer.checkpoint(model, table, &done).map_err(TrainError::Checkpoint)?;
                 checkpoint_seconds += began.elapsed().as_secs_f64();
             }
+            if let Some(publisher) = publisher.as_deref_mut() {
+                publisher.record(&batch);
+                if publisher.due(steps) {
+                    let began = Instant::now();
+                    publisher.publish(model, table, steps)?;
+                    publish_seconds += began.elapsed().as_secs_f64();
+                }
+            }
         }
-        let training_seconds = (start.elapsed().as_secs_f64() - eval_seconds - checkpoint_seconds).max(0.0);
+        let mut publisher_versions = 0;
+        if let Some(publisher) = publisher {
+            if !interrupted {
+                let began = Instant::now();
+                publisher.publish(model, table, done.steps)?;
+                publish_seconds += began.elapsed().as_secs_f64();
+            }
+            publisher_versions = publisher.published().len() as u64;
+        }
+        let training_seconds = (start.elapsed().as_secs_f64() - eval_seconds - checkpoint_seconds - publish_seconds).max(0.0);
         let stall_seconds = table.stats().stall_seconds - before.stall_seconds - eval_stall;
         if !interrupted && !held_out.is_empty() && done.evaluations.last().map(|e| e.step) != Some(done.steps) {
             done.evaluations.push(evaluate(model, table, held_out, done.steps)?);
@@ -308,6 +344,8 @@ impl<'a> Training<'a> {
             stall_seconds,
             checkpoints: done.checkpoints,
             checkpoint_seconds,
+            versions_published: publisher_versions,
+            publish_seconds,
             losses: done.losses,
             evaluations: done.evaluations,
             engine: table.stats().since(&before),
@@ -359,15 +397,24 @@ pub struct ServeOutcome {
 /// A serving run of `model` on `table`, set up step by step and started with
 /// [`Serving::run`]: by default with `ServeOptions::default()` and a hidden progress bar.
 pub struct Serving<'a> {
-    model: &'a Dlrm,
+    model: &'a mut Dlrm,
     table: &'a mut TieredTable,
     options: ServeOptions,
     progress: Option<&'a Progress>,
+    follower: Option<&'a mut ReplicaFollower>,
 }
 
 impl<'a> Serving<'a> {
-    pub fn new(model: &'a Dlrm, table: &'a mut TieredTable) -> Self {
-        Serving { model, table, options: ServeOptions::default(), progress: None }
+    pub fn new(model: &'a mut Dlrm, table: &'a mut TieredTable) -> Self {
+        Serving { model, table, options: ServeOptions::default(), progress: None, follower: None }
+    }
+
+    /// A replica: between requests, takes in the versions `follower` finds published
+    /// (changed rows and dense parameters), as often as it says. A request's latency
+    /// does not include the poll before it.
+    pub fn follower(mut self, follower: &'a mut ReplicaFollower) -> Self {
+        self.follower = Some(follower);
+        self
     }
 
     pub fn options(mut self, options: ServeOptions) -> Self {
@@ -389,7 +436,8 @@ impl<'a> Serving<'a> {
     }
 
     fn serve_requests(&mut self, requests: impl Iterator<Item = Batch> + Send + 'static) -> Result<ServeOutcome, TrainError> {
-        let (model, table, options) = (self.model, &mut *self.table, self.options);
+        let (model, table, options) = (&mut *self.model, &mut *self.table, self.options);
+        let mut follower = self.follower.as_deref_mut();
         let hidden = Progress::hidden();
         let progress = self.progress.unwrap_or(&hidden);
         let dim = table.layout().dim;
@@ -403,6 +451,9 @@ impl<'a> Serving<'a> {
         while !stop_requested(&mut interrupted) {
             if served == options.warmup {
                 (before, start) = (table.stats(), Instant::now());
+            }
+            if let Some(follower) = follower.as_deref_mut() {
+                follower.between_requests(served, model, table)?;
             }
             let taken_up = Instant::now();
             let Some(batch) = prefetcher.next(table)? else { break };

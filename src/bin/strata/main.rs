@@ -1,4 +1,5 @@
 //! The `strata` command line: the policy lab (`simulate`, `gen-trace`, `run`), training
+//! experiments and their serving replicas (`run`, `serve`), training
 //! data files from the synthetic stream (`gen-data`), capacity planning (`plan`), the
 //! side-by-side benchmarks (`bench`) and the hardware profile of this machine
 //! (`calibrate`). This file holds the commands and the exit status; each group of
@@ -34,6 +35,9 @@ enum Command {
     /// Run the job described by a config file (a training experiment or the policy
     /// lab), or resume an interrupted training experiment.
     Run(run::RunArgs),
+    /// Serve an experiment's requests as a replica of the table its training publishes
+    /// to a Redis Cluster (`[publish]`), taking in each new version between requests.
+    Serve(run::ServeArgs),
     /// Plan tier capacities: the cheapest device/host sizes and policies that meet a
     /// throughput target, and the Pareto front of cost against throughput.
     Plan(run::PlanArgs),
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::GenTrace(args) => generate::gen_trace(args),
         Command::GenData(args) => generate::gen_data(args),
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => run::serve(args),
         Command::Plan(args) => run::plan(args),
         Command::Bench(bench) => bench.run(),
         Command::Calibrate(options) => calibrate::run(&options),

@@ -1,5 +1,6 @@
 //! The jobs a config file describes: `strata run` (a training experiment or the policy
-//! lab, or `--resume` of an interrupted experiment) and `strata plan`.
+//! lab, or `--resume` of an interrupted experiment), `strata serve` (a serving replica of
+//! an experiment's published table) and `strata plan`.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,19 @@ pub struct RunArgs {
     /// saved there: from the latest committed checkpoint of the set-up it was in.
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
     resume: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The experiment config whose training publishes to the cluster (`[publish]`),
+    /// with its `[serve]` requests.
+    config: PathBuf,
+    /// The set-up whose tiers and policies the replica uses (default: the first).
+    #[arg(long)]
+    setup: Option<String>,
+    /// Also write the replica's outcome as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -91,6 +105,28 @@ fn resume(dir: &Path) -> Result<()> {
 #[cfg(not(feature = "torch"))]
 fn run_experiment(path: &Path, _text: &str, _out: Option<&Path>) -> Result<()> {
     anyhow::bail!("{}: training experiments need the `torch` feature (build with `make build`)", path.display())
+}
+
+/// `strata serve`: one serving replica of the config's published table.
+#[cfg(feature = "torch")]
+pub fn serve(args: ServeArgs) -> Result<()> {
+    use anyhow::Context;
+
+    let text = strata::config::read(&args.config)?;
+    let config = strata::experiment::ExperimentConfig::parse(&args.config, &text)?;
+    strata::interrupt::install().context("installing the interrupt handler")?;
+    let outcome = strata::experiment::serve_replica(&config, &args.config, args.setup.as_deref())?;
+    print!("{}", strata::experiment::replica_markdown(&outcome));
+    if let Some(path) = &args.out {
+        report::write_file(path, serde_json::to_string_pretty(&outcome)?.as_bytes())?;
+        eprintln!("outcome in {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+pub fn serve(args: ServeArgs) -> Result<()> {
+    anyhow::bail!("{}: serving replicas need the `torch` feature (build with `make build`)", args.config.display())
 }
 
 /// `strata plan`: the plan's reports, and with `validate` the engine's check of it.

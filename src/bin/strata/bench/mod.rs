@@ -8,6 +8,7 @@ pub mod gather;
 pub mod lookup;
 pub mod probe;
 pub mod remote;
+pub mod replicas;
 pub mod simulate;
 pub mod storage;
 pub mod validate_plan;
@@ -36,6 +37,9 @@ pub enum BenchCommand {
     /// The remote tier's row reads and writes on a Redis Cluster against redis-benchmark
     /// sending the same MGET / MSET commands to the same cluster.
     Remote(remote::RemoteBenchArgs),
+    /// Serving queries/s and latency with several replicas of one published table at
+    /// once, next to the trainer serving the same requests in process.
+    Replicas(replicas::ReplicasBenchArgs),
 }
 
 impl BenchCommand {
@@ -48,6 +52,7 @@ impl BenchCommand {
             BenchCommand::Embedding(bench) => bench.run(),
             BenchCommand::Gather(bench) => bench.run(),
             BenchCommand::Remote(bench) => bench.run(),
+            BenchCommand::Replicas(bench) => bench.run(),
         }
     }
 }
