@@ -19,6 +19,8 @@ pub const NODE_TIMEOUT_MS: u64 = 1000;
 /// One `redis-server` process of the cluster.
 pub struct Server {
     pub port: u16,
+    /// The cluster bus port.
+    bus: u16,
     child: Option<Child>,
 }
 
@@ -158,13 +160,13 @@ impl LocalCluster {
             });
         }
         let child = command.spawn().map_err(|e| format!("starting redis-server: {e}"))?;
-        Ok(Server { port, child: Some(child) })
+        Ok(Server { port, bus, child: Some(child) })
     }
 
-    /// Waits until every server answers PING; an error when one has exited.
+    /// Waits until every running server answers PING; an error when one has exited.
     fn wait_for_pings(&mut self, deadline: Instant) -> Result<(), String> {
         let root = self.dir.path().to_path_buf();
-        for server in &mut self.servers {
+        for server in self.servers.iter_mut().filter(|s| s.running()) {
             let addr = server.addr();
             // Ours, not another test's server on a port both found free: its data folder.
             let data = root.join(server.port.to_string());
@@ -240,6 +242,29 @@ impl LocalCluster {
             let _ = child.wait();
         }
         Ok(())
+    }
+
+    /// The replica of master `addr`, as a running node sees it.
+    pub fn replica_of(&self, addr: &str) -> Option<String> {
+        let nodes = self.servers.iter().filter(|s| s.running()).find_map(|s| info(&s.addr(), &["CLUSTER", "NODES"]))?;
+        let address = |line: &str| line.split(' ').nth(1).map(|a| a.split('@').next().unwrap_or(a).to_string());
+        let master_id = nodes.lines().find(|line| address(line).as_deref() == Some(addr))?.split(' ').next()?.to_string();
+        nodes.lines().find(|line| line.split(' ').nth(3) == Some(master_id.as_str())).and_then(address)
+    }
+
+    /// Starts the server at `addr` again after [`LocalCluster::kill`], on its ports and
+    /// with its cluster config (so it rejoins in its old role) but empty (the nodes keep
+    /// no data on disk), and waits until the cluster is healthy again.
+    pub fn restart(&mut self, addr: &str) -> Result<(), String> {
+        let index = self.servers.iter().position(|s| s.addr() == addr).ok_or_else(|| format!("no node {addr} in the cluster"))?;
+        if self.servers[index].running() {
+            return Err(format!("{addr} is running"));
+        }
+        let (port, bus) = (self.servers[index].port, self.servers[index].bus);
+        self.servers[index] = self.spawn(port, bus)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        self.wait_for_pings(deadline)?;
+        self.wait_healthy(deadline)
     }
 
     /// The folder holding the nodes' data and logs.
