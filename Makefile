@@ -44,7 +44,7 @@ TORCH_CARGO_ENV = VIRTUAL_ENV=$(TORCH_VENV) PATH="$(TORCH_VENV)/bin:$$PATH" LIBT
 TORCH_CARGO = $(TORCH_CARGO_ENV) $(CARGO)
 FEATURES := --features strata/torch
 
-.PHONY: run test check build python python-tools torchrec venv torch-venv fbgemm toolchain redis bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm bench-remote bench-replicas calibrate clean
+.PHONY: run test check build python python-tools torchrec venv torch-venv fbgemm toolchain redis bench bench-simulate bench-storage bench-gather bench-lookup bench-fbgemm bench-remote bench-replicas bench-remote-training soak-remote calibrate clean
 
 run: build venv
 	$(STRATA) run $(CONFIG)
@@ -139,6 +139,13 @@ bench-simulate: build venv
 # by the bench itself; `--nodes host:port` points it at an existing cluster instead.
 bench-remote: build redis
 	$(STRATA) bench remote --rows 100000 --dim 128 --batch 4096
+
+bench-remote-training: build redis
+	$(STRATA) bench remote-training --config configs/default.toml --setups 0,3
+
+# 20 master kills during training and serving on a local cluster (make test runs 3).
+soak-remote: redis
+	STRATA_SOAK_KILLS=20 $(TORCH_CARGO) test --release $(FEATURES) --test remote_soak -- --nocapture
 
 bench-replicas: build redis
 	$(STRATA) bench replicas --config configs/replicas.toml --replicas 1,2,4

@@ -8,6 +8,8 @@ pub mod gather;
 pub mod lookup;
 pub mod probe;
 pub mod remote;
+#[cfg(feature = "torch")]
+pub mod remote_training;
 pub mod replicas;
 pub mod simulate;
 pub mod storage;
@@ -40,6 +42,10 @@ pub enum BenchCommand {
     /// Serving queries/s and latency with several replicas of one published table at
     /// once, next to the trainer serving the same requests in process.
     Replicas(replicas::ReplicasBenchArgs),
+    /// An experiment config trained with its table on a Redis Cluster, each set-up's
+    /// samples/s against the first's (all in host memory in configs/default.toml).
+    #[cfg(feature = "torch")]
+    RemoteTraining(remote_training::RemoteTrainingBenchArgs),
 }
 
 impl BenchCommand {
@@ -53,6 +59,8 @@ impl BenchCommand {
             BenchCommand::Gather(bench) => bench.run(),
             BenchCommand::Remote(bench) => bench.run(),
             BenchCommand::Replicas(bench) => bench.run(),
+            #[cfg(feature = "torch")]
+            BenchCommand::RemoteTraining(bench) => bench.run(),
         }
     }
 }

@@ -244,6 +244,19 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Waits until a replica has taken over the slots of master `addr` (killed) and the
+    /// cluster is healthy again. Restarting a killed master before that loses its rows:
+    /// it comes back empty (no data on disk) still owning its slots, and its replica
+    /// copies the emptiness.
+    pub fn wait_failover(&self, addr: &str) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        self.wait_until(deadline, &format!("a replica takes over from {addr}"), || {
+            let masters = self.masters();
+            masters.len() == 3 && !masters.iter().any(|m| m == addr)
+        })?;
+        self.wait_healthy(deadline)
+    }
+
     /// The replica of master `addr`, as a running node sees it.
     pub fn replica_of(&self, addr: &str) -> Option<String> {
         let nodes = self.servers.iter().filter(|s| s.running()).find_map(|s| info(&s.addr(), &["CLUSTER", "NODES"]))?;

@@ -1,0 +1,84 @@
+//! `strata bench remote-training`: an experiment config trained with its table on a
+//! Redis Cluster (`[engine.remote]` in place of `table_file`), each set-up's samples/s
+//! against the first set-up's (the all-in-host one in configs/default.toml), in one
+//! run on one cluster.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use strata::engine::storage::remote::LocalCluster;
+
+/// `strata bench remote-training`'s options.
+#[derive(Args)]
+pub struct RemoteTrainingBenchArgs {
+    /// The experiment config; its table goes to the cluster.
+    #[arg(long, default_value = "configs/default.toml")]
+    config: PathBuf,
+    /// The set-ups to run, by position from 0 (default: all); the first given is the
+    /// one the others are compared with.
+    #[arg(long, value_delimiter = ',')]
+    setups: Vec<usize>,
+    /// Cluster nodes, `host:port` comma-separated; default: a local cluster of 3
+    /// masters + 3 replicas on loopback ports, started for the run and torn down after.
+    #[arg(long, value_delimiter = ',')]
+    nodes: Vec<String>,
+    /// Replicas each write waits for (`[engine.remote] replicas`).
+    #[arg(long, default_value_t = 0)]
+    replicas: u32,
+    /// Output folder for the experiment's reports (default: a temporary one).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl RemoteTrainingBenchArgs {
+    pub fn run(self) -> Result<()> {
+        let local = match self.nodes.is_empty() {
+            true => {
+                eprintln!("starting a local Redis Cluster (3 masters + 3 replicas on loopback ports)");
+                Some(LocalCluster::start().map_err(anyhow::Error::msg)?)
+            }
+            false => None,
+        };
+        let nodes = local.as_ref().map_or_else(|| self.nodes.clone(), LocalCluster::nodes);
+        let text = strata::config::read(&self.config)?;
+        let mut config: toml::Table = toml::from_str(&text).with_context(|| format!("{}", self.config.display()))?;
+        let engine = config.get_mut("engine").and_then(|e| e.as_table_mut()).context("the config has no [engine]")?;
+        engine.remove("table_file");
+        let remote = toml::Table::from_iter([
+            ("nodes".to_string(), toml::Value::from(nodes.clone())),
+            ("table".to_string(), "bench-training".into()),
+            ("replicas".to_string(), i64::from(self.replicas).into()),
+        ]);
+        engine.insert("remote".into(), remote.into());
+        if !self.setups.is_empty() {
+            let all = config.get("setup").and_then(|s| s.as_array()).cloned().unwrap_or_default();
+            let chosen: Vec<toml::Value> = self.setups.iter().filter_map(|&i| all.get(i).cloned()).collect();
+            if chosen.len() != self.setups.len() {
+                bail!("--setups: the config has {} set-ups (0..{})", all.len(), all.len().saturating_sub(1));
+            }
+            config.insert("setup".into(), chosen.into());
+        }
+        let patched = toml::to_string(&config)?;
+        let experiment = strata::experiment::ExperimentConfig::parse(&self.config, &patched)?;
+        let dir = tempfile::tempdir()?;
+        let out = self.out.clone().unwrap_or_else(|| dir.path().to_path_buf());
+        let (results, summary) = strata::experiment::run(&experiment, Some(&out))?;
+        println!(
+            "{} with its table on Redis Cluster ({}; {} masters), replicas = {}:\n",
+            self.config.display(),
+            if local.is_some() { "a local cluster of 3 masters + 3 replicas on loopback" } else { "the given cluster" },
+            3,
+            self.replicas
+        );
+        print!("{summary}");
+        let first = results.first().and_then(|r| r.samples_per_sec).unwrap_or(0.0);
+        println!();
+        for r in &results {
+            if let Some(sps) = r.samples_per_sec {
+                println!("- {}: {sps:.0} samples/s, {:.2} of `{}`", r.name, sps / first.max(1e-9), results[0].name);
+            }
+        }
+        Ok(())
+    }
+}
