@@ -154,6 +154,11 @@ impl Collection {
         self.with(py, |c| c.flush())
     }
 
+    /// Withdraws the steps announced and not yet looked up; returns how many.
+    fn withdraw(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |c| c.withdraw_announced())
+    }
+
     /// Steps announced and not yet looked up.
     fn announced(&self, py: Python<'_>) -> PyResult<usize> {
         self.with(py, |c| Ok(c.announced()))

@@ -246,6 +246,12 @@ class EmbeddingBagCollection(nn.Module):
         """Batches announced and not yet looked up."""
         return self._native.announced()
 
+    def withdraw(self):
+        """Withdraws the batches announced and not yet looked up (their reads are
+        dropped): what ``ReadAhead`` does when its loop is left early. Returns how many
+        there were."""
+        return self._native.withdraw()
+
     def flush(self):
         """Writes every dirty row down to the tables' stores and makes it durable."""
         self._native.flush()
@@ -309,7 +315,9 @@ class ReadAhead:
     rows while the model works on the current ones and the lookahead policies see them.
     ``features(batch)`` picks a batch's features (default: the batch itself, or its first
     element if it is a tuple or list). Batches come out unchanged and in order; feed
-    their features to ``module`` in that order."""
+    their features to ``module`` in that order. A loop left early (``break``, an
+    exception) withdraws the batches announced and not yet looked up, so the module
+    is ready for the next loop."""
 
     def __init__(self, batches, module, window=None, features=None):
         self.batches = batches
@@ -320,10 +328,14 @@ class ReadAhead:
     def __iter__(self):
         ahead = collections.deque()
         source = iter(self.batches)
-        for batch in source:
-            self.module.announce(self.features(batch))
-            ahead.append(batch)
-            if len(ahead) > self.window:
+        try:
+            for batch in source:
+                self.module.announce(self.features(batch))
+                ahead.append(batch)
+                if len(ahead) > self.window:
+                    yield ahead.popleft()
+            while ahead:
                 yield ahead.popleft()
-        while ahead:
-            yield ahead.popleft()
+        finally:
+            if self.module.announced():
+                self.module.withdraw()

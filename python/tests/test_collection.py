@@ -52,21 +52,51 @@ def train_side_by_side(pooling, weighted, optimizer, steps=12, window=0, **modul
     batches = [step_features(generator, weighted) for _ in range(steps)]
     grad_gen = torch.Generator().manual_seed(3)
     for features in st.ReadAhead(batches, module, window=window, features=as_bags):
-        out = module(as_bags(features))
-        want = reference.forward(features)
-        for f in want:
-            assert torch.equal(bits(out[f]), bits(want[f])), f"feature {f}: pooled outputs differ"
-        # A loss whose gradient differs per element: sum of outputs times fixed noise.
-        noise = {f: torch.randn(o.shape, generator=grad_gen) for f, o in out.items()}
-        loss = sum((o * noise[f]).sum() for f, o in out.items())
-        loss.backward()
-        reference.backward(noise)
-    for n in names:
+        step_side_by_side(module, reference, features, grad_gen)
+    check_rows(module, reference, optimizer)
+    return module
+
+
+def step_side_by_side(module, reference, features, grad_gen):
+    """One training step of both, the pooled outputs compared bit for bit."""
+    out = module(as_bags(features))
+    want = reference.forward(features)
+    for f in want:
+        assert torch.equal(bits(out[f]), bits(want[f])), f"feature {f}: pooled outputs differ"
+    # A loss whose gradient differs per element: sum of outputs times fixed noise.
+    noise = {f: torch.randn(o.shape, generator=grad_gen) for f, o in out.items()}
+    loss = sum((o * noise[f]).sum() for f, o in out.items())
+    loss.backward()
+    reference.backward(noise)
+
+
+def check_rows(module, reference, optimizer):
+    for n in [t["name"] for t in module.tables]:
         values, state = module.rows(n)
         assert torch.equal(bits(values), bits(reference.weights[n])), f"table {n}: rows differ"
         if optimizer.config()["kind"] == "row_wise_adagrad":
             assert torch.equal(bits(state[:, 0]), bits(reference.acc[n])), f"table {n}: Adagrad state differs"
-    return module
+
+
+def test_a_read_ahead_loop_left_early_withdraws_its_announced_batches(tmp_path):
+    optimizer = strata.RowWiseAdagrad(lr=0.05)
+    module = st.EmbeddingBagCollection(
+        tables("sum"), optimizer=optimizer, seed=5, tiers=strata.Tiers(device=0.02, host=0.1),
+        policy="lookahead:64", table_dir=tmp_path,
+    )
+    reference = ReferenceCollection(module.tables, [module.weights(t["name"]) for t in module.tables], optimizer.config())
+    generator = torch.Generator().manual_seed(11)
+    batches = [step_features(generator, True) for _ in range(10)]
+    grad_gen = torch.Generator().manual_seed(3)
+    for i, features in enumerate(st.ReadAhead(batches[:6], module, window=3, features=as_bags)):
+        if i == 2:
+            break
+        step_side_by_side(module, reference, features, grad_gen)
+    assert module.announced() == 0, "the batches announced ahead were withdrawn"
+    # The next loop, over other batches, reads ahead and trains as if nothing was left.
+    for features in st.ReadAhead(batches[6:], module, window=2, features=as_bags):
+        step_side_by_side(module, reference, features, grad_gen)
+    check_rows(module, reference, optimizer)
 
 
 @pytest.mark.parametrize("pooling", ["sum", "mean"])

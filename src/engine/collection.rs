@@ -255,6 +255,21 @@ impl TableCollection {
         Ok(())
     }
 
+    /// Withdraws every step announced and not yet looked up (a read-ahead loop left
+    /// early): their read-ahead is dropped and the next lookup is not checked against
+    /// them. Returns how many there were.
+    pub fn withdraw_announced(&mut self) -> Result<usize, CollectionError> {
+        for member in &mut self.members {
+            for batch in member.window.clear() {
+                member
+                    .table
+                    .cancel_prefetch(&batch)
+                    .map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+            }
+        }
+        Ok(std::mem::take(&mut self.announced))
+    }
+
     /// Pools the step's bags: table `t`'s bags (its features' bags one feature after the
     /// other) into `outs[t]` (`bags * dim` values). If steps were announced, `features`
     /// must be the oldest of them. `for_training`: the step's gradients follow

@@ -63,6 +63,12 @@ impl LookaheadWindow {
         self.queue.back().unwrap_or_else(|| unreachable!("just pushed"))
     }
 
+    /// Empties the window (batches announced that will not be served); returns them.
+    pub fn clear(&mut self) -> Vec<Batch> {
+        self.last_seen.clear();
+        self.queue.drain(..).collect()
+    }
+
     /// Takes the front batch out of the window.
     pub fn pop(&mut self) -> Option<Batch> {
         let batch = self.queue.pop_front()?;

@@ -156,6 +156,12 @@ impl TieredTable {
         self.staging.read_ahead(batch, &self.tiers, &mut self.stats)
     }
 
+    /// Forgets the read-ahead of `batch` (given to [`TieredTable::prefetch`]), which
+    /// will not be looked up after all.
+    pub fn cancel_prefetch(&mut self, batch: &Batch) -> Result<(), EngineError> {
+        self.staging.cancel_read_ahead(batch.start)
+    }
+
     /// Places every lookup of `batch` (policies decide, rows move).
     fn place_batch(&mut self, batch: &Batch) -> Result<(), EngineError> {
         self.check_rows(batch)?;

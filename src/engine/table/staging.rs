@@ -106,6 +106,19 @@ impl Staging {
         Ok(())
     }
 
+    /// Drops the read-ahead of the batch at `start`, which will not be looked up: waits
+    /// for its reads (so no row stays marked as being read) and forgets them.
+    pub(super) fn cancel_read_ahead(&mut self, start: u64) -> Result<(), EngineError> {
+        let Some(planned) = self.pending.remove(&start) else { return Ok(()) };
+        for (read, _) in planned.reads {
+            let (staged, _) = read.wait()?;
+            for row in &staged.rows {
+                self.in_flight.remove(row);
+            }
+        }
+        Ok(())
+    }
+
     /// Those of `rows` that are in no memory tier and not being read for an earlier
     /// batch, marked as being read now.
     fn unread_store_rows(&mut self, rows: &[u64], tiers: &MemoryTiers) -> Vec<u64> {
