@@ -65,6 +65,20 @@ impl BenchCommand {
     }
 }
 
+/// The cluster a remote bench runs against: `nodes` when given, else a local cluster
+/// of 3 masters + 3 replicas started now (kept alive by the returned handle, torn down
+/// when it drops).
+pub fn cluster_nodes(nodes: &[String]) -> Result<(Option<strata::engine::storage::remote::LocalCluster>, Vec<String>)> {
+    use strata::engine::storage::remote::LocalCluster;
+    if !nodes.is_empty() {
+        return Ok((None, nodes.to_vec()));
+    }
+    eprintln!("starting a local Redis Cluster (3 masters + 3 replicas on loopback ports)");
+    let local = LocalCluster::start().map_err(anyhow::Error::msg)?;
+    let nodes = local.nodes();
+    Ok((Some(local), nodes))
+}
+
 /// A Python interpreter: `$var` when set, else `fallback` when that file exists, else
 /// `python3` on the PATH.
 pub fn python_from_env(var: &str, fallback: Option<PathBuf>) -> PathBuf {

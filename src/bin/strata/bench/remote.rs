@@ -13,7 +13,7 @@ use rand::rngs::SmallRng;
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use serde::Serialize;
-use strata::engine::storage::remote::{LocalCluster, RedisStore, RemoteConfig, RemoteStats};
+use strata::engine::storage::remote::{RedisStore, RemoteConfig, RemoteStats};
 use strata::engine::storage::BackingStore;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 
@@ -94,13 +94,7 @@ impl RemoteBenchArgs {
             bail!("--batch {} is more than the table's {} rows", self.batch, self.rows);
         }
         let version = redis_benchmark_version()?;
-        let local = if self.nodes.is_empty() {
-            eprintln!("starting a local Redis Cluster (3 masters + 3 replicas on loopback ports)");
-            Some(LocalCluster::start().map_err(anyhow::Error::msg)?)
-        } else {
-            None
-        };
-        let nodes = local.as_ref().map_or_else(|| self.nodes.clone(), LocalCluster::nodes);
+        let (local, nodes) = super::cluster_nodes(&self.nodes)?;
         let report = self.measure(&nodes, version, local.is_some())?;
         match self.json {
             true => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -294,7 +288,7 @@ mod tests {
 
     #[test]
     fn every_path_moves_its_rows_and_redis_benchmark_runs_beside_it() {
-        let cluster = LocalCluster::start().expect("starting a local Redis Cluster");
+        let cluster = strata::engine::storage::remote::LocalCluster::start().expect("starting a local Redis Cluster");
         let args = RemoteBenchArgs { nodes: Vec::new(), rows: 3000, dim: 8, batch: 500, calls: 3, block_rows: 64, json: false };
         let report = args.measure(&cluster.nodes(), redis_benchmark_version().unwrap(), true).unwrap();
         assert_eq!(report.masters, 3);

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use strata::engine::storage::remote::LocalCluster;
 
 /// `strata bench remote-training`'s options.
 #[derive(Args)]
@@ -33,14 +32,7 @@ pub struct RemoteTrainingBenchArgs {
 
 impl RemoteTrainingBenchArgs {
     pub fn run(self) -> Result<()> {
-        let local = match self.nodes.is_empty() {
-            true => {
-                eprintln!("starting a local Redis Cluster (3 masters + 3 replicas on loopback ports)");
-                Some(LocalCluster::start().map_err(anyhow::Error::msg)?)
-            }
-            false => None,
-        };
-        let nodes = local.as_ref().map_or_else(|| self.nodes.clone(), LocalCluster::nodes);
+        let (local, nodes) = super::cluster_nodes(&self.nodes)?;
         let text = strata::config::read(&self.config)?;
         let mut config: toml::Table = toml::from_str(&text).with_context(|| format!("{}", self.config.display()))?;
         let engine = config.get_mut("engine").and_then(|e| e.as_table_mut()).context("the config has no [engine]")?;

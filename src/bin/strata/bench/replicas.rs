@@ -10,7 +10,6 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
-use strata::engine::storage::remote::LocalCluster;
 
 /// `strata bench replicas`' options.
 #[derive(Args)]
@@ -60,14 +59,7 @@ struct Report {
 
 impl ReplicasBenchArgs {
     pub fn run(self) -> Result<()> {
-        let local = match self.nodes.is_empty() {
-            true => {
-                eprintln!("starting a local Redis Cluster (3 masters + 3 replicas on loopback ports)");
-                Some(LocalCluster::start().map_err(anyhow::Error::msg)?)
-            }
-            false => None,
-        };
-        let nodes = local.as_ref().map_or_else(|| self.nodes.clone(), LocalCluster::nodes);
+        let (local, nodes) = super::cluster_nodes(&self.nodes)?;
         let report = self.measure(&nodes, local.is_some())?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
