@@ -1,8 +1,10 @@
-//! Training over the remote tier when the cluster fails beyond what it can mend: a
-//! master and its replica killed mid-run stop `strata run` with a one-line error naming
-//! the key, slot and node, the last checkpoint stays intact, and once the two nodes are
-//! back `strata run --resume` finishes with every result (losses, AUC, predictions)
-//! identical to a run that never failed.
+//! Training over the remote tier: `strata run` with the table on a real cluster gives,
+//! under several policies, tiers and read-ahead, the losses, AUC and predictions of the
+//! in-memory flat table; and when the cluster fails beyond what it can mend (a master
+//! and its replica killed mid-run) the run stops with a one-line error naming the key,
+//! slot and node, the last checkpoint stays intact, and once the two nodes are back
+//! `strata run --resume` finishes with every result identical to a run that never
+//! failed.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -64,6 +66,32 @@ fn results(out: &Path) -> Vec<Value> {
             serde_json::json!([s["auc"], s["logloss"], s["prediction_checksum"], o["steps"], o["losses"], o["evaluations"]])
         })
         .collect()
+}
+
+#[test]
+fn training_over_the_cluster_matches_the_in_memory_table_under_every_set_up() {
+    let cluster = LocalCluster::start().expect("starting a local Redis Cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let setups = "[[setup]]\nname = \"s3fifo exclusive\"\ndevice = 0.005\nhost = 0.03\npolicy = \"s3fifo\"\nhierarchy = \"exclusive\"\n\
+                  [[setup]]\nname = \"lookahead, write buffer\"\ndevice = 0.01\nhost = 0.05\npolicy = \"lookahead:20000\"\nwindow = 3\nwrite_buffer = 0.01\n";
+    let short = CONFIG.replace("train_batches = 200", "train_batches = 40");
+    let in_memory = dir.path().join("in-memory.toml");
+    std::fs::write(&in_memory, short.split("[[setup]]").next().unwrap().to_string() + "[[setup]]\nname = \"flat\"\ndevice = 0\nhost = 0\n")
+        .unwrap();
+    let flat = dir.path().join("flat");
+    let out = strata(&["run", in_memory.to_str().unwrap(), "--out", flat.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let over_cluster = config(dir.path(), &cluster, "policies");
+    let text = std::fs::read_to_string(&over_cluster).unwrap().replace("train_batches = 200", "train_batches = 40");
+    std::fs::write(&over_cluster, format!("{text}\n{setups}")).unwrap();
+    let remote = dir.path().join("remote");
+    let out = strata(&["run", over_cluster.to_str().unwrap(), "--out", remote.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (expected, actual) = (results(&flat), results(&remote));
+    assert_eq!(actual.len(), 3);
+    for result in &actual {
+        assert_eq!(result, &expected[0], "a set-up over the cluster against the flat in-memory table");
+    }
 }
 
 #[test]
