@@ -1,0 +1,154 @@
+//! The collection's tests: tiered tables of two dims against all-in-host bit for bit,
+//! crash and resume at a checkpoint (its numbers rising; a fresh collection clearing an
+//! earlier checkpoint), and the checks of its inputs.
+
+use super::*;
+
+fn config(device: f64, host: f64) -> CollectionConfig {
+    let table = |name: &str, rows, dim, pooling, features: &[&str]| EmbeddingTableConfig {
+        name: name.into(),
+        rows,
+        dim,
+        pooling,
+        features: features.iter().map(|f| f.to_string()).collect(),
+        init_scale: 0.1,
+    };
+    CollectionConfig {
+        tables: vec![table("a", 50, 4, Pooling::Sum, &["f1", "f2"]), table("b", 30, 8, Pooling::Mean, &["f3"])],
+        device,
+        host,
+        device_policy: PolicyConfig::Lru,
+        host_policy: PolicyConfig::Lru,
+        hierarchy: Hierarchy::Inclusive,
+        device_backend: DeviceKind::Emulated,
+        optimizer: Optimizer::RowWiseAdagrad { lr: 0.1, eps: 1e-8 },
+        seed: 7,
+        table_dir: None,
+        read_path: ReadPath::IoUring,
+        write_buffer: 0.0,
+    }
+}
+
+/// Each feature's values, offsets and weights.
+type Step = (Vec<Vec<i64>>, Vec<Vec<i64>>, Vec<Vec<f32>>);
+
+/// A step's features: f1 and f2 (table a, f2 weighted) and f3 (table b).
+fn step(k: i64) -> Step {
+    let values = vec![vec![k % 50, (3 * k) % 50, 1], vec![(k + 7) % 50, 2], vec![k % 30, (k * k) % 30, 5, 5]];
+    let offsets = vec![vec![0, 2, 3], vec![0, 0, 2], vec![0, 1, 4]];
+    let weights = vec![vec![], vec![0.5, 2.0], vec![]];
+    (values, offsets, weights)
+}
+
+fn features<'a>(values: &'a [Vec<i64>], offsets: &'a [Vec<i64>], weights: &'a [Vec<f32>]) -> Vec<FeatureBags<'a>> {
+    (0..values.len()).map(|i| FeatureBags { values: &values[i], offsets: &offsets[i], weights: &weights[i] }).collect()
+}
+
+/// Trains `steps` steps (announcing `ahead` steps in advance) and returns the outputs
+/// and the final rows of both tables.
+fn train(collection: TableCollection, steps: i64, ahead: i64) -> (Vec<u32>, Vec<Vec<u32>>) {
+    let (mut collection, mut seen) = (collection, Vec::new());
+    train_steps(&mut collection, 0..steps, ahead, &mut seen);
+    (seen, rows_of(&mut collection))
+}
+
+/// Trains `steps`, announcing `ahead` steps in advance (none beyond the range),
+/// adding the outputs' bits to `seen`.
+fn train_steps(collection: &mut TableCollection, steps: std::ops::Range<i64>, ahead: i64, seen: &mut Vec<u32>) {
+    for k in steps.start..(steps.start + ahead).min(steps.end) {
+        let (v, o, w) = step(k);
+        collection.announce(&features(&v, &o, &w)).unwrap();
+    }
+    for k in steps.clone() {
+        if k + ahead < steps.end {
+            let (v, o, w) = step(k + ahead);
+            collection.announce(&features(&v, &o, &w)).unwrap();
+        }
+        let (v, o, w) = step(k);
+        let (mut a, mut b) = (vec![0f32; 4 * 4], vec![0f32; 2 * 8]);
+        collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], true).unwrap();
+        seen.extend(a.iter().chain(&b).map(|x| x.to_bits()));
+        let ga: Vec<f32> = a.iter().map(|x| x * 0.5 - 0.01 * k as f32).collect();
+        let gb: Vec<f32> = b.iter().map(|x| 1.0 - x).collect();
+        collection.apply_gradients(&[&ga, &gb]).unwrap();
+    }
+}
+
+fn rows_of(collection: &mut TableCollection) -> Vec<Vec<u32>> {
+    (0..2)
+        .map(|t| {
+            let flat = collection.rows_of(t).unwrap();
+            (0..[50, 30][t]).flat_map(|r| flat.row(r).to_vec()).map(f32::to_bits).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_crashed_collection_resumes_at_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiered = CollectionConfig { table_dir: Some(dir.path().to_path_buf()), write_buffer: 0.2, ..config(0.1, 0.2) };
+    let mut seen = Vec::new();
+    let mut collection = TableCollection::new(&tiered).unwrap();
+    train_steps(&mut collection, 0..12, 2, &mut seen);
+    collection.checkpoint(12).unwrap();
+    // Steps after the checkpoint whose rows reach the table files, then a crash: the
+    // collection is never dropped (its I/O threads are idle after the flush).
+    train_steps(&mut collection, 12..20, 2, &mut seen);
+    collection.flush().unwrap();
+    std::mem::forget(collection);
+    let (mut resumed, checkpoint) = TableCollection::resume(&tiered).unwrap();
+    assert_eq!(checkpoint, 12);
+    train_steps(&mut resumed, 12..30, 2, &mut Vec::new());
+    let unbroken = train(TableCollection::new(&config(0.0, 1.0)).unwrap(), 30, 0);
+    assert!(rows_of(&mut resumed) == unbroken.1, "resumed rows differ from an unbroken run's");
+    let other = CollectionConfig { seed: 8, ..tiered.clone() };
+    let err = TableCollection::resume(&other).err().unwrap().to_string();
+    assert!(err.contains("collection.json: the checkpoint is of other tables"), "{err}");
+    // Numbers rise, after a resume too.
+    let err = resumed.checkpoint(12).unwrap_err().to_string();
+    assert!(err.contains("checkpoint 12: checkpoint numbers must rise (the last was 12)"), "{err}");
+    resumed.checkpoint(30).unwrap();
+    assert!(resumed.checkpoint(29).is_err());
+    drop(resumed);
+    // A fresh collection in the folder removes the old checkpoint: nothing to resume.
+    drop(TableCollection::new(&tiered).unwrap());
+    let err = TableCollection::resume(&tiered).err().unwrap().to_string();
+    assert!(err.contains("collection.json") && err.contains("No such file"), "{err}");
+}
+
+#[test]
+fn tiered_tables_of_two_dims_match_all_in_host_bit_for_bit() {
+    let reference = train(TableCollection::new(&config(0.0, 1.0)).unwrap(), 30, 0);
+    for (device, host, ahead) in [(0.1, 0.2, 0), (0.1, 0.2, 3), (0.0, 0.1, 2)] {
+        let tiered = train(TableCollection::new(&config(device, host)).unwrap(), 30, ahead);
+        assert!(tiered == reference, "device {device} host {host} ahead {ahead}");
+    }
+}
+
+#[test]
+fn bad_steps_are_refused_before_anything_moves() {
+    let mut collection = TableCollection::new(&config(0.1, 0.2)).unwrap();
+    let (mut v, o, w) = step(1);
+    v[2][1] = 30;
+    let mut a = vec![0f32; 16];
+    let mut b = vec![0f32; 16];
+    let err = collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], true).unwrap_err().to_string();
+    assert_eq!(err, "feature `f3`: value 1 is 30, out of range for a table of 30 rows");
+    assert_eq!(collection.stats().iter().map(|(_, s)| s.lookups).sum::<u64>(), 0);
+    let (v, mut o, w) = step(1);
+    o[0] = vec![0, 3, 2];
+    let err = collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], true).unwrap_err().to_string();
+    assert_eq!(err, "feature `f1`: offsets must not decrease (offset 2 is 2, after 3)");
+    let err = collection.apply_gradients(&[&a, &b]).unwrap_err().to_string();
+    assert_eq!(err, "apply_gradients without a lookup before it");
+    let (v, o, w) = step(1);
+    let mut short = vec![0f32; 3];
+    let err = collection.lookup(&features(&v, &o, &w), &mut [&mut short, &mut b], true).unwrap_err().to_string();
+    assert_eq!(err, "table `a`: lookup output holds 3 values, the batch needs 16");
+    assert_eq!(collection.stats().iter().map(|(_, s)| s.lookups).sum::<u64>(), 0);
+    let bad = config(1.5, 0.0);
+    assert_eq!(
+        TableCollection::new(&bad).err().unwrap().to_string(),
+        "collection config: device = 1.5: a share of each table's rows, from 0 to 1"
+    );
+}
