@@ -14,7 +14,7 @@ use strata::engine::flat::FlatTable;
 use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::prefetch::Prefetcher;
-use strata::engine::storage::remote::{Changed, Follower, LocalCluster, Publisher, RedisStore, RemoteConfig};
+use strata::engine::storage::remote::{Follower, LocalCluster, Publisher, RedisStore, RemoteConfig};
 use strata::engine::storage::BackingStore;
 use strata::engine::table::config::{TableConfig, TierConfig};
 use strata::engine::table::TieredTable;
@@ -75,12 +75,7 @@ impl Replica {
 
     fn poll(&mut self) -> u64 {
         let table = &mut self.table;
-        self.follower
-            .poll(|changed| match changed {
-                Changed::Rows(rows) => table.refresh(rows).map(drop),
-                Changed::All => table.refresh_all().map(drop),
-            })
-            .unwrap()
+        self.follower.poll(|changed| table.take_in(changed).map(drop)).unwrap()
     }
 
     /// Serves `requests` (read ahead `window` deep) and returns every pooled output.

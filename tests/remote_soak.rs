@@ -14,7 +14,7 @@ use strata::engine::device::DeviceKind;
 use strata::engine::flat::FlatTable;
 use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
-use strata::engine::storage::remote::{Changed, Follower, LocalCluster, Publisher, RedisStore, RemoteConfig};
+use strata::engine::storage::remote::{Follower, LocalCluster, Publisher, RedisStore, RemoteConfig};
 use strata::engine::storage::BackingStore;
 use strata::engine::table::config::{TableConfig, TierConfig};
 use strata::engine::table::TieredTable;
@@ -106,12 +106,7 @@ fn no_row_is_lost_or_staler_than_reported_across_master_kills_in_training_and_se
         versions.push(snapshot);
 
         // The replica follows and serves; at the version it reports, exactly that table.
-        follower
-            .poll(|changed| match changed {
-                Changed::Rows(rows) => replica.refresh(rows).map(drop),
-                Changed::All => replica.refresh_all().map(drop),
-            })
-            .unwrap();
+        follower.poll(|changed| replica.take_in(changed).map(drop)).unwrap();
         let staleness = follower.staleness();
         if staleness.connected && staleness.versions_behind == 0 {
             let version = &versions[staleness.applied_version as usize];

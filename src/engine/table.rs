@@ -33,6 +33,7 @@ use super::host::HostSlab;
 use super::placement::{Hierarchy, Level, Placement};
 use super::pool::{pool_bags, Pooling, RowGradients};
 use super::stats::EngineStats;
+use super::storage::remote::Changed;
 use super::storage::{BackingStore, StagedRows, StorageService};
 use super::{Buffer, EngineError, Optimizer, RowLayout};
 
@@ -143,7 +144,12 @@ impl TieredTable {
 
     fn check_rows(&self, batch: &Batch) -> Result<(), EngineError> {
         batch.validate()?;
-        match batch.ids.iter().find(|&&r| r >= self.rows) {
+        self.check_row_range(&batch.ids)
+    }
+
+    /// Fails on the first of `rows` beyond the table.
+    fn check_row_range(&self, rows: &[u64]) -> Result<(), EngineError> {
+        match rows.iter().find(|&&r| r >= self.rows) {
             Some(&row) => Err(EngineError::RowOutOfRange { row, rows: self.rows }),
             None => Ok(()),
         }
@@ -380,9 +386,7 @@ impl TieredTable {
     /// with an update not yet written down is an error: a table being trained cannot
     /// also follow another writer. Returns the memory-tier copies replaced.
     pub fn refresh(&mut self, rows: &[u64]) -> Result<u64, EngineError> {
-        if let Some(&row) = rows.iter().find(|&&r| r >= self.rows) {
-            return Err(EngineError::RowOutOfRange { row, rows: self.rows });
-        }
+        self.check_row_range(rows)?;
         let mut cached: Vec<u64> = rows.iter().copied().filter(|&row| self.tiers.in_memory(row)).collect();
         cached.sort_unstable();
         cached.dedup();
@@ -397,7 +401,7 @@ impl TieredTable {
         let floats = self.layout.floats();
         let mut replaced = 0;
         for (&row, data) in fresh.rows.iter().zip(fresh.data.chunks_exact(floats)) {
-            for tier in [self.tiers.device.as_mut(), self.tiers.host.as_mut()].into_iter().flatten() {
+            for tier in self.tiers.present_mut() {
                 if let Some(slot) = tier.slot(row) {
                     tier.replace_clean(slot, data)?;
                     replaced += 1;
@@ -419,6 +423,15 @@ impl TieredTable {
         Ok(replaced)
     }
 
+    /// Takes in what a published table's follower says changed: [`TieredTable::refresh`]
+    /// of those rows, or [`TieredTable::refresh_all`].
+    pub fn take_in(&mut self, changed: Changed<'_>) -> Result<u64, EngineError> {
+        match changed {
+            Changed::Rows(rows) => self.refresh(rows),
+            Changed::All => self.refresh_all(),
+        }
+    }
+
     /// The file that holds the rows durably (`None` for an in-memory store, whose
     /// rows a checkpoint copies out with [`TieredTable::snapshot_into`]).
     pub fn store_file(&self) -> Option<&std::path::Path> {
@@ -438,9 +451,7 @@ impl TieredTable {
     /// Flushes, then reads `rows` (values and state) from the store: the rows as
     /// training has left them, whichever tier holds them, in the order of `rows`.
     pub fn read_rows(&mut self, rows: Vec<u64>) -> Result<StagedRows, EngineError> {
-        if let Some(&row) = rows.iter().find(|&&r| r >= self.rows) {
-            return Err(EngineError::RowOutOfRange { row, rows: self.rows });
-        }
+        self.check_row_range(&rows)?;
         self.flush()?;
         Ok(self.staging.storage().read(rows)?.wait()?.0)
     }

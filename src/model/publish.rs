@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::train::TrainError;
 use super::{Dlrm, ModelError};
 use crate::engine::batch::Batch;
-use crate::engine::storage::remote::{Changed, Follower, Publisher, RemoteError, Staleness};
+use crate::engine::storage::remote::{Follower, Publisher, RemoteError, Staleness};
 use crate::engine::table::TieredTable;
 use crate::engine::EngineError;
 
@@ -207,12 +207,9 @@ impl ReplicaFollower {
         }
         let refreshed_before = table.stats().refreshed_rows;
         let from = self.follower.applied_version();
-        let applied = self.follower.poll(|changed| match changed {
-            Changed::Rows(rows) => table.refresh(rows).map(drop),
-            Changed::All => table.refresh_all().map(drop),
-        })?;
+        let applied = self.follower.poll(|changed| table.take_in(changed).map(drop))?;
         if applied == 0 {
-            self.failed_polls += u64::from(self.follower.staleness().error.is_some());
+            self.failed_polls += u64::from(!self.follower.reachable());
             return Ok(());
         }
         let version = self.follower.applied_version();

@@ -185,9 +185,14 @@ impl MemoryTiers {
         self.present().find_map(|tier| tier.slot(row).map(|slot| (tier, slot)))
     }
 
+    /// [`MemoryTiers::present`], writable.
+    pub(super) fn present_mut(&mut self) -> impl Iterator<Item = &mut Tier> {
+        [self.device.as_mut(), self.host.as_mut()].into_iter().flatten()
+    }
+
     /// [`MemoryTiers::newest`], writable.
     pub(super) fn newest_mut(&mut self, row: u64) -> Option<(&mut Tier, u32)> {
-        [self.device.as_mut(), self.host.as_mut()].into_iter().flatten().find_map(|tier| tier.slot(row).map(|slot| (tier, slot)))
+        self.present_mut().find_map(|tier| tier.slot(row).map(|slot| (tier, slot)))
     }
 
     /// Whether a memory tier holds `row`.

@@ -271,6 +271,11 @@ impl Follower {
         Ok(entries)
     }
 
+    /// Whether the last poll or staleness report reached the cluster.
+    pub fn reachable(&self) -> bool {
+        self.error.is_none()
+    }
+
     /// The last version applied.
     pub fn applied_version(&self) -> u64 {
         self.applied
@@ -311,7 +316,7 @@ impl Follower {
                 (None, Some(ms)) => now_ms().saturating_sub(ms) as f64 / 1e3,
                 (None, None) => 0.0,
             },
-            connected: self.error.is_none(),
+            connected: self.reachable(),
             seconds_since_contact: since_contact,
             error: self.error.clone(),
         }
