@@ -120,16 +120,33 @@ impl Cluster {
         Ok(connection)
     }
 
-    /// Runs `command` once on the node at `addr` (a SCAN of that node's keys).
+    /// Runs `command` on the node at `addr` (a SCAN of that node's keys), tried again on
+    /// a new connection as `execute` tries (an interrupted read, a dropped connection)
+    /// until `retry` has passed.
     pub fn scan(&mut self, addr: &str, command: &Cmd) -> Result<Value, String> {
         let index = self.nodes.iter().position(|n| n.addr == addr).ok_or_else(|| format!("{addr} is not a master"))?;
-        let mut connection = match self.nodes[index].connection.take() {
-            Some(c) => c,
-            None => self.open(addr)?,
-        };
-        let reply = command.query::<Value>(&mut connection).map_err(|e| format!("{addr}: {e}"))?;
-        self.nodes[index].connection = Some(connection);
-        Ok(reply)
+        let deadline = Instant::now() + self.retry;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let connection = match self.nodes[index].connection.take() {
+                Some(c) => Ok(c),
+                None => self.open(addr),
+            };
+            // A failed exchange leaves the connection's state unknown: it is dropped.
+            let reply = connection.and_then(|mut c| command.query::<Value>(&mut c).map(|reply| (c, reply)).map_err(|e| e.to_string()));
+            match reply {
+                Ok((connection, reply)) => {
+                    self.nodes[index].connection = Some(connection);
+                    return Ok(reply);
+                }
+                Err(e) if Instant::now() >= deadline => return Err(format!("{addr}: {e}")),
+                Err(_) => {
+                    self.retries += 1;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
     }
 
     /// Reads the slot map again, from the known masters first, then the seeds; keeps the
