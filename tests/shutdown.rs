@@ -97,14 +97,27 @@ fn steps_matching(rows: &[f32], range: std::ops::RangeInclusive<u64>) -> Option<
     range.rev().find(|&steps| reference_rows(steps) == rows)
 }
 
-/// Threads of this process whose names start with `prefix`.
+/// Threads of this process whose names start with `prefix`, once joined threads have
+/// left `/proc/self/task`: the kernel wakes a joiner as a thread exits, a moment before it
+/// removes the thread's entry, so a thread just joined may still be listed. One that is
+/// still listed after a second was not joined.
 fn threads_named(prefix: &str) -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim().to_string())
-        .filter(|name| name.starts_with(prefix))
-        .collect()
+    let listed = || -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .filter(|name| name.starts_with(prefix))
+            .collect()
+    };
+    for _ in 0..100 {
+        let names = listed();
+        if names.is_empty() {
+            return names;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    listed()
 }
 
 /// Runs `scenario` on a thread of its own and fails if it has not finished within
