@@ -17,7 +17,7 @@ mod run;
 use std::path::PathBuf;
 
 pub use checkpoint::CheckpointError;
-pub use config::{DataSpec, EngineSpec, ExperimentConfig, PublishSpec, ServeSpec, SetupSpec};
+pub use config::{DataSpec, EngineSpec, ExperimentConfig, FileCacheSpec, PublishSpec, ServeSpec, SetupSpec};
 pub use replica::{replica_markdown, serve_replica, ReplicaOutcome};
 pub use run::{resume, run, SetupError};
 

@@ -104,6 +104,21 @@ fn a_bad_experiment_config_fails_before_any_work() {
     let out = strata(&["run", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("colour") && stderr.contains("line"), "{stderr}");
+    // A file cache needs a remote table below it, and a policy that does not need the future.
+    let cache = "[engine.file_cache]\npath = \"cache.strata\"\nsize = 0.1\n";
+    let remote = "[engine.remote]\nnodes = [\"127.0.0.1:1\"]\ntable = \"t\"\n";
+    let cases = [
+        (format!("{CONFIG}\n{cache}"), "a file cache sits in front of [engine.remote]"),
+        (format!("{CONFIG}\n{remote}{cache}policy = \"belady\"\n"), "needs the future"),
+        (format!("{CONFIG}\n{remote}{}", cache.replace("0.1", "-1")), "engine.file_cache: size"),
+    ];
+    for (text, message) in cases {
+        std::fs::write(&config, text).unwrap();
+        let out = strata(&["run", config.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("bad.toml") && stderr.contains(message), "{stderr}");
+        assert!(!out_dir.exists() && !dir.path().join("cache.strata").exists(), "nothing may be written for a bad config");
+    }
 }
 
 /// Writes `config` (with its table file and output folder in `dir`), runs it and returns

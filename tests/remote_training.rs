@@ -1,6 +1,6 @@
-//! Training over the remote tier: `strata run` with the table on a real cluster gives,
-//! under several policies, tiers and read-ahead, the losses, AUC and predictions of the
-//! in-memory flat table; and when the cluster fails beyond what it can mend (a master
+//! Training over the remote tier: `strata run` with the table on a real cluster (directly
+//! or behind a local file cache) gives, under several policies, tiers and read-ahead,
+//! the losses, AUC and predictions of the in-memory flat table; and when the cluster fails beyond what it can mend (a master
 //! and its replica killed mid-run) the run stops with a one-line error naming the key,
 //! slot and node, the last checkpoint stays intact, and once the two nodes are back
 //! `strata run --resume` finishes with every result identical to a run that never
@@ -92,6 +92,22 @@ fn training_over_the_cluster_matches_the_in_memory_table_under_every_set_up() {
     for result in &actual {
         assert_eq!(result, &expected[0], "a set-up over the cluster against the flat in-memory table");
     }
+    // The same set-ups with a local file cache between the host tier and the cluster.
+    let behind_cache = config(dir.path(), &cluster, "cached");
+    let text = std::fs::read_to_string(&behind_cache).unwrap().replace("train_batches = 200", "train_batches = 40");
+    let cache = format!("[engine.file_cache]\npath = \"{}\"\nsize = 0.1\npolicy = \"clock\"\n", dir.path().join("cache.strata").display());
+    std::fs::write(&behind_cache, format!("{text}\n{cache}\n{setups}")).unwrap();
+    let cached = dir.path().join("cached");
+    let out = strata(&["run", behind_cache.to_str().unwrap(), "--out", cached.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let actual = results(&cached);
+    assert_eq!(actual.len(), 3);
+    for result in &actual {
+        assert_eq!(result, &expected[0], "a set-up over a file cache in front of the cluster against the flat in-memory table");
+    }
+    let report: Value = serde_json::from_slice(&std::fs::read(cached.join("report.json")).unwrap()).unwrap();
+    let storage = report["setups"][0]["outcome"]["engine"]["storage"].as_str().unwrap();
+    assert!(storage.starts_with("file cache") && storage.contains("clock") && storage.contains("redis cluster"), "{storage}");
 }
 
 #[test]

@@ -285,6 +285,10 @@ pub enum EngineError {
     /// tier: a table being trained cannot also follow another writer.
     #[error("row {row} changed in the store while the {tier} tier holds an update of it not yet written down")]
     RefreshDirty { tier: placement::Level, row: u64 },
+    /// A call to a file-cached store failed earlier (`first`): the cache's slot map is
+    /// ahead of its file, so it serves nothing more.
+    #[error("{}: the file cache refuses further work after an earlier failure: {first}", cache.display())]
+    FileCacheBroken { cache: std::path::PathBuf, first: String },
     #[error(transparent)]
     Tier(#[from] TierError),
     #[error(transparent)]

@@ -114,6 +114,10 @@ pub struct EngineSpec {
     /// the same init) as the bottom tier, in place of `table_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteConfig>,
+    /// `[engine.file_cache]`: a local file caching rows of the remote table (only with
+    /// `[engine.remote]`), between the host tier and the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_cache: Option<FileCacheSpec>,
     #[serde(default = "default_read_path")]
     pub read_path: ReadPath,
     /// What a failed page read or write does: `"stop"` the run, or `{ retry = N }`.
@@ -121,6 +125,36 @@ pub struct EngineSpec {
     pub on_io_error: OnIoError,
     #[serde(default)]
     pub device_backend: DeviceKind,
+}
+
+/// `[engine.file_cache]`: a table file of its own on local NVMe holding some of the
+/// remote table's rows (created for each set-up, empty).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCacheSpec {
+    pub path: PathBuf,
+    /// Below 1 a fraction of the rows, from 1 a number of rows.
+    pub size: f64,
+    /// Which rows it keeps (names as `strata simulate --policies`; none that needs the
+    /// future).
+    #[serde(default = "lru")]
+    pub policy: String,
+}
+
+impl FileCacheSpec {
+    /// The cache's rows for a table of `rows` rows, and its policy.
+    pub fn resolve(&self, rows: u64) -> Result<(u64, PolicyConfig), String> {
+        let capacity = Capacity::try_from(self.size).map_err(|e| format!("size: {e}"))?;
+        let slots = capacity.rows(rows).min(rows);
+        if slots == 0 {
+            return Err(format!("size: {} holds no row of the {rows}", self.size));
+        }
+        let policy = PolicyConfig::from_name(&self.policy).map_err(|e| format!("policy: {e}"))?;
+        if policy.needs_future() {
+            return Err(format!("policy: {} needs the future, which a cache below the memory tiers does not see", self.policy));
+        }
+        Ok((slots, policy))
+    }
 }
 
 impl DataSpec {
@@ -234,6 +268,12 @@ impl ExperimentConfig {
                 return Err(error("engine: give table_file or [engine.remote], not both".into()).into());
             }
             remote.validate().map_err(|e| error(format!("engine.remote: {e}")))?;
+        }
+        if let Some(cache) = &config.engine.file_cache {
+            if config.engine.remote.is_none() {
+                return Err(error("engine.file_cache: a file cache sits in front of [engine.remote]; give that too".into()).into());
+            }
+            cache.resolve(config.rows()).map_err(|e| error(format!("engine.file_cache: {e}")))?;
         }
         if let Some(publish) = &config.publish {
             if publish.every == 0 {

@@ -12,7 +12,7 @@ use crate::data::{BatchStream, DataError, Rebatch};
 use crate::engine::batch::Batch;
 use crate::engine::flat::FlatTable;
 use crate::engine::storage::remote::{Publisher, RedisStore};
-use crate::engine::storage::{BackingStore, ReadConfig, StorageError, TableFile};
+use crate::engine::storage::{BackingStore, FileCached, ReadConfig, StorageError, TableFile};
 use crate::engine::table::config::TableConfig;
 use crate::engine::table::TieredTable;
 use crate::engine::{EngineError, RowInit, RowLayout};
@@ -99,7 +99,8 @@ impl ExperimentConfig {
         let (layout, init) = self.row_layout();
         let rows = self.rows();
         if let Some(remote) = &self.engine.remote {
-            return Ok(Box::new(RedisStore::create(remote, rows, layout, init).map_err(EngineError::from)?));
+            let store = Box::new(RedisStore::create(remote, rows, layout, init).map_err(EngineError::from)?);
+            return self.file_cached(store);
         }
         Ok(match &self.engine.table_file {
             Some(path) => {
@@ -121,7 +122,19 @@ impl ExperimentConfig {
         let (_, init) = self.row_layout();
         let mut store = RedisStore::create(remote, restored.rows(), restored.layout(), init).map_err(EngineError::from)?;
         copy_rows(&mut *restored, &mut store)?;
-        Ok(Box::new(store))
+        self.file_cached(Box::new(store))
+    }
+
+    /// `remote` behind a fresh, empty file cache where the config has one.
+    fn file_cached(&self, remote: Box<dyn BackingStore>) -> Result<Box<dyn BackingStore>, SetupError> {
+        let Some(spec) = &self.engine.file_cache else { return Ok(remote) };
+        let (slots, policy) = spec.resolve(remote.rows()).expect("checked when the config was parsed");
+        if let Some(dir) = spec.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SetupError::TableFolder { path: dir.to_path_buf(), source })?;
+        }
+        drop(TableFile::create(&spec.path, slots, remote.layout(), RowInit::Zeros)?);
+        let cache = TableFile::open_with(&spec.path, self.read_config())?;
+        Ok(Box::new(FileCached::new(cache, remote, &policy)?))
     }
 }
 

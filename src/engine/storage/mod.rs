@@ -3,12 +3,14 @@
 //! io_uring, mmap or a pread thread pool, written in parallel runs of pages, with an undo
 //! journal for crash recovery), and the I/O thread that serves a store with its
 //! write-back buffer, so that reads for future batches run while the consumer works on
-//! the current one. `remote` holds the remote tier: a store on Redis Cluster.
+//! the current one. `remote` holds the remote tier: a store on Redis Cluster;
+//! `file_cache` a local file cache in front of a slower store (the remote tier).
 
 mod aligned;
 mod error;
 #[cfg(any(test, feature = "test-utils"))]
 mod faults;
+mod file_cache;
 pub mod format;
 mod io_uring;
 mod journal;
@@ -24,6 +26,7 @@ mod write_buffer;
 pub use self::error::StorageError;
 #[cfg(any(test, feature = "test-utils"))]
 pub use self::faults::{FaultPlan, PageFault};
+pub use self::file_cache::{FileCacheStats, FileCached};
 pub use self::journal::{journal_path, remove_journal, roll_back, sync_folder, write_atomically, RollBack};
 pub use self::read_config::{direct_io_refused, resolve_read_path, OnIoError, ReadConfig, ReadPath};
 pub use self::service::{PendingRead, StagedRows, StorageService};

@@ -1,7 +1,7 @@
 //! `strata bench remote-training`: an experiment config trained with its table on a
 //! Redis Cluster (`[engine.remote]` in place of `table_file`), each set-up's samples/s
 //! against the first set-up's (the all-in-host one in configs/default.toml), in one
-//! run on one cluster.
+//! run on one cluster; `--file-cache` puts a local file cache in front of the cluster.
 
 use std::path::PathBuf;
 
@@ -25,6 +25,14 @@ pub struct RemoteTrainingBenchArgs {
     /// Replicas each write waits for (`[engine.remote] replicas`).
     #[arg(long, default_value_t = 0)]
     replicas: u32,
+    /// Puts a local file cache of this many rows (below 1: a fraction of the table)
+    /// between the host tier and the cluster (`[engine.file_cache]`, in the output
+    /// folder).
+    #[arg(long)]
+    file_cache: Option<f64>,
+    /// The file cache's policy.
+    #[arg(long, default_value = "lru")]
+    file_cache_policy: String,
     /// Output folder for the experiment's reports (default: a temporary one).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -43,6 +51,16 @@ impl RemoteTrainingBenchArgs {
             ("replicas".to_string(), i64::from(self.replicas).into()),
         ]);
         engine.insert("remote".into(), remote.into());
+        let dir = tempfile::tempdir()?;
+        let out = self.out.clone().unwrap_or_else(|| dir.path().to_path_buf());
+        if let Some(size) = self.file_cache {
+            let cache = toml::Table::from_iter([
+                ("path".to_string(), toml::Value::from(out.join("file-cache.strata").display().to_string())),
+                ("size".to_string(), size.into()),
+                ("policy".to_string(), self.file_cache_policy.clone().into()),
+            ]);
+            engine.insert("file_cache".into(), cache.into());
+        }
         if !self.setups.is_empty() {
             let all = config.get("setup").and_then(|s| s.as_array()).cloned().unwrap_or_default();
             let chosen: Vec<toml::Value> = self.setups.iter().filter_map(|&i| all.get(i).cloned()).collect();
@@ -53,15 +71,17 @@ impl RemoteTrainingBenchArgs {
         }
         let patched = toml::to_string(&config)?;
         let experiment = strata::experiment::ExperimentConfig::parse(&self.config, &patched)?;
-        let dir = tempfile::tempdir()?;
-        let out = self.out.clone().unwrap_or_else(|| dir.path().to_path_buf());
         let (results, summary) = strata::experiment::run(&experiment, Some(&out))?;
         println!(
-            "{} with its table on Redis Cluster ({}; {} masters), replicas = {}:\n",
+            "{} with its table on Redis Cluster ({}; {} masters), replicas = {}{}:\n",
             self.config.display(),
             if local.is_some() { "a local cluster of 3 masters + 3 replicas on loopback" } else { "the given cluster" },
             3,
-            self.replicas
+            self.replicas,
+            match self.file_cache {
+                Some(size) => format!(", behind a local file cache of {size} ({})", self.file_cache_policy),
+                None => String::new(),
+            }
         );
         print!("{summary}");
         let first = results.first().and_then(|r| r.samples_per_sec).unwrap_or(0.0);
