@@ -11,6 +11,7 @@ the weights exists). Inputs and outputs are CPU tensors.
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 
@@ -58,10 +59,66 @@ def _pooling(value):
     return name
 
 
+# Fields of TorchRec's EmbeddingBagConfig that Strata has no equivalent for: each must
+# keep its default, or the config is refused rather than silently built otherwise.
+_TORCHREC_DEFAULTS = {
+    "num_embeddings_post_pruning": None,
+    "need_pos": False,
+    "input_dim": None,
+    "total_num_buckets": None,
+    "use_virtual_table": False,
+    "virtual_table_eviction_policy": None,
+    "enable_embedding_update": False,
+    "stash_weights": False,
+}
+
+
+def _init_scale(config):
+    """The table's initial rows' scale: Strata's ``init_scale``, or TorchRec's
+    ``weight_init_min = -s`` / ``weight_init_max = s`` (or the uniform ``init_fn`` TorchRec
+    makes of them), or ``sqrt(1 / num_embeddings)`` (TorchRec's default). Raises for
+    anything Strata would initialise otherwise."""
+
+    def refuse(what):
+        raise ValueError(f"table `{config.name}`: {what}")
+
+    data_type = getattr(config, "data_type", None)
+    if data_type is not None and str(getattr(data_type, "name", data_type)).upper() != "FP32":
+        refuse(f"data_type {getattr(data_type, 'name', data_type)}: Strata stores rows as float32 only (FP32)")
+    for field, default in _TORCHREC_DEFAULTS.items():
+        value = getattr(config, field, default)
+        if value != default:
+            refuse(f"{field} = {value!r} is not supported (only its default, {default!r})")
+    # TorchRec turns weight_init_min / max (or its default) into
+    # init_fn = partial(torch.nn.init.uniform_, a=..., b=...): that one Strata can honour.
+    init_fn = getattr(config, "init_fn", None)
+    if init_fn is None:
+        low, high = getattr(config, "weight_init_min", None), getattr(config, "weight_init_max", None)
+    elif (
+        isinstance(init_fn, functools.partial)
+        and init_fn.func is torch.nn.init.uniform_
+        and not init_fn.args
+        and set(init_fn.keywords) == {"a", "b"}
+    ):
+        low, high = init_fn.keywords["a"], init_fn.keywords["b"]
+    else:
+        refuse(
+            f"init_fn {init_fn!r} is not supported: Strata initialises every row itself, uniform in [-s, s); "
+            "give weight_init_min = -s and weight_init_max = s instead"
+        )
+    if low is None and high is None:
+        scale = getattr(config, "init_scale", None)
+        return (1.0 / config.num_embeddings) ** 0.5 if scale is None else scale
+    if low is None or high is None or not high > 0 or low != -high:
+        refuse(
+            f"weight_init_min = {low}, weight_init_max = {high}: Strata's rows start uniform in [-s, s); "
+            "give both, with weight_init_min = -weight_init_max"
+        )
+    return high
+
+
 def _table(config):
-    scale = getattr(config, "init_scale", None)
-    if scale is None:
-        scale = (1.0 / config.num_embeddings) ** 0.5
+    scale = _init_scale(config)
     return {
         "name": config.name,
         "rows": int(config.num_embeddings),
