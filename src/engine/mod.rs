@@ -171,8 +171,9 @@ impl Optimizer {
 /// Runs `kernel` compiled for AVX-512 or AVX2 when the CPU has them (the standard
 /// library checks once per process), else for the baseline target. The engine's row
 /// kernels (pooling, gradient sums, [`Optimizer::apply_row`]) are element-wise or keep
-/// their order of operations, and Rust never fuses a multiply and an add, so the wider
-/// vectors change speed, never a bit of a result. `kernel` should be an
+/// their order of operations, and Rust never fuses a multiply and an add unless told to
+/// (`mul_add`, which rounds once on every path), so the wider vectors change speed, never
+/// a bit of a result. `kernel` should be an
 /// `#[inline(always)]` closure calling `#[inline(always)]` functions, so that all of it
 /// is compiled for the wider vectors.
 #[inline(always)]
@@ -183,7 +184,7 @@ pub fn with_wide_vectors<R>(kernel: impl FnOnce() -> R) -> R {
         fn avx512<R>(kernel: impl FnOnce() -> R) -> R {
             kernel()
         }
-        #[target_feature(enable = "avx2")]
+        #[target_feature(enable = "avx2,fma")]
         fn avx2<R>(kernel: impl FnOnce() -> R) -> R {
             kernel()
         }
@@ -191,8 +192,8 @@ pub fn with_wide_vectors<R>(kernel: impl FnOnce() -> R) -> R {
             // SAFETY: the CPU has AVX-512F.
             return unsafe { avx512(kernel) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
             return unsafe { avx2(kernel) };
         }
     }

@@ -2,7 +2,8 @@
 //! over the parameter tensors with their state (Adam's moments, the step count) held
 //! here, so that a checkpoint can save and restore it. Each update repeats libtorch's
 //! `torch::optim::SGD` / `torch::optim::Adam` (default settings) operation for operation,
-//! so it equals tch's `nn::Sgd` / `nn::Adam` bit for bit.
+//! so it equals tch's `nn::Sgd` / `nn::Adam` bit for bit; on the CPU, Adam's seven
+//! operations run fused in two passes over each parameter, with the same roundings.
 
 use std::collections::HashMap;
 
@@ -19,6 +20,8 @@ const EPS: f64 = 1e-8;
 struct Moments {
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
+    /// Room for `exp_avg_sq.sqrt()` in the fused step (scratch, not state).
+    root: Tensor,
 }
 
 /// The model's trainable tensors, by name, with their optimizer and its state.
@@ -38,9 +41,10 @@ impl DenseParameters {
         parameters.sort_by(|a, b| a.0.cmp(&b.0));
         let moments = match config {
             DenseOptimizer::Sgd { .. } => Vec::new(),
-            DenseOptimizer::Adam { .. } => {
-                parameters.iter().map(|(_, p)| Moments { exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like() }).collect()
-            }
+            DenseOptimizer::Adam { .. } => parameters
+                .iter()
+                .map(|(_, p)| Moments { exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like(), root: p.zeros_like() })
+                .collect(),
         };
         DenseParameters { config, parameters, moments, steps: 0 }
     }
@@ -75,7 +79,19 @@ impl DenseParameters {
                 let bias_correction1 = 1.0 - BETA1.powf(self.steps as f64);
                 let bias_correction2 = 1.0 - BETA2.powf(self.steps as f64);
                 let step_size = lr / bias_correction1;
+                let fused = AdamStep {
+                    beta1: BETA1 as f32,
+                    one_minus_beta1: (1.0 - BETA1) as f32,
+                    beta2: BETA2 as f32,
+                    one_minus_beta2: (1.0 - BETA2) as f32,
+                    sqrt_bias_correction2: bias_correction2.sqrt() as f32,
+                    eps: EPS as f32,
+                    minus_step_size: -step_size as f32,
+                };
                 for (((_, p), g), m) in self.parameters.iter_mut().zip(grads).zip(&mut self.moments) {
+                    if fused.apply(p, g, m)? {
+                        continue;
+                    }
                     // exp_avg.mul_(beta1).add_(g, 1 - beta1)
                     let _ = m.exp_avg.f_mul_scalar_(BETA1)?;
                     let _ = m.exp_avg.f_addcmul_(g, &scalar(1.0 - BETA1, p))?;
@@ -119,6 +135,65 @@ impl DenseParameters {
             }
             Ok(())
         })
+    }
+}
+
+/// One Adam update's constants, rounded to f32 as libtorch rounds its double scalars
+/// for f32 parameters.
+struct AdamStep {
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    sqrt_bias_correction2: f32,
+    eps: f32,
+    minus_step_size: f32,
+}
+
+impl AdamStep {
+    /// The update of `p` in two passes over the parameter, its gradient and its moments
+    /// with libtorch's roundings (see [`DenseParameters::step`]), and libtorch's own
+    /// `sqrt` between them (its CPU kernel, through the vector math library, is not
+    /// correctly rounded, so no other root gives its bits): the same bits as the seven
+    /// tensor operations, without their temporaries and five of their passes. Only for
+    /// CPU f32 tensors, each contiguous; returns false (nothing done) for any other.
+    fn apply(&self, p: &mut Tensor, g: &Tensor, m: &mut Moments) -> Result<bool, TchError> {
+        let fits = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == tch::Kind::Float && t.is_contiguous();
+        let n = p.numel();
+        if ![&*p, g, &m.exp_avg, &m.exp_avg_sq, &m.root].iter().all(|t| fits(t) && t.numel() == n) {
+            return Ok(false);
+        }
+        // SAFETY: the five tensors are contiguous CPU f32 tensors of `n` elements each
+        // (checked above), alive for this call, and five distinct allocations (the
+        // moments and the root made by `zeros_like`, the gradient by autograd); `g` is
+        // only read, and `root` only read after libtorch has written it, so no two live
+        // slices alias.
+        let slice = |t: &Tensor| unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) };
+        let (exp_avg, exp_avg_sq, g) = (slice(&m.exp_avg), slice(&m.exp_avg_sq), &*slice(g));
+        crate::engine::with_wide_vectors(
+            #[inline(always)]
+            || {
+                for ((m, v), &g) in exp_avg.iter_mut().zip(exp_avg_sq.iter_mut()).zip(g) {
+                    // exp_avg.mul_(beta1).add_(g, 1 - beta1): a fused multiply-add.
+                    *m = g.mul_add(self.one_minus_beta1, *m * self.beta1);
+                    // exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2), `(1 - beta2) * g` first.
+                    *v = (g * self.one_minus_beta2).mul_add(g, *v * self.beta2);
+                }
+            },
+        );
+        let _ = m.exp_avg_sq.f_sqrt_out(&m.root)?;
+        let (p, root) = (slice(p), &*slice(&m.root));
+        crate::engine::with_wide_vectors(
+            #[inline(always)]
+            || {
+                for ((p, &m), &root) in p.iter_mut().zip(&*exp_avg).zip(root) {
+                    // p.addcdiv_(exp_avg, denom, -step_size), `-step_size * exp_avg` first.
+                    let denom = root / self.sqrt_bias_correction2 + self.eps;
+                    *p += (m * self.minus_step_size) / denom;
+                }
+            },
+        );
+        Ok(true)
     }
 }
 
