@@ -129,7 +129,7 @@ $(TORCH_VENV)/.fbgemm-$(FBGEMM_VERSION).installed: $(TORCH_VENV)/.installed
 
 # Criterion benches and the side-by-side comparisons (libCacheSim, fio, memcpy, all-in-host).
 bench: bench-simulate bench-storage bench-gather bench-lookup bench-remote bench-replicas
-	$(TORCH_CARGO) bench --bench policy_ops --bench gather $(FEATURES)
+	$(TORCH_CARGO) bench --bench policy_ops --bench gather --bench dense_adam $(FEATURES)
 
 bench-simulate: build venv
 	$(STRATA) bench simulate --requests 10000000 --scale 0.01 --capacity 0.01,0.1

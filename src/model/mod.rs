@@ -8,7 +8,7 @@ pub mod config;
 pub mod dlrm;
 pub mod metrics;
 #[cfg(feature = "torch")]
-mod optimizer;
+pub mod optimizer;
 #[cfg(feature = "torch")]
 pub mod publish;
 #[cfg(feature = "torch")]

@@ -25,7 +25,7 @@ struct Moments {
 }
 
 /// The model's trainable tensors, by name, with their optimizer and its state.
-pub(crate) struct DenseParameters {
+pub struct DenseParameters {
     config: DenseOptimizer,
     /// `(name, tensor)` sorted by name; the tensors are shared with the model's layers.
     parameters: Vec<(String, Tensor)>,
@@ -37,7 +37,7 @@ pub(crate) struct DenseParameters {
 }
 
 impl DenseParameters {
-    pub(crate) fn new(config: DenseOptimizer, mut parameters: Vec<(String, Tensor)>) -> DenseParameters {
+    pub fn new(config: DenseOptimizer, mut parameters: Vec<(String, Tensor)>) -> DenseParameters {
         parameters.sort_by(|a, b| a.0.cmp(&b.0));
         let moments = match config {
             DenseOptimizer::Sgd { .. } => Vec::new(),
@@ -50,7 +50,7 @@ impl DenseParameters {
     }
 
     /// The parameter tensors, in the order [`DenseParameters::step`] takes gradients.
-    pub(crate) fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
         self.parameters.iter().map(|(_, p)| p)
     }
 
@@ -64,7 +64,7 @@ impl DenseParameters {
     /// `add_(g, alpha)` as `addcmul_(g, alpha)` with `alpha` a one-element tensor (the
     /// same fused multiply-add), and `value * a` computed first, then `addcmul_`/`addcdiv_`
     /// with value 1. The unit test below checks the equality with tch's optimizers.
-    pub(crate) fn step(&mut self, grads: &[Tensor]) -> Result<(), TchError> {
+    pub fn step(&mut self, grads: &[Tensor]) -> Result<(), TchError> {
         assert_eq!(grads.len(), self.parameters.len(), "one gradient per dense parameter");
         self.steps += 1;
         tch::no_grad(|| match self.config {

@@ -180,10 +180,13 @@ impl FileCached {
             }
             // A row admitted now, or one the policy counts resident that has not arrived
             // (static placement pins its hot set without reading it): it takes a slot.
+            // (A policy holds no more rows than there are slots; were one ever to, the
+            // row would only be read from below again, never served wrong.)
             if (access.inserted || access.hit) && !has_slot {
-                let slot = self.free.pop().expect("a policy holds no more rows than it has slots");
-                self.slot_of.insert(row, slot);
-                self.owner[slot as usize] = row;
+                if let Some(slot) = self.free.pop() {
+                    self.slot_of.insert(row, slot);
+                    self.owner[slot as usize] = row;
+                }
             }
         }
         // Everything the cache file holds that this call needs, before any slot is reused.
