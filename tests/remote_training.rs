@@ -108,6 +108,11 @@ fn training_over_the_cluster_matches_the_in_memory_table_under_every_set_up() {
     let report: Value = serde_json::from_slice(&std::fs::read(cached.join("report.json")).unwrap()).unwrap();
     let storage = report["setups"][0]["outcome"]["engine"]["storage"].as_str().unwrap();
     assert!(storage.starts_with("file cache") && storage.contains("clock") && storage.contains("redis cluster"), "{storage}");
+    // The file cache's counters reach the report: it served rows, and admitted some.
+    let engine = &report["setups"][0]["outcome"]["engine"];
+    let cache = &engine["file_cache"];
+    let (hits, misses) = (cache["hits"].as_u64().unwrap(), cache["misses"].as_u64().unwrap());
+    assert!(hits > 0 && misses > 0 && cache["admitted"].as_u64().unwrap() > 0, "{cache}");
 }
 
 #[test]

@@ -142,6 +142,9 @@ pub struct EngineStats {
     /// Rows written to the store (through the write-back buffer when there is one).
     pub store_writes: u64,
     pub write_buffer: crate::engine::storage::WriteBufferStats,
+    /// The local file cache's counters, where the store is behind one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_cache: Option<crate::engine::storage::FileCacheStats>,
     pub bytes_store_to_host: u64,
     pub bytes_host_to_store: u64,
     pub bytes_host_to_device: u64,
@@ -175,6 +178,7 @@ impl EngineStats {
             queued_reads: self.queued_reads - earlier.queued_reads,
             store_writes: self.store_writes - earlier.store_writes,
             write_buffer: self.write_buffer.since(&earlier.write_buffer),
+            file_cache: self.file_cache.map(|now| earlier.file_cache.map_or(now, |then| now.since(&then))),
             bytes_store_to_host: self.bytes_store_to_host - earlier.bytes_store_to_host,
             bytes_host_to_store: self.bytes_host_to_store - earlier.bytes_host_to_store,
             bytes_host_to_device: self.bytes_host_to_device - earlier.bytes_host_to_device,

@@ -479,6 +479,7 @@ impl TieredTable {
         stats.requests = self.placement.placed();
         (stats.device, stats.host) = self.tiers.stats();
         stats.write_buffer = self.staging.storage().write_buffer_stats();
+        stats.file_cache = self.staging.storage().file_cache_stats();
         stats
     }
 }

@@ -26,8 +26,9 @@ use strata_policies::{EvictionPolicy, PolicyConfig, Request};
 use super::{BackingStore, StorageError, TableFile};
 use crate::engine::EngineError;
 
-/// Counters of a [`FileCached`] store since it was made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Counters of a [`FileCached`] store since it was made (in a table's
+/// [`EngineStats`](crate::engine::stats::EngineStats) as `file_cache`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileCacheStats {
     /// Rows read from the cache file.
     pub hits: u64,
@@ -39,6 +40,19 @@ pub struct FileCacheStats {
     pub written_back: u64,
     /// Rows written straight down below (no slot).
     pub written_through: u64,
+}
+
+impl FileCacheStats {
+    /// What happened since `earlier`.
+    pub fn since(&self, earlier: &FileCacheStats) -> FileCacheStats {
+        FileCacheStats {
+            hits: self.hits - earlier.hits,
+            misses: self.misses - earlier.misses,
+            admitted: self.admitted - earlier.admitted,
+            written_back: self.written_back - earlier.written_back,
+            written_through: self.written_through - earlier.written_through,
+        }
+    }
 }
 
 /// Where one row of a read comes from.
@@ -294,6 +308,9 @@ impl BackingStore for FileCached {
     }
     fn protect_checkpoint(&mut self, checkpoint: u64) -> Result<(), EngineError> {
         self.guarded(|store| store.below.protect_checkpoint(checkpoint))
+    }
+    fn file_cache_stats(&self) -> Option<FileCacheStats> {
+        Some(self.stats)
     }
 }
 

@@ -57,4 +57,9 @@ pub trait BackingStore: Send {
     fn protect_checkpoint(&mut self, _checkpoint: u64) -> Result<(), EngineError> {
         Ok(())
     }
+    /// The counters of a store behind a local file cache ([`FileCached`]); `None` for
+    /// any other.
+    fn file_cache_stats(&self) -> Option<FileCacheStats> {
+        None
+    }
 }

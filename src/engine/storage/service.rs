@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::write_buffer::{WriteBuffer, WriteBufferStats};
-use super::BackingStore;
+use super::{BackingStore, FileCacheStats};
 use crate::engine::{EngineError, RowLayout};
 
 /// Rows read from the backing store for one batch, in the order asked.
@@ -105,6 +105,8 @@ pub struct StorageService {
     /// A failed write, reported on the next command, which fails like all after it.
     failed_write: Arc<Mutex<WriteFailure>>,
     buffer_stats: Arc<Mutex<WriteBufferStats>>,
+    /// The store's file-cache counters as of the last command, for a file-cached store.
+    cache_stats: Arc<Mutex<Option<FileCacheStats>>>,
     describe: String,
     layout: RowLayout,
     rows: u64,
@@ -125,6 +127,8 @@ impl StorageService {
         let mut buffer = WriteBuffer::new(write_buffer_rows, layout.floats());
         let buffer_stats = Arc::new(Mutex::new(buffer.stats));
         let shared_stats = buffer_stats.clone();
+        let cache_stats = Arc::new(Mutex::new(store.file_cache_stats()));
+        let shared_cache_stats = cache_stats.clone();
         let thread = std::thread::Builder::new()
             .name("strata-storage".into())
             .spawn(move || {
@@ -198,6 +202,7 @@ impl StorageService {
                         }
                     }
                     *shared_stats.lock().expect("not poisoned") = buffer.stats;
+                    *shared_cache_stats.lock().expect("not poisoned") = store.file_cache_stats();
                 }
                 // Dropped without a sync: what is still held goes down all the same,
                 // unless a write failed (the file stays as it was then).
@@ -209,12 +214,28 @@ impl StorageService {
                 store
             })
             .expect("spawning the storage thread");
-        StorageService { commands: Some(commands), thread: Some(thread), failed_write, buffer_stats, describe, layout, rows, file }
+        StorageService {
+            commands: Some(commands),
+            thread: Some(thread),
+            failed_write,
+            buffer_stats,
+            cache_stats,
+            describe,
+            layout,
+            rows,
+            file,
+        }
     }
 
     /// The write-back buffer's counters as of the last command the thread finished.
     pub fn write_buffer_stats(&self) -> WriteBufferStats {
         *self.buffer_stats.lock().expect("not poisoned")
+    }
+
+    /// The file cache's counters (a file-cached store only) as of the last command the
+    /// thread finished.
+    pub fn file_cache_stats(&self) -> Option<FileCacheStats> {
+        *self.cache_stats.lock().expect("not poisoned")
     }
 
     pub fn describe(&self) -> &str {

@@ -88,7 +88,17 @@ impl RemoteTrainingBenchArgs {
         println!();
         for r in &results {
             if let Some(sps) = r.samples_per_sec {
-                println!("- {}: {sps:.0} samples/s, {:.2} of `{}`", r.name, sps / first.max(1e-9), results[0].name);
+                let cache = r.outcome.as_ref().and_then(|o| o.engine.file_cache).filter(|c| c.hits + c.misses > 0).map(|c| {
+                    let read = (c.hits + c.misses).max(1) as f64;
+                    format!(
+                        " (file cache: {:.1}% of {} store reads hit, {} rows admitted)",
+                        100.0 * c.hits as f64 / read,
+                        c.hits + c.misses,
+                        c.admitted
+                    )
+                });
+                let share = sps / first.max(1e-9);
+                println!("- {}: {sps:.0} samples/s, {share:.2} of `{}`{}", r.name, results[0].name, cache.unwrap_or_default());
             }
         }
         Ok(())
