@@ -80,7 +80,16 @@ fn an_experiment_writes_its_reports_and_placement_never_changes_results() {
         assert_eq!(s["logloss"], setups[0]["logloss"], "log-loss of {}", s["name"]);
         assert_eq!(s["outcome"]["losses"], setups[0]["outcome"]["losses"], "losses of {}", s["name"]);
         assert!(s["queries_per_sec"].is_null() && s["serving"].is_null(), "no [serve], no serving figures");
+        // Where the steps' time went: every part measured, none beyond the steps' time.
+        let (times, seconds) = (&s["outcome"]["step_times"], s["outcome"]["seconds"].as_f64().unwrap());
+        let parts: Vec<f64> = ["next_batch", "engine", "waiting_for_rows", "dense"].map(|p| times[p].as_f64().unwrap()).to_vec();
+        assert!(parts.iter().all(|&p| p >= 0.0) && parts[1] > 0.0 && parts[3] > 0.0, "{times}");
+        assert!(parts.iter().sum::<f64>() <= seconds + 1e-6, "{times} within {seconds} s");
     }
+    let stall = setups[2]["outcome"]["engine"]["stall_seconds"].as_f64().unwrap();
+    let waited = setups[2]["outcome"]["step_times"]["waiting_for_rows"].as_f64().unwrap();
+    assert!(waited <= stall, "the training steps' waits ({waited} s) are among the run's ({stall} s)");
+    assert!(summary.contains("Where a training step's time goes") && summary.contains("waiting for rows"), "{summary}");
     assert!(!dir.path().join("out/latency.svg").exists());
     assert!(setups[1]["hit_ratio"]["device"].as_f64().unwrap() > 0.0);
     let html = std::fs::read_to_string(dir.path().join("out/report.html")).unwrap();

@@ -473,6 +473,12 @@ impl TieredTable {
         self.staging.into_store()
     }
 
+    /// Seconds lookups and updates have waited for rows from the store (the
+    /// `stall_seconds` of [`TieredTable::stats`], without copying the rest).
+    pub fn stall_seconds(&self) -> f64 {
+        self.stats.stall_seconds
+    }
+
     /// A snapshot of the statistics.
     pub fn stats(&self) -> EngineStats {
         let mut stats = self.stats.clone();

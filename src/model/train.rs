@@ -174,6 +174,9 @@ pub struct TrainOutcome {
     pub versions_published: u64,
     #[serde(default)]
     pub publish_seconds: f64,
+    /// Where the training steps' time went.
+    #[serde(default)]
+    pub step_times: StepTimes,
     /// Training loss of every step.
     pub losses: Vec<f32>,
     pub evaluations: Vec<Evaluation>,
@@ -182,6 +185,23 @@ pub struct TrainOutcome {
     /// Training stopped early on a stop request ([`crate::interrupt`]): `steps` steps
     /// ran, and no final evaluation.
     pub interrupted: bool,
+}
+
+/// Where the training steps' time went, in seconds (evaluations, checkpoints and
+/// publication left out, as in [`TrainOutcome::seconds`]); what is left of `seconds` is
+/// the loop's own bookkeeping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepTimes {
+    /// Taking the next batch from the batch thread and starting its rows' read-ahead.
+    pub next_batch: f64,
+    /// The engine's lookups and updates (placement, pooling, gradient sums, the sparse
+    /// optimizer), waiting for rows from the store excluded.
+    pub engine: f64,
+    /// Waiting for rows from the store, in lookups and updates.
+    pub waiting_for_rows: f64,
+    /// The dense model: forward, backward and its optimizer step.
+    pub dense: f64,
 }
 
 /// Whether a stop was requested ([`crate::interrupt`]), remembered in `interrupted`.
@@ -287,14 +307,24 @@ impl<'a> Training<'a> {
         let mut checkpoint_seconds = 0.0;
         let mut publish_seconds = 0.0;
         let mut interrupted = false;
+        let mut times = StepTimes::default();
         let start = Instant::now();
         while !stop_requested(&mut interrupted) {
+            let began = Instant::now();
             let Some(batch) = prefetcher.next(table)? else { break };
             done.samples += check_features(&batch)? as u64;
             pooled.resize(batch.bags() * dim, 0.0);
+            let (looked_up, stalled) = (Instant::now(), table.stall_seconds());
             table.lookup(&batch, &mut pooled)?;
+            let trained = Instant::now();
             let step = model.train_step(&batch.dense, &pooled, &batch.labels)?;
+            let updated = Instant::now();
             table.apply_gradients(&batch, &step.embedding_grad)?;
+            let waited = table.stall_seconds() - stalled;
+            times.next_batch += (looked_up - began).as_secs_f64();
+            times.dense += (updated - trained).as_secs_f64();
+            times.engine += (trained - looked_up).as_secs_f64() + updated.elapsed().as_secs_f64() - waited;
+            times.waiting_for_rows += waited;
             done.losses.push(step.loss);
             done.steps += 1;
             let steps = done.steps;
@@ -346,6 +376,7 @@ impl<'a> Training<'a> {
             checkpoint_seconds,
             versions_published: publisher_versions,
             publish_seconds,
+            step_times: times,
             losses: done.losses,
             evaluations: done.evaluations,
             engine: table.stats().since(&before),

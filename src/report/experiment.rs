@@ -141,6 +141,24 @@ fn summary_tables(results: &[SetupResult]) -> Vec<SummaryTable> {
             rows,
         });
     }
+    if results.iter().any(|r| r.outcome.is_some()) {
+        let rows = results
+            .iter()
+            .filter_map(|r| Some((r, r.outcome.as_ref()?)))
+            .map(|(r, o)| {
+                let t = &o.step_times;
+                let steps = (o.steps - o.resumed_at).max(1) as f64;
+                let ms = |seconds: f64| format!("{:.1}", 1e3 * seconds / steps);
+                let other = o.seconds - (t.next_batch + t.engine + t.waiting_for_rows + t.dense);
+                vec![r.name.clone(), ms(o.seconds), ms(t.dense), ms(t.engine), ms(t.waiting_for_rows), ms(t.next_batch), ms(other.max(0.0))]
+            })
+            .collect();
+        tables.push(SummaryTable {
+            title: "Where a training step's time goes (ms per step)",
+            columns: &["setup", "step", "dense model", "engine", "waiting for rows", "next batch", "other"],
+            rows,
+        });
+    }
     if results.iter().any(|r| r.serving.is_some()) {
         let micros = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.0}"));
         let rows = results
