@@ -166,6 +166,18 @@ fn check_serving(setups: &[Value], requests: u64, batch_size: u64) {
         assert_eq!(s["serving"]["queries"], requests * batch_size, "{name}");
         assert_eq!(s["serving"]["latencies_us"].as_array().unwrap().len() as u64, requests, "{name}");
         assert_eq!(s["prediction_checksum"], setups[0]["prediction_checksum"], "predictions of {name}");
+        // The I/O floor: each request's store rows at the store's measured rate.
+        let serving = &s["serving"];
+        let rows: Vec<u64> = serving["store_rows"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap()).collect();
+        assert_eq!(rows.len() as u64, requests, "{name}");
+        let (rate, floor) = (serving["store_rows_per_sec"].as_f64().unwrap(), serving["io_floor_p99_us"].as_f64().unwrap());
+        if rows.iter().any(|&r| r > 0) {
+            let most = *rows.iter().max().unwrap() as f64;
+            assert!(rate > 0.0 && floor > 0.0 && floor <= most / rate * 1e6 * (1.0 + 1e-9), "{name}: {floor} us at {rate} rows/s");
+            assert!(s["p99_vs_io_floor"].as_f64().unwrap() > 0.0, "{name}");
+        } else {
+            assert!(floor == 0.0 && s["p99_vs_io_floor"].is_null(), "{name}: no store read, no floor");
+        }
     }
     assert_eq!(setups[0]["p99_vs_first"], 1.0);
 }
@@ -187,6 +199,9 @@ fn training_then_serving_reports_latency_and_the_same_predictions_for_every_setu
     assert!(setups[1]["serve_hit_ratio"]["device"].as_f64().unwrap() > 0.0);
     assert!(setups[0]["serve_hit_ratio"]["device"].is_null(), "the ideal set-up has no device tier");
     assert!(summary.contains("Training") && summary.contains("Serving") && summary.contains("p99 vs first"), "{summary}");
+    assert!(summary.contains("I/O floor p99 us") && summary.contains("p99 vs floor"), "{summary}");
+    let with_floor = setups.iter().filter(|s| !s["p99_vs_io_floor"].is_null()).count();
+    assert!(with_floor >= 1, "the tiered set-ups read rows from the table file while serving");
     let out = dir.path().join("out");
     for name in ["latency.svg", "hit_ratio.svg", "loss.svg", "throughput.svg"] {
         assert!(out.join(name).exists(), "{name} missing");

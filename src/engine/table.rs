@@ -479,6 +479,12 @@ impl TieredTable {
         self.stats.stall_seconds
     }
 
+    /// Bytes of rows read from the store into the memory tiers so far (the
+    /// `bytes_store_to_host` of [`TieredTable::stats`], without copying the rest).
+    pub fn store_bytes_read(&self) -> u64 {
+        self.stats.bytes_store_to_host
+    }
+
     /// A snapshot of the statistics.
     pub fn stats(&self) -> EngineStats {
         let mut stats = self.stats.clone();

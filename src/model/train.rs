@@ -414,6 +414,23 @@ pub struct ServeOutcome {
     pub mean_us: f64,
     /// Seconds the requests waited for rows from the store.
     pub stall_seconds: f64,
+    /// Rows each measured request read from the store, in order.
+    #[serde(default)]
+    pub store_rows: Vec<u64>,
+    /// The store's measured random-read rate while serving, at the queue depth the
+    /// requests' reads had: rows read over the seconds the storage thread spent reading
+    /// them (0 when nothing was read).
+    #[serde(default)]
+    pub store_rows_per_sec: f64,
+    /// The I/O floor of the requests (nearest-rank percentiles, microseconds): each
+    /// request's store rows at `store_rows_per_sec`, the time the store alone needs for
+    /// them. 0 when nothing was read.
+    #[serde(default)]
+    pub io_floor_p50_us: f64,
+    #[serde(default)]
+    pub io_floor_p95_us: f64,
+    #[serde(default)]
+    pub io_floor_p99_us: f64,
     /// A hash of every score of every request (warm-up included), in order, as 16 hex
     /// digits: equal across set-ups exactly when every prediction is bit-identical.
     pub prediction_checksum: String,
@@ -474,6 +491,8 @@ impl<'a> Serving<'a> {
         let dim = table.layout().dim;
         let mut prefetcher = Prefetcher::new(requests, options.window);
         let mut latencies_us = Vec::new();
+        let mut store_rows = Vec::new();
+        let row_bytes = table.layout().floats() as u64 * 4;
         let mut checksum = CHECKSUM_SEED;
         let (mut served, mut queries) = (0u64, 0u64);
         let mut pooled = Vec::new();
@@ -486,7 +505,7 @@ impl<'a> Serving<'a> {
             if let Some(follower) = follower.as_deref_mut() {
                 follower.between_requests(served, model, table)?;
             }
-            let taken_up = Instant::now();
+            let (taken_up, read_before) = (Instant::now(), table.store_bytes_read());
             let Some(batch) = prefetcher.next(table)? else { break };
             let samples = check_features(&batch)? as u64;
             pooled.resize(batch.bags() * dim, 0.0);
@@ -498,6 +517,7 @@ impl<'a> Serving<'a> {
             }
             if served >= options.warmup {
                 latencies_us.push(latency.as_secs_f64() * 1e6);
+                store_rows.push((table.store_bytes_read() - read_before) / row_bytes);
                 queries += samples;
             }
             served += 1;
@@ -507,6 +527,11 @@ impl<'a> Serving<'a> {
         let engine = if served > options.warmup { table.stats().since(&before) } else { EngineStats::default() };
         let mut sorted = latencies_us.clone();
         sorted.sort_by(f64::total_cmp);
+        let rows_read = engine.bytes_store_to_host / row_bytes;
+        let store_rows_per_sec = if engine.store_read_seconds > 0.0 { rows_read as f64 / engine.store_read_seconds } else { 0.0 };
+        let mut floors: Vec<f64> =
+            store_rows.iter().map(|&rows| if store_rows_per_sec > 0.0 { rows as f64 / store_rows_per_sec * 1e6 } else { 0.0 }).collect();
+        floors.sort_by(f64::total_cmp);
         Ok(ServeOutcome {
             warmup_requests: served.min(options.warmup),
             requests: latencies_us.len() as u64,
@@ -519,6 +544,11 @@ impl<'a> Serving<'a> {
             max_us: sorted.last().copied().unwrap_or(0.0),
             mean_us: sorted.iter().sum::<f64>() / sorted.len().max(1) as f64,
             stall_seconds: engine.stall_seconds,
+            store_rows,
+            store_rows_per_sec,
+            io_floor_p50_us: percentile(&floors, 0.50),
+            io_floor_p95_us: percentile(&floors, 0.95),
+            io_floor_p99_us: percentile(&floors, 0.99),
             prediction_checksum: format!("{checksum:016x}"),
             latencies_us,
             engine,

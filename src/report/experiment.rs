@@ -37,6 +37,13 @@ pub struct SetupResult {
     pub p99_us: Option<f64>,
     /// This set-up's p99 over the first set-up's.
     pub p99_vs_first: Option<f64>,
+    /// The p99 of the requests' I/O floors (their store rows at the store's measured
+    /// random-read rate), and the p99 latency over it; `None` when no request read from
+    /// the store.
+    #[serde(default)]
+    pub io_floor_p99_us: Option<f64>,
+    #[serde(default)]
+    pub p99_vs_io_floor: Option<f64>,
     /// Share of the serving time spent waiting for rows from the store.
     pub serve_stall_fraction: Option<f64>,
     /// Hit ratios of the tiers while serving the measured requests.
@@ -93,6 +100,8 @@ impl SetupResult {
             p95_us: serving.as_ref().map(|s| s.p95_us),
             p99_us: serving.as_ref().map(|s| s.p99_us),
             p99_vs_first: None,
+            io_floor_p99_us: serving.as_ref().map(|s| s.io_floor_p99_us).filter(|&floor| floor > 0.0),
+            p99_vs_io_floor: serving.as_ref().filter(|s| s.io_floor_p99_us > 0.0).map(|s| s.p99_us / s.io_floor_p99_us),
             serve_stall_fraction: serving.as_ref().map(|s| s.stall_seconds / s.seconds.max(1e-9)),
             serve_hit_ratio: HitRatios::of(served),
             prediction_checksum: serving.as_ref().map(|s| s.prediction_checksum.clone()),
@@ -171,6 +180,8 @@ fn summary_tables(results: &[SetupResult]) -> Vec<SummaryTable> {
                     micros(r.p95_us),
                     micros(r.p99_us),
                     r.p99_vs_first.map_or("-".into(), |v| format!("{v:.2}x")),
+                    micros(r.io_floor_p99_us),
+                    r.p99_vs_io_floor.map_or("-".into(), |v| format!("{v:.2}x")),
                     percent(r.serve_stall_fraction),
                     percent(r.serve_hit_ratio.device),
                     percent(r.serve_hit_ratio.host),
@@ -187,6 +198,8 @@ fn summary_tables(results: &[SetupResult]) -> Vec<SummaryTable> {
                 "p95 us",
                 "p99 us",
                 "p99 vs first",
+                "I/O floor p99 us",
+                "p99 vs floor",
                 "stall",
                 "device hits",
                 "host hits",
@@ -213,7 +226,7 @@ pub fn markdown(results: &[SetupResult]) -> String {
 
 const CSV_HEADER: &str =
     "name,samples_per_sec,stall_fraction,device_hit_ratio,host_hit_ratio,write_backs,auc,logloss,checkpoints,checkpoint_seconds,\
-queries_per_sec,p50_us,p95_us,p99_us,p99_vs_first,serve_stall_fraction,serve_device_hit_ratio,serve_host_hit_ratio,prediction_checksum\n";
+queries_per_sec,p50_us,p95_us,p99_us,p99_vs_first,io_floor_p99_us,p99_vs_io_floor,serve_stall_fraction,serve_device_hit_ratio,serve_host_hit_ratio,prediction_checksum\n";
 
 fn csv(results: &[SetupResult]) -> String {
     let mut csv = String::from(CSV_HEADER);
@@ -236,6 +249,8 @@ fn csv(results: &[SetupResult]) -> String {
             float(r.p95_us, 1),
             float(r.p99_us, 1),
             float(r.p99_vs_first, 4),
+            float(r.io_floor_p99_us, 1),
+            float(r.p99_vs_io_floor, 4),
             float(r.serve_stall_fraction, 4),
             float(r.serve_hit_ratio.device, 6),
             float(r.serve_hit_ratio.host, 6),
