@@ -15,7 +15,7 @@ use crate::engine::device::DeviceKind;
 use crate::engine::placement::Hierarchy;
 use crate::engine::pool::Pooling;
 use crate::engine::storage::remote::RemoteConfig;
-use crate::engine::storage::{OnIoError, ReadPath};
+use crate::engine::storage::{FileCached, OnIoError, ReadPath};
 use crate::engine::table::config::{TableConfig, TierConfig};
 use crate::engine::Optimizer;
 use crate::model::ModelConfig;
@@ -150,9 +150,7 @@ impl FileCacheSpec {
             return Err(format!("size: {} holds no row of the {rows}", self.size));
         }
         let policy = PolicyConfig::from_name(&self.policy).map_err(|e| format!("policy: {e}"))?;
-        if policy.needs_future() {
-            return Err(format!("policy: {} needs the future, which a cache below the memory tiers does not see", self.policy));
-        }
+        FileCached::check_policy(&policy)?;
         Ok((slots, policy))
     }
 }

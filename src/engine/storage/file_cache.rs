@@ -96,9 +96,7 @@ impl FileCached {
             let (has, needs) = (cache.layout(), below.layout());
             return Err(refuse(format!("the file cache holds rows of {has:?}, the store below {needs:?}")));
         }
-        if policy.needs_future() {
-            return Err(refuse(format!("policy {}: a file cache cannot use a policy that needs the future", policy.label())));
-        }
+        Self::check_policy(policy).map_err(&refuse)?;
         let slots = cache.rows();
         let built = policy.build(slots as usize).map_err(|e| refuse(format!("policy {}: {e}", policy.label())))?;
         Ok(FileCached {
@@ -115,6 +113,15 @@ impl FileCached {
             stats: FileCacheStats::default(),
             broken: None,
         })
+    }
+
+    /// Refuses a policy that needs the future: a cache below the memory tiers sees no
+    /// batch ahead (the one check, for [`FileCached::new`] and for configs).
+    pub fn check_policy(policy: &PolicyConfig) -> Result<(), String> {
+        match policy.needs_future() {
+            true => Err(format!("policy {} needs the future, which a cache below the memory tiers does not see", policy.label())),
+            false => Ok(()),
+        }
     }
 
     pub fn stats(&self) -> FileCacheStats {

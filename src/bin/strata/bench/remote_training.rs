@@ -89,7 +89,7 @@ impl RemoteTrainingBenchArgs {
         for r in &results {
             if let Some(sps) = r.samples_per_sec {
                 let cache = r.outcome.as_ref().and_then(|o| o.engine.file_cache).filter(|c| c.hits + c.misses > 0).map(|c| {
-                    let read = (c.hits + c.misses).max(1) as f64;
+                    let read = (c.hits + c.misses) as f64;
                     format!(
                         " (file cache: {:.1}% of {} store reads hit, {} rows admitted)",
                         100.0 * c.hits as f64 / read,
