@@ -118,6 +118,10 @@ impl EvictionPolicy for Arc {
     fn prefetch(&self, id: u64) {
         self.map.prefetch(id);
     }
+    #[inline]
+    fn prefetch_slot(&self, id: u64) {
+        self.arena.prefetch(self.map.get(id));
+    }
 
     fn access(&mut self, req: &Request) -> Access {
         let id = req.id;

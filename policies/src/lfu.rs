@@ -143,6 +143,10 @@ impl EvictionPolicy for Lfu {
     fn prefetch(&self, id: u64) {
         self.map.prefetch(id);
     }
+    #[inline]
+    fn prefetch_slot(&self, id: u64) {
+        self.items.prefetch(self.map.get(id));
+    }
 
     fn access(&mut self, req: &Request) -> Access {
         if self.aging_period != 0 {

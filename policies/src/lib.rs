@@ -102,16 +102,27 @@ pub trait EvictionPolicy: Send {
     #[inline]
     fn prefetch(&self, _id: u64) {}
 
+    /// The second stage of [`prefetch`](Self::prefetch), a few requests later: `id`'s
+    /// map entry is in cache by then, so the slot it names (the row's list node and
+    /// metadata, a dependent load) can be fetched too. Does nothing unless overridden.
+    #[inline]
+    fn prefetch_slot(&self, _id: u64) {}
+
     /// Serves `requests` in order, counting misses and evictions into `stats`. One
     /// call per chunk keeps the per-request `access` statically dispatched (and
     /// inlined) even behind `dyn EvictionPolicy`, and lets the policy prefetch the
-    /// metadata of the requests a little ahead, whose cache misses dominate otherwise.
+    /// metadata of the requests a little ahead (map entries first, then the slots they
+    /// name), whose cache misses dominate otherwise.
     fn access_batch(&mut self, requests: &[Request], stats: &mut ReplayStats) {
         const AHEAD: usize = 16;
+        const SLOT_AHEAD: usize = AHEAD / 2;
         stats.requests += requests.len() as u64;
         for (i, req) in requests.iter().enumerate() {
             if let Some(ahead) = requests.get(i + AHEAD) {
                 self.prefetch(ahead.id);
+            }
+            if let Some(ahead) = requests.get(i + SLOT_AHEAD) {
+                self.prefetch_slot(ahead.id);
             }
             let access = self.access(req);
             stats.misses += u64::from(!access.hit);

@@ -132,6 +132,12 @@ impl<T: Copy> Arena<T> {
         &mut self.nodes[n as usize].data
     }
 
+    /// Starts fetching slot `n`'s node into cache (nothing for [`NIL`]).
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, n: u32) {
+        crate::prefetch_element(&self.nodes, n as usize);
+    }
+
     /// The neighbour towards the head (newer end), or [`NIL`].
     #[inline(always)]
     pub(crate) fn prev(&self, n: u32) -> u32 {
@@ -258,6 +264,11 @@ impl List {
             None
         } else {
             self.unlink(a, t);
+            // The tail end is by definition the coldest part of a list: fetch the node
+            // the pop after next unlinks, so runs of evictions do not stall on each one.
+            if self.tail != NIL {
+                crate::prefetch_element(&a.nodes, a.nodes[self.tail as usize].prev as usize);
+            }
             Some(t)
         }
     }

@@ -149,6 +149,10 @@ impl EvictionPolicy for LookaheadBelady {
     fn prefetch(&self, id: u64) {
         self.map.prefetch(id);
     }
+    #[inline]
+    fn prefetch_slot(&self, id: u64) {
+        self.arena.prefetch(self.map.get(id));
+    }
 
     fn access(&mut self, req: &Request) -> Access {
         let horizon = req.time.saturating_add(self.window);

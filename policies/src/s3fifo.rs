@@ -144,6 +144,10 @@ impl EvictionPolicy for S3Fifo {
     fn prefetch(&self, id: u64) {
         self.map.prefetch(id);
     }
+    #[inline]
+    fn prefetch_slot(&self, id: u64) {
+        self.arena.prefetch(self.map.get(id));
+    }
 
     fn access(&mut self, req: &Request) -> Access {
         let id = req.id;

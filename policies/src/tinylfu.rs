@@ -176,7 +176,22 @@ impl WTinyLfu {
                 Some(wid)
             };
             self.sketch.add(wid);
+            self.prefetch_next_duel();
             return out;
+        }
+    }
+
+    /// Starts fetching the sketch counters of the next eviction's two candidates (the
+    /// window's and main's victims), which the next miss compares.
+    #[inline]
+    fn prefetch_next_duel(&self) {
+        let w = self.lists[WINDOW as usize].tail();
+        if w != NIL {
+            self.sketch.prefetch(self.arena.id(w));
+        }
+        let m = self.main_victim();
+        if m != NIL {
+            self.sketch.prefetch(self.arena.id(m));
         }
     }
 }
@@ -197,6 +212,11 @@ impl EvictionPolicy for WTinyLfu {
     #[inline]
     fn prefetch(&self, id: u64) {
         self.map.prefetch(id);
+    }
+    #[inline]
+    fn prefetch_slot(&self, id: u64) {
+        self.arena.prefetch(self.map.get(id));
+        self.sketch.prefetch(id);
     }
 
     fn access(&mut self, req: &Request) -> Access {
