@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use strata_policies::{AdmissionConfig, PolicyConfig};
 
 use crate::config::OutputSpec;
-use crate::data::{SyntheticConfig, SyntheticTrace, TableLayout};
+use crate::data::{ScanConfig, SyntheticConfig, SyntheticTrace, TableLayout};
 use crate::report::{self, ReportError};
 use crate::sim::{Capacity, SimulateError, Simulation, SimulationReport};
 use crate::trace::{KeySource, TraceError, TraceFormat};
@@ -27,11 +27,14 @@ pub struct LabConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(tag = "source", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum TraceSpec {
-    /// The synthetic Criteo-shaped generator, `requests` lookups long.
+    /// The synthetic Criteo-shaped generator, `requests` lookups long, with sequential
+    /// scans mixed in when `scan` is given.
     Synthetic {
         requests: u64,
         #[serde(default)]
         synthetic: SyntheticConfig,
+        #[serde(default)]
+        scan: Option<ScanConfig>,
     },
     /// A trace file; the format is guessed from the name when not given.
     File {
@@ -146,7 +149,10 @@ impl TraceSpec {
     /// table in the message (`trace`, `workload`).
     pub fn check(&self, table: &str) -> Result<(), String> {
         match self {
-            TraceSpec::Synthetic { synthetic, .. } => synthetic.validate().map_err(|e| format!("{table}.{e}")),
+            TraceSpec::Synthetic { synthetic, scan, .. } => {
+                synthetic.validate().map_err(|e| format!("{table}.{e}"))?;
+                scan.as_ref().map_or(Ok(()), ScanConfig::validate).map_err(|e| format!("{table}.{e}"))
+            }
             TraceSpec::File { criteo_scale, .. } => {
                 TableLayout::check_criteo_scale(*criteo_scale).map_err(|why| format!("{table}.criteo_scale {why}"))
             }
@@ -156,8 +162,12 @@ impl TraceSpec {
     /// Opens the trace from its start (the spec must have passed [`TraceSpec::check`]).
     pub fn open(&self) -> Result<Box<dyn KeySource>, TraceError> {
         match self {
-            TraceSpec::Synthetic { requests, synthetic } => {
-                Ok(Box::new(SyntheticTrace::new(synthetic, *requests).expect("validated when the config was loaded")))
+            TraceSpec::Synthetic { requests, synthetic, scan } => {
+                let trace = SyntheticTrace::new(synthetic, *requests).expect("validated when the config was loaded");
+                Ok(Box::new(match scan {
+                    Some(scan) => trace.with_scans(scan).expect("validated when the config was loaded"),
+                    None => trace,
+                }))
             }
             TraceSpec::File { path, criteo_scale, .. } => {
                 self.format().expect("a file").open(path, TableLayout::criteo(*criteo_scale, false).rows())

@@ -134,6 +134,19 @@ fn config_with_bad_values_is_rejected_before_work_starts() {
 }
 
 #[test]
+fn config_with_an_empty_scan_names_it_and_the_gen_trace_flag_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        lab_config(dir.path(), &format!("[trace]\nsource = \"synthetic\"\nrequests = 10\nscan = {{ every = 0, length = 5 }}\n{SIMULATE}"));
+    let err = fails(&["run", &config]);
+    assert!(err.contains(&config) && err.contains("trace.scan.every and scan.length must be at least 1"), "{err}");
+    let out = dir.path().join("t.txt");
+    let err = fails(&["gen-trace", "--out", out.to_str().unwrap(), "--scan-every", "10", "--scan-length", "0"]);
+    assert!(err.contains("--scan-length") && err.contains("at least 1"), "{err}");
+    assert!(!out.exists(), "nothing is written for bad flags");
+}
+
+#[test]
 fn init_table_never_overwrites_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("t.strata");

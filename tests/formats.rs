@@ -121,3 +121,66 @@ fn criteo_tsv_rows_are_hash_mod_table_size() {
         assert_eq!(key, layout.global_row(t, hash % layout.rows()[t]), "table {t}");
     }
 }
+
+#[test]
+fn a_scanned_trace_from_gen_trace_simulates_like_the_lab_config_that_describes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("scan.oracleGeneral");
+    let (every, length) = ("4000", "900");
+    strata(&[
+        "gen-trace",
+        "--out",
+        trace.to_str().unwrap(),
+        "--requests",
+        "30000",
+        "--scale",
+        "0.0002",
+        "--scan-every",
+        every,
+        "--scan-length",
+        length,
+    ]);
+    let records = read_all(OracleGeneralReader::open(&trace).unwrap());
+    assert_eq!(records.len(), 30000);
+    // The first scan starts at row 0 after `every` lookups and reads consecutive rows.
+    let keys: Vec<u64> = records.iter().map(|r| r.key).collect();
+    assert_eq!(keys[4000..4900], (0..900).collect::<Vec<u64>>()[..]);
+    assert_eq!(keys[8900..9800], (900..1800).collect::<Vec<u64>>()[..]);
+
+    let out = dir.path().join("lab");
+    let config = dir.path().join("lab.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[trace]\nsource = \"synthetic\"\nrequests = 30000\nscan = {{ every = {every}, length = {length} }}\n[trace.synthetic]\nscale = 0.0002\n\
+             [simulate]\npolicies = [\"lru\", \"tinylfu\", \"belady\"]\ncapacities = [0.05, 500]\nmrc = false\n[output]\ndir = \"{}\"\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    strata(&["run", config.to_str().unwrap()]);
+    let misses = |json: &serde_json::Value| {
+        json["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["policy"].as_str().unwrap().to_string(), r["capacity_rows"].as_u64().unwrap(), r["misses"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let lab: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&strata(&[
+        "simulate",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--policies",
+        "lru,tinylfu,belady",
+        "--capacity",
+        "0.05,500",
+        "--json",
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(misses(&lab).len(), 6);
+    assert_eq!(misses(&lab), misses(&file));
+}

@@ -15,4 +15,4 @@ pub use mlperf::{count_of, day_files, log_count, MlperfDay, MlperfDayWriter};
 pub use source::{
     write_synthetic, BatchStream, CriteoTsvSpec, DataError, DataSource, FileFormat, MlperfNumpySpec, ReadFailure, SampleReader,
 };
-pub use synthetic::{DriftConfig, Sample, SyntheticConfig, SyntheticConfigError, SyntheticSource, SyntheticTrace};
+pub use synthetic::{DriftConfig, Sample, ScanConfig, SyntheticConfig, SyntheticConfigError, SyntheticSource, SyntheticTrace};

@@ -54,6 +54,8 @@ pub enum SyntheticConfigError {
     ZipfValue(f64),
     #[error("synthetic.drift.every_samples must be at least 1 and fraction within [0, 1]")]
     Drift,
+    #[error("scan.every and scan.length must be at least 1")]
+    Scan,
 }
 
 impl SyntheticConfig {
@@ -230,17 +232,71 @@ impl SyntheticSource {
     }
 }
 
-/// The lookups of the synthetic stream as a trace of global row ids, `requests` long.
+/// Sequential scans mixed into a synthetic trace (`[trace.scan]`): after every `every`
+/// lookups of the stream come `length` consecutive global row ids, each scan going on
+/// from where the last one stopped and wrapping around the whole table space, as a
+/// batch job reading every row would. It is the classic test of scan resistance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanConfig {
+    pub every: u64,
+    pub length: u64,
+}
+
+impl ScanConfig {
+    pub fn validate(&self) -> Result<(), SyntheticConfigError> {
+        if self.every == 0 || self.length == 0 {
+            return Err(SyntheticConfigError::Scan);
+        }
+        Ok(())
+    }
+}
+
+/// The lookups of the synthetic stream as a trace of global row ids, `requests` long,
+/// with scans mixed in if asked.
 pub struct SyntheticTrace {
     source: SyntheticSource,
     remaining: u64,
     pending: Vec<u64>,
     cursor: usize,
+    scan: Option<ScanState>,
+}
+
+/// Where the scans of a trace stand.
+struct ScanState {
+    config: ScanConfig,
+    /// Stream lookups left before the next scan starts.
+    until_scan: u64,
+    /// Rows left in the scan under way.
+    scan_left: u64,
+    next_row: u64,
+    total_rows: u64,
 }
 
 impl SyntheticTrace {
     pub fn new(config: &SyntheticConfig, requests: u64) -> Result<Self, SyntheticConfigError> {
-        Ok(SyntheticTrace { source: SyntheticSource::new(config)?, remaining: requests, pending: Vec::new(), cursor: 0 })
+        Ok(SyntheticTrace { source: SyntheticSource::new(config)?, remaining: requests, pending: Vec::new(), cursor: 0, scan: None })
+    }
+
+    /// The same trace with `scan`'s sequential scans mixed in (the length stays).
+    pub fn with_scans(mut self, scan: &ScanConfig) -> Result<Self, SyntheticConfigError> {
+        scan.validate()?;
+        let total_rows = self.source.layout().total_rows();
+        self.scan = Some(ScanState { config: *scan, until_scan: scan.every, scan_left: 0, next_row: 0, total_rows });
+        Ok(self)
+    }
+
+    /// Appends at most `limit` lookups of the generated stream (no scans), and at least
+    /// one if `limit` is not 0.
+    fn stream(&mut self, out: &mut Vec<TraceRecord>, limit: usize) {
+        if self.cursor == self.pending.len() {
+            self.pending.clear();
+            self.cursor = 0;
+            self.source.next_ids(&mut self.pending);
+        }
+        let take = (self.pending.len() - self.cursor).min(limit);
+        out.extend(self.pending[self.cursor..self.cursor + take].iter().map(|&key| TraceRecord { key, next_access: NEVER }));
+        self.cursor += take;
     }
 }
 
@@ -248,15 +304,32 @@ impl KeySource for SyntheticTrace {
     fn next_chunk(&mut self, out: &mut Vec<TraceRecord>, max: usize) -> Result<(), TraceError> {
         out.clear();
         while out.len() < max && self.remaining > 0 {
-            if self.cursor == self.pending.len() {
-                self.pending.clear();
-                self.cursor = 0;
-                self.source.next_ids(&mut self.pending);
+            let room = (max - out.len()).min(self.remaining as usize);
+            let before = out.len();
+            match self.scan.as_mut() {
+                None => self.stream(out, room),
+                Some(scan) if scan.scan_left > 0 => {
+                    let take = scan.scan_left.min(room as u64);
+                    for _ in 0..take {
+                        out.push(TraceRecord { key: scan.next_row, next_access: NEVER });
+                        scan.next_row = (scan.next_row + 1) % scan.total_rows;
+                    }
+                    scan.scan_left -= take;
+                    if scan.scan_left == 0 {
+                        scan.until_scan = scan.config.every;
+                    }
+                }
+                Some(scan) => {
+                    let limit = scan.until_scan.min(room as u64) as usize;
+                    self.stream(out, limit);
+                    let scan = self.scan.as_mut().expect("matched above");
+                    scan.until_scan -= (out.len() - before) as u64;
+                    if scan.until_scan == 0 {
+                        scan.scan_left = scan.config.length;
+                    }
+                }
             }
-            let take = (self.pending.len() - self.cursor).min(max - out.len()).min(self.remaining as usize);
-            out.extend(self.pending[self.cursor..self.cursor + take].iter().map(|&key| TraceRecord { key, next_access: NEVER }));
-            self.cursor += take;
-            self.remaining -= take as u64;
+            self.remaining -= (out.len() - before) as u64;
         }
         Ok(())
     }
@@ -367,5 +440,43 @@ mod tests {
             total += out.len();
         }
         assert_eq!(total, 1000);
+    }
+
+    /// Every lookup of a trace, read in chunks of `chunk`.
+    fn all_keys(mut trace: SyntheticTrace, chunk: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut keys = Vec::new();
+        loop {
+            trace.next_chunk(&mut out, chunk).unwrap();
+            if out.is_empty() {
+                return keys;
+            }
+            keys.extend(out.iter().map(|r| r.key));
+        }
+    }
+
+    #[test]
+    fn scans_interleave_consecutive_rows_with_the_stream() {
+        let scan = ScanConfig { every: 500, length: 120 };
+        let plain = all_keys(SyntheticTrace::new(&small(), 2000).unwrap(), 77);
+        let mixed = all_keys(SyntheticTrace::new(&small(), 2000).unwrap().with_scans(&scan).unwrap(), 77);
+        assert_eq!(mixed.len(), 2000);
+        // 500 stream lookups, 120 scanned rows, 500 more, ... ; the scans go on from
+        // where the last stopped, and the stream from where it paused.
+        let mut stream = plain.iter();
+        let mut next_row = 0;
+        for (i, &key) in mixed.iter().enumerate() {
+            if i % 620 < 500 {
+                assert_eq!(Some(&key), stream.next(), "lookup {i}");
+            } else {
+                assert_eq!(key, next_row, "lookup {i}");
+                next_row += 1;
+            }
+        }
+        assert_eq!(next_row, 3 * 120);
+        // The chunk size does not change the trace.
+        assert_eq!(all_keys(SyntheticTrace::new(&small(), 2000).unwrap().with_scans(&scan).unwrap(), 4096), mixed);
+        assert!(SyntheticTrace::new(&small(), 10).unwrap().with_scans(&ScanConfig { every: 0, length: 1 }).is_err());
+        assert!(SyntheticTrace::new(&small(), 10).unwrap().with_scans(&ScanConfig { every: 1, length: 0 }).is_err());
     }
 }

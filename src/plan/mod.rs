@@ -334,8 +334,9 @@ fn model_rows(
 
 fn describe_workload(config: &PlanConfig) -> String {
     match &config.workload {
-        crate::lab::TraceSpec::Synthetic { synthetic, .. } => {
-            format!("synthetic Criteo-shaped stream, scale {}, Zipf {:?}, seed {}", synthetic.scale, synthetic.zipf, synthetic.seed)
+        crate::lab::TraceSpec::Synthetic { synthetic, scan, .. } => {
+            let scans = scan.map_or(String::new(), |s| format!(", a scan of {} rows every {} lookups", s.length, s.every));
+            format!("synthetic Criteo-shaped stream, scale {}, Zipf {:?}, seed {}{scans}", synthetic.scale, synthetic.zipf, synthetic.seed)
         }
         crate::lab::TraceSpec::File { path, .. } => format!("trace {}", path.display()),
     }

@@ -1,9 +1,10 @@
-//! Arguments more than one command takes: the synthetic stream's flags, and the parsers
+//! Arguments more than one command takes: the synthetic stream's flags (scans included),
+//! and the parsers
 //! of policy and capacity lists and thread counts.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use strata::data::{DriftConfig, SyntheticConfig};
+use strata::data::{DriftConfig, ScanConfig, SyntheticConfig, SyntheticTrace};
 use strata::sim::{parse_capacities, Capacity};
 use strata_policies::PolicyConfig;
 
@@ -26,6 +27,12 @@ pub struct SyntheticArgs {
     /// How far the hot set shifts each time, as a fraction of the table.
     #[arg(long, default_value_t = 0.1)]
     drift_fraction: f64,
+    /// Mix a sequential scan into the trace after every this many lookups (0 = none).
+    #[arg(long, default_value_t = 0)]
+    scan_every: u64,
+    /// Rows each scan reads, going on from where the last one stopped.
+    #[arg(long, default_value_t = 10_000)]
+    scan_length: u64,
 }
 
 impl SyntheticArgs {
@@ -45,6 +52,15 @@ impl SyntheticArgs {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The trace of `requests` lookups these options describe, scans included.
+    pub fn trace(&self, requests: u64) -> Result<SyntheticTrace> {
+        let trace = SyntheticTrace::new(&self.config()?, requests)?;
+        Ok(match self.scan_every {
+            0 => trace,
+            every => trace.with_scans(&ScanConfig { every, length: self.scan_length }).context("--scan-length")?,
+        })
     }
 }
 

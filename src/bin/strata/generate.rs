@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use strata::data::{write_synthetic, FileFormat, SyntheticTrace};
+use strata::data::{write_synthetic, FileFormat};
 use strata::engine::storage::TableFile;
 use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata::sim::write_oracle_general;
@@ -71,9 +71,8 @@ pub struct InitTableArgs {
 }
 
 pub fn gen_trace(args: GenTraceArgs) -> Result<()> {
-    let config = args.synthetic.config()?;
     let format = args.format.unwrap_or_else(|| TraceFormat::from_path(&args.out));
-    let mut source = SyntheticTrace::new(&config, args.requests)?;
+    let mut source = args.synthetic.trace(args.requests)?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
     }

@@ -9,7 +9,6 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use strata_policies::{AdmissionConfig, PolicyConfig};
 
-use strata::data::{SyntheticConfig, SyntheticTrace};
 use strata::sim::{write_oracle_general, Capacity, Simulation};
 use strata::trace::{KeySource, OracleGeneralReader};
 
@@ -94,10 +93,9 @@ impl SimulateBenchArgs {
     /// Runs the comparison and prints its table (or JSON).
     pub fn run(&self) -> anyhow::Result<()> {
         parse_policies(&self.policies)?;
-        let synthetic = self.synthetic.config()?;
         let capacities = capacities(&self.capacity)?;
         let policies: Vec<String> = self.policies.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-        let (requests, distinct, rows) = self.compare(&synthetic, &capacities, &policies, &python())?;
+        let (requests, distinct, rows) = self.compare(&capacities, &policies, &python())?;
         if self.json {
             println!(
                 "{}",
@@ -111,16 +109,10 @@ impl SimulateBenchArgs {
 
     /// Generates the trace, runs both simulators policy by policy (single-threaded,
     /// each a full pass that reads the file) and returns the comparison.
-    fn compare(
-        &self,
-        synthetic: &SyntheticConfig,
-        capacities: &[Capacity],
-        policies: &[String],
-        python: &Path,
-    ) -> anyhow::Result<(u64, u64, Vec<Comparison>)> {
+    fn compare(&self, capacities: &[Capacity], policies: &[String], python: &Path) -> anyhow::Result<(u64, u64, Vec<Comparison>)> {
         std::fs::create_dir_all(&self.dir)?;
         let trace = self.dir.join(format!("bench-{}.oracleGeneral", self.requests));
-        let mut source = SyntheticTrace::new(synthetic, self.requests)?;
+        let mut source = self.synthetic.trace(self.requests)?;
         write_oracle_general(&mut source, &trace)?;
         let open = || OracleGeneralReader::open(&trace).map(|r| Box::new(r) as Box<dyn KeySource>);
 

@@ -72,9 +72,12 @@ fn label(row: &PlanRow) -> String {
 
 /// Runs the engine on the picked configurations.
 pub fn run(config: &PlanConfig, report: &PlanReport) -> Result<Vec<Check>> {
-    let TraceSpec::Synthetic { synthetic, requests } = &config.workload else {
+    let TraceSpec::Synthetic { synthetic, requests, scan } = &config.workload else {
         bail!("--validate runs the engine on the synthetic stream; this plan's workload is a trace file");
     };
+    if scan.is_some() {
+        bail!("--validate runs the engine on the synthetic stream, which has no scans; remove workload.scan");
+    }
     if config.rows.dtype != Dtype::F32 {
         bail!("--validate: the engine stores f32 rows; this plan's rows.dtype is {:?}", config.rows.dtype);
     }
