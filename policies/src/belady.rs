@@ -1,7 +1,5 @@
 //! Offline Belady (MIN): evict the resident row whose next use is farthest in the future.
 
-use std::collections::BinaryHeap;
-
 use crate::list::{Arena, IdMap, NIL};
 use crate::{Access, EvictionPolicy, Request, NEVER};
 
@@ -17,26 +15,86 @@ pub(crate) struct FutureMeta {
     pub(crate) known: bool,
 }
 
-/// Max-heap of `(next_access, slot, stamp)` with lazy deletion.
+/// Max-heap of `(next_access, slot, stamp)` with lazy deletion: a 4-ary heap (half the
+/// levels of a binary one) of entries packed into one `u128` each, so a comparison is
+/// one wide compare instead of a branch per field. Every eviction pops it, so its depth
+/// and compares are the cost of a miss. Valid entries have distinct next accesses, so
+/// which one is the maximum never depends on how ties among stale entries fall.
 #[derive(Debug, Default)]
 pub(crate) struct StampedHeap {
-    heap: BinaryHeap<(u64, u32, u32)>,
+    heap: Vec<u128>,
+}
+
+const ARITY: usize = 4;
+
+#[inline(always)]
+fn pack(key: u64, slot: u32, stamp: u32) -> u128 {
+    (u128::from(key) << 64) | (u128::from(slot) << 32) | u128::from(stamp)
+}
+
+#[inline(always)]
+fn unpack(e: u128) -> (u64, u32, u32) {
+    ((e >> 64) as u64, (e >> 32) as u32, e as u32)
 }
 
 impl StampedHeap {
     #[inline]
     pub(crate) fn push(&mut self, key: u64, slot: u32, stamp: u32) {
-        self.heap.push((key, slot, stamp));
+        let entry = pack(key, slot, stamp);
+        let mut i = self.heap.len();
+        self.heap.push(entry);
+        while i > 0 {
+            let parent = (i - 1) / ARITY;
+            if self.heap[parent] >= entry {
+                break;
+            }
+            self.heap[i] = self.heap[parent];
+            i = parent;
+        }
+        self.heap[i] = entry;
     }
 
     #[inline]
     pub(crate) fn peek_key(&self) -> Option<u64> {
-        self.heap.peek().map(|e| e.0)
+        self.heap.first().map(|&e| unpack(e).0)
     }
 
     #[inline]
     pub(crate) fn pop(&mut self) -> Option<(u64, u32, u32)> {
-        self.heap.pop()
+        let last = self.heap.pop()?;
+        if self.heap.is_empty() {
+            return Some(unpack(last));
+        }
+        let top = self.heap[0];
+        self.sift_down(0, last);
+        Some(unpack(top))
+    }
+
+    /// Places `entry` at hole `i` or below it.
+    #[inline]
+    fn sift_down(&mut self, mut i: usize, entry: u128) {
+        let n = self.heap.len();
+        loop {
+            let first = ARITY * i + 1;
+            if first >= n {
+                break;
+            }
+            let h = &self.heap;
+            let best = if first + ARITY <= n {
+                // A tournament of selects, no branch on the data (children's order is
+                // random, so branches would mispredict half the time).
+                let larger = |a: usize, b: usize| if h[b] > h[a] { b } else { a };
+                larger(larger(first, first + 1), larger(first + 2, first + 3))
+            } else {
+                (first + 1..n).fold(first, |best, c| if h[c] > h[best] { c } else { best })
+            };
+            if self.heap[best] <= entry {
+                break;
+            }
+            self.heap[i] = self.heap[best];
+            i = best;
+        }
+        self.heap[i] = entry;
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -45,10 +103,14 @@ impl StampedHeap {
 
     /// Rebuilds the heap from `live` entries (drops stale ones) in place.
     pub(crate) fn rebuild(&mut self, live: impl Iterator<Item = (u64, u32, u32)>) {
-        let mut v = std::mem::take(&mut self.heap).into_vec();
-        v.clear();
-        v.extend(live);
-        self.heap = BinaryHeap::from(v);
+        self.heap.clear();
+        self.heap.extend(live.map(|(key, slot, stamp)| pack(key, slot, stamp)));
+        for i in (0..self.heap.len() / ARITY + 1).rev() {
+            if i < self.heap.len() {
+                let entry = self.heap[i];
+                self.sift_down(i, entry);
+            }
+        }
     }
 }
 
@@ -195,5 +257,41 @@ impl EvictionPolicy for Belady {
         self.map.clear(id);
         self.len -= 1;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StampedHeap;
+    use std::collections::BinaryHeap;
+
+    #[test]
+    fn stamped_heap_pops_what_a_binary_heap_pops() {
+        let mut ours = StampedHeap::default();
+        let mut reference = BinaryHeap::new();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for round in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 3 == 0 {
+                assert_eq!(ours.pop(), reference.pop(), "round {round}");
+            } else {
+                let entry = (x % 500, (x >> 20) as u32 % 7, round);
+                ours.push(entry.0, entry.1, entry.2);
+                reference.push(entry);
+            }
+            assert_eq!(ours.peek_key(), reference.peek().map(|e| e.0));
+            if round % 4999 == 0 {
+                let kept: Vec<_> = reference.iter().copied().filter(|e| e.2 % 2 == 0).collect();
+                ours.rebuild(kept.iter().copied());
+                reference = kept.into_iter().collect();
+            }
+            assert_eq!(ours.len(), reference.len());
+        }
+        while let Some(e) = reference.pop() {
+            assert_eq!(ours.pop(), Some(e));
+        }
+        assert_eq!(ours.pop(), None);
     }
 }
