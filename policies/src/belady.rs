@@ -274,7 +274,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 assert_eq!(ours.pop(), reference.pop(), "round {round}");
             } else {
                 let entry = (x % 500, (x >> 20) as u32 % 7, round);
@@ -282,7 +282,7 @@ mod tests {
                 reference.push(entry);
             }
             assert_eq!(ours.peek_key(), reference.peek().map(|e| e.0));
-            if round % 4999 == 0 {
+            if round.is_multiple_of(4999) {
                 let kept: Vec<_> = reference.iter().copied().filter(|e| e.2 % 2 == 0).collect();
                 ours.rebuild(kept.iter().copied());
                 reference = kept.into_iter().collect();
