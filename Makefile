@@ -133,9 +133,9 @@ bench: bench-simulate bench-storage bench-gather bench-lookup bench-remote bench
 
 # Three trace shapes: a stationary Zipf hot set, a drifting one, and scans mixed in.
 bench-simulate: build venv
-	$(STRATA) bench simulate --requests 10000000 --scale 0.01 --capacity 0.01,0.1
-	$(STRATA) bench simulate --requests 10000000 --scale 0.01 --capacity 0.01,0.1 --drift-every 2000 --drift-fraction 0.05
-	$(STRATA) bench simulate --requests 10000000 --scale 0.01 --capacity 0.01,0.1 --scan-every 200000 --scan-length 50000
+	$(STRATA) bench simulate --requests 10000000 --scale 0.01 --capacity 0.01,0.1 --repeat 3
+	$(STRATA) bench simulate --requests 10000000 --scale 0.01 --capacity 0.01,0.1 --repeat 3 --drift-every 2000 --drift-fraction 0.05
+	$(STRATA) bench simulate --requests 10000000 --scale 0.01 --capacity 0.01,0.1 --repeat 3 --scan-every 200000 --scan-length 50000
 
 # Storage-tier random row reads per read path against fio on a 4 GiB table file.
 # A local Redis Cluster (3 masters + 3 replicas on loopback) is started and torn down

@@ -1,7 +1,7 @@
 //! W-TinyLFU: a small LRU window in front of a segmented-LRU main cache, with a
 //! frequency sketch deciding which of the window's and main's victims stays.
 
-use crate::admission::CountingSketch;
+use crate::admission::{CountingSketch, KeyHash};
 use crate::list::{Arena, IdMap, List, NIL};
 use crate::{Access, EvictionPolicy, Request};
 
@@ -32,9 +32,17 @@ pub struct WTinyLfu {
     main_hits: u64,
     decay_every: u64,
     map: IdMap,
-    arena: Arena<u8>,
+    arena: Arena<Meta>,
     /// Window, probation, protected.
     lists: [List; 3],
+}
+
+/// A slot's segment and its row's sketch hash, kept so that the sketch is probed for a
+/// resident row (a main hit, a duel) without hashing its id again.
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    segment: u8,
+    hash: KeyHash,
 }
 
 impl WTinyLfu {
@@ -84,13 +92,13 @@ impl WTinyLfu {
 
     #[inline]
     fn push(&mut self, s: u32, l: u8) {
-        *self.arena.data_mut(s) = l;
+        self.arena.data_mut(s).segment = l;
         self.lists[l as usize].push_front(&mut self.arena, s);
     }
 
     #[inline]
     fn unlink(&mut self, s: u32) {
-        let l = *self.arena.data(s);
+        let l = self.arena.data(s).segment;
         self.lists[l as usize].unlink(&mut self.arena, s);
     }
 
@@ -130,7 +138,7 @@ impl WTinyLfu {
 
     /// A hit in main: promote or refresh; may (rarely, through segment rounding) evict.
     fn main_hit(&mut self, s: u32) -> Option<u64> {
-        let seg = *self.arena.data(s);
+        let seg = self.arena.data(s).segment;
         if seg == PROTECTED || self.seg_max[1] == 0 {
             self.lists[seg as usize].move_to_front(&mut self.arena, s);
             return None;
@@ -156,14 +164,23 @@ impl WTinyLfu {
                 return self.main_evict();
             }
             let wid = self.arena.id(w);
+            let window_hash = self.arena.data(w).hash;
             if self.main_len() < self.main_cap {
                 self.unlink(w);
                 self.main_insert(w);
-                self.sketch.add(wid);
+                self.sketch.add(window_hash);
                 continue;
             }
+            // Main's estimate first: the window victim's count, taken with its own
+            // increment, must not show in it when the two share a counter.
             let m = self.main_victim();
-            let keep_window = m != NIL && self.sketch.estimate(wid) > self.sketch.estimate(self.arena.id(m));
+            let keep_window = if m == NIL {
+                self.sketch.add(window_hash);
+                false
+            } else {
+                let main_estimate = self.sketch.estimate(self.arena.data(m).hash);
+                self.sketch.add_returning_previous(window_hash) > main_estimate
+            };
             let out = if keep_window {
                 let out = self.main_evict();
                 self.unlink(w);
@@ -175,7 +192,6 @@ impl WTinyLfu {
                 self.arena.release(w);
                 Some(wid)
             };
-            self.sketch.add(wid);
             self.prefetch_next_duel();
             return out;
         }
@@ -187,11 +203,11 @@ impl WTinyLfu {
     fn prefetch_next_duel(&self) {
         let w = self.lists[WINDOW as usize].tail();
         if w != NIL {
-            self.sketch.prefetch(self.arena.id(w));
+            self.sketch.prefetch(self.arena.data(w).hash);
         }
         let m = self.main_victim();
         if m != NIL {
-            self.sketch.prefetch(self.arena.id(m));
+            self.sketch.prefetch(self.arena.data(m).hash);
         }
     }
 }
@@ -216,19 +232,20 @@ impl EvictionPolicy for WTinyLfu {
     #[inline]
     fn prefetch_slot(&self, id: u64) {
         self.arena.prefetch(self.map.get(id));
-        self.sketch.prefetch(id);
+        self.sketch.prefetch(CountingSketch::hash(id));
     }
 
     fn access(&mut self, req: &Request) -> Access {
         let id = req.id;
         let s = self.map.get(id);
         if s != NIL {
-            if *self.arena.data(s) == WINDOW {
+            if self.arena.data(s).segment == WINDOW {
                 self.lists[WINDOW as usize].move_to_front(&mut self.arena, s);
                 return Access { hit: true, inserted: false, evicted: None };
             }
+            let hash = self.arena.data(s).hash;
             let evicted = self.main_hit(s);
-            self.sketch.add(id);
+            self.sketch.add(hash);
             self.main_hits += 1;
             if self.main_hits >= self.decay_every {
                 self.main_hits = 0;
@@ -240,10 +257,11 @@ impl EvictionPolicy for WTinyLfu {
         while self.len() >= self.capacity {
             evicted = self.evict();
         }
-        let slot = self.arena.alloc(id, WINDOW);
+        let hash = CountingSketch::hash(id);
+        let slot = self.arena.alloc(id, Meta { segment: WINDOW, hash });
         self.push(slot, WINDOW);
         self.map.set(id, slot);
-        self.sketch.add(id);
+        self.sketch.add(hash);
         Access { hit: false, inserted: true, evicted }
     }
 

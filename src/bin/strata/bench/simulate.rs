@@ -81,6 +81,10 @@ pub struct SimulateBenchArgs {
     policies: String,
     #[command(flatten)]
     synthetic: SyntheticArgs,
+    /// Runs of each side per (policy, capacity); each side's fastest counts (on a shared
+    /// machine a neighbour's burst then has to hit every run to show).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Folder for the temporary trace.
     #[arg(long, default_value = "out/bench")]
     dir: PathBuf,
@@ -99,10 +103,12 @@ impl SimulateBenchArgs {
         if self.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&serde_json::json!({ "requests": requests, "distinct_rows": distinct, "results": rows }))?
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "requests": requests, "distinct_rows": distinct, "repeat": self.repeat.max(1), "results": rows })
+                )?
             );
         } else {
-            print!("{}", markdown(requests, distinct, &rows));
+            print!("{}", markdown(requests, distinct, self.repeat.max(1), &rows));
         }
         Ok(())
     }
@@ -132,8 +138,20 @@ impl SimulateBenchArgs {
         let mut rows = Vec::new();
         for capacity in capacities {
             let capacity_rows = capacity.rows(distinct);
-            let peer = run_libcachesim(python, &trace, "oracle-general", capacity_rows, policies)?;
-            for (name, peer) in policies.iter().zip(peer) {
+            let mut peers: Vec<PeerResult> = Vec::new();
+            for _ in 0..self.repeat.max(1) {
+                let run = run_libcachesim(python, &trace, "oracle-general", capacity_rows, policies)?;
+                if peers.is_empty() {
+                    peers = run;
+                } else {
+                    for (best, new) in peers.iter_mut().zip(run) {
+                        if new.requests_per_sec > best.requests_per_sec {
+                            *best = new;
+                        }
+                    }
+                }
+            }
+            for (name, peer) in policies.iter().zip(peers) {
                 let simulation = Simulation {
                     policies: vec![PolicyConfig::from_name(name)?],
                     capacities: vec![Capacity::Rows(capacity_rows)],
@@ -142,7 +160,13 @@ impl SimulateBenchArgs {
                     threads: 1,
                     scratch_dir: self.dir.clone(),
                 };
-                let ours = simulation.run(&open)?.results.remove(0);
+                let mut ours = simulation.run(&open)?.results.remove(0);
+                for _ in 1..self.repeat.max(1) {
+                    let again = simulation.run(&open)?.results.remove(0);
+                    if again.requests_per_sec > ours.requests_per_sec {
+                        ours = again;
+                    }
+                }
                 rows.push(Comparison {
                     policy: name.clone(),
                     capacity_rows,
@@ -162,9 +186,9 @@ impl SimulateBenchArgs {
 }
 
 /// The comparison as a Markdown table.
-fn markdown(requests: u64, distinct: u64, rows: &[Comparison]) -> String {
+fn markdown(requests: u64, distinct: u64, repeat: usize, rows: &[Comparison]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{requests} requests, {distinct} distinct rows, one thread each\n");
+    let _ = writeln!(out, "{requests} requests, {distinct} distinct rows, one thread each, the fastest of {repeat} run(s) a side\n");
     out.push_str("| policy | capacity | Strata miss ratio | libCacheSim miss ratio | Strata M req/s | libCacheSim M req/s | speedup |\n");
     out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
