@@ -406,7 +406,7 @@ fn trace_ids_beyond_the_table_are_rejected_and_leave_it_usable() {
     // The table is untouched and still serves good batches.
     let good = Batch::new(vec![1, 99], vec![0, 2], 0);
     table.lookup(&good, &mut out).unwrap();
-    let reference = FlatTable::new(100, layout, init);
+    let mut reference = FlatTable::new(100, layout, init);
     let mut want = vec![0f32; layout.dim];
     reference.lookup(&good, Pooling::Sum, &mut want);
     assert_eq!(out, want);

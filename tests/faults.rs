@@ -236,7 +236,7 @@ fn storage_error(error: &EngineError) -> &StorageError {
 
 #[test]
 fn lookups_fail_on_read_faults_and_succeed_bit_identically_when_retried() {
-    let reference = FlatTable::new(ROWS, LAYOUT, INIT);
+    let mut reference = FlatTable::new(ROWS, LAYOUT, INIT);
     let mut want = vec![0f32; 2 * LAYOUT.dim];
     reference.lookup(&batch(), Pooling::Sum, &mut want);
     for folder in folders() {

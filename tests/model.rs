@@ -45,7 +45,7 @@ fn tiny_batch() -> Batch {
 /// `embedding_bag`, the same model's loss, backward, `w -= lr * grad`.
 ///
 /// Not bit-exact by design of the check: the engine sums a row's gradient over its
-/// lookups in order of first appearance (`aggregate_gradients`), tch's `embedding_bag`
+/// lookups in bag order (`RowGradients`), tch's `embedding_bag`
 /// backward accumulates in its own order, so the last bits of a repeated row's
 /// gradient may differ; the tolerance is a few float epsilons of the values.
 #[test]
@@ -57,7 +57,7 @@ fn embedding_gradient_reaches_exactly_the_batch_rows_and_matches_tch() {
     let sgd = Optimizer::Sgd { lr };
     let batch = tiny_batch();
     let samples = batch.bags() / TABLES;
-    let table = FlatTable::new(ROWS, RowLayout::new(DIM, &sgd), RowInit::Uniform { seed: 9, scale: 0.5 });
+    let mut table = FlatTable::new(ROWS, RowLayout::new(DIM, &sgd), RowInit::Uniform { seed: 9, scale: 0.5 });
     let dense: Vec<f32> = (0..samples * CRITEO_DENSE_FEATURES).map(|i| (i * 7 % 23) as f32).collect();
     let labels = [1.0, 0.0, 0.0, 1.0];
     for interaction in INTERACTIONS {

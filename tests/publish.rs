@@ -91,7 +91,7 @@ impl Replica {
     }
 }
 
-fn expected_outputs(flat: &FlatTable, requests: &[Batch]) -> Vec<f32> {
+fn expected_outputs(flat: &mut FlatTable, requests: &[Batch]) -> Vec<f32> {
     let mut outputs = Vec::new();
     for batch in requests {
         let mut out = vec![0f32; batch.bags() * DIM];
@@ -166,7 +166,7 @@ fn replicas_that_applied_version_v_look_up_what_the_version_v_table_holds() {
 
     // Version 0: the initial rows, before anything is published.
     let first = requests(100);
-    let expected = expected_outputs(&flat_of(&trainer.versions[0]), &first);
+    let expected = expected_outputs(&mut flat_of(&trainer.versions[0]), &first);
     assert_eq!(bits(&a.serve(&first, 2)), bits(&expected));
     assert_eq!(bits(&b.serve(&first, 0)), bits(&expected));
 
@@ -185,7 +185,7 @@ fn replicas_that_applied_version_v_look_up_what_the_version_v_table_holds() {
         assert_eq!(a.follower.dense(version).unwrap(), Some(trainer.next_start.to_le_bytes().to_vec()));
 
         let requests = requests(100 + round);
-        let expected_a = expected_outputs(&flat_of(&trainer.versions[version as usize]), &requests);
+        let expected_a = expected_outputs(&mut flat_of(&trainer.versions[version as usize]), &requests);
         let served_a = a.serve(&requests, 2);
         assert_eq!(bits(&served_a), bits(&expected_a), "replica a at version {version}");
         if b.follower.applied_version() == version {
@@ -234,7 +234,7 @@ fn a_replica_behind_a_trimmed_stream_takes_in_every_row() {
     assert_eq!(replica.poll(), 1);
     assert_eq!(replica.follower.applied_version(), 3);
     assert!(replica.table.stats().refreshed_rows > before, "cached rows were read again");
-    let expected = expected_outputs(&flat_of(&trainer.versions[3]), &warm);
+    let expected = expected_outputs(&mut flat_of(&trainer.versions[3]), &warm);
     assert_eq!(bits(&replica.serve(&warm, 2)), bits(&expected));
 }
 
@@ -259,6 +259,6 @@ fn a_replica_that_loses_the_cluster_keeps_serving_its_cached_rows_and_reports_it
     assert!(stale.error.as_deref().is_some_and(|e| e.contains("cut-off")), "the error names the table: {stale:?}");
     assert_eq!(stale.seconds_behind, stale.seconds_since_contact, "stale by the time since the last contact");
     let requests = requests(9);
-    let expected = expected_outputs(&flat_of(&trainer.versions[version as usize]), &requests);
+    let expected = expected_outputs(&mut flat_of(&trainer.versions[version as usize]), &requests);
     assert_eq!(bits(&replica.serve(&requests, 2)), bits(&expected), "cached rows still served");
 }

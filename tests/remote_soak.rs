@@ -46,7 +46,7 @@ fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
 }
 
-fn pooled(flat: &FlatTable, batch: &Batch) -> Vec<f32> {
+fn pooled(flat: &mut FlatTable, batch: &Batch) -> Vec<f32> {
     let mut out = vec![0f32; batch.bags() * DIM];
     flat.lookup(batch, Pooling::Sum, &mut out);
     out
@@ -89,7 +89,7 @@ fn no_row_is_lost_or_staler_than_reported_across_master_kills_in_training_and_se
             start += batch.ids.len() as u64;
             let mut out = vec![0f32; batch.bags() * DIM];
             trainer.lookup(&batch, &mut out).unwrap_or_else(|e| panic!("kill {kill}: lookup: {e}"));
-            assert_eq!(bits(&out), bits(&pooled(&reference, &batch)), "kill {kill}: a trained row was lost");
+            assert_eq!(bits(&out), bits(&pooled(&mut reference, &batch)), "kill {kill}: a trained row was lost");
             let grads: Vec<f32> = (0..out.len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
             trainer.apply_gradients(&batch, &grads).unwrap_or_else(|e| panic!("kill {kill}: update: {e}"));
             reference.apply_gradients(&batch, &grads, &OPTIMIZER, Pooling::Sum);
@@ -109,7 +109,7 @@ fn no_row_is_lost_or_staler_than_reported_across_master_kills_in_training_and_se
         follower.poll(|changed| replica.take_in(changed).map(drop)).unwrap();
         let staleness = follower.staleness();
         if staleness.connected && staleness.versions_behind == 0 {
-            let version = &versions[staleness.applied_version as usize];
+            let version = &mut versions[staleness.applied_version as usize];
             for batch in batches(&mut rng, ROWS, 3, 6) {
                 let mut out = vec![0f32; batch.bags() * DIM];
                 replica.lookup(&batch, &mut out).unwrap_or_else(|e| panic!("kill {kill}: serving: {e}"));

@@ -1,10 +1,8 @@
-//! A batch of lookups ([`Batch`]) and the aggregation of its bags' gradients into one
-//! gradient per distinct row ([`aggregate_gradients`]), shared by the tiered table and
-//! the flat reference.
+//! A batch of lookups ([`Batch`]): the bags, their rows' next accesses and weights, and
+//! the checks that a batch is well formed.
 
 use strata_policies::NEVER;
 
-use super::pool::{Pooling, RowGradients};
 use super::EngineError;
 
 /// A batch of lookups: `ids` are global rows, bag `b` is
@@ -65,24 +63,6 @@ impl Batch {
         let mut seen = rustc_hash::FxHashSet::default();
         self.ids.iter().copied().filter(|id| seen.insert(*id)).collect()
     }
-}
-
-/// Sums the gradient of every lookup into one gradient per distinct row, as
-/// [`RowGradients`] does for the tiered table (each row's lookups in bag order, from
-/// zero, times each lookup's weight in a weighted batch): the rows in ascending order and
-/// their gradients, `dim` values each. `bag_grads[b * dim..]` is the gradient of bag
-/// `b`'s pooled output.
-///
-/// # Panics
-/// If the batch is too large for [`RowGradients::group`].
-pub fn aggregate_gradients(batch: &Batch, bag_grads: &[f32], dim: usize, pooling: Pooling) -> (Vec<u64>, Vec<f32>) {
-    let mut gradients = RowGradients::default();
-    if let Err(e) = gradients.group(&batch.ids, &batch.bag_offsets, !batch.weights.is_empty()) {
-        panic!("aggregate_gradients: {e}");
-    }
-    let mut grads = vec![0f32; gradients.rows().len() * dim];
-    gradients.sum(0..gradients.rows().len(), &batch.bag_offsets, &batch.weights, bag_grads, dim, pooling, &mut grads);
-    (gradients.rows().to_vec(), grads)
 }
 
 #[cfg(test)]

@@ -1,17 +1,30 @@
 //! The flat table: every row in one in-memory array. It is the reference the tiered
 //! table is compared with, and a backing store for tables that fit in memory.
 
-use super::batch::{aggregate_gradients, Batch};
-use super::pool::{pool_bags, Pooling};
+use super::batch::Batch;
+use super::pool::{pool_bags, prefetch, reuse_refs, Pooling, RowGradients, UPDATE_GROUP};
 use super::storage::BackingStore;
 use super::{EngineError, Optimizer, RowInit, RowLayout};
 
 /// All rows in one in-memory array: the reference the tiered table is compared with,
 /// and a backing store for tables that fit in memory.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct FlatTable {
     layout: RowLayout,
     data: Vec<f32>,
+    /// Per-step buffers, kept as the tiered table keeps its own so that a step
+    /// allocates nothing once they have grown: the row of every lookup for pooling
+    /// (empty between lookups), the gradient grouping and one group's summed gradients.
+    row_refs: Vec<&'static [f32]>,
+    gradients: RowGradients,
+    group_grads: Vec<f32>,
+}
+
+/// Two flat tables are equal when their rows are (the step buffers are scratch).
+impl PartialEq for FlatTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.layout == other.layout && self.data == other.data
+    }
 }
 
 impl FlatTable {
@@ -21,7 +34,7 @@ impl FlatTable {
         for (r, row) in data.chunks_exact_mut(floats).enumerate() {
             init.fill(r as u64, layout, row);
         }
-        FlatTable { layout, data }
+        FlatTable { layout, data, row_refs: Vec::new(), gradients: RowGradients::default(), group_grads: Vec::new() }
     }
 
     pub fn row(&self, row: u64) -> &[f32] {
@@ -40,19 +53,39 @@ impl FlatTable {
     }
 
     /// The all-in-memory lookup: pools `batch`'s bags into `out`.
-    pub fn lookup(&self, batch: &Batch, pooling: Pooling, out: &mut [f32]) {
-        let dim = self.layout.dim;
-        let rows: Vec<&[f32]> = batch.ids.iter().map(|&r| &self.row(r)[..dim]).collect();
-        pool_bags(&rows, &batch.bag_offsets, &batch.weights, dim, pooling, out);
+    pub fn lookup(&mut self, batch: &Batch, pooling: Pooling, out: &mut [f32]) {
+        let (dim, floats) = (self.layout.dim, self.layout.floats());
+        let mut refs = reuse_refs(std::mem::take(&mut self.row_refs));
+        refs.extend(batch.ids.iter().map(|&r| &self.data[r as usize * floats..][..dim]));
+        pool_bags(&refs, &batch.bag_offsets, &batch.weights, dim, pooling, out);
+        self.row_refs = reuse_refs(refs);
     }
 
-    /// The all-in-memory update: the same gradient aggregation and optimizer as the
-    /// tiered table.
+    /// The all-in-memory update: the same gradient grouping, sums and optimizer as the
+    /// tiered table, [`UPDATE_GROUP`] rows at a time, each row updated in place.
+    ///
+    /// # Panics
+    /// If the batch's rows and bags do not fit the grouping's keys (see
+    /// [`RowGradients::group`]) or `bag_grads` holds fewer than `dim` values per bag.
     pub fn apply_gradients(&mut self, batch: &Batch, bag_grads: &[f32], optimizer: &Optimizer, pooling: Pooling) {
-        let dim = self.layout.dim;
-        let (rows, grads) = aggregate_gradients(batch, bag_grads, dim, pooling);
-        for (i, &r) in rows.iter().enumerate() {
-            optimizer.apply_row(self.row_mut(r), &grads[i * dim..(i + 1) * dim]);
+        let (dim, floats) = (self.layout.dim, self.layout.floats());
+        if let Err(e) = self.gradients.group(&batch.ids, &batch.bag_offsets, !batch.weights.is_empty()) {
+            panic!("FlatTable::apply_gradients: {e}");
+        }
+        self.group_grads.resize(UPDATE_GROUP * dim, 0.0);
+        let rows = self.gradients.rows();
+        let mut sums = [0f32; UPDATE_GROUP];
+        for (first, group) in (0..).step_by(UPDATE_GROUP).zip(rows.chunks(UPDATE_GROUP)) {
+            for &row in rows.iter().skip(first + UPDATE_GROUP).take(UPDATE_GROUP) {
+                prefetch(&self.data[row as usize * floats..][..floats]);
+            }
+            let grads = &mut self.group_grads[..group.len() * dim];
+            self.gradients.sum(first..first + group.len(), &batch.bag_offsets, &batch.weights, bag_grads, dim, pooling, grads);
+            let sums = &mut sums[..group.len()];
+            optimizer.gradient_sums(grads, dim, sums);
+            for ((&row, grad), &sum) in group.iter().zip(grads.chunks_exact(dim)).zip(sums.iter()) {
+                optimizer.apply_row_with_sum(&mut self.data[row as usize * floats..][..floats], grad, sum);
+            }
         }
     }
 
@@ -93,5 +126,57 @@ impl BackingStore for FlatTable {
     }
     fn sync(&mut self) -> Result<(), EngineError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testing::{TestValues, ADAGRAD};
+
+    /// The grouped update, eight rows at a time with kept buffers, against the plainest
+    /// computation: each row's gradient summed over its lookups in order into a map,
+    /// then `apply_row` one row at a time; over steps of several groups and a part
+    /// group, weighted mean bags with repeated rows and an empty bag.
+    #[test]
+    fn the_grouped_update_is_the_row_by_row_update_of_summed_gradients() {
+        let (rows, dim) = (40u64, 5usize);
+        let layout = RowLayout::new(dim, &ADAGRAD);
+        let init = RowInit::Uniform { seed: 4, scale: 0.5 };
+        let mut flat = FlatTable::new(rows, layout, init);
+        let mut plain = FlatTable::new(rows, layout, init);
+        let mut values = TestValues::new(11);
+        for step in 0..4u64 {
+            let ids: Vec<u64> = (0..60).map(|_| values.next_u64() % (21 + step)).collect();
+            let mut bag_offsets: Vec<usize> = (0..=60).step_by(4).collect();
+            bag_offsets.insert(3, 8); // an empty bag
+            let mut batch = Batch::new(ids, bag_offsets, step * 60);
+            batch.weights = (0..60).map(|_| values.next_f32(2.0)).collect();
+            let mut out = vec![0f32; batch.bags() * dim];
+            flat.lookup(&batch, Pooling::Mean, &mut out);
+            let refs: Vec<&[f32]> = batch.ids.iter().map(|&r| &plain.row(r)[..dim]).collect();
+            let mut want = vec![0f32; out.len()];
+            pool_bags(&refs, &batch.bag_offsets, &batch.weights, dim, Pooling::Mean, &mut want);
+            assert_eq!(out, want, "step {step}: lookup");
+
+            let mut bag_grads = vec![0f32; out.len()];
+            values.fill(&mut bag_grads, 1.0);
+            flat.apply_gradients(&batch, &bag_grads, &ADAGRAD, Pooling::Mean);
+            let mut summed: std::collections::BTreeMap<u64, Vec<f32>> = Default::default();
+            for (b, bag) in batch.bag_offsets.windows(2).enumerate() {
+                for i in bag[0]..bag[1] {
+                    let scale = batch.weights[i] * (1.0 / (bag[1] - bag[0]) as f32);
+                    let sum = summed.entry(batch.ids[i]).or_insert_with(|| vec![0.0; dim]);
+                    for (s, &g) in sum.iter_mut().zip(&bag_grads[b * dim..][..dim]) {
+                        *s += g * scale;
+                    }
+                }
+            }
+            for (&row, grad) in &summed {
+                ADAGRAD.apply_row(plain.row_mut(row), grad);
+            }
+            assert!(summed.len() > 2 * UPDATE_GROUP, "step {step}: {} rows, more than two groups", summed.len());
+            assert_eq!(flat, plain, "step {step}: rows after the update");
+        }
     }
 }

@@ -22,6 +22,19 @@ pub enum Pooling {
 /// DRAM latency without evicting rows before use).
 const PREFETCH_ROWS: usize = 10;
 
+/// Distinct rows whose gradients are summed, then applied, together (as many as
+/// [`Optimizer::gradient_sums`](super::Optimizer::gradient_sums) interleaves).
+pub const UPDATE_GROUP: usize = 8;
+
+/// An empty vector of row references that reuses `refs`' allocation (the references
+/// themselves cannot outlive the step that borrowed the rows; the buffer can).
+pub fn reuse_refs<'a>(mut refs: Vec<&[f32]>) -> Vec<&'a [f32]> {
+    refs.clear();
+    // Same size and alignment: the standard library collects in place, keeping the
+    // allocation.
+    refs.into_iter().map(|_| -> &'a [f32] { unreachable!("the vector is empty") }).collect()
+}
+
 /// Requests every cache line of `values`.
 #[inline(always)]
 pub fn prefetch(values: &[f32]) {
@@ -124,7 +137,7 @@ const RADIX_BITS: u32 = 11;
 /// order, of the output gradients of the bags that hold it (each times its lookup's
 /// weight, and times `1 / len` for mean pooling), whatever the order in which rows are
 /// visited.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RowGradients {
     /// Every lookup as `row << low_bits | bag` (or `| lookup`), sorted by
     /// [`RowGradients::group`].

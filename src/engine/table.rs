@@ -31,15 +31,11 @@ use super::batch::Batch;
 use super::device::open_device;
 use super::host::HostSlab;
 use super::placement::{Hierarchy, Level, Placement};
-use super::pool::{pool_bags, Pooling, RowGradients};
+use super::pool::{pool_bags, reuse_refs, Pooling, RowGradients, UPDATE_GROUP};
 use super::stats::EngineStats;
 use super::storage::remote::Changed;
 use super::storage::{BackingStore, StagedRows, StorageService};
 use super::{Buffer, EngineError, Optimizer, RowLayout};
-
-/// Distinct rows whose gradients are summed, then applied, together (as many as
-/// [`Optimizer::gradient_sums`] interleaves).
-const UPDATE_GROUP: usize = 8;
 
 /// Lookups ahead whose row -> slot entries are fetched early.
 const SLOTS_AHEAD: usize = 16;
@@ -69,15 +65,6 @@ pub struct TieredTable {
     device_slots: Vec<u32>,
     device_grads: Vec<f32>,
     stats: EngineStats,
-}
-
-/// An empty vector of row references that reuses `refs`' allocation (the references
-/// themselves cannot outlive the step that borrowed the rows; the buffer can).
-fn reuse_refs<'a>(mut refs: Vec<&[f32]>) -> Vec<&'a [f32]> {
-    refs.clear();
-    // Same size and alignment: the standard library collects in place, keeping the
-    // allocation.
-    refs.into_iter().map(|_| -> &'a [f32] { unreachable!("the vector is empty") }).collect()
 }
 
 impl TieredTable {

@@ -326,7 +326,7 @@ impl EmbeddingBenchArgs {
             "strata flat table (Rust)",
             lookups,
             |b| {
-                flat.borrow().lookup(&batches[b], pooling, &mut out);
+                flat.borrow_mut().lookup(&batches[b], pooling, &mut out);
                 Ok(())
             },
             |b| {
