@@ -2,6 +2,7 @@
 //! table is compared with, and a backing store for tables that fit in memory.
 
 use super::batch::Batch;
+use super::host::{advise_huge_pages, HUGE_PAGES_FROM};
 use super::pool::{pool_bags, prefetch, reuse_refs, Pooling, RowGradients, UPDATE_GROUP};
 use super::storage::BackingStore;
 use super::{EngineError, Optimizer, RowInit, RowLayout};
@@ -30,7 +31,12 @@ impl PartialEq for FlatTable {
 impl FlatTable {
     pub fn new(rows: u64, layout: RowLayout, init: RowInit) -> Self {
         let floats = layout.floats();
-        let mut data = vec![0f32; rows as usize * floats];
+        let len = rows as usize * floats;
+        let mut data: Vec<f32> = Vec::with_capacity(len);
+        if len * 4 >= HUGE_PAGES_FROM {
+            advise_huge_pages(data.as_mut_ptr().cast(), len * 4);
+        }
+        data.resize(len, 0f32);
         for (r, row) in data.chunks_exact_mut(floats).enumerate() {
             init.fill(r as u64, layout, row);
         }

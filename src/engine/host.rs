@@ -15,8 +15,32 @@ use super::{Optimizer, RowLayout, RowSlab, TierError};
 /// Row alignment (and stride granularity) in bytes: one cache line.
 pub const ROW_ALIGN: usize = 64;
 
-/// Slabs at least this large are aligned to 2 MiB and advised to use huge pages.
+/// The size of a transparent huge page.
 const HUGE_PAGE: usize = 2 << 20;
+
+/// Slabs (and flat tables) at least this large are advised to use huge pages; slabs
+/// are also aligned to 2 MiB.
+pub(super) const HUGE_PAGES_FROM: usize = 16 * HUGE_PAGE;
+
+/// Advises the kernel to back the `bytes` bytes at `start` (an allocation of ours, not
+/// yet touched) with transparent huge pages, so that random row reads over a large
+/// table do not pay a TLB miss each. Only the whole 4 KiB pages inside the range are
+/// advised; the advice is a hint, and where it is refused rows use ordinary pages.
+pub(super) fn advise_huge_pages(start: *mut u8, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let first = (start as usize).next_multiple_of(PAGE);
+        let end = (start as usize + bytes) / PAGE * PAGE;
+        if end > first {
+            // SAFETY: the pages lie inside the caller's allocation; madvise reads no
+            // memory, and MADV_HUGEPAGE never changes the pages' contents.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+}
 
 /// A fixed number of 64-byte-aligned row slots in host memory.
 pub struct HostSlab {
@@ -53,7 +77,7 @@ impl HostSlab {
         }
         let stride_bytes = Self::stride_bytes(layout);
         let bytes = slots.checked_mul(stride_bytes).ok_or_else(|| fail(format!("{slots} slots of {stride_bytes} bytes overflow")))?;
-        let align = if bytes >= 16 * HUGE_PAGE { HUGE_PAGE } else { ROW_ALIGN };
+        let align = if bytes >= HUGE_PAGES_FROM { HUGE_PAGE } else { ROW_ALIGN };
         let alloc = Layout::from_size_align(bytes, align).map_err(|e| fail(format!("{bytes} bytes: {e}")))?;
         // SAFETY: `alloc` has a non-zero size (slots >= 1, stride >= 64).
         let raw = unsafe {
@@ -66,12 +90,7 @@ impl HostSlab {
         let ptr = NonNull::new(raw.cast::<f32>()).ok_or_else(|| fail(format!("could not allocate {bytes} bytes for {slots} rows")))?;
         if align == HUGE_PAGE {
             // Advise huge pages before the first touch, then zero (which faults them in).
-            #[cfg(target_os = "linux")]
-            // SAFETY: the range is our own allocation; the advice is only a hint (an
-            // error is harmless: the slab then uses ordinary pages).
-            unsafe {
-                libc::madvise(raw.cast(), bytes, libc::MADV_HUGEPAGE);
-            }
+            advise_huge_pages(raw, bytes);
             // SAFETY: `raw` is valid for `bytes` bytes of writes.
             unsafe { raw.write_bytes(0, bytes) };
         }
