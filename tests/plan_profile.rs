@@ -88,6 +88,36 @@ fn a_missing_part_names_every_file_and_the_part() {
     assert_eq!(error, "a.toml, gpu.toml, nvme.toml: no profile gives the [link] (host-to-device transfer)");
 }
 
+const ENGINE: &str = "name = \"cpu\"\nsource = \"test\"\n\n[engine]\nname = \"engine on a test CPU\"\nstore_row_ns = 850\n";
+
+#[test]
+fn the_engine_part_is_optional_checked_and_given_once() {
+    // Without [engine] the model counts no CPU time per store row.
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let rest = [write("host.toml", HOST), shipped("h100-pcie5.toml"), shipped("nvme-gen4.toml")];
+    assert_eq!(HardwareProfile::load(&rest).unwrap().store_row_seconds(), 0.0);
+    let mut with_engine = rest.to_vec();
+    with_engine.push(write("cpu.toml", ENGINE));
+    let machine = HardwareProfile::load(&with_engine).unwrap();
+    assert_eq!(machine.engine.as_ref().map(|e| e.name.as_str()), Some("engine on a test CPU"));
+    assert!((machine.store_row_seconds() - 850e-9).abs() < 1e-18);
+
+    let mut files = with_the_rest("host.toml", HOST);
+    let bad = ENGINE.replace("store_row_ns = 850", "store_row_ns = -2");
+    files.push(("cpu.toml", &bad));
+    assert_eq!(load_error(&files), "cpu.toml: line 6: [engine] store_row_ns must be >= 0, got -2");
+    let mut files = with_the_rest("host.toml", HOST);
+    files.push(("a.toml", ENGINE));
+    files.push(("b.toml", ENGINE));
+    let error = load_error(&files);
+    assert!(error.starts_with("b.toml: line 4: [engine] is given here and by ") && error.contains("a.toml too"), "{error}");
+}
+
 #[test]
 fn a_part_given_twice_names_both_files() {
     let mut files = with_the_rest("a.toml", HOST);
@@ -111,7 +141,7 @@ fn unknown_fields_and_wrong_types_name_the_file_the_line_and_the_field() {
     let error = load_error(&with_the_rest("x.toml", &bad));
     assert!(error.starts_with("x.toml: line ") && error.contains("missing field `capacity_gb`"), "{error}");
     let error = load_error(&with_the_rest("x.toml", "name = \"x\"\nsource = \"y\"\n"));
-    assert_eq!(error, "x.toml: gives none of [device], [host], [storage] and [link]");
+    assert_eq!(error, "x.toml: gives none of [device], [host], [storage], [link] and [engine]");
 }
 
 #[test]
@@ -138,6 +168,9 @@ fn calibrate_writes_a_profile_that_loads_with_every_figure_positive() {
         assert!(figures.iter().all(|&f| f > 0.0 && f.is_finite()), "{}: {figures:?}", tier.name);
     }
     assert!(machine.link.bandwidth_gbps > 0.0 && machine.link.latency_us > 0.0);
+    let engine = machine.engine.as_ref().expect("calibrate measures the engine's CPU cost");
+    assert!(engine.store_row_ns >= 0.0 && engine.store_row_ns.is_finite(), "{engine:?}");
+    assert!(stdout.contains("ns of CPU per row read from the store"), "{stdout}");
     // The prices are the shipped nominal ones, as `source` says.
     let ddr5 = ProfileFile::load(&shipped("ddr5-server.toml")).unwrap().host.unwrap();
     let nvme = ProfileFile::load(&shipped("nvme-gen4.toml")).unwrap().storage.unwrap();

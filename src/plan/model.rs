@@ -85,7 +85,8 @@ pub fn batch_time(shape: &BatchShape, counts: &TierCounts, hw: &HardwareProfile)
     let storage =
         if store_rows > 0.0 { hw.storage.latency_us * 1e-6 + store_read_seconds(&hw.storage, store_rows, shape.row_bytes) } else { 0.0 };
     BatchTime {
-        engine: n * shape.engine_ns_per_lookup * 1e-9,
+        // Placing every lookup, and the consumer's work on each row read from the store.
+        engine: n * shape.engine_ns_per_lookup * 1e-9 + store_rows * hw.store_row_seconds(),
         device: gather_seconds(&hw.device, device_rows, shape.value_bytes),
         host: gather_seconds(&hw.host, host_rows + store_rows, shape.value_bytes),
         link,
@@ -140,6 +141,26 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The engine's time is its per-lookup placement plus, with an `[engine]` part, its
+    /// CPU time per row read from the store; the store's own time is unchanged.
+    #[test]
+    fn the_engine_time_counts_the_cpu_spent_on_each_store_row() {
+        use crate::plan::profile::EngineProfile;
+        let shipped = |name: &str| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles").join(name);
+        let paths = [shipped("h100-pcie5.toml"), shipped("ddr5-server.toml"), shipped("nvme-gen4.toml")];
+        let mut hw = HardwareProfile::load(&paths).unwrap();
+        assert!(hw.engine.is_none());
+        let shape = BatchShape { lookups: 1000, samples: 10, value_bytes: 512, row_bytes: 516, engine_ns_per_lookup: 60.0 };
+        // 1000 lookups: 500 device hits, 300 host hits, 200 rows read from the store.
+        let counts = TierCounts { lookups: 1000, device_hits: 500, host_lookups: 500, host_hits: 300, store_reads: 200 };
+        let without = batch_time(&shape, &counts, &hw);
+        hw.engine = Some(EngineProfile { name: "cpu".into(), store_row_ns: 1000.0 });
+        let with = batch_time(&shape, &counts, &hw);
+        assert!((without.engine - 60e-6).abs() < 1e-12, "{without:?}");
+        assert!((with.engine - (60e-6 + 200.0 * 1e-6)).abs() < 1e-12, "{with:?}");
+        assert_eq!((with.device, with.host, with.link, with.storage), (without.device, without.host, without.link, without.storage));
+    }
 
     #[test]
     fn pareto_front_is_cheapest_first_and_strictly_faster() {

@@ -1,6 +1,7 @@
 //! Hardware profiles: TOML files giving the device, host and storage tiers and the
-//! host-to-device link (capacity, price, bandwidth, latency, IOPS), checked and merged
-//! from one or more files into the one machine the planner prices.
+//! host-to-device link (capacity, price, bandwidth, latency, IOPS), and optionally the
+//! engine's CPU cost per row read from the store, checked and merged from one or more
+//! files into the one machine the planner prices.
 
 use std::path::{Path, PathBuf};
 
@@ -72,8 +73,20 @@ pub struct LinkProfile {
     pub latency_us: f64,
 }
 
+/// The engine's own CPU work on this machine (`[engine]`), measured by `strata
+/// calibrate`: what the consumer spends on each row read from the store beyond what a
+/// hit costs (staging the row, the policies' inserts and evictions, slab writes).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineProfile {
+    /// What was measured, e.g. "engine on AMD EPYC, 2 cores".
+    pub name: String,
+    /// CPU nanoseconds per row read from the store, beyond a hit's; >= 0.
+    pub store_row_ns: f64,
+}
+
 /// One profile file as written: its name, where its figures come from, and the parts of
-/// the machine it gives (any of the three tiers and the link).
+/// the machine it gives (any of the three tiers, the link and the engine's CPU cost).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileFile {
@@ -88,6 +101,8 @@ pub struct ProfileFile {
     pub storage: Option<TierProfile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<LinkProfile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineProfile>,
 }
 
 impl ProfileFile {
@@ -104,8 +119,8 @@ impl ProfileFile {
             let line = line_of(text, table, Some(field)).map(|line| format!("line {line}: ")).unwrap_or_default();
             ConfigError::new(path, format!("{line}[{table}] {message}"))
         };
-        if file.device.is_none() && file.host.is_none() && file.storage.is_none() && file.link.is_none() {
-            return Err(ConfigError::new(path, "gives none of [device], [host], [storage] and [link]"));
+        if file.device.is_none() && file.host.is_none() && file.storage.is_none() && file.link.is_none() && file.engine.is_none() {
+            return Err(ConfigError::new(path, "gives none of [device], [host], [storage], [link] and [engine]"));
         }
         for (table, tier) in file.tiers() {
             let Some(tier) = tier else { continue };
@@ -124,6 +139,14 @@ impl ProfileFile {
                 if !(value > 0.0 && value.is_finite()) {
                     return Err(error("link", field, format!("{field} must be > 0, got {value}")));
                 }
+            }
+        }
+        if let Some(engine) = &file.engine {
+            if engine.name.trim().is_empty() {
+                return Err(error("engine", "name", "name must not be empty".into()));
+            }
+            if !(engine.store_row_ns >= 0.0 && engine.store_row_ns.is_finite()) {
+                return Err(error("engine", "store_row_ns", format!("store_row_ns must be >= 0, got {}", engine.store_row_ns)));
             }
         }
         Ok(file)
@@ -148,6 +171,9 @@ pub struct HardwareProfile {
     pub host: TierProfile,
     pub storage: TierProfile,
     pub link: LinkProfile,
+    /// The engine's CPU cost, where a file gives it (none: the model counts no CPU time
+    /// per store row).
+    pub engine: Option<EngineProfile>,
     /// The files it was merged from.
     pub sources: Vec<PathBuf>,
 }
@@ -171,8 +197,15 @@ impl HardwareProfile {
             host: the_one(&files, "host", "tier", |file| file.host.as_ref())?,
             storage: the_one(&files, "storage", "tier", |file| file.storage.as_ref())?,
             link: the_one(&files, "link", "(host-to-device transfer)", |file| file.link.as_ref())?,
+            engine: at_most_one(&files, "engine", |file| file.engine.as_ref())?,
             sources: paths.to_vec(),
         })
+    }
+
+    /// CPU seconds the engine spends per row read from the store (0 when no file gives
+    /// `[engine]`).
+    pub fn store_row_seconds(&self) -> f64 {
+        self.engine.as_ref().map_or(0.0, |engine| engine.store_row_ns * 1e-9)
     }
 }
 
@@ -186,6 +219,15 @@ struct Loaded<'a> {
 /// The part `table` given by exactly one of `files`; an error names the two files that
 /// both give it, or every file when none does.
 fn the_one<T: Clone>(files: &[Loaded], table: &str, what: &str, part: impl Fn(&ProfileFile) -> Option<&T>) -> Result<T, ConfigError> {
+    at_most_one(files, table, part)?.ok_or_else(|| {
+        let names = files.iter().map(|loaded| loaded.path.display().to_string()).collect::<Vec<_>>().join(", ");
+        ConfigError::new(Path::new(&names), format!("no profile gives the [{table}] {what}"))
+    })
+}
+
+/// The part `table` where one of `files` gives it; an error names the two files that
+/// both give it.
+fn at_most_one<T: Clone>(files: &[Loaded], table: &str, part: impl Fn(&ProfileFile) -> Option<&T>) -> Result<Option<T>, ConfigError> {
     let mut found: Option<(&Path, &T)> = None;
     for loaded in files {
         let Some(given) = part(&loaded.file) else { continue };
@@ -198,10 +240,7 @@ fn the_one<T: Clone>(files: &[Loaded], table: &str, what: &str, part: impl Fn(&P
         }
         found = Some((loaded.path, given));
     }
-    found.map(|(_, given)| given.clone()).ok_or_else(|| {
-        let names = files.iter().map(|loaded| loaded.path.display().to_string()).collect::<Vec<_>>().join(", ");
-        ConfigError::new(Path::new(&names), format!("no profile gives the [{table}] {what}"))
-    })
+    Ok(found.map(|(_, given)| given.clone()))
 }
 
 /// The 1-based line of `[table]`'s header (`field` `None`) or of `field = ...` inside it,

@@ -5,13 +5,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use strata::data::SyntheticConfig;
 use strata::engine::device::{cuda_probe, CudaSlab, DeviceKind, EmulatedDevice};
 use strata::engine::host::HostSlab;
+use strata::engine::placement::Hierarchy;
+use strata::engine::pool::Pooling;
 use strata::engine::storage::format::Header;
 use strata::engine::storage::{ReadConfig, TableFile};
+use strata::engine::table::config::{TableConfig, TierConfig};
 use strata::engine::{Optimizer, RowInit, RowLayout, RowSlab};
-use strata::plan::profile::{LinkProfile, ProfileFile, TierProfile};
+use strata::plan::profile::{EngineProfile, LinkProfile, ProfileFile, TierProfile};
+use strata_policies::PolicyConfig;
 
+use crate::bench::lookup::{LookupStream, SetupResult};
 use crate::bench::probe;
 
 /// The shipped nominal profiles the prices come from (measuring cannot find a price).
@@ -67,6 +73,9 @@ struct Effort {
     qd1_reads: u64,
     random_writes: u64,
     upload_rounds: usize,
+    /// The engine probe's synthetic stream: its scale and timed batches of 256 samples.
+    engine_scale: f64,
+    engine_batches: u64,
 }
 
 impl Effort {
@@ -83,6 +92,8 @@ impl Effort {
                 qd1_reads: 100,
                 random_writes: 500,
                 upload_rounds: 5,
+                engine_scale: 0.0005,
+                engine_batches: 4,
             }
         } else {
             Effort {
@@ -96,6 +107,8 @@ impl Effort {
                 qd1_reads: 5_000,
                 random_writes: 50_000,
                 upload_rounds: 50,
+                engine_scale: 0.01,
+                engine_batches: 60,
             }
         }
     }
@@ -166,7 +179,11 @@ fn calibrate(options: &CalibrateArgs) -> Result<Calibration> {
     };
 
     eprintln!("calibrate: storage under {}", options.dir.display());
-    let storage = measure_storage(&options.dir, layout, &effort, nvme.price_per_gb)?;
+    let scratch = Scratch::new(&options.dir)?;
+    let storage = measure_storage(&scratch, layout, &effort, nvme.price_per_gb)?;
+    eprintln!("calibrate: the engine's CPU time per row read from the store");
+    let engine = measure_engine(&scratch, options.dim, options.device, &effort)?;
+    drop(scratch);
 
     let mode = if options.quick { "--quick (brief probes, rough figures)" } else { "full probes" };
     let device_how = if cuda {
@@ -177,7 +194,7 @@ fn calibrate(options: &CalibrateArgs) -> Result<Calibration> {
     let profile = ProfileFile {
         name: format!("calibrated: {} ({})", hostname(), if cuda { "CUDA device" } else { "emulated device" }),
         source: format!(
-            "measured by `strata calibrate` ({mode}, rows of dim {}) on {}, {} cores; host: one-thread memcpy, pooled row gather, dependent single-row reads; {device_how}; storage: a scratch table file read and written through the engine's storage path; prices are nominal, from {}{} and {}",
+            "measured by `strata calibrate` ({mode}, rows of dim {}) on {}, {} cores; host: one-thread memcpy, pooled row gather, dependent single-row reads; {device_how}; storage: a scratch table file read and written through the engine's storage path; engine: a synthetic stream served from a scratch table file without read-ahead, the consumer's time outside store waits with small LRU tiers less that with every row in the host tier, per row read; prices are nominal, from {}{} and {}",
             options.dim,
             hostname(),
             std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -189,6 +206,7 @@ fn calibrate(options: &CalibrateArgs) -> Result<Calibration> {
         host: Some(host),
         storage: Some(storage),
         link: Some(link),
+        engine: Some(engine),
     };
     let summary = summary(&profile);
     Ok(Calibration { profile, summary })
@@ -221,10 +239,9 @@ fn measure_device(slab: &dyn RowSlab, ids: &[u32], effort: &Effort, capacity_gb:
     })
 }
 
-/// Storage-tier figures on a scratch table file in `dir`, removed afterwards (with
-/// `dir` itself when this run created it).
-fn measure_storage(dir: &Path, layout: RowLayout, effort: &Effort, price_per_gb: f64) -> Result<TierProfile> {
-    let scratch = Scratch::new(dir)?;
+/// Storage-tier figures on a scratch table file in `scratch` (removed with it).
+fn measure_storage(scratch: &Scratch, layout: RowLayout, effort: &Effort, price_per_gb: f64) -> Result<TierProfile> {
+    let dir = &scratch.dir;
     let file = scratch.dir.join(format!("calibrate-{}.strata", std::process::id()));
     let sequential = scratch.dir.join(format!("calibrate-{}.seq", std::process::id()));
     scratch.remove_later(&file);
@@ -256,6 +273,51 @@ fn measure_storage(dir: &Path, layout: RowLayout, effort: &Effort, price_per_gb:
         iops,
         write_bandwidth_gbps: Some(write_bandwidth_gbps),
         write_iops: Some(write_iops),
+    })
+}
+
+/// The engine's CPU time per row read from the store: a synthetic MLPerf-shaped stream
+/// served from a scratch table file in `scratch` without read-ahead (so the store's own
+/// work falls inside the waits for it), once with every row in the host tier and once
+/// with device 1% + host 5% LRU tiers that admit every row they miss. The consumer's
+/// time outside store waits, per lookup, grows by the second run's work on each row it
+/// read: staging it, the policies' inserts and evictions, the slab writes.
+fn measure_engine(scratch: &Scratch, dim: usize, device: DeviceKind, effort: &Effort) -> Result<EngineProfile> {
+    let synthetic = SyntheticConfig { scale: effort.engine_scale, ..SyntheticConfig::default() };
+    let rows = synthetic.layout().total_rows();
+    let file = scratch.dir.join(format!("calibrate-{}-engine.strata", std::process::id()));
+    scratch.remove_later(&file);
+    let stream = LookupStream {
+        file,
+        synthetic,
+        dim,
+        batch: 256,
+        warmup: effort.engine_batches / 2,
+        batches: effort.engine_batches,
+        read_path: ReadConfig::default().read_path,
+    };
+    let optimizer = Optimizer::default();
+    stream.table_file(rows, RowLayout::new(dim, &optimizer))?;
+    let tiers = |device_rows: u64, host_rows: u64| TableConfig {
+        device: TierConfig::rows(device_rows as usize, PolicyConfig::Lru),
+        device_backend: device,
+        host: TierConfig::rows(host_rows as usize, PolicyConfig::Lru),
+        hierarchy: Hierarchy::Inclusive,
+        optimizer,
+        pooling: Pooling::Sum,
+        write_buffer_rows: 0,
+    };
+    let hits = stream.run_tiered("every row in the host tier", &tiers(0, rows), 0, true)?;
+    let misses = stream.run_tiered("device 1% + host 5%", &tiers((rows / 100).max(1), (rows / 20).max(1)), 0, false)?;
+    let busy_per_lookup = |run: &SetupResult| (1.0 - run.stall_fraction).max(0.0) / run.lookups_per_sec;
+    let store_rows_per_lookup = misses.store_rows_read as f64 / misses.lookups.max(1) as f64;
+    if store_rows_per_lookup <= 0.0 {
+        bail!("the engine probe read no row from the store");
+    }
+    let extra = (busy_per_lookup(&misses) - busy_per_lookup(&hits)).max(0.0);
+    Ok(EngineProfile {
+        name: format!("engine on {}, {} cores", cpu_model(), std::thread::available_parallelism().map_or(1, |n| n.get())),
+        store_row_ns: extra / store_rows_per_lookup * 1e9,
     })
 }
 
@@ -352,6 +414,9 @@ fn summary(profile: &ProfileFile) -> String {
     }
     if let Some(link) = &profile.link {
         s += &format!("| link | {} | | | {:.2} | {:.3} | | | |\n", link.name, link.bandwidth_gbps, link.latency_us);
+    }
+    if let Some(engine) = &profile.engine {
+        s += &format!("\n{}: {:.0} ns of CPU per row read from the store\n", engine.name, engine.store_row_ns);
     }
     s
 }

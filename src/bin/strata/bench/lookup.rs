@@ -84,6 +84,8 @@ pub struct SetupResult {
     pub device_hit_ratio: Option<f64>,
     pub host_hit_ratio: Option<f64>,
     pub store_rows_read: u64,
+    /// Lookups timed.
+    pub lookups: u64,
     pub resident_mib: f64,
     pub stats: Option<EngineStats>,
 }
@@ -175,6 +177,7 @@ impl LookupStream {
             device_hit_ratio: hit(stats.device.as_ref(), baseline.device.as_ref()),
             host_hit_ratio: hit(stats.host.as_ref(), baseline.host.as_ref()),
             store_rows_read: (stats.bytes_store_to_host - baseline.bytes_store_to_host) / (4 * (dim as u64 + 1)),
+            lookups,
             resident_mib: resident_mib(),
             stats: Some(stats),
         })
@@ -209,6 +212,7 @@ impl LookupStream {
             device_hit_ratio: None,
             host_hit_ratio: None,
             store_rows_read: 0,
+            lookups,
             resident_mib: resident_mib(),
             stats: None,
         })
