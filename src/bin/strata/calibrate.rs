@@ -194,7 +194,7 @@ fn calibrate(options: &CalibrateArgs) -> Result<Calibration> {
     let profile = ProfileFile {
         name: format!("calibrated: {} ({})", hostname(), if cuda { "CUDA device" } else { "emulated device" }),
         source: format!(
-            "measured by `strata calibrate` ({mode}, rows of dim {}) on {}, {} cores; host: one-thread memcpy, pooled row gather, dependent single-row reads; {device_how}; storage: a scratch table file read and written through the engine's storage path; engine: a synthetic stream served from a scratch table file without read-ahead, the consumer's time outside store waits with small LRU tiers less that with every row in the host tier, per row read; prices are nominal, from {}{} and {}",
+            "measured by `strata calibrate` ({mode}, rows of dim {}) on {}, {} cores; host: one-thread memcpy, pooled row gather, dependent single-row reads; {device_how}; storage: a scratch table file read and written through the engine's storage path; engine: a synthetic stream served from a scratch table file without read-ahead, the consumer's time outside store waits with small LRU tiers minus that with every row in the host tier, per row read; prices are nominal, from {}{} and {}",
             options.dim,
             hostname(),
             std::thread::available_parallelism().map_or(1, |n| n.get()),
