@@ -1,6 +1,6 @@
 //! Engine statistics: per-tier hits, misses, promotions, evictions and write-backs,
 //! bytes moved per link, consumer stall time and a lookup-latency histogram; exported
-//! as JSON.
+//! as JSON. Also the nearest-rank percentile every latency report uses.
 
 use std::time::Duration;
 
@@ -105,6 +105,16 @@ impl LatencyHistogram {
     }
 }
 
+/// The nearest-rank `q` quantile of `sorted` (ascending): the smallest value with at
+/// least `q` of the values at or below it; 0 for no values.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// Everything the engine counts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineStats {
@@ -191,6 +201,14 @@ impl EngineStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!((percentile(&sorted, 0.5), percentile(&sorted, 0.95), percentile(&sorted, 0.99)), (50.0, 95.0, 99.0));
+        assert_eq!((percentile(&[7.0], 0.99), percentile(&[], 0.5)), (7.0, 0.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0], 0.0), 1.0);
+    }
 
     #[test]
     fn histogram_quantiles() {

@@ -19,6 +19,8 @@ use crate::engine::{EngineError, RowInit, RowLayout};
 use crate::model::publish::TrainingPublisher;
 use crate::model::train::{ServeOptions, ServeOutcome, Serving, TrainError, TrainOptions, TrainOutcome, TrainedSteps, Training};
 use crate::model::{Dlrm, ModelError};
+use crate::plan::config::{Dtype, RowSpec};
+use crate::plan::serving::ServingWorkload;
 use crate::progress::Progress;
 use crate::report::experiment::{markdown, write_reports, SetupResult};
 use crate::report::ReportError;
@@ -82,6 +84,20 @@ impl ExperimentConfig {
         let batches = (requests * serve.batch_size as u64).div_ceil(data.batch_size as u64);
         let stream = data.source().held_out(data.batch_size, data.train_batches, data.eval_batches + batches)?;
         Ok(Rebatch::new(stream.into_iter().skip(data.eval_batches as usize), serve.batch_size).take(requests as usize).collect())
+    }
+
+    /// The requests of `[serve]` as the serving planner replays them (`strata plan` of
+    /// a serving plan): each request's rows, the warm-up, the table's rows and row shape.
+    pub fn serving_workload(&self, serve: &ServeSpec) -> Result<ServingWorkload, DataError> {
+        let requests = self.requests(serve)?.into_iter().map(|batch| batch.ids).collect();
+        let (layout, _) = self.row_layout();
+        Ok(ServingWorkload {
+            description: format!("the `[serve]` requests of {} samples", serve.batch_size),
+            requests,
+            warmup: serve.warmup as usize,
+            table_rows: self.rows(),
+            rows: RowSpec { dim: layout.dim, dtype: Dtype::F32, optimizer: self.engine.optimizer },
+        })
     }
 
     fn read_config(&self) -> ReadConfig {

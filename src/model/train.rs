@@ -16,7 +16,7 @@ use super::metrics::{log_loss, roc_auc};
 use super::publish::{ReplicaFollower, TrainingPublisher};
 use crate::engine::batch::Batch;
 use crate::engine::prefetch::Prefetcher;
-use crate::engine::stats::EngineStats;
+use crate::engine::stats::{percentile, EngineStats};
 use crate::engine::table::TieredTable;
 use crate::engine::EngineError;
 use crate::progress::Progress;
@@ -558,26 +558,3 @@ impl<'a> Serving<'a> {
 }
 
 const CHECKSUM_SEED: u64 = 0x5354_5241_5441_5343;
-
-/// The nearest-rank `q` quantile of `sorted` (ascending): the smallest value with at
-/// least `q` of the values at or below it; 0 for no values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!((percentile(&sorted, 0.5), percentile(&sorted, 0.95), percentile(&sorted, 0.99)), (50.0, 95.0, 99.0));
-        assert_eq!((percentile(&[7.0], 0.99), percentile(&[], 0.5)), (7.0, 0.0));
-        assert_eq!(percentile(&[1.0, 2.0, 3.0], 0.0), 1.0);
-    }
-}

@@ -229,17 +229,7 @@ impl PlanConfig {
             (Some(t), None) | (None, Some(t)) => return Err(format!("target: the throughput must be positive, got {t}")),
             _ => return Err("target: give samples_per_sec or lookups_per_sec (one of them)".into()),
         }
-        self.policies()?;
-        let c = &self.candidates;
-        if c.device.is_empty() || c.host.is_empty() {
-            return Err("candidates: give at least one device and one host size".into());
-        }
-        for (tier, sizes) in [("device", &c.device), ("host", &c.host)] {
-            if let Some(bad) = sizes.iter().find(|&&s| !(s >= 0.0 && s.is_finite()) || (c.unit == SizeUnit::Fraction && s > 1.0)) {
-                let range = if c.unit == SizeUnit::Fraction { "a fraction of the table in [0, 1]" } else { "GB, at least 0" };
-                return Err(format!("candidates.{tier}: {bad} is not {range}"));
-            }
-        }
+        self.candidates.check()?;
         if self.run.batch == 0 {
             return Err("run.batch must be at least 1".into());
         }
@@ -259,49 +249,17 @@ impl PlanConfig {
         if self.curves.exact_requests == 0 || self.curves.simulate_requests == 0 {
             return Err("curves.exact_requests and curves.simulate_requests must be at least 1".into());
         }
-        if self.hardware.profiles.is_empty() && self.hardware.compare.is_empty() {
-            return Err("hardware: give profile files (hardware.profiles, hardware.compare)".into());
-        }
-        Ok(())
+        self.hardware.check()
     }
 
-    /// The candidate policies; future-aware ones are refused (the planner replays the
-    /// lookups without next-access times).
+    /// The candidate policies ([`CandidateSpec::policies`]).
     pub fn policies(&self) -> Result<Vec<PolicyConfig>, String> {
-        if self.candidates.policies.is_empty() {
-            return Err("candidates.policies: give at least one policy".into());
-        }
-        self.candidates
-            .policies
-            .iter()
-            .map(|name| {
-                let policy = PolicyConfig::from_name(name).map_err(|e| format!("candidates.policies: {e}"))?;
-                if policy.needs_future() {
-                    return Err(format!("candidates.policies: `{name}` needs next-access times, which the planner does not replay"));
-                }
-                Ok(policy)
-            })
-            .collect()
+        self.candidates.policies()
     }
 
-    /// The hardware alternatives, each a merged profile (errors name the profile file).
+    /// The hardware alternatives ([`HardwareSpec::alternatives`]).
     pub fn hardware(&self) -> Result<Vec<Hardware>, ConfigError> {
-        let alternatives: Vec<Vec<PathBuf>> = if self.hardware.compare.is_empty() {
-            vec![self.hardware.profiles.clone()]
-        } else {
-            self.hardware.compare.iter().map(|extra| self.hardware.profiles.iter().chain(extra).cloned().collect()).collect()
-        };
-        alternatives
-            .into_iter()
-            .zip(0..)
-            .map(|(files, i)| {
-                let profile = HardwareProfile::load(&files)?;
-                // Named by the files that set it apart (all of them when there is one).
-                let own = if self.hardware.compare.is_empty() { &self.hardware.profiles } else { &self.hardware.compare[i] };
-                let name = own.iter().map(|p| p.file_stem().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join("+");
-                Ok(Hardware { name, profile })
-            })
-            .collect()
+        self.hardware.alternatives()
     }
 
     /// Lookups in one batch.
@@ -324,9 +282,77 @@ impl PlanConfig {
 
     /// A candidate size in rows, for a table of `table_rows` rows.
     pub fn size_rows(&self, size: f64, table_rows: u64) -> u64 {
-        match self.candidates.unit {
+        self.candidates.size_rows(size, table_rows, self.rows.slab_bytes())
+    }
+}
+
+impl HardwareSpec {
+    pub(super) fn check(&self) -> Result<(), String> {
+        if self.profiles.is_empty() && self.compare.is_empty() {
+            return Err("hardware: give profile files (hardware.profiles, hardware.compare)".into());
+        }
+        Ok(())
+    }
+
+    /// The hardware alternatives, each a merged profile (errors name the profile file).
+    pub fn alternatives(&self) -> Result<Vec<Hardware>, ConfigError> {
+        let alternatives: Vec<Vec<PathBuf>> = if self.compare.is_empty() {
+            vec![self.profiles.clone()]
+        } else {
+            self.compare.iter().map(|extra| self.profiles.iter().chain(extra).cloned().collect()).collect()
+        };
+        alternatives
+            .into_iter()
+            .zip(0..)
+            .map(|(files, i)| {
+                let profile = HardwareProfile::load(&files)?;
+                // Named by the files that set it apart (all of them when there is one).
+                let own = if self.compare.is_empty() { &self.profiles } else { &self.compare[i] };
+                let name = own.iter().map(|p| p.file_stem().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join("+");
+                Ok(Hardware { name, profile })
+            })
+            .collect()
+    }
+}
+
+impl CandidateSpec {
+    pub(super) fn check(&self) -> Result<(), String> {
+        self.policies()?;
+        if self.device.is_empty() || self.host.is_empty() {
+            return Err("candidates: give at least one device and one host size".into());
+        }
+        for (tier, sizes) in [("device", &self.device), ("host", &self.host)] {
+            if let Some(bad) = sizes.iter().find(|&&s| !(s >= 0.0 && s.is_finite()) || (self.unit == SizeUnit::Fraction && s > 1.0)) {
+                let range = if self.unit == SizeUnit::Fraction { "a fraction of the table in [0, 1]" } else { "GB, at least 0" };
+                return Err(format!("candidates.{tier}: {bad} is not {range}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The candidate policies; future-aware ones are refused (the planner replays the
+    /// lookups without next-access times).
+    pub fn policies(&self) -> Result<Vec<PolicyConfig>, String> {
+        if self.policies.is_empty() {
+            return Err("candidates.policies: give at least one policy".into());
+        }
+        self.policies
+            .iter()
+            .map(|name| {
+                let policy = PolicyConfig::from_name(name).map_err(|e| format!("candidates.policies: {e}"))?;
+                if policy.needs_future() {
+                    return Err(format!("candidates.policies: `{name}` needs next-access times, which the planner does not replay"));
+                }
+                Ok(policy)
+            })
+            .collect()
+    }
+
+    /// A candidate size in rows, for a table of `table_rows` rows of `slab_bytes` each.
+    pub fn size_rows(&self, size: f64, table_rows: u64, slab_bytes: u64) -> u64 {
+        match self.unit {
             SizeUnit::Fraction => (size * table_rows as f64).round() as u64,
-            SizeUnit::Gb => ((size * 1e9 / self.rows.slab_bytes() as f64) as u64).min(table_rows),
+            SizeUnit::Gb => ((size * 1e9 / slab_bytes as f64) as u64).min(table_rows),
         }
     }
 }

@@ -2,12 +2,14 @@
 //! this machine, `strata calibrate`); one pass over a workload for miss-ratio curves and
 //! per-tier hit ratios of every candidate set-up; a throughput and cost model; and the
 //! plan itself: the cheapest configurations meeting a target and the Pareto front of
-//! cost against throughput, as Markdown, CSV, JSON and an SVG plot.
+//! cost against throughput, as Markdown, CSV, JSON and an SVG plot. Serving plans (the
+//! host tier for a p99 bound) are in `serving`.
 
 pub mod config;
 pub mod curves;
 pub mod model;
 pub mod profile;
+pub mod serving;
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -133,7 +133,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 pub fn plan(args: PlanArgs) -> Result<()> {
     let PlanArgs { config: path, out, validate } = args;
     let out = out.as_deref();
-    let config = strata::plan::PlanConfig::load(&path)?;
+    let text = strata::config::read(&path)?;
+    if strata::plan::serving::ServingPlanConfig::is_serving_plan(&text) {
+        return plan_serving(&path, &text, out, validate);
+    }
+    let config = strata::plan::PlanConfig::parse(&path, &text)?;
     let report = strata::plan::plan(&config)?;
     let dir = out.unwrap_or(&config.output.dir);
     strata::plan::write_reports(&report, &config, dir)?;
@@ -147,4 +151,44 @@ pub fn plan(args: PlanArgs) -> Result<()> {
     }
     eprintln!("reports in {}", dir.display());
     Ok(())
+}
+
+/// `strata plan` of a serving plan: the smallest host tier keeping the experiment's
+/// serving p99 within the bound, and with `validate` the experiment served at it.
+#[cfg(feature = "torch")]
+fn plan_serving(path: &Path, text: &str, out: Option<&Path>, validate: bool) -> Result<()> {
+    use strata::plan::serving::{self, ServingPlanConfig};
+
+    let config = ServingPlanConfig::parse(path, text)?;
+    let experiment_path = &config.serving.experiment;
+    let experiment = strata::experiment::ExperimentConfig::parse(experiment_path, &strata::config::read(experiment_path)?)?;
+    let Some(serve) = &experiment.serve else {
+        anyhow::bail!("{}: serving.experiment {} has no [serve] section", path.display(), experiment_path.display());
+    };
+    if experiment.data.train_batches > 0 {
+        anyhow::bail!(
+            "{}: serving.experiment {} trains before it serves; a serving plan replays its requests from empty tiers (set train_batches = 0)",
+            path.display(),
+            experiment_path.display()
+        );
+    }
+    let workload = experiment.serving_workload(serve)?;
+    let plan = serving::plan_serving(&config, &workload)?;
+    let dir = out.unwrap_or(&config.output.dir);
+    serving::write_reports(&plan, &config, dir)?;
+    print!("{}", serving::markdown(&plan));
+    if validate {
+        strata::interrupt::install()?;
+        let checks = bench::validate_serving::run(&experiment, &plan, &dir.join("validate"))?;
+        println!();
+        print!("{}", bench::validate_serving::markdown(&plan, &checks));
+        report::write_file(&dir.join("validate.json"), serde_json::to_string_pretty(&checks)?.as_bytes())?;
+    }
+    eprintln!("reports in {}", dir.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn plan_serving(path: &Path, _text: &str, _out: Option<&Path>, _validate: bool) -> Result<()> {
+    anyhow::bail!("{}: serving plans read a serving experiment, which needs the `torch` feature (build with `make build`)", path.display())
 }

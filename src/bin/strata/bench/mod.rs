@@ -1,7 +1,8 @@
 //! The side-by-side benchmarks behind `strata bench`: each runs Strata next to a peer
 //! or a machine limit in the same run and prints the ratio; each bench's options are its
 //! command-line arguments. `probe` holds the measurements they share with
-//! `strata calibrate`, `validate_plan` the engine's check of `strata plan --validate`.
+//! `strata calibrate`, `validate_plan` and `validate_serving` the engine's checks of
+//! `strata plan --validate`.
 
 pub mod embedding;
 pub mod gather;
@@ -14,6 +15,8 @@ pub mod replicas;
 pub mod simulate;
 pub mod storage;
 pub mod validate_plan;
+#[cfg(feature = "torch")]
+pub mod validate_serving;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
