@@ -130,6 +130,10 @@ pub struct EngineStats {
     pub stall_seconds: f64,
     /// Seconds the I/O thread spent reading (overlapped with the consumer when read ahead).
     pub store_read_seconds: f64,
+    /// The I/O thread's CPU time on reads and on writes (what it takes from the cores
+    /// the consumer runs on) and the wall time of its writes.
+    #[serde(default)]
+    pub storage_thread: crate::engine::storage::StorageThreadTime,
     /// Rows read ahead for future batches.
     pub prefetched_rows: u64,
     /// Rows read ahead a second time, for the next batch, because they left the memory
@@ -146,9 +150,19 @@ pub struct EngineStats {
     pub late_store_reads: u64,
     /// Single rows read synchronously (not staged: the slow path).
     pub sync_store_reads: u64,
+    /// Of `stall_seconds`: the waits for the late batched reads, and for the single
+    /// rows read synchronously (the rest waited for read-ahead or a batch's own read).
+    #[serde(default)]
+    pub late_read_stall_seconds: f64,
+    #[serde(default)]
+    pub sync_read_stall_seconds: f64,
     /// Rows taken back from the writes queued for the store in the same step (a row
     /// its own batch pushed out of the memory tiers), with no store read.
     pub queued_reads: u64,
+    /// Clean rows the batch's own placement pushed out of the memory tiers, kept staged
+    /// for the rest of its step, so that a later lookup or update reads no row twice.
+    #[serde(default)]
+    pub kept_victims: u64,
     /// Rows written to the store (through the write-back buffer when there is one).
     pub store_writes: u64,
     pub write_buffer: crate::engine::storage::WriteBufferStats,
@@ -179,13 +193,17 @@ impl EngineStats {
             requests: self.requests - earlier.requests,
             stall_seconds: self.stall_seconds - earlier.stall_seconds,
             store_read_seconds: self.store_read_seconds - earlier.store_read_seconds,
+            storage_thread: self.storage_thread.since(&earlier.storage_thread),
             prefetched_rows: self.prefetched_rows - earlier.prefetched_rows,
             topped_up_rows: self.topped_up_rows - earlier.topped_up_rows,
             stale_prefetches: self.stale_prefetches - earlier.stale_prefetches,
             refreshed_rows: self.refreshed_rows - earlier.refreshed_rows,
             late_store_reads: self.late_store_reads - earlier.late_store_reads,
             sync_store_reads: self.sync_store_reads - earlier.sync_store_reads,
+            late_read_stall_seconds: self.late_read_stall_seconds - earlier.late_read_stall_seconds,
+            sync_read_stall_seconds: self.sync_read_stall_seconds - earlier.sync_read_stall_seconds,
             queued_reads: self.queued_reads - earlier.queued_reads,
+            kept_victims: self.kept_victims - earlier.kept_victims,
             store_writes: self.store_writes - earlier.store_writes,
             write_buffer: self.write_buffer.since(&earlier.write_buffer),
             file_cache: self.file_cache.map(|now| earlier.file_cache.map_or(now, |then| now.since(&then))),

@@ -479,6 +479,7 @@ impl TieredTable {
         (stats.device, stats.host) = self.tiers.stats();
         stats.write_buffer = self.staging.storage().write_buffer_stats();
         stats.file_cache = self.staging.storage().file_cache_stats();
+        stats.storage_thread = self.staging.storage().thread_time();
         stats
     }
 }
@@ -517,5 +518,69 @@ mod tests {
         let read = table.stats().bytes_store_to_host;
         table.lookup(&Batch::new(hot.to_vec(), (0..=hot.len()).collect(), 50), &mut out).unwrap();
         assert_eq!(table.stats().bytes_store_to_host, read, "pinned rows are served from the device");
+    }
+
+    #[test]
+    fn the_storage_thread_s_time_is_counted_by_reads_and_writes() {
+        use crate::engine::flat::FlatTable;
+        use crate::engine::RowInit;
+        let optimizer = Optimizer::Sgd { lr: 0.1 };
+        let store = FlatTable::new(1000, RowLayout::new(4, &optimizer), RowInit::Uniform { seed: 1, scale: 0.1 });
+        let config = TableConfig {
+            device: TierConfig::rows(0, PolicyConfig::Lru),
+            device_backend: DeviceKind::Emulated,
+            host: TierConfig::rows(50, PolicyConfig::Lru),
+            hierarchy: Hierarchy::Inclusive,
+            optimizer,
+            pooling: Pooling::Sum,
+            write_buffer_rows: 0,
+        };
+        let mut table = TieredTable::new(&config, Box::new(store)).unwrap();
+        assert_eq!(table.stats().storage_thread, crate::engine::storage::StorageThreadTime::default(), "nothing ran yet");
+        let batch = Batch::new((0..200).collect(), (0..=200).collect(), 0);
+        let mut out = vec![0f32; 200 * 4];
+        table.lookup(&batch, &mut out).unwrap();
+        let read = table.stats().storage_thread;
+        assert!(read.read_cpu_seconds > 0.0 && read.write_cpu_seconds == 0.0 && read.write_seconds == 0.0, "{read:?}");
+        table.apply_gradients(&batch, &vec![1.0; 200 * 4]).unwrap();
+        table.flush().unwrap();
+        let written = table.stats().storage_thread.since(&read);
+        assert!(
+            written.write_cpu_seconds > 0.0 && written.write_seconds > 0.0,
+            "evicted dirty rows and the flush were written: {written:?}"
+        );
+    }
+
+    /// A batch whose distinct rows exceed the host tier evicts some of its own rows and
+    /// looks them up and updates them again: each row is read from the store once.
+    #[test]
+    fn a_batch_reads_each_of_its_rows_from_the_store_once_even_when_it_evicts_them() {
+        use crate::engine::flat::FlatTable;
+        use crate::engine::RowInit;
+        let optimizer = Optimizer::Sgd { lr: 0.1 };
+        let layout = RowLayout::new(4, &optimizer);
+        let store = FlatTable::new(100, layout, RowInit::Uniform { seed: 3, scale: 0.1 });
+        let config = TableConfig {
+            device: TierConfig::rows(0, PolicyConfig::Lru),
+            device_backend: DeviceKind::Emulated,
+            host: TierConfig::rows(3, PolicyConfig::Lru),
+            hierarchy: Hierarchy::Inclusive,
+            optimizer,
+            pooling: Pooling::Sum,
+            write_buffer_rows: 0,
+        };
+        let mut table = TieredTable::new(&config, Box::new(store)).unwrap();
+        let mut out = vec![0f32; 7 * 4];
+        table.lookup(&Batch::new(vec![1, 2, 3], (0..=3).collect(), 0), &mut out[..12]).unwrap();
+        // Rows 1-3 are in the host when the batch starts; 4-6 push them out, clean, and
+        // the batch looks them up again, then updates every row.
+        let ids = vec![1, 4, 5, 6, 1, 2, 3];
+        let batch = Batch::new(ids.clone(), (0..=ids.len()).collect(), 3);
+        table.lookup(&batch, &mut out).unwrap();
+        table.apply_gradients(&batch, &vec![0.5; ids.len() * 4]).unwrap();
+        let stats = table.stats();
+        assert_eq!(stats.bytes_store_to_host, 6 * layout.bytes() as u64, "six distinct rows, each read once: {stats:?}");
+        assert_eq!(stats.sync_store_reads, 0);
+        assert_eq!(stats.kept_victims, 3, "rows 1-3 kept for the step: {stats:?}");
     }
 }

@@ -159,12 +159,35 @@ fn summary_tables(results: &[SetupResult]) -> Vec<SummaryTable> {
                 let steps = (o.steps - o.resumed_at).max(1) as f64;
                 let ms = |seconds: f64| format!("{:.1}", 1e3 * seconds / steps);
                 let other = o.seconds - (t.next_batch + t.engine + t.waiting_for_rows + t.dense);
-                vec![r.name.clone(), ms(o.seconds), ms(t.dense), ms(t.engine), ms(t.waiting_for_rows), ms(t.next_batch), ms(other.max(0.0))]
+                let storage = &o.engine.storage_thread;
+                vec![
+                    r.name.clone(),
+                    ms(o.seconds),
+                    ms(t.dense),
+                    ms(t.engine),
+                    ms(t.waiting_for_rows),
+                    ms(t.next_batch),
+                    ms(other.max(0.0)),
+                    ms(storage.read_cpu_seconds),
+                    ms(storage.write_cpu_seconds),
+                    ms(o.engine.store_read_seconds + storage.write_seconds),
+                ]
             })
             .collect();
         tables.push(SummaryTable {
             title: "Where a training step's time goes (ms per step)",
-            columns: &["setup", "step", "dense model", "engine", "waiting for rows", "next batch", "other"],
+            columns: &[
+                "setup",
+                "step",
+                "dense model",
+                "engine",
+                "waiting for rows",
+                "next batch",
+                "other",
+                "storage thread CPU: reads",
+                "writes",
+                "storage thread busy",
+            ],
             rows,
         });
     }

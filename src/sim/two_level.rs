@@ -98,6 +98,9 @@ struct SimTiers {
     counted: bool,
     /// A memory tier hit the lookup being placed.
     served: bool,
+    /// Rows that left both memory tiers during the batch being replayed: the engine
+    /// keeps them for the rest of the batch's step, so a later lookup reads nothing.
+    left_in_batch: rustc_hash::FxHashSet<u64>,
 }
 
 impl SimTiers {
@@ -133,8 +136,18 @@ impl Tiers for SimTiers {
                     }
                 }
             }
-            Move::EvictFromHost { row } => self.host.remove(row),
-            Move::EvictFromDevice { row, .. } | Move::DemotionRefused { row } => self.device.remove(row),
+            Move::EvictFromHost { row } => {
+                self.host.remove(row);
+                if !self.device.contains(row) {
+                    self.left_in_batch.insert(row);
+                }
+            }
+            Move::EvictFromDevice { row, .. } | Move::DemotionRefused { row } => {
+                self.device.remove(row);
+                if !self.host.contains(row) {
+                    self.left_in_batch.insert(row);
+                }
+            }
             Move::Demote { row } => {
                 self.device.remove(row);
                 self.host.insert(row);
@@ -159,10 +172,10 @@ pub struct TwoLevel {
     /// Lookups before this stream position fill the tiers but are not counted.
     count_from: u64,
     /// Lookups per batch (the store reads a batch's rows once), the batch being
-    /// replayed, and the store rows it has read.
+    /// replayed, and the rows it has looked up.
     batch_lookups: u64,
     batch: u64,
-    read_in_batch: rustc_hash::FxHashSet<u64>,
+    looked_up_in_batch: rustc_hash::FxHashSet<u64>,
 }
 
 impl TwoLevel {
@@ -187,7 +200,7 @@ impl TwoLevel {
             count_from: 0,
             batch_lookups: u64::MAX,
             batch: 0,
-            read_in_batch: Default::default(),
+            looked_up_in_batch: Default::default(),
         })
     }
 
@@ -259,21 +272,26 @@ impl TwoLevel {
     }
 
     /// One lookup: placed, and when no memory tier served it, counted as a store read
-    /// unless its batch already read that row (the engine reads a batch's rows once).
+    /// if it is its row's first lookup in the batch and the row did not leave the
+    /// memory tiers earlier in the batch. The engine reads a batch's rows once: a row in
+    /// memory when the batch starts is never read for it (one the batch pushes out is
+    /// kept for the rest of its step), and one that is not is read once.
     fn lookup(&mut self, req: Request) {
+        let batch = req.time / self.batch_lookups;
+        if batch != self.batch {
+            self.batch = batch;
+            self.looked_up_in_batch.clear();
+            self.tiers.left_in_batch.clear();
+        }
         let counted = req.time >= self.count_from;
         let tiers = &mut self.tiers;
         tiers.counted = counted;
         tiers.served = false;
         tiers.counts.lookups += u64::from(counted);
         let Ok(()) = self.placement.place(&req, tiers);
-        if !tiers.served && counted {
-            let batch = req.time / self.batch_lookups;
-            if batch != self.batch {
-                self.batch = batch;
-                self.read_in_batch.clear();
-            }
-            tiers.counts.store_reads += u64::from(self.read_in_batch.insert(req.id));
+        let first = self.looked_up_in_batch.insert(req.id) && !tiers.left_in_batch.contains(&req.id);
+        if !tiers.served && counted && first {
+            tiers.counts.store_reads += 1;
         }
     }
 }

@@ -29,7 +29,7 @@ pub use self::faults::{FaultPlan, PageFault};
 pub use self::file_cache::{FileCacheStats, FileCached};
 pub use self::journal::{journal_path, remove_journal, roll_back, sync_folder, write_atomically, RollBack};
 pub use self::read_config::{direct_io_refused, resolve_read_path, OnIoError, ReadConfig, ReadPath};
-pub use self::service::{PendingRead, StagedRows, StorageService};
+pub use self::service::{PendingRead, StagedRows, StorageService, StorageThreadTime};
 pub use self::table_file::{StorageStats, TableFile};
 pub use self::write_buffer::WriteBufferStats;
 use super::{EngineError, RowLayout};

@@ -1,11 +1,15 @@
 //! The storage I/O thread: it owns the backing store and its write-back buffer and runs
 //! reads, writes, syncs and checkpoint commits in the order sent, so that reads for
-//! future batches run while the consumer works on the current one; and the bookkeeping
-//! of the first failed write, after which the store serves nothing more.
+//! future batches run while the consumer works on the current one; the bookkeeping of
+//! the first failed write, after which the store serves nothing more; and where the
+//! thread's time goes (its CPU time competes with the consumer's for the cores).
 
+use std::collections::VecDeque;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use super::write_buffer::{WriteBuffer, WriteBufferStats};
 use super::{BackingStore, FileCacheStats};
@@ -21,8 +25,13 @@ pub struct StagedRows {
 }
 
 enum Command {
+    /// A read; `ahead` for rows of a future batch (read-ahead), which is served after
+    /// every other command waiting. A read-ahead that ends up after a write of some of
+    /// its rows returns the newer rows, which the caller drops as possibly stale, as it
+    /// does a read that raced a write.
     Read {
         rows: Vec<u64>,
+        ahead: bool,
         reply: mpsc::Sender<Result<StagedRows, EngineError>>,
     },
     Write {
@@ -37,6 +46,49 @@ enum Command {
         checkpoint: u64,
         reply: mpsc::Sender<Result<(), EngineError>>,
     },
+}
+
+/// Where the storage thread's time goes: CPU seconds (its own CPU clock) on reads
+/// (submissions, completions, page checksums, copies out of the pages) and on writes
+/// (the write-back buffer, pages read, patched and resealed, the undo journal, syncs and
+/// checkpoint commits), and the wall seconds of the writes. With the wall seconds of the
+/// reads (`store_read_seconds`) they say how busy the thread is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageThreadTime {
+    pub read_cpu_seconds: f64,
+    pub write_cpu_seconds: f64,
+    pub write_seconds: f64,
+}
+
+impl StorageThreadTime {
+    /// The time since `earlier`, a snapshot of the same thread's.
+    pub fn since(&self, earlier: &StorageThreadTime) -> StorageThreadTime {
+        StorageThreadTime {
+            read_cpu_seconds: self.read_cpu_seconds - earlier.read_cpu_seconds,
+            write_cpu_seconds: self.write_cpu_seconds - earlier.write_cpu_seconds,
+            write_seconds: self.write_seconds - earlier.write_seconds,
+        }
+    }
+
+    /// Adds the CPU and wall seconds since `(cpu, wall)` to reads or to writes.
+    fn add(&mut self, reading: bool, (cpu, wall): (f64, Instant)) {
+        let used = thread_cpu_seconds() - cpu;
+        if reading {
+            self.read_cpu_seconds += used;
+        } else {
+            self.write_cpu_seconds += used;
+            self.write_seconds += wall.elapsed().as_secs_f64();
+        }
+    }
+}
+
+/// The calling thread's CPU time, seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to write; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
 }
 
 /// A ticket for rows being read in the background.
@@ -107,6 +159,8 @@ pub struct StorageService {
     buffer_stats: Arc<Mutex<WriteBufferStats>>,
     /// The store's file-cache counters as of the last command, for a file-cached store.
     cache_stats: Arc<Mutex<Option<FileCacheStats>>>,
+    /// The thread's time as of the last command.
+    time: Arc<Mutex<StorageThreadTime>>,
     describe: String,
     layout: RowLayout,
     rows: u64,
@@ -129,39 +183,54 @@ impl StorageService {
         let shared_stats = buffer_stats.clone();
         let cache_stats = Arc::new(Mutex::new(store.file_cache_stats()));
         let shared_cache_stats = cache_stats.clone();
+        let time = Arc::new(Mutex::new(StorageThreadTime::default()));
+        let shared_time = time.clone();
         let thread = std::thread::Builder::new()
             .name("strata-storage".into())
             .spawn(move || {
+                let mut spent = StorageThreadTime::default();
+                // Commands taken from the inbox, in the order sent, apart from the
+                // read-ahead, which waits while any other command does (see `Read`).
+                let (mut queue, mut read_ahead) = (VecDeque::new(), VecDeque::new());
+                let mut disconnected = false;
                 loop {
-                    // Held rows go down a piece at a time while no command waits, and
-                    // whatever must make room for a write goes down at once.
-                    let command = if buffer.wants_draining() && !lock(&failed).happened() {
+                    loop {
                         match inbox.try_recv() {
-                            Ok(command) => command,
-                            Err(mpsc::TryRecvError::Empty) => {
-                                if let Err(e) = drain_piece(&mut *store, &mut buffer) {
-                                    lock(&failed).record(e);
-                                }
-                                *shared_stats.lock().expect("not poisoned") = buffer.stats;
+                            Ok(command) => take(command, &mut queue, &mut read_ahead),
+                            Err(mpsc::TryRecvError::Empty) => break,
+                            Err(mpsc::TryRecvError::Disconnected) => {
+                                disconnected = true;
+                                break;
+                            }
+                        }
+                    }
+                    let command = match queue.pop_front().or_else(|| read_ahead.pop_front()) {
+                        Some(command) => command,
+                        // Held rows go down a piece at a time while no command waits.
+                        None if buffer.wants_draining() && !lock(&failed).happened() && !disconnected => {
+                            let began = (thread_cpu_seconds(), Instant::now());
+                            if let Err(e) = drain_piece(&mut *store, &mut buffer) {
+                                lock(&failed).record(e);
+                            }
+                            spent.add(false, began);
+                            *shared_stats.lock().expect("not poisoned") = buffer.stats;
+                            *shared_time.lock().expect("not poisoned") = spent;
+                            continue;
+                        }
+                        None if disconnected => break,
+                        None => match inbox.recv() {
+                            Ok(command) => {
+                                take(command, &mut queue, &mut read_ahead);
                                 continue;
                             }
-                            Err(mpsc::TryRecvError::Disconnected) => break,
-                        }
-                    } else {
-                        match inbox.recv() {
-                            Ok(command) => command,
                             Err(_) => break,
-                        }
+                        },
                     };
-                    match command {
-                        Command::Read { rows, reply } => {
-                            let start = Instant::now();
-                            let mut data = vec![0f32; rows.len() * layout.floats()];
-                            let healthy = lock(&failed).check();
-                            let result = healthy
-                                .and_then(|()| read_through(&mut *store, &mut buffer, &rows, &mut data))
-                                .map(|()| StagedRows { rows, data, read_seconds: start.elapsed().as_secs_f64() });
-                            let _ = reply.send(result);
+                    let (began, reading) = ((thread_cpu_seconds(), Instant::now()), matches!(command, Command::Read { .. }));
+                    // Answered once the counters below include the command.
+                    let answer = match command {
+                        Command::Read { rows, reply, .. } => {
+                            Some(Answer::Rows(reply, read_staged(&mut *store, &mut buffer, &failed, rows)))
                         }
                         Command::Write { rows, data } => {
                             if lock(&failed).happened() {
@@ -180,6 +249,7 @@ impl StorageService {
                             if let Err(e) = written {
                                 lock(&failed).record(e);
                             }
+                            None
                         }
                         Command::Sync { reply } => {
                             let healthy = lock(&failed).check();
@@ -187,7 +257,7 @@ impl StorageService {
                             if let Err(e) = &result {
                                 lock(&failed).record_reported(e);
                             }
-                            let _ = reply.send(result);
+                            Some(Answer::Done(reply, result))
                         }
                         Command::ProtectCheckpoint { checkpoint, reply } => {
                             let healthy = lock(&failed).check();
@@ -198,11 +268,18 @@ impl StorageService {
                             if let Err(e) = &result {
                                 lock(&failed).record_reported(e);
                             }
-                            let _ = reply.send(result);
+                            Some(Answer::Done(reply, result))
                         }
-                    }
+                    };
+                    spent.add(reading, began);
                     *shared_stats.lock().expect("not poisoned") = buffer.stats;
                     *shared_cache_stats.lock().expect("not poisoned") = store.file_cache_stats();
+                    *shared_time.lock().expect("not poisoned") = spent;
+                    match answer {
+                        Some(Answer::Rows(reply, result)) => drop(reply.send(result)),
+                        Some(Answer::Done(reply, result)) => drop(reply.send(result)),
+                        None => {}
+                    }
                 }
                 // Dropped without a sync: what is still held goes down all the same,
                 // unless a write failed (the file stays as it was then).
@@ -220,6 +297,7 @@ impl StorageService {
             failed_write,
             buffer_stats,
             cache_stats,
+            time,
             describe,
             layout,
             rows,
@@ -236,6 +314,11 @@ impl StorageService {
     /// thread finished.
     pub fn file_cache_stats(&self) -> Option<FileCacheStats> {
         *self.cache_stats.lock().expect("not poisoned")
+    }
+
+    /// Where the storage thread's time went, as of the last command it finished.
+    pub fn thread_time(&self) -> StorageThreadTime {
+        *self.time.lock().expect("not poisoned")
     }
 
     pub fn describe(&self) -> &str {
@@ -264,13 +347,23 @@ impl StorageService {
     /// round trip through the I/O thread (a batch whose rows are all in memory never
     /// waits behind the store).
     pub fn read(&self, rows: Vec<u64>) -> Result<PendingRead, EngineError> {
+        self.send_read(rows, false)
+    }
+
+    /// [`StorageService::read`] of rows a future batch needs: served after every other
+    /// command waiting, so that a read the consumer waits for now never queues behind it.
+    pub fn read_ahead(&self, rows: Vec<u64>) -> Result<PendingRead, EngineError> {
+        self.send_read(rows, true)
+    }
+
+    fn send_read(&self, rows: Vec<u64>, ahead: bool) -> Result<PendingRead, EngineError> {
         let (reply, receive) = mpsc::channel();
         if rows.is_empty() {
             lock(&self.failed_write).check()?;
             let _ = reply.send(Ok(StagedRows::default()));
             return Ok(PendingRead(receive));
         }
-        self.send(Command::Read { rows, reply })?;
+        self.send(Command::Read { rows, ahead, reply })?;
         Ok(PendingRead(receive))
     }
 
@@ -308,6 +401,38 @@ impl StorageService {
     }
 }
 
+/// Puts a command taken from the inbox in line: read-ahead apart, the rest in order.
+fn take(command: Command, queue: &mut VecDeque<Command>, read_ahead: &mut VecDeque<Command>) {
+    match command {
+        Command::Read { ahead: true, .. } => read_ahead.push_back(command),
+        other => queue.push_back(other),
+    }
+}
+
+/// A command's answer, sent once the thread's counters include the command.
+enum Answer {
+    Rows(mpsc::Sender<Result<StagedRows, EngineError>>, Result<StagedRows, EngineError>),
+    Done(mpsc::Sender<Result<(), EngineError>>, Result<(), EngineError>),
+}
+
+/// Reads `rows` (through the write-back buffer), unless a write failed.
+fn read_staged(
+    store: &mut dyn BackingStore,
+    buffer: &mut WriteBuffer,
+    failed: &Mutex<WriteFailure>,
+    rows: Vec<u64>,
+) -> Result<StagedRows, EngineError> {
+    let start = Instant::now();
+    let mut data = vec![0f32; rows.len() * store.layout().floats()];
+    // The lock is let go before the read: the consumer takes it to send commands.
+    let healthy = lock(failed).check();
+    healthy.and_then(|()| read_through(store, buffer, &rows, &mut data)).map(|()| StagedRows {
+        rows,
+        data,
+        read_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
 /// Reads `rows` into `out`: held rows from the write-back buffer, the others from the
 /// store in one call.
 fn read_through(store: &mut dyn BackingStore, buffer: &mut WriteBuffer, rows: &[u64], out: &mut [f32]) -> Result<(), EngineError> {
@@ -338,7 +463,7 @@ fn read_through(store: &mut dyn BackingStore, buffer: &mut WriteBuffer, rows: &[
 
 /// Rows one piece of the write-back buffer writes down: a few milliseconds of page
 /// I/O, so that a read never waits long behind it.
-const DRAIN_PIECE_ROWS: usize = 2048;
+const DRAIN_PIECE_ROWS: usize = 256;
 
 /// Writes one piece of the buffer down to the store, in page order.
 fn drain_piece(store: &mut dyn BackingStore, buffer: &mut WriteBuffer) -> Result<(), EngineError> {

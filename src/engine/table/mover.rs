@@ -58,6 +58,10 @@ impl Tiers for Mover<'_> {
                     host.stats.write_backs += 1;
                     host.load_row(slot, self.row)?;
                     self.staging.write_down(row, self.row, self.stats);
+                } else if self.staging.wants_victim(row) && !self.tiers.holds(Level::Device, row) {
+                    let host = self.tiers.tier_mut(Level::Host)?;
+                    host.load_row(slot, self.row)?;
+                    self.staging.keep_victim(row, self.row, self.stats);
                 }
             }
             Move::EvictFromDevice { row, write_back } => {
@@ -76,6 +80,10 @@ impl Tiers for Mover<'_> {
                         }
                         WriteBack::ToStore => self.staging.write_down(row, self.row, self.stats),
                     }
+                } else if write_back == WriteBack::ToStore && self.staging.wants_victim(row) {
+                    device.load_row(slot, self.row)?;
+                    self.stats.bytes_device_to_host += (self.row.len() * 4) as u64;
+                    self.staging.keep_victim(row, self.row, self.stats);
                 }
             }
             Move::Demote { row } => {
@@ -92,6 +100,8 @@ impl Tiers for Mover<'_> {
                 if dirty {
                     device.stats.write_backs += 1;
                     self.staging.write_down(row, self.row, self.stats);
+                } else if self.staging.wants_victim(row) {
+                    self.staging.keep_victim(row, self.row, self.stats);
                 }
             }
             Move::PromoteFromStore { row, into: Level::Device } => {

@@ -14,6 +14,11 @@ use crate::engine::stats::EngineStats;
 use crate::engine::storage::{BackingStore, PendingRead, StagedRows, StorageService};
 use crate::engine::{EngineError, RowLayout};
 
+/// Rows of one read-ahead command: a few milliseconds of random reads, so that a read
+/// the consumer waits for (rows that left memory after their read-ahead was planned)
+/// never waits long behind the read-ahead of later batches.
+const READ_AHEAD_PIECE_ROWS: usize = 512;
+
 /// The read-ahead of one future batch: the reads fetching its rows that were in no
 /// memory tier, each with the write sequence number it was sent after, and its
 /// distinct rows until it has been topped up.
@@ -39,6 +44,8 @@ pub(super) struct Staging {
     staged: StagedRows,
     /// Rows already listed by [`Staging::store_rows`].
     seen_rows: FxHashSet<u64>,
+    /// Every row of the batch being placed (for [`Staging::keep_victim`]).
+    batch_rows: FxHashSet<u64>,
     /// Sequence number of the write command that last carried each row to the store
     /// (0 = never), to reject read-ahead data that a later write made stale.
     written_at: Vec<u32>,
@@ -66,6 +73,7 @@ impl Staging {
             staged_index: FxHashMap::default(),
             staged: StagedRows::default(),
             seen_rows: Default::default(),
+            batch_rows: Default::default(),
             written_at: vec![0; rows as usize],
             write_seq: 0,
             all_written_at: 0,
@@ -84,8 +92,12 @@ impl Staging {
         let unique = batch.unique_rows();
         let missing = self.unread_store_rows(&unique, tiers);
         stats.prefetched_rows += missing.len() as u64;
-        let read = self.storage.read(missing)?;
-        self.pending.insert(batch.start, Planned { reads: vec![(read, self.write_seq)], to_top_up: Some(unique) });
+        // In pieces, so that a read the consumer waits for queues behind one piece at most.
+        let reads = missing
+            .chunks(READ_AHEAD_PIECE_ROWS)
+            .map(|piece| Ok((self.storage.read_ahead(piece.to_vec())?, self.write_seq)))
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        self.pending.insert(batch.start, Planned { reads, to_top_up: Some(unique) });
         Ok(())
     }
 
@@ -190,6 +202,7 @@ impl Staging {
         self.flush_writes()?;
         stats.late_store_reads += late.len() as u64;
         let (more, waited) = self.storage.read(late)?.wait()?;
+        stats.late_read_stall_seconds += waited.as_secs_f64();
         self.take_staged(more, waited, self.write_seq, stats);
         Ok(())
     }
@@ -199,17 +212,35 @@ impl Staging {
     fn store_rows(&mut self, batch: &Batch, tiers: &MemoryTiers) -> Vec<u64> {
         let mut seen = std::mem::take(&mut self.seen_rows);
         seen.clear();
+        self.batch_rows.clear();
         let mut rows = Vec::new();
         for (i, &row) in batch.ids.iter().enumerate() {
             if let Some(&ahead) = batch.ids.get(i + super::SLOTS_AHEAD) {
                 tiers.prefetch_slots(ahead);
             }
+            self.batch_rows.insert(row);
             if !tiers.in_memory(row) && seen.insert(row) {
                 rows.push(row);
             }
         }
         self.seen_rows = seen;
         rows
+    }
+
+    /// Whether `row`, a clean row leaving the memory tiers, belongs to the batch being
+    /// placed, which may look it up or update it again ([`Staging::keep_victim`]).
+    pub(super) fn wants_victim(&self, row: u64) -> bool {
+        self.batch_rows.contains(&row) && !self.staged_index.contains_key(&row)
+    }
+
+    /// Keeps `data`, the values of clean row `row` (as the store holds it) that the
+    /// batch's own placement pushed out of the memory tiers, staged for the rest of the
+    /// batch's step: a later lookup or update of it reads no row from the store twice.
+    pub(super) fn keep_victim(&mut self, row: u64, data: &[f32], stats: &mut EngineStats) {
+        self.staged_index.insert(row, self.staged.data.len());
+        self.staged.rows.push(row);
+        self.staged.data.extend_from_slice(data);
+        stats.kept_victims += 1;
     }
 
     pub(super) fn is_staged(&self, row: u64) -> bool {
@@ -232,7 +263,9 @@ impl Staging {
         self.flush_writes()?;
         let start = Instant::now();
         let (staged, _) = self.storage.read(vec![row])?.wait()?;
-        stats.stall_seconds += start.elapsed().as_secs_f64();
+        let waited = start.elapsed().as_secs_f64();
+        stats.stall_seconds += waited;
+        stats.sync_read_stall_seconds += waited;
         stats.sync_store_reads += 1;
         stats.bytes_store_to_host += (out.len() * 4) as u64;
         out.copy_from_slice(&staged.data);
