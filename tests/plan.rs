@@ -3,6 +3,8 @@
 //! bound, its two-level replay counts exactly what the engine counts per tier, and
 //! `strata plan` writes a plan whose Pareto front is monotone, or a one-line error.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,13 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use strata::data::TableLayout;
 use strata::engine::batch::Batch;
-use strata::engine::device::DeviceKind;
-use strata::engine::flat::FlatTable;
 use strata::engine::placement::Hierarchy;
-use strata::engine::pool::Pooling;
-use strata::engine::table::config::{TableConfig, TierConfig};
-use strata::engine::table::TieredTable;
-use strata::engine::{Optimizer, RowInit, RowLayout};
 use strata::plan::curves::PassOptions;
 use strata::plan::{SHARDS_BOUND, SHARDS_BOUND_MIN_SAMPLED_ROWS};
 use strata::sim::{Capacity, Simulation, TwoLevel, TwoLevelConfig};
@@ -139,18 +135,7 @@ fn shards_curves_stay_within_the_stated_bound_on_zipf_traces() {
 
 /// Per-tier hits and misses of the engine serving `trace` in batches.
 fn engine_counts(trace: &[u64], rows: u64, setup: &TwoLevelConfig) -> (u64, u64, u64, u64, u64) {
-    let optimizer = Optimizer::Sgd { lr: 0.1 };
-    let layout = RowLayout::new(4, &optimizer);
-    let config = TableConfig {
-        device: TierConfig::rows(setup.device_rows as usize, setup.policy.clone()),
-        device_backend: DeviceKind::Emulated,
-        host: TierConfig::rows(setup.host_rows as usize, setup.policy.clone()),
-        hierarchy: setup.hierarchy,
-        optimizer,
-        pooling: Pooling::Sum,
-        write_buffer_rows: 0,
-    };
-    let mut table = TieredTable::new(&config, Box::new(FlatTable::new(rows, layout, RowInit::Zeros))).expect("table");
+    let (mut table, layout) = common::tiered_over_flat(setup, rows);
     let mut out = Vec::new();
     for (b, ids) in trace.chunks(97).enumerate() {
         let batch = Batch::new(ids.to_vec(), (0..=ids.len()).collect(), (b * 97) as u64);

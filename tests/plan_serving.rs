@@ -4,6 +4,8 @@
 //! experiment there and at the next smaller host tier, where each request reads the
 //! store rows the plan predicted; a bad serving plan is a one-line error.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,13 +14,8 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Zipf};
 use serde_json::Value;
 use strata::engine::batch::Batch;
-use strata::engine::device::DeviceKind;
-use strata::engine::flat::FlatTable;
 use strata::engine::placement::Hierarchy;
-use strata::engine::pool::Pooling;
-use strata::engine::table::config::{TableConfig, TierConfig};
-use strata::engine::table::TieredTable;
-use strata::engine::{Optimizer, RowInit, RowLayout};
+use strata::engine::Optimizer;
 use strata::plan::config::{Dtype, RowSpec};
 use strata::plan::serving::{store_rows_per_request, ServingWorkload};
 use strata::sim::TwoLevelConfig;
@@ -26,19 +23,7 @@ use strata_policies::PolicyConfig;
 
 /// Rows each measured request read from the store, served by the engine.
 fn engine_store_rows(workload: &ServingWorkload, setup: &TwoLevelConfig) -> Vec<u64> {
-    let optimizer = Optimizer::Sgd { lr: 0.1 };
-    let layout = RowLayout::new(4, &optimizer);
-    let config = TableConfig {
-        device: TierConfig::rows(setup.device_rows as usize, setup.policy.clone()),
-        device_backend: DeviceKind::Emulated,
-        host: TierConfig::rows(setup.host_rows as usize, setup.policy.clone()),
-        hierarchy: setup.hierarchy,
-        optimizer,
-        pooling: Pooling::Sum,
-        write_buffer_rows: 0,
-    };
-    let store = FlatTable::new(workload.table_rows, layout, RowInit::Zeros);
-    let mut table = TieredTable::new(&config, Box::new(store)).expect("table");
+    let (mut table, layout) = common::tiered_over_flat(setup, workload.table_rows);
     let (mut out, mut rows, mut start) = (Vec::new(), Vec::new(), 0);
     for (r, ids) in workload.requests.iter().enumerate() {
         let batch = Batch::new(ids.clone(), (0..=ids.len()).collect(), start);

@@ -14,6 +14,7 @@ use crate::engine::placement::Hierarchy;
 use crate::engine::storage::ReadPath;
 use crate::engine::{Optimizer, RowLayout};
 use crate::lab::TraceSpec;
+use crate::sim::TwoLevelConfig;
 
 /// A plan config file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -346,6 +347,25 @@ impl CandidateSpec {
                 Ok(policy)
             })
             .collect()
+    }
+
+    /// The candidate set-ups in rows, without repeats, in grid order (policy, device,
+    /// host), each with its policy's name as the config gives it.
+    pub fn setups(&self, table_rows: u64, slab_bytes: u64) -> Result<Vec<(String, TwoLevelConfig)>, String> {
+        let size = |s: f64| self.size_rows(s, table_rows, slab_bytes);
+        let mut setups: Vec<(String, TwoLevelConfig)> = Vec::new();
+        for (name, policy) in self.policies.iter().zip(self.policies()?) {
+            for &d in &self.device {
+                for &h in &self.host {
+                    let setup =
+                        TwoLevelConfig { policy: policy.clone(), device_rows: size(d), host_rows: size(h), hierarchy: self.hierarchy };
+                    if !setups.iter().any(|(_, s)| *s == setup) {
+                        setups.push((name.clone(), setup));
+                    }
+                }
+            }
+        }
+        Ok(setups)
     }
 
     /// A candidate size in rows, for a table of `table_rows` rows of `slab_bytes` each.

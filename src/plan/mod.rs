@@ -160,23 +160,8 @@ impl PlanConfig {
 
     /// The candidate set-ups, in rows, without repeats (in grid order).
     pub fn setups(&self, table_rows: u64) -> Result<Vec<TwoLevelConfig>, String> {
-        let mut setups = Vec::new();
-        for policy in self.policies()? {
-            for &d in &self.candidates.device {
-                for &h in &self.candidates.host {
-                    let setup = TwoLevelConfig {
-                        policy: policy.clone(),
-                        device_rows: self.size_rows(d, table_rows),
-                        host_rows: self.size_rows(h, table_rows),
-                        hierarchy: self.candidates.hierarchy,
-                    };
-                    if !setups.contains(&setup) {
-                        setups.push(setup);
-                    }
-                }
-            }
-        }
-        Ok(setups)
+        let setups = self.candidates.setups(table_rows, self.rows.slab_bytes())?;
+        Ok(setups.into_iter().map(|(_, setup)| setup).collect())
     }
 }
 

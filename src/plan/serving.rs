@@ -85,30 +85,12 @@ impl ServingPlanConfig {
         self.hardware.check()
     }
 
-    /// The candidate set-ups in rows, in grid order (policy, device, then host
-    /// ascending), each with its policy's name as the config gives it.
+    /// The candidate set-ups in rows, in grid order with the host sizes ascending
+    /// (policy, device, then host), each with its policy's name as the config gives it.
     fn setups(&self, rows: &RowSpec, table_rows: u64) -> Result<Vec<(String, TwoLevelConfig)>, String> {
-        let policies = self.candidates.policies()?;
-        let mut host = self.candidates.host.clone();
-        host.sort_by(f64::total_cmp);
-        let size = |s: f64| self.candidates.size_rows(s, table_rows, rows.slab_bytes());
-        let mut setups: Vec<(String, TwoLevelConfig)> = Vec::new();
-        for (name, policy) in self.candidates.policies.iter().zip(policies) {
-            for &d in &self.candidates.device {
-                for &h in &host {
-                    let setup = TwoLevelConfig {
-                        policy: policy.clone(),
-                        device_rows: size(d),
-                        host_rows: size(h),
-                        hierarchy: self.candidates.hierarchy,
-                    };
-                    if !setups.iter().any(|(_, s)| *s == setup) {
-                        setups.push((name.clone(), setup));
-                    }
-                }
-            }
-        }
-        Ok(setups)
+        let mut candidates = self.candidates.clone();
+        candidates.host.sort_by(f64::total_cmp);
+        candidates.setups(table_rows, rows.slab_bytes())
     }
 }
 

@@ -42,9 +42,8 @@ pub(super) struct Staging {
     /// Rows read from the store for the batch being placed: row -> offset in `staged`.
     staged_index: FxHashMap<u64, usize>,
     staged: StagedRows,
-    /// Rows already listed by [`Staging::store_rows`].
-    seen_rows: FxHashSet<u64>,
-    /// Every row of the batch being placed (for [`Staging::keep_victim`]).
+    /// Every row of the batch being placed, listed by [`Staging::store_rows`] (for
+    /// [`Staging::keep_victim`]).
     batch_rows: FxHashSet<u64>,
     /// Sequence number of the write command that last carried each row to the store
     /// (0 = never), to reject read-ahead data that a later write made stale.
@@ -72,7 +71,6 @@ impl Staging {
             in_flight: Default::default(),
             staged_index: FxHashMap::default(),
             staged: StagedRows::default(),
-            seen_rows: Default::default(),
             batch_rows: Default::default(),
             written_at: vec![0; rows as usize],
             write_seq: 0,
@@ -208,22 +206,19 @@ impl Staging {
     }
 
     /// The distinct rows of `batch` that are in no memory tier, in order of first
-    /// appearance.
+    /// appearance; every distinct row of `batch` goes into `batch_rows`.
     fn store_rows(&mut self, batch: &Batch, tiers: &MemoryTiers) -> Vec<u64> {
-        let mut seen = std::mem::take(&mut self.seen_rows);
-        seen.clear();
         self.batch_rows.clear();
         let mut rows = Vec::new();
         for (i, &row) in batch.ids.iter().enumerate() {
             if let Some(&ahead) = batch.ids.get(i + super::SLOTS_AHEAD) {
                 tiers.prefetch_slots(ahead);
             }
-            self.batch_rows.insert(row);
-            if !tiers.in_memory(row) && seen.insert(row) {
+            // Nothing moves between tiers here: a row's first lookup decides.
+            if self.batch_rows.insert(row) && !tiers.in_memory(row) {
                 rows.push(row);
             }
         }
-        self.seen_rows = seen;
         rows
     }
 

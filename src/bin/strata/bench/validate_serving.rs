@@ -65,33 +65,24 @@ pub fn run(experiment: &ExperimentConfig, plan: &ServingPlan, dir: &Path) -> Res
     let mut config = experiment.clone();
     config.publish = None;
     config.output.dir = dir.to_path_buf();
-    let tier = |rows: u64| rows as f64;
-    config.setups = vec![SetupSpec {
-        name: "all in host memory (ideal)".into(),
-        device: 0.0,
-        host: 1e9,
-        policy: "lru".into(),
+    // Sizes in rows (a size from 1 up is a row count), no read-ahead: serving does not
+    // know its next request.
+    let setup = |name: String, device: u64, host: f64, policy: &str, hierarchy, preload| SetupSpec {
+        name,
+        device: device as f64,
+        host,
+        policy: policy.into(),
         device_policy: None,
         host_policy: None,
-        hierarchy: Hierarchy::Inclusive,
+        hierarchy,
         window: 0,
         write_buffer: 0.0,
-        preload: true,
-    }];
+        preload,
+    };
+    config.setups = vec![setup("all in host memory (ideal)".into(), 0, 1e9, "lru", Hierarchy::Inclusive, true)];
     for &i in &picked {
         let row = &plan.rows[i];
-        config.setups.push(SetupSpec {
-            name: setup_name(row, i == answer),
-            device: tier(row.device_rows),
-            host: tier(row.host_rows),
-            policy: row.policy.clone(),
-            device_policy: None,
-            host_policy: None,
-            hierarchy: row.hierarchy,
-            window: 0,
-            write_buffer: 0.0,
-            preload: false,
-        });
+        config.setups.push(setup(setup_name(row, i == answer), row.device_rows, row.host_rows as f64, &row.policy, row.hierarchy, false));
     }
     let (results, _) = strata::experiment::run(&config, Some(dir))?;
     let measured = |k: usize| results[k].serving.as_ref().expect("a serving experiment serves every set-up");
