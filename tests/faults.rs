@@ -15,7 +15,7 @@ use strata::engine::pool::Pooling;
 use strata::engine::storage::{FaultPlan, OnIoError, PageFault, ReadConfig, ReadPath, StorageError, StorageService, TableFile};
 use strata::engine::table::config::{TableConfig, TierConfig};
 use strata::engine::table::TieredTable;
-use strata::engine::{EngineError, Optimizer, RowInit, RowLayout};
+use strata::engine::{EngineError, InitRows, Optimizer, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 
 mod common;

@@ -9,7 +9,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use strata::engine::storage::format::{self, HEADER_BYTES};
 use strata::engine::storage::{journal_path, roll_back, ReadConfig, ReadPath, RollBack, StorageError, TableFile};
-use strata::engine::{RowInit, RowLayout};
+use strata::engine::{InitRows, RowInit, RowLayout};
 
 mod common;
 use common::folders;

@@ -73,7 +73,7 @@ fn parse_config(config_json: &str) -> PyResult<CollectionConfig> {
 
 fn to_py(error: CollectionError) -> PyErr {
     match error {
-        CollectionError::Table { .. } => PyRuntimeError::new_err(error.to_string()),
+        CollectionError::Group { .. } => PyRuntimeError::new_err(error.to_string()),
         _ => PyValueError::new_err(error.to_string()),
     }
 }
@@ -129,7 +129,7 @@ impl Collection {
         })
     }
 
-    /// Pools the step's bags into `outs` (one float32 buffer per table); gradients follow
+    /// Pools the step's bags into `outs` (one float32 buffer per table group); gradients follow
     /// when `for_training`.
     fn lookup(&self, py: Python<'_>, features: Vec<FeatureArgs>, outs: Vec<(usize, usize)>, for_training: bool) -> PyResult<()> {
         self.with(py, |c| {
@@ -141,7 +141,7 @@ impl Collection {
         })
     }
 
-    /// Applies the gradients of the last lookup's outputs (one float32 buffer per table).
+    /// Applies the gradients of the last lookup's outputs (one float32 buffer per table group).
     fn apply_gradients(&self, py: Python<'_>, grads: Vec<(usize, usize)>) -> PyResult<()> {
         self.with(py, |c| {
             // SAFETY: as in `announce`.
@@ -179,11 +179,26 @@ impl Collection {
         })
     }
 
-    /// Each table's statistics, as JSON `{name: stats}`.
+    /// The table groups, in the order of the outputs: (name, dim, the group's tables by
+    /// index).
+    fn groups(&self, py: Python<'_>) -> PyResult<Vec<(String, usize, Vec<usize>)>> {
+        self.with(py, |c| Ok(c.groups().map(|g| (g.name.clone(), g.dim, g.tables.clone())).collect()))
+    }
+
+    /// Each table group's statistics, as JSON `{group: stats}`, each with the names of the
+    /// group's `tables`.
     fn stats(&self, py: Python<'_>) -> PyResult<String> {
         self.with(py, |c| {
-            let map: serde_json::Map<String, serde_json::Value> =
-                c.stats().into_iter().map(|(name, stats)| (name, serde_json::to_value(stats).unwrap_or_default())).collect();
+            let names: Vec<&str> = c.tables().iter().map(|t| t.name.as_str()).collect();
+            let map: serde_json::Map<String, serde_json::Value> = c
+                .stats()
+                .into_iter()
+                .map(|(group, stats)| {
+                    let mut value = serde_json::to_value(stats).unwrap_or_default();
+                    value["tables"] = group.tables.iter().map(|&t| names[t]).collect();
+                    (group.name.clone(), value)
+                })
+                .collect();
             Ok(serde_json::Value::Object(map).to_string())
         })
     }

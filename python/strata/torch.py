@@ -207,7 +207,7 @@ class _Step:
 
 
 class _Lookup(torch.autograd.Function):
-    """Forward: Strata pools every table's bags into fresh output tensors. Backward: the
+    """Forward: Strata pools every table group's bags into fresh output tensors. Backward: the
     output gradients go to Strata, which applies the optimizer to the step's rows."""
 
     @staticmethod
@@ -276,6 +276,9 @@ class EmbeddingBagCollection(nn.Module):
             self._native, self.resumed_from = _native.Collection.resume(json.dumps(config))
         else:
             self._native = _native.Collection(json.dumps(config))
+        # Tables of one dim and pooling are stored and tiered together, as one group with
+        # one output: (name, dim, the group's tables by index), in the order of outputs.
+        self._groups = self._native.groups()
         self._state_floats = 1 if isinstance(optimizer, RowWiseAdagrad) else 0
         # The autograd graph needs one input that requires grad; no gradient reaches it.
         self._anchor = torch.empty(0, requires_grad=True)
@@ -321,8 +324,9 @@ class EmbeddingBagCollection(nn.Module):
         self._native.checkpoint(int(step))
 
     def stats(self):
-        """The engine's counters per table: ``{table: {...}}`` (hits, misses, promotions,
-        evictions per tier, bytes moved per link, store reads, latencies)."""
+        """The engine's counters per table group (tables of one dim and pooling are stored
+        and cached together): ``{group: {...}}`` (hits, misses, promotions, evictions per
+        tier, bytes moved per link, store reads, latencies, and the group's ``tables``)."""
         return json.loads(self._native.stats())
 
     def rows(self, table):
@@ -343,21 +347,22 @@ class EmbeddingBagCollection(nn.Module):
 
     def _lookup(self, step, for_training):
         outs = []
-        for t in self.tables:
-            outs.append(torch.empty(len(t["features"]) * step.batch, t["dim"], dtype=torch.float32))
+        for _, dim, tables in self._groups:
+            features = sum(len(self.tables[t]["features"]) for t in tables)
+            outs.append(torch.empty(features * step.batch, dim, dtype=torch.float32))
         self._native.lookup(step.args, [_address(o) for o in outs], for_training)
         return outs
 
     def _per_feature(self, outs, batch):
-        # A table's one feature gets its output tensor itself, and several features one
+        # A group's one feature gets its output tensor itself, and several features one
         # split of it: in backward, autograd then hands Strata the gradient tensor as it
         # is (or concatenated once), where per-feature slices would each zero-fill and
-        # copy a whole table's gradient.
-        pooled = collections.OrderedDict()
-        for out, t in zip(outs, self.tables):
-            parts = (out,) if len(t["features"]) == 1 else out.split(batch)
-            pooled.update(zip(t["features"], parts))
-        return pooled
+        # copy a whole group's gradient.
+        parts = {}
+        for out, (_, _, tables) in zip(outs, self._groups):
+            names = [f for t in tables for f in self.tables[t]["features"]]
+            parts.update(zip(names, (out,) if len(names) == 1 else out.split(batch)))
+        return collections.OrderedDict((f, parts[f]) for f in self._features)
 
     def _index(self, table):
         for i, t in enumerate(self.tables):

@@ -1,7 +1,8 @@
 """Strata's EmbeddingBagCollection against a reference in plain PyTorch: bit-identical
 pooled outputs over several training steps and bit-identical rows (values and optimizer
 state) afterwards, for sum and mean pooling, weighted and unweighted bags, tables of
-several dims, with every row in host memory and with small device and host tiers."""
+several dims (two of them of one dim, so stored and tiered as one group), with every row
+in host memory and with small device and host tiers."""
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import strata
 import strata.torch as st
 from reference import ReferenceCollection
 
-ROWS = {"small": 97, "wide": 400, "big": 3000}
+ROWS = {"small": 97, "wide": 400, "big": 3000, "also": 500}
 
 
 def tables(pooling):
@@ -18,13 +19,14 @@ def tables(pooling):
         st.EmbeddingBagConfig("small", ROWS["small"], 4, ["s1", "s2"], pooling=pooling),
         st.EmbeddingBagConfig("wide", ROWS["wide"], 64, ["w1"], pooling=pooling),
         st.EmbeddingBagConfig("big", ROWS["big"], 16, ["b1"], pooling=pooling),
+        st.EmbeddingBagConfig("also", ROWS["also"], 16, ["a1"], pooling=pooling),
     ]
 
 
 def step_features(generator, weighted, batch=32):
     """feature -> (values, offsets, weights or None), Zipf-like ids, some empty bags."""
     features = {}
-    for f, table in [("s1", "small"), ("s2", "small"), ("w1", "wide"), ("b1", "big")]:
+    for f, table in [("s1", "small"), ("s2", "small"), ("w1", "wide"), ("b1", "big"), ("a1", "also")]:
         lengths = torch.randint(0, 6, (batch,), generator=generator)
         n = int(lengths.sum())
         u = torch.rand(n, generator=generator)
@@ -116,8 +118,10 @@ def test_small_tiers_match_plain_pytorch(pooling, weighted, policy, window, tmp_
         tiers=strata.Tiers(device=0.02, host=0.1), policy=policy, table_dir=tmp_path,
     )
     stats = module.stats()
-    assert stats["big"]["bytes_store_to_host"] > 0, "the big table's rows came from its file"
-    assert (tmp_path / "big.strata").exists()
+    group = f"dim16-{pooling}"
+    assert stats[group]["tables"] == ["big", "also"], "tables of one dim and pooling share a group"
+    assert stats[group]["bytes_store_to_host"] > 0, "the group's rows came from its file"
+    assert (tmp_path / f"{group}.strata").exists()
 
 
 def test_sgd_matches_plain_pytorch():

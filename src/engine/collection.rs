@@ -1,10 +1,13 @@
 //! A collection of embedding tables, each with its own rows, dim and pooling, looked up
-//! and updated one step at a time: what TorchRec's `EmbeddingBagCollection` holds. Each
-//! table is a [`TieredTable`] of its own over its own store, its tiers sized as a share
-//! of its rows; a table's features are pooled together in one batch, so a row that two
-//! features share gets one update. Batches can be announced ahead of the step that
-//! uses them ([`TableCollection::announce`]), which starts their store reads and feeds
-//! the lookahead policies, as the prefetch pipeline does for Strata's own trainer.
+//! and updated one step at a time: what TorchRec's `EmbeddingBagCollection` holds.
+//! Tables of one dim and pooling form a [`TableGroup`], stored and tiered together as one
+//! [`TieredTable`] (each table's rows after the rows of the tables before it), as
+//! FBGEMM's table-batched embeddings group them: one store, one storage thread and one
+//! cache per group, its tiers sized as a share of the group's rows. A group's features
+//! are pooled together in one batch, so a row that two features share gets one update.
+//! Batches can be announced ahead of the step that uses them
+//! ([`TableCollection::announce`]), which starts their store reads and feeds the
+//! lookahead policies, as the prefetch pipeline does for Strata's own trainer.
 //! Checkpoints are the table files' own (flushed, a manifest committed by atomic rename,
 //! a fresh undo journal), so a crashed run resumes at its last checkpoint.
 
@@ -23,7 +26,7 @@ use super::stats::EngineStats;
 use super::storage::{roll_back, write_atomically, BackingStore, ReadConfig, ReadPath, StorageError, TableFile};
 use super::table::config::{TableConfig, TierConfig};
 use super::table::TieredTable;
-use super::{Buffer, EngineError, Optimizer, RowInit, RowLayout};
+use super::{Buffer, EngineError, InitRows, Optimizer, RowInit, RowLayout};
 
 /// One table: its name, shape, pooling, the features looked up in it, and its initial
 /// rows (uniform in `[-init_scale, init_scale)`).
@@ -44,7 +47,7 @@ pub struct EmbeddingTableConfig {
 #[serde(deny_unknown_fields)]
 pub struct CollectionConfig {
     pub tables: Vec<EmbeddingTableConfig>,
-    /// Share of each table's rows in the device tier and in the host tier, in [0, 1].
+    /// Share of each group's rows in the device tier and in the host tier, in [0, 1].
     pub device: f64,
     pub host: f64,
     pub device_policy: PolicyConfig,
@@ -57,12 +60,12 @@ pub struct CollectionConfig {
     /// Seed of every table's initial rows (each table draws its own from it).
     #[serde(default)]
     pub seed: u64,
-    /// A folder for the tables' files (`<name>.strata`, created afresh); none = in-memory
-    /// stores.
+    /// A folder for the groups' table files (`<group>.strata`, created afresh); none =
+    /// in-memory stores.
     pub table_dir: Option<PathBuf>,
     #[serde(default = "default_read_path")]
     pub read_path: ReadPath,
-    /// Share of each table's rows the storage thread may hold dirty to write them down in
+    /// Share of each group's rows the storage thread may hold dirty to write them down in
     /// page order.
     #[serde(default)]
     pub write_buffer: f64,
@@ -82,15 +85,16 @@ pub struct FeatureBags<'a> {
     pub weights: &'a [f32],
 }
 
-/// Anything a collection refuses or fails with, naming the table or feature.
+/// Anything a collection refuses or fails with, naming the feature, or the table group
+/// whose tiered table failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectionError {
     #[error("collection config: {0}")]
     Config(String),
     #[error("feature `{feature}`: {what}")]
     Feature { feature: String, what: String },
-    #[error("table `{table}`: {source}")]
-    Table { table: String, source: EngineError },
+    #[error("table group `{group}`: {source}")]
+    Group { group: String, source: EngineError },
     #[error("{0}")]
     Step(String),
     #[error(transparent)]
@@ -109,8 +113,67 @@ struct Manifest {
 
 const MANIFEST: &str = "collection.json";
 
+/// Tables of one dim and pooling, stored and tiered as one table: table `tables[k]` of
+/// the config holds the group's rows `first_rows[k]..first_rows[k] + its rows`. A step's
+/// pooled output (and its gradient) for the group is every bag of its tables' features,
+/// table after table in the config's order and each table's features in its order,
+/// `dim` values a bag.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableGroup {
+    /// `dim<dim>-<pooling>`, also the name of its table file.
+    pub name: String,
+    pub dim: usize,
+    pub pooling: Pooling,
+    pub tables: Vec<usize>,
+    pub first_rows: Vec<u64>,
+    pub rows: u64,
+}
+
+impl TableGroup {
+    /// The groups of `tables`, in the order of their first tables.
+    fn of(tables: &[EmbeddingTableConfig]) -> Vec<TableGroup> {
+        let mut groups: Vec<TableGroup> = Vec::new();
+        for (t, table) in tables.iter().enumerate() {
+            let group = match groups.iter_mut().position(|g| g.dim == table.dim && g.pooling == table.pooling) {
+                Some(g) => &mut groups[g],
+                None => {
+                    let name = format!("dim{}-{}", table.dim, table.pooling.name());
+                    groups.push(TableGroup {
+                        name,
+                        dim: table.dim,
+                        pooling: table.pooling,
+                        tables: Vec::new(),
+                        first_rows: Vec::new(),
+                        rows: 0,
+                    });
+                    groups.last_mut().unwrap_or_else(|| unreachable!("pushed"))
+                }
+            };
+            group.tables.push(t);
+            group.first_rows.push(group.rows);
+            group.rows += table.rows;
+        }
+        groups
+    }
+}
+
+/// The initial rows of a group: each table's own rows, as if it were stored alone
+/// (uniform from a seed of its own, at its own scale).
+struct GroupInit {
+    /// Each table's first row in the group and its rows' initialisation.
+    tables: Vec<(u64, RowInit)>,
+}
+
+impl InitRows for GroupInit {
+    fn fill(&self, index: u64, layout: RowLayout, row: &mut [f32]) {
+        let k = self.tables.partition_point(|&(first, _)| first <= index) - 1;
+        let (first, init) = self.tables[k];
+        init.fill(index - first, layout, row);
+    }
+}
+
 struct Member {
-    config: EmbeddingTableConfig,
+    group: TableGroup,
     table: TieredTable,
     window: LookaheadWindow,
     /// Stream position of the next batch's first lookup.
@@ -119,11 +182,20 @@ struct Member {
     current: Option<Batch>,
 }
 
-/// Tables of their own shapes, each tiered, used one step at a time: `announce` (any
-/// number of steps ahead), `lookup`, `apply_gradients`.
+impl Member {
+    fn fail(&self, source: EngineError) -> CollectionError {
+        CollectionError::Group { group: self.group.name.clone(), source }
+    }
+}
+
+/// Tables of their own shapes, tiered in groups, used one step at a time: `announce`
+/// (any number of steps ahead), `lookup`, `apply_gradients`.
 pub struct TableCollection {
     config: CollectionConfig,
+    /// One per group.
     members: Vec<Member>,
+    /// The first of each table's features among a step's features.
+    first_features: Vec<usize>,
     /// Steps announced and not yet looked up.
     announced: usize,
     /// The number of the last checkpoint taken (or resumed from).
@@ -131,8 +203,8 @@ pub struct TableCollection {
 }
 
 impl TableCollection {
-    /// Builds every table: its store (a fresh table file in `table_dir`, or in memory)
-    /// holding its initial rows, and its tiers.
+    /// Builds every group: its store (a fresh table file in `table_dir`, or in memory)
+    /// holding its tables' initial rows, and its tiers.
     pub fn new(config: &CollectionConfig) -> Result<TableCollection, CollectionError> {
         check(config)?;
         if let Some(dir) = &config.table_dir {
@@ -147,15 +219,25 @@ impl TableCollection {
                 _ => {}
             }
         }
-        Self::build(config, |t, spec, layout| {
-            let init = RowInit::Uniform { seed: crate::hash::mix64(config.seed ^ crate::hash::mix64(t as u64)), scale: spec.init_scale };
+        Self::build(config, |group, layout| {
+            let init = GroupInit {
+                tables: group
+                    .tables
+                    .iter()
+                    .zip(&group.first_rows)
+                    .map(|(&t, &first)| {
+                        let seed = crate::hash::mix64(config.seed ^ crate::hash::mix64(t as u64));
+                        (first, RowInit::Uniform { seed, scale: config.tables[t].init_scale })
+                    })
+                    .collect(),
+            };
             Ok(match &config.table_dir {
                 Some(dir) => {
-                    let path = table_path(dir, &spec.name);
-                    drop(TableFile::create(&path, spec.rows, layout, init)?);
+                    let path = table_path(dir, &group.name);
+                    drop(TableFile::create(&path, group.rows, layout, init)?);
                     Box::new(TableFile::open_with(&path, read_config(config))?)
                 }
-                None => Box::new(FlatTable::new(spec.rows, layout, init)),
+                None => Box::new(FlatTable::new(group.rows, layout, init)),
             })
         })
     }
@@ -172,8 +254,8 @@ impl TableCollection {
         if manifest.tables != config.tables || manifest.optimizer != config.optimizer || manifest.seed != config.seed {
             return Err(CollectionError::Config(format!("{}: the checkpoint is of other tables, optimizer or seed", path.display())));
         }
-        let mut collection = Self::build(config, |_, spec, _| {
-            let path = table_path(dir, &spec.name);
+        let mut collection = Self::build(config, |group, _| {
+            let path = table_path(dir, &group.name);
             roll_back(&path, manifest.checkpoint)?;
             Ok(Box::new(TableFile::open_with(&path, read_config(config))?))
         })?;
@@ -181,40 +263,50 @@ impl TableCollection {
         Ok((collection, manifest.checkpoint))
     }
 
-    /// The tables' tiers around the stores `open` gives (table index, config, layout).
+    /// The groups' tiers around the stores `open` gives (group, layout).
     fn build(
         config: &CollectionConfig,
-        open: impl Fn(usize, &EmbeddingTableConfig, RowLayout) -> Result<Box<dyn BackingStore>, StorageError>,
+        open: impl Fn(&TableGroup, RowLayout) -> Result<Box<dyn BackingStore>, StorageError>,
     ) -> Result<TableCollection, CollectionError> {
         let mut members = Vec::new();
-        for (t, spec) in config.tables.iter().enumerate() {
-            let in_table = |source: EngineError| CollectionError::Table { table: spec.name.clone(), source };
-            let layout = RowLayout::new(spec.dim, &config.optimizer);
-            let store = open(t, spec, layout).map_err(|e| in_table(e.into()))?;
-            if store.rows() != spec.rows || store.layout() != layout {
+        for group in TableGroup::of(&config.tables) {
+            let in_group = |source: EngineError| CollectionError::Group { group: group.name.clone(), source };
+            let layout = RowLayout::new(group.dim, &config.optimizer);
+            let store = open(&group, layout).map_err(|e| in_group(e.into()))?;
+            if store.rows() != group.rows || store.layout() != layout {
                 let what = format!(
-                    "{} holds {} rows of {:?}, the table needs {} of {layout:?}",
+                    "{} holds {} rows of {:?}, the group `{}` needs {} of {layout:?}",
                     store.describe(),
                     store.rows(),
                     store.layout(),
-                    spec.rows
+                    group.name,
+                    group.rows
                 );
                 return Err(CollectionError::Config(what));
             }
-            let share = |fraction: f64| (spec.rows as f64 * fraction).ceil() as usize;
+            let share = |fraction: f64| (group.rows as f64 * fraction).ceil() as usize;
             let table_config = TableConfig {
                 device: TierConfig::rows(share(config.device), config.device_policy.clone()),
                 device_backend: config.device_backend,
                 host: TierConfig::rows(share(config.host), config.host_policy.clone()),
                 hierarchy: config.hierarchy,
                 optimizer: config.optimizer,
-                pooling: spec.pooling,
+                pooling: group.pooling,
                 write_buffer_rows: share(config.write_buffer),
             };
-            let table = TieredTable::new(&table_config, store).map_err(in_table)?;
-            members.push(Member { config: spec.clone(), table, window: LookaheadWindow::default(), next_start: 0, current: None });
+            let table = TieredTable::new(&table_config, store).map_err(in_group)?;
+            members.push(Member { group, table, window: LookaheadWindow::default(), next_start: 0, current: None });
         }
-        Ok(TableCollection { config: config.clone(), members, announced: 0, last_checkpoint: None })
+        let first_features = config
+            .tables
+            .iter()
+            .scan(0, |first, table| {
+                let at = *first;
+                *first += table.features.len();
+                Some(at)
+            })
+            .collect();
+        Ok(TableCollection { config: config.clone(), members, first_features, announced: 0, last_checkpoint: None })
     }
 
     /// Takes checkpoint `checkpoint` (numbers rise): every table's dirty rows written
@@ -238,17 +330,19 @@ impl TableCollection {
         let text = serde_json::to_string_pretty(&manifest).map_err(|e| CollectionError::Config(e.to_string()))?;
         write_atomically(&dir.join(MANIFEST), text.as_bytes())?;
         for member in &mut self.members {
-            member
-                .table
-                .protect_checkpoint(checkpoint)
-                .map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+            member.table.protect_checkpoint(checkpoint).map_err(|e| member.fail(e))?;
         }
         self.last_checkpoint = Some(checkpoint);
         Ok(())
     }
 
-    pub fn tables(&self) -> impl Iterator<Item = &EmbeddingTableConfig> {
-        self.members.iter().map(|m| &m.config)
+    pub fn tables(&self) -> &[EmbeddingTableConfig] {
+        &self.config.tables
+    }
+
+    /// The groups, in the order of their outputs and gradients.
+    pub fn groups(&self) -> impl Iterator<Item = &TableGroup> {
+        self.members.iter().map(|m| &m.group)
     }
 
     /// Steps announced ahead and not yet looked up.
@@ -257,7 +351,7 @@ impl TableCollection {
     }
 
     /// Announces a future step (`features` in the order of the tables' features, all
-    /// tables'): its batches enter each table's lookahead window, which fills in next
+    /// tables'): its batches enter each group's lookahead window, which fills in next
     /// accesses for the lookahead policies, and their rows' store reads start.
     pub fn announce(&mut self, features: &[FeatureBags]) -> Result<(), CollectionError> {
         let batches = self.batches(features)?;
@@ -265,7 +359,7 @@ impl TableCollection {
             batch.start = member.next_start;
             member.next_start += batch.ids.len() as u64;
             let batch = member.window.push(batch);
-            member.table.prefetch(batch).map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+            member.table.prefetch(batch).map_err(|e| member.fail(e))?;
         }
         self.announced += 1;
         Ok(())
@@ -277,17 +371,14 @@ impl TableCollection {
     pub fn withdraw_announced(&mut self) -> Result<usize, CollectionError> {
         for member in &mut self.members {
             for batch in member.window.clear() {
-                member
-                    .table
-                    .cancel_prefetch(&batch)
-                    .map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+                member.table.cancel_prefetch(&batch).map_err(|e| CollectionError::Group { group: member.group.name.clone(), source: e })?;
             }
         }
         Ok(std::mem::take(&mut self.announced))
     }
 
-    /// Pools the step's bags: table `t`'s bags (its features' bags one feature after the
-    /// other) into `outs[t]` (`bags * dim` values). If steps were announced, `features`
+    /// Pools the step's bags: group `g`'s bags (see [`TableGroup`]) into `outs[g]`
+    /// (`bags * dim` values). If steps were announced, `features`
     /// must be the oldest of them. `for_training`: the step's gradients follow
     /// ([`TableCollection::apply_gradients`]) before the next lookup; otherwise (serving,
     /// evaluation) none may. Nothing is placed or read unless every feature is valid.
@@ -297,7 +388,7 @@ impl TableCollection {
         }
         let batches = self.batches(features)?;
         if outs.len() != self.members.len() {
-            return Err(CollectionError::Step(format!("{} output buffers for {} tables", outs.len(), self.members.len())));
+            return Err(CollectionError::Step(format!("{} output buffers for {} table groups", outs.len(), self.members.len())));
         }
         self.check_lengths(batches.iter(), outs.iter().map(|out| out.len()), Buffer::LookupOutput)?;
         let announced = self.announced > 0;
@@ -306,8 +397,8 @@ impl TableCollection {
                 let front = member.window.front().ok_or_else(|| CollectionError::Step("announced step missing".into()))?;
                 if front.ids != batch.ids || front.bag_offsets != batch.bag_offsets || front.weights != batch.weights {
                     return Err(CollectionError::Step(format!(
-                        "table `{}`: the step differs from the oldest announced one (steps must be looked up in the order they were announced)",
-                        member.config.name
+                        "table group `{}`: the step differs from the oldest announced one (steps must be looked up in the order they were announced)",
+                        member.group.name
                     )));
                 }
             }
@@ -320,28 +411,25 @@ impl TableCollection {
                 batch.start = member.next_start;
                 member.next_start += batch.ids.len() as u64;
             }
-            member.table.lookup(&batch, out).map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+            member.table.lookup(&batch, out).map_err(|e| member.fail(e))?;
             member.current = for_training.then_some(batch);
         }
         Ok(())
     }
 
-    /// Applies the gradients of the last lookup's pooled outputs (`grads[t]` for table
-    /// `t`, shaped as its output) to exactly that step's rows, in whichever tier holds
+    /// Applies the gradients of the last lookup's pooled outputs (`grads[g]` for group
+    /// `g`, shaped as its output) to exactly that step's rows, in whichever tier holds
     /// each, with the collection's optimizer.
     pub fn apply_gradients(&mut self, grads: &[&[f32]]) -> Result<(), CollectionError> {
         if grads.len() != self.members.len() {
-            return Err(CollectionError::Step(format!("{} gradient buffers for {} tables", grads.len(), self.members.len())));
+            return Err(CollectionError::Step(format!("{} gradient buffers for {} table groups", grads.len(), self.members.len())));
         }
         let current = self.members.iter().map(|m| m.current.as_ref()).collect::<Option<Vec<_>>>();
         let current = current.ok_or_else(|| CollectionError::Step("apply_gradients without a lookup before it".into()))?;
         self.check_lengths(current.into_iter(), grads.iter().map(|grad| grad.len()), Buffer::Gradients)?;
         for (member, grad) in self.members.iter_mut().zip(grads) {
             let batch = member.current.take().unwrap_or_else(|| unreachable!("checked above"));
-            member
-                .table
-                .apply_gradients(&batch, grad)
-                .map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+            member.table.apply_gradients(&batch, grad).map_err(|e| member.fail(e))?;
         }
         Ok(())
     }
@@ -349,26 +437,38 @@ impl TableCollection {
     /// Writes every dirty row down to the tables' stores and makes it durable.
     pub fn flush(&mut self) -> Result<(), CollectionError> {
         for member in &mut self.members {
-            member.table.flush().map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+            member.table.flush().map_err(|e| member.fail(e))?;
         }
         Ok(())
     }
 
     /// Every row of table `t` (values and optimizer state), as training has left it.
     pub fn rows_of(&mut self, t: usize) -> Result<FlatTable, CollectionError> {
-        let member = self.members.get_mut(t).ok_or_else(|| CollectionError::Step(format!("no table {t}")))?;
-        let mut flat = FlatTable::new(member.config.rows, member.table.layout(), RowInit::Zeros);
-        member.table.snapshot_into(&mut flat).map_err(|source| CollectionError::Table { table: member.config.name.clone(), source })?;
+        const CHUNK: u64 = 1 << 16;
+        let spec = self.config.tables.get(t).ok_or_else(|| CollectionError::Step(format!("no table {t}")))?;
+        let rows = spec.rows;
+        let member =
+            self.members.iter_mut().find(|m| m.group.tables.contains(&t)).unwrap_or_else(|| unreachable!("every table is in a group"));
+        let first = member.group.first_rows[member.group.tables.iter().position(|&k| k == t).unwrap_or_else(|| unreachable!("found"))];
+        let layout = member.table.layout();
+        let mut flat = FlatTable::new(rows, layout, RowInit::Zeros);
+        for start in (0..rows).step_by(CHUNK as usize) {
+            let staged =
+                member.table.read_rows((first + start..first + (start + CHUNK).min(rows)).collect()).map_err(|e| member.fail(e))?;
+            for (&row, values) in staged.rows.iter().zip(staged.data.chunks_exact(layout.floats())) {
+                flat.row_mut(row - first).copy_from_slice(values);
+            }
+        }
         Ok(flat)
     }
 
-    /// Each table's statistics, by name.
-    pub fn stats(&self) -> Vec<(String, EngineStats)> {
-        self.members.iter().map(|m| (m.config.name.clone(), m.table.stats())).collect()
+    /// Each group's statistics, by group.
+    pub fn stats(&self) -> Vec<(&TableGroup, EngineStats)> {
+        self.members.iter().map(|m| (&m.group, m.table.stats())).collect()
     }
 
-    /// Checks, before any table moves, that each table's buffer (`lengths`, one per
-    /// table) holds `bags * dim` values for its batch, as its own lookup and update would.
+    /// Checks, before any group moves, that each group's buffer (`lengths`, one per
+    /// group) holds `bags * dim` values for its batch, as its own lookup and update would.
     fn check_lengths<'a>(
         &self,
         batches: impl Iterator<Item = &'a Batch>,
@@ -376,29 +476,31 @@ impl TableCollection {
         what: Buffer,
     ) -> Result<(), CollectionError> {
         for ((member, batch), got) in self.members.iter().zip(batches).zip(lengths) {
-            let needs = batch.bags() * member.config.dim;
+            let needs = batch.bags() * member.group.dim;
             if got != needs {
-                return Err(CollectionError::Table { table: member.config.name.clone(), source: EngineError::Length { what, got, needs } });
+                return Err(member.fail(EngineError::Length { what, got, needs }));
             }
         }
         Ok(())
     }
 
-    /// One batch per table from the step's features, every value checked against its
+    /// One batch per group from the step's features, every value checked against its
     /// table's rows, every offset and weight count checked.
     fn batches(&self, features: &[FeatureBags]) -> Result<Vec<Batch>, CollectionError> {
-        let names: usize = self.members.iter().map(|m| m.config.features.len()).sum();
+        let names: usize = self.config.tables.iter().map(|t| t.features.len()).sum();
         if features.len() != names {
             return Err(CollectionError::Step(format!("{} features given, the tables have {names}", features.len())));
         }
-        let mut features = features.iter();
         let mut batches = Vec::with_capacity(self.members.len());
         for member in &self.members {
             let mut batch = Batch::new(Vec::new(), vec![0], 0);
-            let weighted = member.config.features.iter().zip(features.clone()).any(|(_, f)| !f.weights.is_empty());
-            for name in &member.config.features {
-                let bags = features.next().unwrap_or_else(|| unreachable!("counted above"));
-                add_feature(&mut batch, bags, name, member.config.rows, weighted)?;
+            let table_features = |t: usize| &features[self.first_features[t]..][..self.config.tables[t].features.len()];
+            let weighted = member.group.tables.iter().any(|&t| table_features(t).iter().any(|f| !f.weights.is_empty()));
+            for (&t, &first_row) in member.group.tables.iter().zip(&member.group.first_rows) {
+                let table = &self.config.tables[t];
+                for (name, bags) in table.features.iter().zip(table_features(t)) {
+                    add_feature(&mut batch, bags, name, table.rows, first_row, weighted)?;
+                }
             }
             batch.next_access = vec![strata_policies::NEVER; batch.ids.len()];
             batches.push(batch);
@@ -407,9 +509,17 @@ impl TableCollection {
     }
 }
 
-/// Appends one feature's bags to its table's batch, checking them (`weighted`: the table
-/// is weighted this step, so a feature without weights weighs 1 per value).
-fn add_feature(batch: &mut Batch, bags: &FeatureBags, name: &str, rows: u64, weighted: bool) -> Result<(), CollectionError> {
+/// Appends one feature's bags to its group's batch, checking them against its table's
+/// `rows`, which start at `first_row` in the group (`weighted`: the group is weighted
+/// this step, so a feature without weights weighs 1 per value).
+fn add_feature(
+    batch: &mut Batch,
+    bags: &FeatureBags,
+    name: &str,
+    rows: u64,
+    first_row: u64,
+    weighted: bool,
+) -> Result<(), CollectionError> {
     let fail = |what: String| CollectionError::Feature { feature: name.to_string(), what };
     let offsets = bags.offsets;
     if offsets.first() != Some(&0) {
@@ -429,7 +539,7 @@ fn add_feature(batch: &mut Batch, bags: &FeatureBags, name: &str, rows: u64, wei
         return Err(fail(format!("value {i} is {v}, out of range for a table of {rows} rows")));
     }
     let base = batch.ids.len();
-    batch.ids.extend(bags.values.iter().map(|&v| v as u64));
+    batch.ids.extend(bags.values.iter().map(|&v| first_row + v as u64));
     batch.bag_offsets.extend(offsets[1..].iter().map(|&o| base + o as usize));
     if weighted {
         match bags.weights.is_empty() {
@@ -444,7 +554,7 @@ fn read_config(config: &CollectionConfig) -> ReadConfig {
     ReadConfig { read_path: config.read_path, ..ReadConfig::default() }
 }
 
-/// The file of table `name` in `dir`.
+/// The file of table group `name` in `dir`.
 pub fn table_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.strata"))
 }
@@ -456,7 +566,7 @@ fn check(config: &CollectionConfig) -> Result<(), CollectionError> {
     }
     for (what, share) in [("device", config.device), ("host", config.host), ("write_buffer", config.write_buffer)] {
         if !(0.0..=1.0).contains(&share) {
-            return fail(format!("{what} = {share}: a share of each table's rows, from 0 to 1"));
+            return fail(format!("{what} = {share}: a share of each table group's rows, from 0 to 1"));
         }
     }
     let mut names = std::collections::HashSet::new();

@@ -5,7 +5,7 @@ use super::batch::Batch;
 use super::host::{advise_huge_pages, HUGE_PAGES_FROM};
 use super::pool::{pool_bags, prefetch, reuse_refs, Pooling, RowGradients, UPDATE_GROUP};
 use super::storage::BackingStore;
-use super::{EngineError, Optimizer, RowInit, RowLayout};
+use super::{EngineError, InitRows, Optimizer, RowLayout};
 
 /// All rows in one in-memory array: the reference the tiered table is compared with,
 /// and a backing store for tables that fit in memory.
@@ -29,7 +29,7 @@ impl PartialEq for FlatTable {
 }
 
 impl FlatTable {
-    pub fn new(rows: u64, layout: RowLayout, init: RowInit) -> Self {
+    pub fn new(rows: u64, layout: RowLayout, init: impl InitRows) -> Self {
         let floats = layout.floats();
         let len = rows as usize * floats;
         let mut data: Vec<f32> = Vec::with_capacity(len);
@@ -139,6 +139,7 @@ impl BackingStore for FlatTable {
 mod tests {
     use super::*;
     use crate::engine::testing::{TestValues, ADAGRAD};
+    use crate::engine::RowInit;
 
     /// The grouped update, eight rows at a time with kept buffers, against the plainest
     /// computation: each row's gradient summed over its lookups in order into a map,

@@ -213,10 +213,15 @@ pub enum RowInit {
     },
 }
 
-impl RowInit {
-    /// Fills `row` (values then state) with the initial contents of global row `index`.
+/// The initial contents of a new table's rows, any row on its own and in any order.
+pub trait InitRows {
+    /// Fills `row` (values then state) with the initial contents of row `index`.
     /// Optimizer state starts at zero.
-    pub fn fill(&self, index: u64, layout: RowLayout, row: &mut [f32]) {
+    fn fill(&self, index: u64, layout: RowLayout, row: &mut [f32]);
+}
+
+impl InitRows for RowInit {
+    fn fill(&self, index: u64, layout: RowLayout, row: &mut [f32]) {
         debug_assert_eq!(row.len(), layout.floats());
         match *self {
             RowInit::Zeros => row.fill(0.0),

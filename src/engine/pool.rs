@@ -17,6 +17,16 @@ pub enum Pooling {
     Mean,
 }
 
+impl Pooling {
+    /// As configs (and `benches/embedding_step.py --pooling`) name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Sum => "sum",
+            Pooling::Mean => "mean",
+        }
+    }
+}
+
 /// Rows ahead of the one being added whose cache lines are requested early: enough
 /// misses in flight to cover memory latency without evicting rows before use (for dim
 /// 128, 8 to 12 measured best on the Intel VM of 2026-11, 24 on the AMD EPYC VM of

@@ -1,4 +1,5 @@
-//! The collection's tests: tiered tables of two dims against all-in-host bit for bit,
+//! The collection's tests: tiered tables of two dims (two tables sharing one group)
+//! against all-in-host bit for bit, the groups' layout and initial rows,
 //! crash and resume at a checkpoint (its numbers rising; a fresh collection clearing an
 //! earlier checkpoint), and the checks of its inputs.
 
@@ -14,7 +15,11 @@ fn config(device: f64, host: f64) -> CollectionConfig {
         init_scale: 0.1,
     };
     CollectionConfig {
-        tables: vec![table("a", 50, 4, Pooling::Sum, &["f1", "f2"]), table("b", 30, 8, Pooling::Mean, &["f3"])],
+        tables: vec![
+            table("a", 50, 4, Pooling::Sum, &["f1", "f2"]),
+            table("b", 30, 8, Pooling::Mean, &["f3"]),
+            table("c", 20, 4, Pooling::Sum, &["f4"]),
+        ],
         device,
         host,
         device_policy: PolicyConfig::Lru,
@@ -32,11 +37,12 @@ fn config(device: f64, host: f64) -> CollectionConfig {
 /// Each feature's values, offsets and weights.
 type Step = (Vec<Vec<i64>>, Vec<Vec<i64>>, Vec<Vec<f32>>);
 
-/// A step's features: f1 and f2 (table a, f2 weighted) and f3 (table b).
+/// A step's features: f1 and f2 (table a, f2 weighted), f3 (table b) and f4 (table c,
+/// in a's group, unweighted: its values weigh 1).
 fn step(k: i64) -> Step {
-    let values = vec![vec![k % 50, (3 * k) % 50, 1], vec![(k + 7) % 50, 2], vec![k % 30, (k * k) % 30, 5, 5]];
-    let offsets = vec![vec![0, 2, 3], vec![0, 0, 2], vec![0, 1, 4]];
-    let weights = vec![vec![], vec![0.5, 2.0], vec![]];
+    let values = vec![vec![k % 50, (3 * k) % 50, 1], vec![(k + 7) % 50, 2], vec![k % 30, (k * k) % 30, 5, 5], vec![1, k % 20, 19]];
+    let offsets = vec![vec![0, 2, 3], vec![0, 0, 2], vec![0, 1, 4], vec![0, 2, 3]];
+    let weights = vec![vec![], vec![0.5, 2.0], vec![], vec![]];
     (values, offsets, weights)
 }
 
@@ -45,7 +51,7 @@ fn features<'a>(values: &'a [Vec<i64>], offsets: &'a [Vec<i64>], weights: &'a [V
 }
 
 /// Trains `steps` steps (announcing `ahead` steps in advance) and returns the outputs
-/// and the final rows of both tables.
+/// and the final rows of the tables.
 fn train(collection: TableCollection, steps: i64, ahead: i64) -> (Vec<u32>, Vec<Vec<u32>>) {
     let (mut collection, mut seen) = (collection, Vec::new());
     train_steps(&mut collection, 0..steps, ahead, &mut seen);
@@ -65,7 +71,8 @@ fn train_steps(collection: &mut TableCollection, steps: std::ops::Range<i64>, ah
             collection.announce(&features(&v, &o, &w)).unwrap();
         }
         let (v, o, w) = step(k);
-        let (mut a, mut b) = (vec![0f32; 4 * 4], vec![0f32; 2 * 8]);
+        // Group dim4-sum: f1's, f2's and f4's two bags; group dim8-mean: f3's.
+        let (mut a, mut b) = (vec![0f32; 6 * 4], vec![0f32; 2 * 8]);
         collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], true).unwrap();
         seen.extend(a.iter().chain(&b).map(|x| x.to_bits()));
         let ga: Vec<f32> = a.iter().map(|x| x * 0.5 - 0.01 * k as f32).collect();
@@ -75,10 +82,10 @@ fn train_steps(collection: &mut TableCollection, steps: std::ops::Range<i64>, ah
 }
 
 fn rows_of(collection: &mut TableCollection) -> Vec<Vec<u32>> {
-    (0..2)
+    (0..3)
         .map(|t| {
             let flat = collection.rows_of(t).unwrap();
-            (0..[50, 30][t]).flat_map(|r| flat.row(r).to_vec()).map(f32::to_bits).collect()
+            (0..[50, 30, 20][t]).flat_map(|r| flat.row(r).to_vec()).map(f32::to_bits).collect()
         })
         .collect()
 }
@@ -117,6 +124,26 @@ fn a_crashed_collection_resumes_at_its_checkpoint() {
 }
 
 #[test]
+fn tables_of_one_dim_and_pooling_share_a_group_and_keep_their_own_initial_rows() {
+    let mut collection = TableCollection::new(&config(0.1, 0.2)).unwrap();
+    let groups: Vec<_> = collection.groups().map(|g| (g.name.clone(), g.tables.clone(), g.first_rows.clone(), g.rows)).collect();
+    assert_eq!(groups, [("dim4-sum".to_string(), vec![0, 2], vec![0, 50], 70), ("dim8-mean".to_string(), vec![1], vec![0], 30)]);
+    // Table c's rows are those it would have alone: its own seed, from its own row 0.
+    let c = collection.rows_of(2).unwrap();
+    let layout = RowLayout::new(4, &Optimizer::RowWiseAdagrad { lr: 0.1, eps: 1e-8 });
+    let alone = FlatTable::new(20, layout, RowInit::Uniform { seed: crate::hash::mix64(7 ^ crate::hash::mix64(2)), scale: 0.1 });
+    assert!(c == alone, "table c's initial rows differ from its own");
+    // A value of f4 is a row of c, not of a: row 19 is in range for c (20 rows).
+    let (mut v, o, w) = step(0);
+    v[3][0] = 20;
+    let (mut a, mut b) = (vec![0f32; 6 * 4], vec![0f32; 2 * 8]);
+    let err = collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], false).unwrap_err().to_string();
+    assert_eq!(err, "feature `f4`: value 0 is 20, out of range for a table of 20 rows");
+    // One tiered table, one storage thread, one set of counters a group.
+    assert_eq!(collection.stats().len(), 2);
+}
+
+#[test]
 fn tiered_tables_of_two_dims_match_all_in_host_bit_for_bit() {
     let reference = train(TableCollection::new(&config(0.0, 1.0)).unwrap(), 30, 0);
     for (device, host, ahead) in [(0.1, 0.2, 0), (0.1, 0.2, 3), (0.0, 0.1, 2)] {
@@ -130,7 +157,7 @@ fn bad_steps_are_refused_before_anything_moves() {
     let mut collection = TableCollection::new(&config(0.1, 0.2)).unwrap();
     let (mut v, o, w) = step(1);
     v[2][1] = 30;
-    let mut a = vec![0f32; 16];
+    let mut a = vec![0f32; 24];
     let mut b = vec![0f32; 16];
     let err = collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], true).unwrap_err().to_string();
     assert_eq!(err, "feature `f3`: value 1 is 30, out of range for a table of 30 rows");
@@ -144,11 +171,11 @@ fn bad_steps_are_refused_before_anything_moves() {
     let (v, o, w) = step(1);
     let mut short = vec![0f32; 3];
     let err = collection.lookup(&features(&v, &o, &w), &mut [&mut short, &mut b], true).unwrap_err().to_string();
-    assert_eq!(err, "table `a`: lookup output holds 3 values, the batch needs 16");
+    assert_eq!(err, "table group `dim4-sum`: lookup output holds 3 values, the batch needs 24");
     assert_eq!(collection.stats().iter().map(|(_, s)| s.lookups).sum::<u64>(), 0);
     let bad = config(1.5, 0.0);
     assert_eq!(
         TableCollection::new(&bad).err().unwrap().to_string(),
-        "collection config: device = 1.5: a share of each table's rows, from 0 to 1"
+        "collection config: device = 1.5: a share of each table group's rows, from 0 to 1"
     );
 }

@@ -20,7 +20,7 @@ use super::open::{open_file, read_header};
 use super::read_config::{resolve_read_path, OnIoError, ReadConfig, ReadPath};
 use super::reader::{pread_reader, PageIoError, Reader};
 use super::{BackingStore, StorageError};
-use crate::engine::{EngineError, RowInit, RowLayout};
+use crate::engine::{EngineError, InitRows, RowLayout};
 
 /// Bytes of pages one read or write batch moves at most (the I/O buffer size), unless
 /// the queue depth or a single page needs more.
@@ -79,7 +79,7 @@ pub struct TableFile {
 impl TableFile {
     /// Writes a new table of `rows` rows initialised by `init`, streaming pages in
     /// bounded memory, then opens it with the default read configuration.
-    pub fn create(path: &Path, rows: u64, layout: RowLayout, init: RowInit) -> Result<TableFile, StorageError> {
+    pub fn create(path: &Path, rows: u64, layout: RowLayout, init: impl InitRows) -> Result<TableFile, StorageError> {
         let header = Header::new(rows, layout).map_err(|message| StorageError::BadLayout { path: path.to_path_buf(), message })?;
         let io_error = |position: String| move |e| StorageError::io(path, position, e);
         // A journal left by an earlier table at this path protects nothing now.

@@ -254,7 +254,7 @@ impl EmbeddingBenchArgs {
             "--dim".into(),
             list(&|t| t.dim.to_string()),
             "--pooling".into(),
-            list(&|t| tables::pooling_name(t.pooling).into()),
+            list(&|t| t.pooling.name().into()),
             "--weighted".into(),
             list(&|t| u8::from(t.weighted).to_string()),
             "--batch".into(),
@@ -347,8 +347,9 @@ impl EmbeddingBenchArgs {
         Ok(results)
     }
 
-    /// The collection behind `strata.torch` (one tiered table per table, every row in
-    /// its host tier, in-memory stores), called from Rust as the Python module calls it.
+    /// The collection behind `strata.torch` (one tiered table per group of tables of one
+    /// dim and pooling, every row in its host tier, in-memory stores), called from Rust as
+    /// the Python module calls it.
     fn collection(
         &self,
         tables: &[BenchTable],
@@ -382,8 +383,10 @@ impl EmbeddingBenchArgs {
             read_path: ReadPath::IoUring,
             write_buffer: 0.0,
         };
-        let collection = RefCell::new(TableCollection::new(&config)?);
-        let grads: Vec<Vec<f32>> = tables.iter().map(|t| vec![GRAD; self.batch * t.dim]).collect();
+        let collection = TableCollection::new(&config)?;
+        // One buffer per table group: each of its tables has one feature of `batch` bags.
+        let grads: Vec<Vec<f32>> = collection.groups().map(|g| vec![GRAD; g.tables.len() * self.batch * g.dim]).collect();
+        let collection = RefCell::new(collection);
         let mut outs: Vec<Vec<f32>> = grads.clone();
         self.timed(
             "strata collection, all rows in host tier (Rust, the engine behind strata.torch)",
@@ -423,7 +426,7 @@ pub fn check_same_work(lookups: &[u64], distinct: &[u64], result: &ScriptResult)
 fn describe(tables: &[BenchTable]) -> String {
     let shape = |t: &BenchTable| {
         let weighted = if t.weighted { ", weighted" } else { "" };
-        format!("{} rows x dim {}, {} per bag, {}{weighted}", t.rows, t.dim, t.bag, tables::pooling_name(t.pooling))
+        format!("{} rows x dim {}, {} per bag, {}{weighted}", t.rows, t.dim, t.bag, t.pooling.name())
     };
     let mut runs: Vec<(String, usize)> = Vec::new();
     for t in tables {

@@ -9,7 +9,7 @@ use strata_policies::PolicyConfig;
 
 use super::*;
 use crate::engine::storage::{FaultPlan, PageFault, ReadPath};
-use crate::engine::{Optimizer, RowInit, RowLayout};
+use crate::engine::{InitRows, Optimizer, RowInit, RowLayout};
 
 const ROWS: u64 = 300;
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use self::cluster::{Cluster, ExecuteError};
 use super::BackingStore;
-use crate::engine::{EngineError, RowInit, RowLayout};
+use crate::engine::{EngineError, InitRows, RowInit, RowLayout};
 
 pub use self::cluster::{key_slot, SLOTS};
 pub use self::local::LocalCluster;

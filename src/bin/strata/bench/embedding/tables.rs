@@ -79,14 +79,6 @@ pub fn layout_tables(layout: &TableLayout, dim: usize) -> Vec<BenchTable> {
     shape.enumerate().map(table).collect()
 }
 
-/// A pooling as configs and `benches/embedding_step.py --pooling` name it.
-pub fn pooling_name(pooling: Pooling) -> &'static str {
-    match pooling {
-        Pooling::Sum => "sum",
-        Pooling::Mean => "mean",
-    }
-}
-
 /// The tables' rows and lookups per sample, for the generator.
 pub fn layout_of(tables: &[BenchTable]) -> TableLayout {
     TableLayout::new(tables.iter().map(|t| t.rows).collect(), tables.iter().map(|t| t.bag).collect())
