@@ -229,12 +229,13 @@ class EmbeddingBagCollection(nn.Module):
     """Embedding bags over tables that live in Strata's tiers.
 
     ``tables``: ``EmbeddingBagConfig``s (Strata's or TorchRec's). ``tiers``: a
-    ``strata.Tiers`` (or a dict ``{"device": 0.02, "host": 0.1}``): each table's share of
-    rows in the device and host tiers. ``policy``: the tiers' eviction policy by name
+    ``strata.Tiers`` (or a dict ``{"device": 0.02, "host": 0.1}``): each table group's
+    share of rows in the device and host tiers (tables of one dim and pooling are stored
+    and cached together, as one group). ``policy``: the tiers' eviction policy by name
     (``"lru"``, ``"s3fifo"``, ``"lookahead:N"``, ...), or a pair (device, host).
     ``window``: batches ``ReadAhead`` reads ahead by default. ``optimizer``:
     ``strata.RowWiseAdagrad(lr, eps)`` or ``strata.SGD(lr)``, applied in backward.
-    ``table_dir``: a folder for the tables' files (created afresh); none keeps them in
+    ``table_dir``: a folder for the table groups' files (created afresh); none keeps them in
     memory. ``seed``: of the initial rows. ``resume``: open the tables of ``table_dir`` at
     their last ``checkpoint`` instead of creating them (``resumed_from`` says which).
 
