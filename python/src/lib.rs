@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use strata::data::{SyntheticBatches, SyntheticConfig};
-use strata::engine::collection::{CollectionConfig, CollectionError, FeatureBags, TableCollection};
+use strata::engine::collection::{CollectionConfig, CollectionError, FeatureBags, FeatureGrads, TableCollection};
 use strata::sim::{Capacity, Simulation};
 use strata::trace::{KeySource, TraceError, TraceFormat, TraceRecord};
 use strata_policies::{AdmissionConfig, PolicyConfig, NEVER};
@@ -141,11 +141,19 @@ impl Collection {
         })
     }
 
-    /// Applies the gradients of the last lookup's outputs (one float32 buffer per table group).
-    fn apply_gradients(&self, py: Python<'_>, grads: Vec<(usize, usize)>) -> PyResult<()> {
+    /// Applies the gradients of the last lookup's outputs: one float32 buffer per
+    /// feature, (address, length, row stride), read in place.
+    fn apply_gradients(&self, py: Python<'_>, grads: Vec<(usize, usize, usize)>) -> PyResult<()> {
         self.with(py, |c| {
-            // SAFETY: as in `announce`.
-            let grads: Vec<&[f32]> = grads.iter().map(|&(a, n)| unsafe { slice::<f32>(a, n) }).collect();
+            let grads: Vec<FeatureGrads> = grads
+                .iter()
+                .map(|&(a, n, stride)| {
+                    // SAFETY: as in `announce`: each gradient tensor spans the `n` values
+                    // from `a` that its rows lie in, and is held for the call.
+                    let values = unsafe { slice::<f32>(a, n) };
+                    FeatureGrads { values, stride }
+                })
+                .collect();
             c.apply_gradients(&grads)
         })
     }

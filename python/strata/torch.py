@@ -207,22 +207,33 @@ class _Step:
 
 
 class _Lookup(torch.autograd.Function):
-    """Forward: Strata pools every table group's bags into fresh output tensors. Backward: the
-    output gradients go to Strata, which applies the optimizer to the step's rows."""
+    """Forward: Strata pools every table group's bags into fresh output tensors, one per
+    group, and each feature gets a view of its group's. Backward: each feature's output
+    gradient goes to Strata where it lies (a row stride lets it be a view into a wider
+    tensor, as the gradients of ``torch.stack`` or a ``KeyedTensor`` are), and Strata
+    applies the optimizer to the step's rows."""
 
     @staticmethod
     def forward(ctx, anchor, module, step):
-        outs = module._lookup(step, for_training=True)
+        pooled = module._lookup(step, for_training=True)
         ctx.module = module
-        ctx.shapes = [o.shape for o in outs]
-        return tuple(outs)
+        return tuple(pooled)
 
     @staticmethod
     def backward(ctx, *grads):
-        # An output the loss does not use has no gradient: zero.
-        grads = [torch.zeros(s) if g is None else g.to(torch.float32).contiguous() for g, s in zip(grads, ctx.shapes)]
-        ctx.module._native.apply_gradients([_address(g) for g in grads])
+        # An output the loss does not use gets zeros (autograd materialises them).
+        grads = [g if g.dtype == torch.float32 else g.float() for g in grads]
+        # Rows must be dense; a stride between them is read as it is.
+        grads = [g if g.dim() == 2 and g.stride(1) == 1 and g.stride(0) >= g.shape[1] else g.contiguous() for g in grads]
+        ctx.module._native.apply_gradients([_strided(g) for g in grads])
         return None, None, None
+
+
+def _strided(grad):
+    """(address, values spanned, row stride) of a 2-D float32 tensor with dense rows."""
+    rows, dim = grad.shape
+    span = (rows - 1) * grad.stride(0) + dim if rows else 0
+    return (grad.data_ptr() if span else 0, span, grad.stride(0))
 
 
 class EmbeddingBagCollection(nn.Module):
@@ -259,7 +270,6 @@ class EmbeddingBagCollection(nn.Module):
         self.tables = [_table(t) for t in tables]
         self.window = int(window)
         self._features = [f for t in self.tables for f in t["features"]]
-        self._dims = {f: t["dim"] for t in self.tables for f in t["features"]}
         config = {
             "tables": self.tables,
             "device": float(tiers.device),
@@ -291,7 +301,7 @@ class EmbeddingBagCollection(nn.Module):
             outs = _Lookup.apply(self._anchor, self, step)
         else:
             outs = self._lookup(step, for_training=False)
-        pooled = self._per_feature(outs, step.batch)
+        pooled = collections.OrderedDict(zip(self._features, outs))
         if keyed:
             return KeyedTensor.from_tensor_list(list(pooled), list(pooled.values()))
         return pooled
@@ -347,23 +357,17 @@ class EmbeddingBagCollection(nn.Module):
     # The engine's side of forward and backward.
 
     def _lookup(self, step, for_training):
+        """Every feature's pooled tensor, in the order of ``_features``: views of one
+        output tensor per group, which Strata fills in place."""
         outs = []
+        views = {}
         for _, dim, tables in self._groups:
-            features = sum(len(self.tables[t]["features"]) for t in tables)
-            outs.append(torch.empty(features * step.batch, dim, dtype=torch.float32))
-        self._native.lookup(step.args, [_address(o) for o in outs], for_training)
-        return outs
-
-    def _per_feature(self, outs, batch):
-        # A group's one feature gets its output tensor itself, and several features one
-        # split of it: in backward, autograd then hands Strata the gradient tensor as it
-        # is (or concatenated once), where per-feature slices would each zero-fill and
-        # copy a whole group's gradient.
-        parts = {}
-        for out, (_, _, tables) in zip(outs, self._groups):
             names = [f for t in tables for f in self.tables[t]["features"]]
-            parts.update(zip(names, (out,) if len(names) == 1 else out.split(batch)))
-        return collections.OrderedDict((f, parts[f]) for f in self._features)
+            out = torch.empty(len(names) * step.batch, dim, dtype=torch.float32)
+            outs.append(out)
+            views.update(zip(names, out.split(step.batch)))
+        self._native.lookup(step.args, [_address(o) for o in outs], for_training)
+        return [views[f] for f in self._features]
 
     def _index(self, table):
         for i, t in enumerate(self.tables):

@@ -46,7 +46,7 @@ def bits(t):
     return t.contiguous().view(torch.int32)
 
 
-def train_side_by_side(pooling, weighted, optimizer, steps=12, window=0, **module_args):
+def train_side_by_side(pooling, weighted, optimizer, steps=12, window=0, keyed=False, **module_args):
     module = st.EmbeddingBagCollection(tables(pooling), optimizer=optimizer, seed=5, **module_args)
     names = [t["name"] for t in module.tables]
     reference = ReferenceCollection(module.tables, [module.weights(n) for n in names], optimizer.config())
@@ -54,20 +54,25 @@ def train_side_by_side(pooling, weighted, optimizer, steps=12, window=0, **modul
     batches = [step_features(generator, weighted) for _ in range(steps)]
     grad_gen = torch.Generator().manual_seed(3)
     for features in st.ReadAhead(batches, module, window=window, features=as_bags):
-        step_side_by_side(module, reference, features, grad_gen)
+        step_side_by_side(module, reference, features, grad_gen, keyed)
     check_rows(module, reference, optimizer)
     return module
 
 
-def step_side_by_side(module, reference, features, grad_gen):
-    """One training step of both, the pooled outputs compared bit for bit."""
+def step_side_by_side(module, reference, features, grad_gen, keyed=False):
+    """One training step of both, the pooled outputs compared bit for bit. ``keyed``:
+    the loss reads the outputs concatenated per sample (a KeyedTensor's layout), so each
+    feature's gradient reaches Strata as a strided view into one wider tensor."""
     out = module(as_bags(features))
     want = reference.forward(features)
     for f in want:
         assert torch.equal(bits(out[f]), bits(want[f])), f"feature {f}: pooled outputs differ"
     # A loss whose gradient differs per element: sum of outputs times fixed noise.
     noise = {f: torch.randn(o.shape, generator=grad_gen) for f, o in out.items()}
-    loss = sum((o * noise[f]).sum() for f, o in out.items())
+    if keyed:
+        loss = (torch.cat(list(out.values()), dim=1) * torch.cat(list(noise.values()), dim=1)).sum()
+    else:
+        loss = sum((o * noise[f]).sum() for f, o in out.items())
     loss.backward()
     reference.backward(noise)
 
@@ -122,6 +127,13 @@ def test_small_tiers_match_plain_pytorch(pooling, weighted, policy, window, tmp_
     assert stats[group]["tables"] == ["big", "also"], "tables of one dim and pooling share a group"
     assert stats[group]["bytes_store_to_host"] > 0, "the group's rows came from its file"
     assert (tmp_path / f"{group}.strata").exists()
+
+
+def test_gradients_read_as_strided_views_match_plain_pytorch(tmp_path):
+    train_side_by_side(
+        "sum", True, strata.RowWiseAdagrad(lr=0.05), keyed=True, window=2,
+        tiers=strata.Tiers(device=0.02, host=0.1), policy="lru", table_dir=tmp_path,
+    )
 
 
 def test_sgd_matches_plain_pytorch():

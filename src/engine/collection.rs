@@ -85,6 +85,15 @@ pub struct FeatureBags<'a> {
     pub weights: &'a [f32],
 }
 
+/// One feature's gradients of its pooled bags in a step: bag `b`'s `dim` values at
+/// `values[b * stride..][..dim]`, so a feature's gradient can be read where it lies, as
+/// rows of a tensor of its own (`stride` = dim) or of a view into a wider one.
+#[derive(Clone, Copy, Debug)]
+pub struct FeatureGrads<'a> {
+    pub values: &'a [f32],
+    pub stride: usize,
+}
+
 /// Anything a collection refuses or fails with, naming the feature, or the table group
 /// whose tiered table failed.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +205,10 @@ pub struct TableCollection {
     members: Vec<Member>,
     /// The first of each table's features among a step's features.
     first_features: Vec<usize>,
+    /// The bags of each feature in the step looked up for training, until its gradients.
+    step_bags: Vec<usize>,
+    /// Each bag's gradient, for one group's update (empty between updates).
+    bag_refs: Vec<&'static [f32]>,
     /// Steps announced and not yet looked up.
     announced: usize,
     /// The number of the last checkpoint taken (or resumed from).
@@ -306,7 +319,15 @@ impl TableCollection {
                 Some(at)
             })
             .collect();
-        Ok(TableCollection { config: config.clone(), members, first_features, announced: 0, last_checkpoint: None })
+        Ok(TableCollection {
+            config: config.clone(),
+            members,
+            first_features,
+            step_bags: Vec::new(),
+            bag_refs: Vec::new(),
+            announced: 0,
+            last_checkpoint: None,
+        })
     }
 
     /// Takes checkpoint `checkpoint` (numbers rise): every table's dirty rows written
@@ -390,7 +411,7 @@ impl TableCollection {
         if outs.len() != self.members.len() {
             return Err(CollectionError::Step(format!("{} output buffers for {} table groups", outs.len(), self.members.len())));
         }
-        self.check_lengths(batches.iter(), outs.iter().map(|out| out.len()), Buffer::LookupOutput)?;
+        self.check_output_lengths(&batches, outs.iter().map(|out| out.len()))?;
         let announced = self.announced > 0;
         if announced {
             for (member, batch) in self.members.iter().zip(&batches) {
@@ -414,22 +435,56 @@ impl TableCollection {
             member.table.lookup(&batch, out).map_err(|e| member.fail(e))?;
             member.current = for_training.then_some(batch);
         }
+        self.step_bags.clear();
+        self.step_bags.extend(features.iter().map(|f| f.offsets.len() - 1));
         Ok(())
     }
 
-    /// Applies the gradients of the last lookup's pooled outputs (`grads[g]` for group
-    /// `g`, shaped as its output) to exactly that step's rows, in whichever tier holds
-    /// each, with the collection's optimizer.
-    pub fn apply_gradients(&mut self, grads: &[&[f32]]) -> Result<(), CollectionError> {
-        if grads.len() != self.members.len() {
-            return Err(CollectionError::Step(format!("{} gradient buffers for {} table groups", grads.len(), self.members.len())));
+    /// Applies the gradients of the last lookup's pooled outputs (`grads`, one per
+    /// feature in the order of the tables' features, each read in place) to exactly that
+    /// step's rows, in whichever tier holds each, with the collection's optimizer.
+    pub fn apply_gradients(&mut self, grads: &[FeatureGrads]) -> Result<(), CollectionError> {
+        if self.members.iter().any(|m| m.current.is_none()) {
+            return Err(CollectionError::Step("apply_gradients without a lookup before it".into()));
         }
-        let current = self.members.iter().map(|m| m.current.as_ref()).collect::<Option<Vec<_>>>();
-        let current = current.ok_or_else(|| CollectionError::Step("apply_gradients without a lookup before it".into()))?;
-        self.check_lengths(current.into_iter(), grads.iter().map(|grad| grad.len()), Buffer::Gradients)?;
-        for (member, grad) in self.members.iter_mut().zip(grads) {
+        if grads.len() != self.step_bags.len() {
+            return Err(CollectionError::Step(format!(
+                "{} gradients given, the tables have {} features",
+                grads.len(),
+                self.step_bags.len()
+            )));
+        }
+        // Every feature's buffer is checked before any group moves.
+        for (t, table) in self.config.tables.iter().enumerate() {
+            for (k, name) in table.features.iter().enumerate() {
+                let f = self.first_features[t] + k;
+                let (grad, bags) = (grads[f], self.step_bags[f]);
+                let needs = if bags == 0 { 0 } else { (bags - 1) * grad.stride + table.dim };
+                if grad.values.len() < needs || (bags > 1 && grad.stride < table.dim) {
+                    let what = format!(
+                        "the gradient holds {} values at a stride of {}; its {bags} bags of dim {} need {needs} at a stride of at least {}",
+                        grad.values.len(),
+                        grad.stride,
+                        table.dim,
+                        table.dim
+                    );
+                    return Err(CollectionError::Feature { feature: name.clone(), what });
+                }
+            }
+        }
+        for member in &mut self.members {
+            let dim = member.group.dim;
+            let mut refs = super::pool::reuse_refs(std::mem::take(&mut self.bag_refs));
+            for &t in &member.group.tables {
+                let features = self.first_features[t]..self.first_features[t] + self.config.tables[t].features.len();
+                for (grad, &bags) in grads[features.clone()].iter().zip(&self.step_bags[features]) {
+                    refs.extend((0..bags).map(|b| &grad.values[b * grad.stride..][..dim]));
+                }
+            }
             let batch = member.current.take().unwrap_or_else(|| unreachable!("checked above"));
-            member.table.apply_gradients(&batch, grad).map_err(|e| member.fail(e))?;
+            let applied = member.table.apply_bag_gradients(&batch, &refs);
+            self.bag_refs = super::pool::reuse_refs(refs);
+            applied.map_err(|e| member.fail(e))?;
         }
         Ok(())
     }
@@ -467,18 +522,13 @@ impl TableCollection {
         self.members.iter().map(|m| (&m.group, m.table.stats())).collect()
     }
 
-    /// Checks, before any group moves, that each group's buffer (`lengths`, one per
-    /// group) holds `bags * dim` values for its batch, as its own lookup and update would.
-    fn check_lengths<'a>(
-        &self,
-        batches: impl Iterator<Item = &'a Batch>,
-        lengths: impl Iterator<Item = usize>,
-        what: Buffer,
-    ) -> Result<(), CollectionError> {
+    /// Checks, before any group moves, that each group's output buffer (`lengths`, one
+    /// per group) holds `bags * dim` values for its batch, as its own lookup would.
+    fn check_output_lengths(&self, batches: &[Batch], lengths: impl Iterator<Item = usize>) -> Result<(), CollectionError> {
         for ((member, batch), got) in self.members.iter().zip(batches).zip(lengths) {
             let needs = batch.bags() * member.group.dim;
             if got != needs {
-                return Err(member.fail(EngineError::Length { what, got, needs }));
+                return Err(member.fail(EngineError::Length { what: Buffer::LookupOutput, got, needs }));
             }
         }
         Ok(())

@@ -15,8 +15,10 @@ pub struct FlatTable {
     data: Vec<f32>,
     /// Per-step buffers, kept as the tiered table keeps its own so that a step
     /// allocates nothing once they have grown: the row of every lookup for pooling
-    /// (empty between lookups), the gradient grouping and one group's summed gradients.
+    /// (empty between lookups), each bag's gradient (empty between updates), the
+    /// gradient grouping and one group's summed gradients.
     row_refs: Vec<&'static [f32]>,
+    bag_refs: Vec<&'static [f32]>,
     gradients: RowGradients,
     group_grads: Vec<f32>,
 }
@@ -40,7 +42,7 @@ impl FlatTable {
         for (r, row) in data.chunks_exact_mut(floats).enumerate() {
             init.fill(r as u64, layout, row);
         }
-        FlatTable { layout, data, row_refs: Vec::new(), gradients: RowGradients::default(), group_grads: Vec::new() }
+        FlatTable { layout, data, row_refs: Vec::new(), bag_refs: Vec::new(), gradients: RowGradients::default(), group_grads: Vec::new() }
     }
 
     pub fn row(&self, row: u64) -> &[f32] {
@@ -78,6 +80,8 @@ impl FlatTable {
         if let Err(e) = self.gradients.group(&batch.ids, &batch.bag_offsets, !batch.weights.is_empty()) {
             panic!("FlatTable::apply_gradients: {e}");
         }
+        let mut bag_refs = reuse_refs(std::mem::take(&mut self.bag_refs));
+        bag_refs.extend(bag_grads.chunks_exact(dim.max(1)));
         self.group_grads.resize(UPDATE_GROUP * dim, 0.0);
         let rows = self.gradients.rows();
         let mut sums = [0f32; UPDATE_GROUP];
@@ -86,13 +90,14 @@ impl FlatTable {
                 prefetch(&self.data[row as usize * floats..][..floats]);
             }
             let grads = &mut self.group_grads[..group.len() * dim];
-            self.gradients.sum(first..first + group.len(), &batch.bag_offsets, &batch.weights, bag_grads, dim, pooling, grads);
+            self.gradients.sum(first..first + group.len(), &batch.bag_offsets, &batch.weights, &bag_refs, dim, pooling, grads);
             let sums = &mut sums[..group.len()];
             optimizer.gradient_sums(grads, dim, sums);
             for ((&row, grad), &sum) in group.iter().zip(grads.chunks_exact(dim)).zip(sums.iter()) {
                 optimizer.apply_row_with_sum(&mut self.data[row as usize * floats..][..floats], grad, sum);
             }
         }
+        self.bag_refs = reuse_refs(bag_refs);
     }
 
     fn check(&self, row: u64) -> Result<(), EngineError> {

@@ -265,15 +265,15 @@ impl RowGradients {
     }
 
     /// Writes the gradients of `rows()[rows]` into `out` (`dim` values each): for each
-    /// row, the sum from zero, in bag order, of `bag_grads[b * dim..(b + 1) * dim]`
-    /// times a coefficient, over the bags `b` of its lookups. The coefficient is 1 (sum
+    /// row, the sum from zero, in bag order, of `bag_grads[b]` (bag `b`'s gradient,
+    /// `dim` values, wherever the caller keeps it) times a coefficient, over the bags `b` of its lookups. The coefficient is 1 (sum
     /// pooling) or `1 / len` of bag `b` (mean), times the lookup's weight where
     /// `weights` has one per lookup (the batch must then have been grouped
     /// `by_lookup`). `bag_offsets` are the ones the batch was grouped with.
     ///
     /// # Panics
     /// If `rows` is out of range, `out` does not hold `dim` values per row, `bag_grads`
-    /// holds fewer than `dim` values per bag, or `weights` is given for a batch not
+    /// has no slice of `dim` values for some bag, or `weights` is given for a batch not
     /// grouped by lookup.
     #[allow(clippy::too_many_arguments)] // one batch's pieces, read in place
     pub fn sum(
@@ -281,7 +281,7 @@ impl RowGradients {
         rows: std::ops::Range<usize>,
         bag_offsets: &[usize],
         weights: &[f32],
-        bag_grads: &[f32],
+        bag_grads: &[&[f32]],
         dim: usize,
         pooling: Pooling,
         out: &mut [f32],
@@ -301,7 +301,7 @@ impl RowGradients {
                     out.fill(0.0);
                     for i in self.starts[k]..self.starts[k + 1] {
                         if let Some(&ahead) = self.keys.get(i + PREFETCH_GRADS) {
-                            prefetch(&bag_grads[bag_of(ahead) * dim..][..dim]);
+                            prefetch(&bag_grads[bag_of(ahead)][..dim]);
                         }
                         let key = self.keys[i];
                         let bag = bag_of(key);
@@ -310,7 +310,7 @@ impl RowGradients {
                             Pooling::Mean => 1.0 / (bag_offsets[bag + 1] - bag_offsets[bag]) as f32,
                         };
                         let scale = if weighted { weights[(key & low_mask) as usize] * pooled } else { pooled };
-                        for (s, &g) in out.iter_mut().zip(&bag_grads[bag * dim..(bag + 1) * dim]) {
+                        for (s, &g) in out.iter_mut().zip(&bag_grads[bag][..dim]) {
                             *s += g * scale;
                         }
                     }
@@ -442,6 +442,7 @@ mod tests {
                 values.fill(&mut weights, 2.0);
                 gradients.group(&ids, &offsets, weighted).unwrap();
                 let mut want = first_appearance_sums(&ids, &offsets, &weights, &grads, dim, pooling);
+                let grads: Vec<&[f32]> = grads.chunks_exact(dim).collect();
                 want.sort_by_key(|&(row, _)| row);
                 let rows: Vec<u64> = want.iter().map(|&(row, _)| row).collect();
                 assert_eq!(gradients.rows(), rows, "dim {dim} {pooling:?} weighted {weighted}");
@@ -476,11 +477,12 @@ mod tests {
         gradients.group(&[0, 0, 0], &[0, 2, 3], false).unwrap();
         assert_eq!(gradients.rows(), [0]);
         let mut out = [f32::NAN; 2];
-        gradients.sum(0..1, &[0, 2, 3], &[], &[1.0, 2.0, 0.5, 0.25], 2, Pooling::Mean, &mut out);
+        let grads: [&[f32]; 2] = [&[1.0, 2.0], &[0.5, 0.25]];
+        gradients.sum(0..1, &[0, 2, 3], &[], &grads, 2, Pooling::Mean, &mut out);
         assert_eq!(out, [0.5 + 0.5 + 0.5, 1.0 + 1.0 + 0.25]);
         // Weighted: lookups 0, 1 (bag 0, len 2) and 2 (bag 1) weigh 2, 4 and 8.
         gradients.group(&[0, 0, 0], &[0, 2, 3], true).unwrap();
-        gradients.sum(0..1, &[0, 2, 3], &[2.0, 4.0, 8.0], &[1.0, 2.0, 0.5, 0.25], 2, Pooling::Mean, &mut out);
+        gradients.sum(0..1, &[0, 2, 3], &[2.0, 4.0, 8.0], &grads, 2, Pooling::Mean, &mut out);
         assert_eq!(out, [1.0 + 2.0 + 4.0, 2.0 + 4.0 + 2.0]);
         // A 63-bit row and 4 bags (2 bits) do not fit one 64-bit key.
         let err = gradients.group(&[1 << 62, 0, 1, 2], &[0, 1, 2, 3, 4], false).unwrap_err().to_string();

@@ -54,12 +54,14 @@ pub struct TieredTable {
     /// Per-step buffers, kept so that a step allocates nothing once they have grown:
     /// the batch's rows that CPU code cannot read in place (in a CUDA slab, or only in
     /// the store), copied out for pooling (row -> offset in `copies`); the row of every
-    /// lookup for pooling (empty between lookups: see [`reuse_refs`]); the gradient
+    /// lookup for pooling and each bag's gradient (empty between steps: see
+    /// [`reuse_refs`]); the gradient
     /// grouping and one group's summed gradients; the rows and summed gradients of
     /// CUDA-slab rows, updated in one call.
     copied: FxHashMap<u64, usize>,
     copies: Vec<f32>,
     row_refs: Vec<&'static [f32]>,
+    bag_refs: Vec<&'static [f32]>,
     gradients: RowGradients,
     group_grads: Vec<f32>,
     device_slots: Vec<u32>,
@@ -106,6 +108,7 @@ impl TieredTable {
             copied: FxHashMap::default(),
             copies: Vec::new(),
             row_refs: Vec::new(),
+            bag_refs: Vec::new(),
             gradients: RowGradients::default(),
             group_grads: Vec::new(),
             device_slots: Vec::new(),
@@ -256,15 +259,32 @@ impl TieredTable {
         Ok(())
     }
 
-    /// Applies the gradients of `batch`'s pooled outputs (`bag_grads`, `bags * dim`)
-    /// to exactly the rows of the batch, in whichever tier holds each: one summed
-    /// gradient per distinct row ([`RowGradients`]), applied in place as soon as its
-    /// group of rows is summed for rows in host memory, in one call for rows in a CUDA
-    /// slab.
+    /// Applies the gradients of `batch`'s pooled outputs (`bag_grads`, `bags * dim`,
+    /// shaped as [`TieredTable::lookup`]'s output): see
+    /// [`TieredTable::apply_bag_gradients`].
     pub fn apply_gradients(&mut self, batch: &Batch, bag_grads: &[f32]) -> Result<(), EngineError> {
         let dim = self.layout.dim;
         if bag_grads.len() != batch.bags() * dim {
             return Err(EngineError::Length { what: Buffer::Gradients, got: bag_grads.len(), needs: batch.bags() * dim });
+        }
+        let mut refs = reuse_refs(std::mem::take(&mut self.bag_refs));
+        refs.extend(bag_grads.chunks_exact(dim.max(1)));
+        let applied = self.apply_bag_gradients(batch, &refs);
+        self.bag_refs = reuse_refs(refs);
+        applied
+    }
+
+    /// Applies the gradients of `batch`'s pooled outputs, bag `b`'s `dim` values in
+    /// `bag_grads[b]` (read where the caller keeps them: rows of a strided tensor, say),
+    /// to exactly the rows of the batch, in whichever tier holds each: one summed
+    /// gradient per distinct row ([`RowGradients`]), applied in place as soon as its
+    /// group of rows is summed for rows in host memory, in one call for rows in a CUDA
+    /// slab.
+    pub fn apply_bag_gradients(&mut self, batch: &Batch, bag_grads: &[&[f32]]) -> Result<(), EngineError> {
+        let dim = self.layout.dim;
+        if bag_grads.len() != batch.bags() || bag_grads.iter().any(|g| g.len() != dim) {
+            let got = bag_grads.iter().map(|g| g.len()).sum();
+            return Err(EngineError::Length { what: Buffer::Gradients, got, needs: batch.bags() * dim });
         }
         self.check_rows(batch)?;
         self.device_slots.clear();
@@ -288,7 +308,13 @@ impl TieredTable {
     /// Sums and applies the gradients of `gradients`' rows, [`UPDATE_GROUP`] rows at a
     /// time (`grads` holds one group), fetching the slot-map entries two groups ahead
     /// and the rows one group ahead.
-    fn apply_grouped(&mut self, gradients: &RowGradients, batch: &Batch, bag_grads: &[f32], grads: &mut [f32]) -> Result<(), EngineError> {
+    fn apply_grouped(
+        &mut self,
+        gradients: &RowGradients,
+        batch: &Batch,
+        bag_grads: &[&[f32]],
+        grads: &mut [f32],
+    ) -> Result<(), EngineError> {
         let dim = self.layout.dim;
         let rows = gradients.rows();
         let mut sums = [0f32; UPDATE_GROUP];

@@ -77,8 +77,29 @@ fn train_steps(collection: &mut TableCollection, steps: std::ops::Range<i64>, ah
         seen.extend(a.iter().chain(&b).map(|x| x.to_bits()));
         let ga: Vec<f32> = a.iter().map(|x| x * 0.5 - 0.01 * k as f32).collect();
         let gb: Vec<f32> = b.iter().map(|x| 1.0 - x).collect();
-        collection.apply_gradients(&[&ga, &gb]).unwrap();
+        apply(collection, &ga, &gb, k % 2 == 1);
     }
+}
+
+/// Applies the step's gradients: `ga` (f1's, f2's and f4's two bags of 4, one after
+/// the other) and `gb` (f3's two bags of 8), each feature's read where it lies, or, with
+/// `interleaved`, from a copy laid out as a KeyedTensor's values (one row per sample:
+/// f1 | f2 | f3 | f4, 20 values; each feature a strided view).
+fn apply(collection: &mut TableCollection, ga: &[f32], gb: &[f32], interleaved: bool) {
+    let grads = |values, stride| FeatureGrads { values, stride };
+    if !interleaved {
+        collection.apply_gradients(&[grads(&ga[..8], 4), grads(&ga[8..16], 4), grads(gb, 8), grads(&ga[16..], 4)]).unwrap();
+        return;
+    }
+    let mut rows = vec![f32::NAN; 2 * 20];
+    for b in 0..2 {
+        let row = &mut rows[b * 20..][..20];
+        row[..4].copy_from_slice(&ga[b * 4..][..4]);
+        row[4..8].copy_from_slice(&ga[8 + b * 4..][..4]);
+        row[8..16].copy_from_slice(&gb[b * 8..][..8]);
+        row[16..].copy_from_slice(&ga[16 + b * 4..][..4]);
+    }
+    collection.apply_gradients(&[grads(&rows, 20), grads(&rows[4..], 20), grads(&rows[8..], 20), grads(&rows[16..], 20)]).unwrap();
 }
 
 fn rows_of(collection: &mut TableCollection) -> Vec<Vec<u32>> {
@@ -144,6 +165,23 @@ fn tables_of_one_dim_and_pooling_share_a_group_and_keep_their_own_initial_rows()
 }
 
 #[test]
+fn gradients_read_in_place_from_strided_views_update_as_contiguous_ones() {
+    let run = |interleaved: bool| {
+        let mut collection = TableCollection::new(&config(0.1, 0.2)).unwrap();
+        for k in 0..12 {
+            let (v, o, w) = step(k);
+            let (mut a, mut b) = (vec![0f32; 6 * 4], vec![0f32; 2 * 8]);
+            collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], true).unwrap();
+            let ga: Vec<f32> = a.iter().map(|x| x * 0.5 - 0.01 * k as f32).collect();
+            let gb: Vec<f32> = b.iter().map(|x| 1.0 - x).collect();
+            apply(&mut collection, &ga, &gb, interleaved);
+        }
+        rows_of(&mut collection)
+    };
+    assert!(run(true) == run(false), "strided gradients updated other rows or values");
+}
+
+#[test]
 fn tiered_tables_of_two_dims_match_all_in_host_bit_for_bit() {
     let reference = train(TableCollection::new(&config(0.0, 1.0)).unwrap(), 30, 0);
     for (device, host, ahead) in [(0.1, 0.2, 0), (0.1, 0.2, 3), (0.0, 0.1, 2)] {
@@ -166,13 +204,29 @@ fn bad_steps_are_refused_before_anything_moves() {
     o[0] = vec![0, 3, 2];
     let err = collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], true).unwrap_err().to_string();
     assert_eq!(err, "feature `f1`: offsets must not decrease (offset 2 is 2, after 3)");
-    let err = collection.apply_gradients(&[&a, &b]).unwrap_err().to_string();
+    fn flat(values: &[f32]) -> FeatureGrads<'_> {
+        FeatureGrads { values, stride: 4 }
+    }
+    let err = collection.apply_gradients(&[flat(&a), flat(&a), flat(&b), flat(&a)]).unwrap_err().to_string();
     assert_eq!(err, "apply_gradients without a lookup before it");
     let (v, o, w) = step(1);
     let mut short = vec![0f32; 3];
     let err = collection.lookup(&features(&v, &o, &w), &mut [&mut short, &mut b], true).unwrap_err().to_string();
     assert_eq!(err, "table group `dim4-sum`: lookup output holds 3 values, the batch needs 24");
     assert_eq!(collection.stats().iter().map(|(_, s)| s.lookups).sum::<u64>(), 0);
+    // Gradients too few, or too short for a feature's bags, are refused before any row
+    // changes; the step's gradients can then still be given.
+    collection.lookup(&features(&v, &o, &w), &mut [&mut a, &mut b], true).unwrap();
+    let before = rows_of(&mut collection);
+    let err = collection.apply_gradients(&[flat(&a), flat(&a), flat(&b)]).unwrap_err().to_string();
+    assert_eq!(err, "3 gradients given, the tables have 4 features");
+    let short = FeatureGrads { values: &b[..15], stride: 8 };
+    let err = collection.apply_gradients(&[flat(&a), flat(&a), short, flat(&a)]).unwrap_err().to_string();
+    assert_eq!(err, "feature `f3`: the gradient holds 15 values at a stride of 8; its 2 bags of dim 8 need 16 at a stride of at least 8");
+    let overlapping = FeatureGrads { values: &b, stride: 4 };
+    assert!(collection.apply_gradients(&[flat(&a), flat(&a), overlapping, flat(&a)]).is_err());
+    assert!(rows_of(&mut collection) == before, "a refused update changed rows");
+    collection.apply_gradients(&[flat(&a), flat(&a), FeatureGrads { values: &b, stride: 8 }, flat(&a)]).unwrap();
     let bad = config(1.5, 0.0);
     assert_eq!(
         TableCollection::new(&bad).err().unwrap().to_string(),

@@ -18,7 +18,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use strata::data::SyntheticBatches;
 use strata::engine::batch::Batch;
-use strata::engine::collection::{CollectionConfig, EmbeddingTableConfig, TableCollection};
+use strata::engine::collection::{CollectionConfig, EmbeddingTableConfig, FeatureGrads, TableCollection};
 use strata::engine::flat::FlatTable;
 use strata::engine::storage::ReadPath;
 use strata::engine::table::config::TableConfig;
@@ -384,10 +384,11 @@ impl EmbeddingBenchArgs {
             write_buffer: 0.0,
         };
         let collection = TableCollection::new(&config)?;
-        // One buffer per table group: each of its tables has one feature of `batch` bags.
-        let grads: Vec<Vec<f32>> = collection.groups().map(|g| vec![GRAD; g.tables.len() * self.batch * g.dim]).collect();
+        // An output buffer per table group (each of its tables has one feature of `batch`
+        // bags), a gradient buffer per feature, as strata.torch hands them over.
+        let mut outs: Vec<Vec<f32>> = collection.groups().map(|g| vec![0.0; g.tables.len() * self.batch * g.dim]).collect();
+        let grads: Vec<Vec<f32>> = tables.iter().map(|t| vec![GRAD; self.batch * t.dim]).collect();
         let collection = RefCell::new(collection);
-        let mut outs: Vec<Vec<f32>> = grads.clone();
         self.timed(
             "strata collection, all rows in host tier (Rust, the engine behind strata.torch)",
             lookups,
@@ -397,7 +398,7 @@ impl EmbeddingBenchArgs {
                 Ok(collection.borrow_mut().lookup(&features, &mut outs, true)?)
             },
             |_| {
-                let grads: Vec<&[f32]> = grads.iter().map(Vec::as_slice).collect();
+                let grads: Vec<_> = grads.iter().zip(tables).map(|(g, t)| FeatureGrads { values: g, stride: t.dim }).collect();
                 Ok(collection.borrow_mut().apply_gradients(&grads)?)
             },
         )
