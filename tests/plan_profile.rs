@@ -106,11 +106,20 @@ fn the_engine_part_is_optional_checked_and_given_once() {
     let machine = HardwareProfile::load(&with_engine).unwrap();
     assert_eq!(machine.engine.as_ref().map(|e| e.name.as_str()), Some("engine on a test CPU"));
     assert!((machine.store_row_seconds() - 850e-9).abs() < 1e-18);
+    // Without a shared rate, read-ahead reads at the store's own; with one, at it.
+    assert_eq!(machine.shared_store_iops(), machine.storage.iops);
+    let mut shared = rest.to_vec();
+    shared.push(write("shared.toml", &format!("{ENGINE}shared_store_iops = 40000\n")));
+    assert_eq!(HardwareProfile::load(&shared).unwrap().shared_store_iops(), 40000.0);
 
     let mut files = with_the_rest("host.toml", HOST);
     let bad = ENGINE.replace("store_row_ns = 850", "store_row_ns = -2");
     files.push(("cpu.toml", &bad));
     assert_eq!(load_error(&files), "cpu.toml: line 6: [engine] store_row_ns must be >= 0, got -2");
+    let mut files = with_the_rest("host.toml", HOST);
+    let bad = format!("{ENGINE}shared_store_iops = 0\n");
+    files.push(("cpu.toml", &bad));
+    assert_eq!(load_error(&files), "cpu.toml: line 7: [engine] shared_store_iops must be > 0, got 0");
     let mut files = with_the_rest("host.toml", HOST);
     files.push(("a.toml", ENGINE));
     files.push(("b.toml", ENGINE));
@@ -171,6 +180,9 @@ fn calibrate_writes_a_profile_that_loads_with_every_figure_positive() {
     let engine = machine.engine.as_ref().expect("calibrate measures the engine's CPU cost");
     assert!(engine.store_row_ns >= 0.0 && engine.store_row_ns.is_finite(), "{engine:?}");
     assert!(stdout.contains("ns of CPU per row read from the store"), "{stdout}");
+    let shared = engine.shared_store_iops.expect("calibrate measures the store's rate under read-ahead");
+    assert!(shared > 0.0 && shared.is_finite(), "{engine:?}");
+    assert!(stdout.contains("rows/s under read-ahead"), "{stdout}");
     // The prices are the shipped nominal ones, as `source` says.
     let ddr5 = ProfileFile::load(&shipped("ddr5-server.toml")).unwrap().host.unwrap();
     let nvme = ProfileFile::load(&shipped("nvme-gen4.toml")).unwrap().storage.unwrap();

@@ -34,7 +34,11 @@ pub struct BatchTime {
     pub device: f64,
     pub host: f64,
     pub link: f64,
+    /// The store's reads with the consumer waiting for them.
     pub storage: f64,
+    /// The same reads behind the consumer's work (read-ahead), at the rate the store
+    /// keeps up while the storage thread shares the cores with it.
+    pub storage_shared: f64,
 }
 
 impl BatchTime {
@@ -45,7 +49,7 @@ impl BatchTime {
 
     /// With prefetch overlap: the storage reads run behind the rest.
     pub fn overlapped(&self) -> f64 {
-        self.storage.max(self.engine + self.device + self.host + self.link)
+        self.storage_shared.max(self.engine + self.device + self.host + self.link)
     }
 }
 
@@ -82,15 +86,22 @@ pub fn batch_time(shape: &BatchShape, counts: &TierCounts, hw: &HardwareProfile)
     let crossing = host_rows + store_rows;
     let link =
         if crossing > 0.0 { hw.link.latency_us * 1e-6 + crossing * shape.row_bytes as f64 / (hw.link.bandwidth_gbps * 1e9) } else { 0.0 };
-    let storage =
-        if store_rows > 0.0 { hw.storage.latency_us * 1e-6 + store_read_seconds(&hw.storage, store_rows, shape.row_bytes) } else { 0.0 };
+    let read = |storage: &TierProfile| {
+        if store_rows > 0.0 {
+            storage.latency_us * 1e-6 + store_read_seconds(storage, store_rows, shape.row_bytes)
+        } else {
+            0.0
+        }
+    };
+    let shared = TierProfile { iops: hw.shared_store_iops(), ..hw.storage.clone() };
     BatchTime {
         // Placing every lookup, and the consumer's work on each row read from the store.
         engine: n * shape.engine_ns_per_lookup * 1e-9 + store_rows * hw.store_row_seconds(),
         device: gather_seconds(&hw.device, device_rows, shape.value_bytes),
         host: gather_seconds(&hw.host, host_rows + store_rows, shape.value_bytes),
         link,
-        storage,
+        storage: read(&hw.storage),
+        storage_shared: read(&shared),
     }
 }
 
@@ -155,11 +166,34 @@ mod tests {
         // 1000 lookups: 500 device hits, 300 host hits, 200 rows read from the store.
         let counts = TierCounts { lookups: 1000, device_hits: 500, host_lookups: 500, host_hits: 300, store_reads: 200 };
         let without = batch_time(&shape, &counts, &hw);
-        hw.engine = Some(EngineProfile { name: "cpu".into(), store_row_ns: 1000.0 });
+        hw.engine = Some(EngineProfile { name: "cpu".into(), store_row_ns: 1000.0, shared_store_iops: None });
         let with = batch_time(&shape, &counts, &hw);
         assert!((without.engine - 60e-6).abs() < 1e-12, "{without:?}");
         assert!((with.engine - (60e-6 + 200.0 * 1e-6)).abs() < 1e-12, "{with:?}");
         assert_eq!((with.device, with.host, with.link, with.storage), (without.device, without.host, without.link, without.storage));
+        assert_eq!(with.storage_shared, with.storage, "without a shared rate the store reads at its own");
+    }
+
+    /// With a shared store rate, read-ahead's overlap reads at it; reads the consumer
+    /// waits for (no overlap) keep the store's own rate.
+    #[test]
+    fn read_ahead_reads_at_the_rate_the_store_keeps_beside_the_consumer() {
+        use crate::plan::profile::EngineProfile;
+        let shipped = |name: &str| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles").join(name);
+        let paths = [shipped("h100-pcie5.toml"), shipped("ddr5-server.toml"), shipped("nvme-gen4.toml")];
+        let mut hw = HardwareProfile::load(&paths).unwrap();
+        let shape = BatchShape { lookups: 100_000, samples: 100, value_bytes: 512, row_bytes: 516, engine_ns_per_lookup: 60.0 };
+        let counts = TierCounts { lookups: 100_000, device_hits: 0, host_lookups: 100_000, host_hits: 50_000, store_reads: 50_000 };
+        let alone = batch_time(&shape, &counts, &hw);
+        let iops = hw.storage.iops;
+        hw.engine = Some(EngineProfile { name: "cpu".into(), store_row_ns: 0.0, shared_store_iops: Some(iops / 2.0) });
+        let beside = batch_time(&shape, &counts, &hw);
+        let reads = 50_000.0 / iops;
+        assert!((beside.storage - alone.storage).abs() < 1e-12 && (alone.storage_shared - alone.storage).abs() < 1e-12);
+        assert!((beside.storage_shared - beside.storage - reads).abs() < 1e-9, "{beside:?}");
+        assert!(beside.storage_shared > beside.engine + beside.host + beside.link, "the store binds: {beside:?}");
+        assert_eq!(beside.overlapped(), beside.storage_shared);
+        assert_eq!(beside.serial(), alone.serial());
     }
 
     #[test]

@@ -75,7 +75,9 @@ pub struct LinkProfile {
 
 /// The engine's own CPU work on this machine (`[engine]`), measured by `strata
 /// calibrate`: what the consumer spends on each row read from the store beyond what a
-/// hit costs (staging the row, the policies' inserts and evictions, slab writes).
+/// hit costs (staging the row, the policies' inserts and evictions, slab writes), and
+/// the rate the store keeps up while the consumer works beside it (read-ahead), when
+/// the storage thread shares the cores with the consumer and the batch source.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineProfile {
@@ -83,6 +85,10 @@ pub struct EngineProfile {
     pub name: String,
     /// CPU nanoseconds per row read from the store, beyond a hit's; >= 0.
     pub store_row_ns: f64,
+    /// Rows per second the store delivers under read-ahead, the consumer working beside
+    /// the storage thread; > 0. None: the store's own `iops` then too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_store_iops: Option<f64>,
 }
 
 /// One profile file as written: its name, where its figures come from, and the parts of
@@ -148,6 +154,9 @@ impl ProfileFile {
             if !(engine.store_row_ns >= 0.0 && engine.store_row_ns.is_finite()) {
                 return Err(error("engine", "store_row_ns", format!("store_row_ns must be >= 0, got {}", engine.store_row_ns)));
             }
+            if let Some(iops) = engine.shared_store_iops.filter(|iops| !(*iops > 0.0 && iops.is_finite())) {
+                return Err(error("engine", "shared_store_iops", format!("shared_store_iops must be > 0, got {iops}")));
+            }
         }
         Ok(file)
     }
@@ -206,6 +215,12 @@ impl HardwareProfile {
     /// `[engine]`).
     pub fn store_row_seconds(&self) -> f64 {
         self.engine.as_ref().map_or(0.0, |engine| engine.store_row_ns * 1e-9)
+    }
+
+    /// The store's random-read rate while the consumer works beside it (read-ahead):
+    /// the `[engine]` part's `shared_store_iops`, else the store's own `iops`.
+    pub fn shared_store_iops(&self) -> f64 {
+        self.engine.as_ref().and_then(|engine| engine.shared_store_iops).unwrap_or(self.storage.iops)
     }
 }
 

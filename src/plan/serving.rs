@@ -368,7 +368,7 @@ mod tests {
         use crate::plan::profile::EngineProfile;
         let shipped = |name: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles").join(name);
         let mut hw = HardwareProfile::load(&[shipped("h100-pcie5.toml"), shipped("ddr5-server.toml"), shipped("nvme-gen4.toml")]).unwrap();
-        hw.engine = Some(EngineProfile { name: "cpu".into(), store_row_ns: 2000.0 });
+        hw.engine = Some(EngineProfile { name: "cpu".into(), store_row_ns: 2000.0, shared_store_iops: None });
         let (latency, iops) = (hw.storage.latency_us, hw.storage.iops);
         assert_eq!(added_us(&hw, 0, 516), 0.0);
         let ten = added_us(&hw, 10, 516);

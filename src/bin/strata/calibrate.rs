@@ -194,7 +194,7 @@ fn calibrate(options: &CalibrateArgs) -> Result<Calibration> {
     let profile = ProfileFile {
         name: format!("calibrated: {} ({})", hostname(), if cuda { "CUDA device" } else { "emulated device" }),
         source: format!(
-            "measured by `strata calibrate` ({mode}, rows of dim {}) on {}, {} cores; host: one-thread memcpy, pooled row gather, dependent single-row reads; {device_how}; storage: a scratch table file read and written through the engine's storage path; engine: a synthetic stream served from a scratch table file without read-ahead, the consumer's time outside store waits with small LRU tiers minus that with every row in the host tier, per row read; prices are nominal, from {}{} and {}",
+            "measured by `strata calibrate` ({mode}, rows of dim {}) on {}, {} cores; host: one-thread memcpy, pooled row gather, dependent single-row reads; {device_how}; storage: a scratch table file read and written through the engine's storage path; engine: a synthetic stream served from a scratch table file without read-ahead, the consumer's time outside store waits with small LRU tiers minus that with every row in the host tier, per row read, and the store's rows per second with those tiers and read-ahead 4; prices are nominal, from {}{} and {}",
             options.dim,
             hostname(),
             std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -281,7 +281,9 @@ fn measure_storage(scratch: &Scratch, layout: RowLayout, effort: &Effort, price_
 /// work falls inside the waits for it), once with every row in the host tier and once
 /// with device 1% + host 5% LRU tiers that admit every row they miss. The consumer's
 /// time outside store waits, per lookup, grows by the second run's work on each row it
-/// read: staging it, the policies' inserts and evictions, the slab writes.
+/// read: staging it, the policies' inserts and evictions, the slab writes. A third run,
+/// the small tiers with read-ahead, gives the store's rate while the consumer works
+/// beside the storage thread.
 fn measure_engine(scratch: &Scratch, dim: usize, device: DeviceKind, effort: &Effort) -> Result<EngineProfile> {
     let synthetic = SyntheticConfig { scale: effort.engine_scale, ..SyntheticConfig::default() };
     let rows = synthetic.layout().total_rows();
@@ -315,9 +317,18 @@ fn measure_engine(scratch: &Scratch, dim: usize, device: DeviceKind, effort: &Ef
         bail!("the engine probe read no row from the store");
     }
     let extra = (busy_per_lookup(&misses) - busy_per_lookup(&hits)).max(0.0);
+    // The same tiers with read-ahead: the store's reads run while the consumer works
+    // (and the batch source makes batches) beside the storage thread, and the store is
+    // what the run waits on; the rows it delivered per second are its shared rate.
+    let ahead = stream.run_tiered("device 1% + host 5%, read-ahead 4", &tiers((rows / 100).max(1), (rows / 20).max(1)), 4, false)?;
+    let seconds = ahead.lookups as f64 / ahead.lookups_per_sec.max(1e-9);
+    if ahead.store_rows_read == 0 || seconds <= 0.0 {
+        bail!("the engine probe's read-ahead run read no row from the store");
+    }
     Ok(EngineProfile {
         name: format!("engine on {}, {} cores", cpu_model(), std::thread::available_parallelism().map_or(1, |n| n.get())),
         store_row_ns: extra / store_rows_per_lookup * 1e9,
+        shared_store_iops: Some(ahead.store_rows_read as f64 / seconds),
     })
 }
 
@@ -417,6 +428,9 @@ fn summary(profile: &ProfileFile) -> String {
     }
     if let Some(engine) = &profile.engine {
         s += &format!("\n{}: {:.0} ns of CPU per row read from the store\n", engine.name, engine.store_row_ns);
+        if let Some(iops) = engine.shared_store_iops {
+            s += &format!("{}: the store delivers {:.1} k rows/s under read-ahead, the consumer beside it\n", engine.name, iops / 1e3);
+        }
     }
     s
 }
