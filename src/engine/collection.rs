@@ -502,9 +502,14 @@ impl TableCollection {
         const CHUNK: u64 = 1 << 16;
         let spec = self.config.tables.get(t).ok_or_else(|| CollectionError::Step(format!("no table {t}")))?;
         let rows = spec.rows;
-        let member =
-            self.members.iter_mut().find(|m| m.group.tables.contains(&t)).unwrap_or_else(|| unreachable!("every table is in a group"));
-        let first = member.group.first_rows[member.group.tables.iter().position(|&k| k == t).unwrap_or_else(|| unreachable!("found"))];
+        let (member, first) = self
+            .members
+            .iter_mut()
+            .find_map(|m| {
+                let first = m.group.tables.iter().zip(&m.group.first_rows).find(|&(&k, _)| k == t).map(|(_, &first)| first);
+                first.map(|first| (m, first))
+            })
+            .unwrap_or_else(|| unreachable!("every table is in a group"));
         let layout = member.table.layout();
         let mut flat = FlatTable::new(rows, layout, RowInit::Zeros);
         for start in (0..rows).step_by(CHUNK as usize) {
