@@ -24,7 +24,8 @@ def tables(pooling):
 
 
 def step_features(generator, weighted, batch=32):
-    """feature -> (values, offsets, weights or None), Zipf-like ids, some empty bags."""
+    """feature -> (values, offsets, weights or None), Zipf-like ids, some empty bags.
+    ``weighted``: True, False, or the set of features that are."""
     features = {}
     for f, table in [("s1", "small"), ("s2", "small"), ("w1", "wide"), ("b1", "big"), ("a1", "also")]:
         lengths = torch.randint(0, 6, (batch,), generator=generator)
@@ -33,7 +34,7 @@ def step_features(generator, weighted, batch=32):
         values = (ROWS[table] * u**3).to(torch.int64).clamp(max=ROWS[table] - 1)
         offsets = torch.zeros(batch + 1, dtype=torch.int64)
         offsets[1:] = lengths.cumsum(0)
-        weights = torch.rand(n, generator=generator) * 2 if weighted else None
+        weights = torch.rand(n, generator=generator) * 2 if weighted is True or (weighted and f in weighted) else None
         features[f] = (values, offsets, weights)
     return features
 
@@ -127,6 +128,15 @@ def test_small_tiers_match_plain_pytorch(pooling, weighted, policy, window, tmp_
     assert stats[group]["tables"] == ["big", "also"], "tables of one dim and pooling share a group"
     assert stats[group]["bytes_store_to_host"] > 0, "the group's rows came from its file"
     assert (tmp_path / f"{group}.strata").exists()
+
+
+def test_a_group_of_weighted_and_unweighted_tables_matches_plain_pytorch(tmp_path):
+    # "big" (weighted) and "also" (not) share the dim-16 group: the unweighted one's values
+    # weigh 1 there, which must change no bit.
+    train_side_by_side(
+        "mean", {"s1", "b1"}, strata.RowWiseAdagrad(lr=0.05), window=2,
+        tiers=strata.Tiers(device=0.02, host=0.1), policy="s3fifo", table_dir=tmp_path,
+    )
 
 
 def test_gradients_read_as_strided_views_match_plain_pytorch(tmp_path):
