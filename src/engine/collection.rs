@@ -26,7 +26,10 @@ use super::stats::EngineStats;
 use super::storage::{roll_back, write_atomically, BackingStore, ReadConfig, ReadPath, StorageError, TableFile};
 use super::table::config::{TableConfig, TierConfig};
 use super::table::TieredTable;
-use super::{Buffer, EngineError, InitRows, Optimizer, RowInit, RowLayout};
+use super::{Buffer, EngineError, Optimizer, RowInit, RowLayout};
+
+use self::group::GroupInit;
+pub use self::group::TableGroup;
 
 /// One table: its name, shape, pooling, the features looked up in it, and its initial
 /// rows (uniform in `[-init_scale, init_scale)`).
@@ -121,65 +124,6 @@ struct Manifest {
 }
 
 const MANIFEST: &str = "collection.json";
-
-/// Tables of one dim and pooling, stored and tiered as one table: table `tables[k]` of
-/// the config holds the group's rows `first_rows[k]..first_rows[k] + its rows`. A step's
-/// pooled output (and its gradient) for the group is every bag of its tables' features,
-/// table after table in the config's order and each table's features in its order,
-/// `dim` values a bag.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TableGroup {
-    /// `dim<dim>-<pooling>`, also the name of its table file.
-    pub name: String,
-    pub dim: usize,
-    pub pooling: Pooling,
-    pub tables: Vec<usize>,
-    pub first_rows: Vec<u64>,
-    pub rows: u64,
-}
-
-impl TableGroup {
-    /// The groups of `tables`, in the order of their first tables.
-    fn of(tables: &[EmbeddingTableConfig]) -> Vec<TableGroup> {
-        let mut groups: Vec<TableGroup> = Vec::new();
-        for (t, table) in tables.iter().enumerate() {
-            let group = match groups.iter_mut().position(|g| g.dim == table.dim && g.pooling == table.pooling) {
-                Some(g) => &mut groups[g],
-                None => {
-                    let name = format!("dim{}-{}", table.dim, table.pooling.name());
-                    groups.push(TableGroup {
-                        name,
-                        dim: table.dim,
-                        pooling: table.pooling,
-                        tables: Vec::new(),
-                        first_rows: Vec::new(),
-                        rows: 0,
-                    });
-                    groups.last_mut().unwrap_or_else(|| unreachable!("pushed"))
-                }
-            };
-            group.tables.push(t);
-            group.first_rows.push(group.rows);
-            group.rows += table.rows;
-        }
-        groups
-    }
-}
-
-/// The initial rows of a group: each table's own rows, as if it were stored alone
-/// (uniform from a seed of its own, at its own scale).
-struct GroupInit {
-    /// Each table's first row in the group and its rows' initialisation.
-    tables: Vec<(u64, RowInit)>,
-}
-
-impl InitRows for GroupInit {
-    fn fill(&self, index: u64, layout: RowLayout, row: &mut [f32]) {
-        let k = self.tables.partition_point(|&(first, _)| first <= index) - 1;
-        let (first, init) = self.tables[k];
-        init.fill(index - first, layout, row);
-    }
-}
 
 struct Member {
     group: TableGroup,
@@ -648,5 +592,6 @@ fn check(config: &CollectionConfig) -> Result<(), CollectionError> {
     Ok(())
 }
 
+mod group;
 #[cfg(test)]
 mod tests;
