@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Arc, Belady, Clock, EvictionPolicy, Fifo, Lfu, LookaheadBelady, Lru, S3Fifo, Sieve, StaticPlacement, WTinyLfu};
+use crate::{Arc, Belady, Clock, EvictionPolicy, Fifo, Lfu, LookaheadBelady, Lru, Resident, S3Fifo, Sieve, StaticPlacement, WTinyLfu};
 
 /// Which eviction policy to run, with its parameters. Serialised with a `kind` tag, e.g.
 /// `{ kind = "lookahead_belady", window = 4096 }`; every parameter has a default. The CLI
@@ -250,6 +250,26 @@ impl PolicyConfig {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Whether the policy admits every row it misses while it has room and evicts only
+    /// when full (and never on a hit): at a capacity of every row of the table it then
+    /// never evicts, and answers every request as [`Resident`] does (tests/resident.rs).
+    /// Not W-TinyLFU (a hit may evict through its segments' rounding) nor static
+    /// placement (it admits only its hot set).
+    pub fn evicts_only_when_full(&self) -> bool {
+        !matches!(self, PolicyConfig::WTinyLfu { .. } | PolicyConfig::Static { .. })
+    }
+
+    /// Builds the policy for a cache of `capacity` rows of a table of `rows` rows: a
+    /// [`Resident`] when the cache holds every row and the policy evicts only when full
+    /// (the same answers, no eviction order kept), else [`PolicyConfig::build`]'s.
+    pub fn build_for_rows(&self, capacity: usize, rows: u64) -> Result<Box<dyn EvictionPolicy>, PolicyConfigError> {
+        if capacity as u64 >= rows && self.evicts_only_when_full() && capacity > 0 {
+            self.validate()?;
+            return Ok(Box::new(Resident::new(capacity)));
+        }
+        self.build(capacity)
     }
 
     /// Builds the policy for a cache of `capacity` rows.

@@ -36,7 +36,8 @@ impl Tier {
         rows: u64,
     ) -> Result<(Tier, Box<dyn EvictionPolicy>), EngineError> {
         let slots = slab.slots();
-        let policy = policy.build(slots)?;
+        // A tier that holds every row keeps no eviction order (see `Resident`).
+        let policy = policy.build_for_rows(slots, rows)?;
         let backend = slab.backend();
         let in_host_memory = slab.host_row(0).is_some();
         let tier = Tier {
