@@ -336,7 +336,7 @@ impl TableCollection {
     pub fn withdraw_announced(&mut self) -> Result<usize, CollectionError> {
         for member in &mut self.members {
             for batch in member.window.clear() {
-                member.table.cancel_prefetch(&batch).map_err(|e| CollectionError::Group { group: member.group.name.clone(), source: e })?;
+                member.table.cancel_prefetch(&batch).map_err(|e| member.fail(e))?;
             }
         }
         Ok(std::mem::take(&mut self.announced))
