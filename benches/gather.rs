@@ -6,7 +6,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use rand::{Rng, SeedableRng};
 use strata::engine::host::HostSlab;
 use strata::engine::pool::{pool_bags, Pooling};
-use strata::engine::{Optimizer, RowLayout, RowSlab};
+use strata::engine::{Dtype, Optimizer, RowLayout, RowSlab};
 
 const DIM: usize = 128;
 const BAG: usize = 32;
@@ -41,7 +41,7 @@ fn gather(c: &mut Criterion) {
             let ids = &ids[batch % ID_BATCHES * lookups..][..lookups];
             batch += 1;
             refs.extend(ids.iter().map(|&id| slab.host_row(id).expect("row")));
-            pool_bags(&refs, &offsets, &[], DIM, Pooling::Sum, &mut out);
+            pool_bags(&refs, &offsets, &[], DIM, Dtype::F32, Pooling::Sum, &mut out);
             black_box(&out);
         })
     });

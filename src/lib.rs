@@ -6,6 +6,11 @@
 //! libtorch through tch, behind the `torch` feature); the `strata` command line on top of
 //! it lives in `src/bin/strata/`, the policies themselves in `strata-policies`.
 
+// Rows are moved as 32-bit words whose halves hold half-precision values in
+// little-endian order (`engine::dtype`).
+#[cfg(not(target_endian = "little"))]
+compile_error!("Strata stores half-precision rows little-endian and builds for little-endian targets only");
+
 pub mod config;
 pub mod data;
 pub mod engine;

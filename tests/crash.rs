@@ -81,7 +81,7 @@ fn row_checksum(row: &[f32]) -> u64 {
 }
 
 fn checksums(store: &mut dyn BackingStore) -> Vec<u64> {
-    let floats = store.layout().floats();
+    let floats = store.layout().words();
     let rows: Vec<u64> = (0..store.rows()).collect();
     let mut data = vec![0f32; rows.len() * floats];
     store.read_rows(&rows, &mut data).expect("read every row");

@@ -11,7 +11,7 @@ use strata::engine::pool::Pooling;
 use strata::engine::storage::{BackingStore, ReadPath, TableFile};
 use strata::engine::table::config::{TableConfig, TierConfig};
 use strata::engine::table::TieredTable;
-use strata::engine::{Optimizer, RowInit, RowLayout};
+use strata::engine::{Optimizer, Rounding, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 
 mod common;
@@ -47,6 +47,7 @@ fn every_policy_and_hierarchy_matches_the_flat_table() {
                     optimizer: Optimizer::RowWiseAdagrad { lr: 0.05, eps: 1e-8 },
                     pooling: Pooling::Sum,
                     write_buffer_rows,
+                    rounding: Rounding::Nearest,
                 };
                 check(&case, seed);
                 seed += 1;
@@ -67,6 +68,7 @@ fn sgd_and_mean_pooling_match_the_flat_table() {
             optimizer: Optimizer::Sgd { lr: 0.1 },
             pooling: Pooling::Mean,
             write_buffer_rows: seed % 2 * 9,
+            rounding: Default::default(),
         };
         check(&case, 1000 + seed as u64);
     }
@@ -82,6 +84,7 @@ fn small_config(optimizer: Optimizer) -> TableConfig {
         optimizer,
         pooling: Pooling::Sum,
         write_buffer_rows: 0,
+        rounding: Default::default(),
     }
 }
 
@@ -138,6 +141,7 @@ fn table_files_with_every_read_path_match_the_flat_table() {
                 optimizer,
                 pooling: Pooling::Sum,
                 write_buffer_rows,
+                rounding: Rounding::Nearest,
             };
             let reopen = |closed: Box<dyn BackingStore>| -> Box<dyn BackingStore> {
                 drop(closed);
@@ -188,6 +192,7 @@ fn the_engine_sees_the_hit_ratios_the_simulator_predicts() {
             optimizer,
             pooling: Pooling::Sum,
             write_buffer_rows: 0,
+            rounding: Default::default(),
         };
         let mut table = TieredTable::new(&config, Box::new(FlatTable::new(rows, layout, RowInit::Zeros))).unwrap();
         for batch in &batches {

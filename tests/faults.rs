@@ -23,7 +23,7 @@ use common::folders;
 
 const INIT: RowInit = RowInit::Uniform { seed: 11, scale: 0.5 };
 /// 516-byte rows: 7 per 4 KiB page, so row `r` is in page `r / 7`.
-const LAYOUT: RowLayout = RowLayout { dim: 128, state: 1 };
+const LAYOUT: RowLayout = RowLayout::f32(128, 1);
 const ROWS: u64 = 100;
 
 const READ_FAULTS: [PageFault; 3] = [PageFault::ReadEio, PageFault::ShortRead { bytes: 100 }, PageFault::FlipByte { offset: 5 * 516 + 9 }];
@@ -42,7 +42,7 @@ fn open(path: &Path, read_path: ReadPath, on_io_error: OnIoError, plan: &FaultPl
 
 fn initial(rows: impl IntoIterator<Item = u64>) -> Vec<f32> {
     let mut out = Vec::new();
-    let mut row = vec![0f32; LAYOUT.floats()];
+    let mut row = vec![0f32; LAYOUT.words()];
     for r in rows {
         INIT.fill(r, LAYOUT, &mut row);
         out.extend_from_slice(&row);
@@ -57,7 +57,7 @@ fn every_row(path: &Path) -> Vec<f32> {
     let mut first: Option<Vec<f32>> = None;
     for read_path in ReadPath::ALL {
         let mut table = TableFile::open(path, read_path).expect("re-open");
-        let mut out = vec![f32::NAN; all.len() * LAYOUT.floats()];
+        let mut out = vec![f32::NAN; all.len() * LAYOUT.words()];
         table.read_rows(&all, &mut out).expect("every page verifies");
         match &first {
             Some(f) => assert_eq!(&out, f, "{read_path} reads the same rows"),
@@ -68,7 +68,7 @@ fn every_row(path: &Path) -> Vec<f32> {
 }
 
 fn row_of(data: &[f32], row: u64) -> &[f32] {
-    let f = LAYOUT.floats();
+    let f = LAYOUT.words();
     &data[row as usize * f..(row as usize + 1) * f]
 }
 
@@ -102,7 +102,7 @@ fn read_faults_name_file_page_and_row_and_hand_out_nothing_on_every_read_path() 
                 let mut table = open(&path, read_path, OnIoError::Stop, &plan);
                 plan.arm(2, fault, 1);
                 let request = [3u64, 15, 30];
-                let mut out = vec![f32::NAN; request.len() * LAYOUT.floats()];
+                let mut out = vec![f32::NAN; request.len() * LAYOUT.words()];
                 let error = table.read_rows(&request, &mut out).expect_err("page 2 fails");
                 assert_read_error(&error, &path, fault, 1);
                 assert!(out.iter().all(|v| v.is_nan()), "{read_path} {fault:?}: no row of the batch is handed out");
@@ -126,7 +126,7 @@ fn retries_absorb_transient_faults_and_report_persistent_ones() {
                 let plan = FaultPlan::new();
                 let mut table = open(&path, read_path, OnIoError::Retry(2), &plan);
                 let request = [15u64, 16, 40];
-                let mut out = vec![f32::NAN; request.len() * LAYOUT.floats()];
+                let mut out = vec![f32::NAN; request.len() * LAYOUT.words()];
                 plan.arm(2, fault, 2);
                 table.read_rows(&request, &mut out).expect("two failures, then a good read");
                 assert_eq!(out, initial(request), "{read_path} {fault:?}: only a verified re-read is used");
@@ -135,7 +135,7 @@ fn retries_absorb_transient_faults_and_report_persistent_ones() {
                 out.fill(f32::NAN);
                 let error = table.read_rows(&request, &mut out).expect_err("three failures");
                 assert_read_error(&error, &path, fault, 3);
-                assert!(out[..2 * LAYOUT.floats()].iter().all(|v| v.is_nan()), "nothing from page 2");
+                assert!(out[..2 * LAYOUT.words()].iter().all(|v| v.is_nan()), "nothing from page 2");
                 let stats = table.stats();
                 assert_eq!(stats.retries, 4);
                 let flips = u64::from(matches!(fault, PageFault::FlipByte { .. }));
@@ -154,7 +154,7 @@ fn a_failed_write_leaves_the_previous_pages_intact_and_verifiable() {
             let mut table = open(&path, read_path, OnIoError::Stop, &plan);
             // Pages 1 and 2 form one run of adjacent pages, page 5 another.
             let targets = [8u64, 16, 17, 36];
-            let data: Vec<f32> = (0..targets.len() * LAYOUT.floats()).map(|i| i as f32 * 0.5).collect();
+            let data: Vec<f32> = (0..targets.len() * LAYOUT.words()).map(|i| i as f32 * 0.5).collect();
             plan.arm(2, PageFault::WriteEio, 1);
             let error = table.write_rows(&targets, &data).expect_err("page 2's run fails");
             let message = error.to_string();
@@ -163,7 +163,7 @@ fn a_failed_write_leaves_the_previous_pages_intact_and_verifiable() {
             drop(table);
             let rows = every_row(&path);
             for row in 0..ROWS {
-                let want = if row == 36 { data[3 * LAYOUT.floats()..].to_vec() } else { initial([row]) };
+                let want = if row == 36 { data[3 * LAYOUT.words()..].to_vec() } else { initial([row]) };
                 assert_eq!(row_of(&rows, row), &want[..], "{read_path}: row {row}");
             }
             // Retried, the same write lands whole.
@@ -174,7 +174,7 @@ fn a_failed_write_leaves_the_previous_pages_intact_and_verifiable() {
             drop(table);
             let rows = every_row(&path);
             for (i, &row) in targets.iter().enumerate() {
-                assert_eq!(row_of(&rows, row), &data[i * LAYOUT.floats()..(i + 1) * LAYOUT.floats()]);
+                assert_eq!(row_of(&rows, row), &data[i * LAYOUT.words()..(i + 1) * LAYOUT.words()]);
             }
         }
     }
@@ -187,7 +187,7 @@ fn a_page_failing_its_checksum_is_never_rewritten_by_a_partial_write() {
         let plan = FaultPlan::new();
         let mut table = open(&path, ReadPath::Pread, OnIoError::Retry(1), &plan);
         plan.arm(4, PageFault::FlipByte { offset: 3 }, 2);
-        let error = table.write_rows(&[30], &vec![1.0; LAYOUT.floats()]).expect_err("page 4 read back corrupt twice");
+        let error = table.write_rows(&[30], &vec![1.0; LAYOUT.words()]).expect_err("page 4 read back corrupt twice");
         let message = error.to_string();
         assert!(matches!(error, StorageError::ChecksumMismatch { page: 4, row: 30, .. }), "{message}");
         assert!(message.ends_with("writing row 30 (2 tries)"), "{message}");
@@ -214,6 +214,7 @@ fn tiered(
         optimizer: Optimizer::default(),
         pooling: Pooling::Sum,
         write_buffer_rows,
+        rounding: Default::default(),
     };
     TieredTable::new(&config, Box::new(open(path, read_path, on_io_error, plan))).expect("tiered table")
 }
@@ -356,7 +357,7 @@ fn storage_service_reports_a_failed_write_on_the_next_call_and_serves_no_stale_r
             let service = StorageService::start(Box::new(open(&path, ReadPath::Pread, OnIoError::Stop, &plan)), write_buffer_rows);
             plan.arm(3, PageFault::WriteEio, 1);
             let rows = vec![21u64, 22];
-            service.write(rows.clone(), vec![7.0; 2 * LAYOUT.floats()]).expect("queued");
+            service.write(rows.clone(), vec![7.0; 2 * LAYOUT.words()]).expect("queued");
             // A read sent right behind the failed write must not see the old rows.
             let error = match service.read(rows.clone()).and_then(|pending| pending.wait()) {
                 Ok(_) => panic!("buffer {write_buffer_rows}: a read after a failed write returned rows"),
@@ -369,7 +370,7 @@ fn storage_service_reports_a_failed_write_on_the_next_call_and_serves_no_stale_r
             );
             let again = service.read(vec![0]).and_then(|p| p.wait()).map(|_| ()).expect_err("still failed");
             assert!(matches!(again, EngineError::StoreFailed { ref earlier } if earlier.contains("page 3")), "{again}");
-            assert!(matches!(service.write(vec![0], vec![0.0; LAYOUT.floats()]), Err(EngineError::StoreFailed { .. })));
+            assert!(matches!(service.write(vec![0], vec![0.0; LAYOUT.words()]), Err(EngineError::StoreFailed { .. })));
             assert!(matches!(service.sync(), Err(EngineError::StoreFailed { .. })));
             assert!(service.into_store().is_err());
             assert_eq!(every_row(&path), initial(0..ROWS), "buffer {write_buffer_rows}: nothing was written");

@@ -396,7 +396,7 @@ fn check_table_file(scratch: &Scratch, bytes: &[u8], read_path: ReadPath, reseal
     };
     let rows = table.rows();
     assert!(rows <= 1 << 20, "a fuzzed file of {} bytes opened with {rows} rows", bytes.len());
-    let floats = table.layout().floats();
+    let floats = table.layout().words();
     let all: Vec<u64> = (0..rows).collect();
     let mut out = vec![0f32; all.len() * floats];
     if let Err(e) = table.read_rows(&all, &mut out) {

@@ -47,6 +47,7 @@ fn table_config(policy: &str, device_rows: usize, host_rows: usize, hierarchy: H
         optimizer: OPTIMIZER,
         pooling: Pooling::Sum,
         write_buffer_rows: 0,
+        rounding: Default::default(),
     }
 }
 
@@ -200,7 +201,7 @@ fn replicas_that_applied_version_v_look_up_what_the_version_v_table_holds() {
             let served = b.serve(&singles, 3);
             let ids = singles.iter().flat_map(|r| r.ids.iter().copied());
             for (row, value) in ids.zip(served.chunks(DIM)) {
-                let at = |v: usize| &trainer.versions[v][row as usize * layout().floats()..][..DIM];
+                let at = |v: usize| &trainer.versions[v][row as usize * layout().words()..][..DIM];
                 assert!(
                     (applied..=version as usize).any(|v| bits(at(v)) == bits(value)),
                     "replica b at version {applied} served row {row} older than that"

@@ -17,13 +17,13 @@ use strata::engine::storage::remote::{key_slot, LocalCluster, RedisStore, Remote
 use strata::engine::storage::BackingStore;
 use strata::engine::table::config::{TableConfig, TierConfig};
 use strata::engine::table::TieredTable;
-use strata::engine::{Optimizer, RowInit, RowLayout};
+use strata::engine::{Optimizer, Rounding, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 
 mod common;
 use common::transparency::{batches, check_with_store, Case, Stream};
 
-const LAYOUT: RowLayout = RowLayout { dim: 4, state: 1 };
+const LAYOUT: RowLayout = RowLayout::f32(4, 1);
 
 fn config(cluster: &LocalCluster, table: &str) -> RemoteConfig {
     RemoteConfig { block_rows: 8, retry_seconds: 20.0, ..RemoteConfig::new(cluster.nodes(), table) }
@@ -31,7 +31,7 @@ fn config(cluster: &LocalCluster, table: &str) -> RemoteConfig {
 
 fn read_all(store: &mut dyn BackingStore) -> Vec<f32> {
     let rows: Vec<u64> = (0..store.rows()).collect();
-    let mut out = vec![0f32; rows.len() * store.layout().floats()];
+    let mut out = vec![0f32; rows.len() * store.layout().words()];
     store.read_rows(&rows, &mut out).unwrap();
     out
 }
@@ -173,7 +173,17 @@ fn the_tiered_table_over_the_cluster_matches_the_flat_table() {
             [(Hierarchy::Inclusive, 4, 15, 2, 0), (Hierarchy::Exclusive, 3, 9, 3, 11), (Hierarchy::Inclusive, 0, 6, 0, 5)]
         {
             let optimizer = Optimizer::RowWiseAdagrad { lr: 0.05, eps: 1e-8 };
-            let case = Case { policy, hierarchy, device_rows, host_rows, window, optimizer, pooling: Pooling::Sum, write_buffer_rows };
+            let case = Case {
+                policy,
+                hierarchy,
+                device_rows,
+                host_rows,
+                window,
+                optimizer,
+                pooling: Pooling::Sum,
+                write_buffer_rows,
+                rounding: Rounding::Nearest,
+            };
             let remote = config(&cluster, &format!("t{seed}"));
             let init = RowInit::Uniform { seed, scale: 0.1 };
             let store = Box::new(RedisStore::create(&remote, 120, RowLayout::new(4, &optimizer), init).unwrap());
@@ -206,6 +216,7 @@ fn a_master_killed_mid_run_fails_over_and_the_rows_match_an_unbroken_run() {
         optimizer,
         pooling: Pooling::Sum,
         write_buffer_rows: 0,
+        rounding: Default::default(),
     };
     let mut table = TieredTable::new(&config, store).unwrap();
     let mut rng = SmallRng::seed_from_u64(5);

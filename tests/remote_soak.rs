@@ -39,6 +39,7 @@ fn table_config(policy: &str, device_rows: usize, host_rows: usize) -> TableConf
         optimizer: OPTIMIZER,
         pooling: Pooling::Sum,
         write_buffer_rows: 0,
+        rounding: Default::default(),
     }
 }
 
@@ -126,7 +127,7 @@ fn no_row_is_lost_or_staler_than_reported_across_master_kills_in_training_and_se
     }
     let mut store = trainer.close().unwrap();
     let all: Vec<u64> = (0..ROWS).collect();
-    let mut rows = vec![0f32; ROWS as usize * layout.floats()];
+    let mut rows = vec![0f32; ROWS as usize * layout.words()];
     store.read_rows(&all, &mut rows).unwrap();
     let expected: Vec<f32> = all.iter().flat_map(|&r| reference.row(r).to_vec()).collect();
     assert_eq!(bits(&rows), bits(&expected), "every trained row survived {kills} master kills");

@@ -64,7 +64,7 @@ fn batches(count: u64) -> Vec<Batch> {
 /// Every row of `store`.
 fn all_rows(store: &mut dyn BackingStore) -> Vec<f32> {
     let rows: Vec<u64> = (0..store.rows()).collect();
-    let mut data = vec![0f32; rows.len() * store.layout().floats()];
+    let mut data = vec![0f32; rows.len() * store.layout().words()];
     store.read_rows(&rows, &mut data).unwrap();
     data
 }

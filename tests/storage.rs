@@ -17,15 +17,15 @@ use common::folders;
 const INIT: RowInit = RowInit::Uniform { seed: 7, scale: 0.5 };
 
 fn expected(layout: RowLayout, rows: &[u64]) -> Vec<f32> {
-    let mut out = vec![0f32; rows.len() * layout.floats()];
-    for (row, chunk) in rows.iter().zip(out.chunks_exact_mut(layout.floats())) {
+    let mut out = vec![0f32; rows.len() * layout.words()];
+    for (row, chunk) in rows.iter().zip(out.chunks_exact_mut(layout.words())) {
         INIT.fill(*row, layout, chunk);
     }
     out
 }
 
 fn read(table: &mut TableFile, rows: &[u64]) -> Vec<f32> {
-    let mut out = vec![f32::NAN; rows.len() * table.layout().floats()];
+    let mut out = vec![f32::NAN; rows.len() * table.layout().words()];
     table.read_rows(rows, &mut out).expect("read rows");
     out
 }
@@ -38,7 +38,7 @@ fn create(folder: &Path, rows: u64, layout: RowLayout) -> PathBuf {
 
 #[test]
 fn every_read_path_returns_the_initial_rows_unordered_and_duplicated() {
-    let layout = RowLayout { dim: 128, state: 1 };
+    let layout = RowLayout::f32(128, 1);
     let rows = 3000u64; // 429 pages of 7 rows: more than one read batch.
     for folder in folders() {
         let path = create(folder.path(), rows, layout);
@@ -65,19 +65,19 @@ fn every_read_path_returns_the_initial_rows_unordered_and_duplicated() {
 
 #[test]
 fn writes_read_back_before_and_after_reopening_with_every_path() {
-    let layout = RowLayout { dim: 13, state: 1 }; // 73 rows per page
+    let layout = RowLayout::f32(13, 1); // 73 rows per page
     let rows = 1000u64;
     for folder in folders() {
         let path = create(folder.path(), rows, layout);
         for (round, read_path) in ReadPath::ALL.into_iter().enumerate() {
             let mut table = TableFile::open(&path, read_path).expect("open");
             let targets: Vec<u64> = vec![5, 999, 400 + round as u64, 72, 73, 5];
-            let data: Vec<f32> = (0..targets.len() * layout.floats()).map(|i| (i as f32) * 0.25 + round as f32 * 100.0).collect();
+            let data: Vec<f32> = (0..targets.len() * layout.words()).map(|i| (i as f32) * 0.25 + round as f32 * 100.0).collect();
             table.write_rows(&targets, &data).expect("write");
             table.sync().expect("sync");
             let mut want = data.clone();
             // The second write of row 5 wins.
-            let floats = layout.floats();
+            let floats = layout.words();
             want.copy_within(5 * floats..6 * floats, 0);
             assert_eq!(read(&mut table, &targets), want, "{read_path}");
             drop(table);
@@ -93,23 +93,23 @@ fn writes_read_back_before_and_after_reopening_with_every_path() {
 
 #[test]
 fn partial_page_writes_keep_neighbours_and_full_pages_skip_the_read() {
-    let layout = RowLayout { dim: 13, state: 1 };
+    let layout = RowLayout::f32(13, 1);
     let per_page = 73u64;
     for folder in folders() {
         let path = create(folder.path(), 300, layout);
         let mut table = TableFile::open(&path, ReadPath::IoUring).expect("open");
-        let one_row = vec![9.5f32; layout.floats()];
+        let one_row = vec![9.5f32; layout.words()];
         table.write_rows(&[per_page + 3], &one_row).expect("write one row");
         let stats = table.stats();
         assert_eq!((stats.pages_read, stats.pages_written), (1, 1), "read-modify-write of one page");
         let whole_page: Vec<u64> = (0..per_page).collect();
-        let values = vec![-1.0f32; whole_page.len() * layout.floats()];
+        let values = vec![-1.0f32; whole_page.len() * layout.words()];
         table.write_rows(&whole_page, &values).expect("write a whole page");
         let stats = table.stats();
         assert_eq!((stats.pages_read, stats.pages_written), (1, 2), "a fully covered page is not read");
         let page_one: Vec<u64> = (per_page..2 * per_page).collect();
         let mut want = expected(layout, &page_one);
-        want[3 * layout.floats()..4 * layout.floats()].copy_from_slice(&one_row);
+        want[3 * layout.words()..4 * layout.words()].copy_from_slice(&one_row);
         assert_eq!(read(&mut table, &page_one), want);
         assert_eq!(read(&mut table, &whole_page), values);
         // The last page is partial: rows 292..300.
@@ -122,7 +122,7 @@ fn partial_page_writes_keep_neighbours_and_full_pages_skip_the_read() {
 fn sgd_tables_have_no_state_and_zeros_init_reads_zeros() {
     for folder in folders() {
         let path = folder.path().join("zeros.strata");
-        let layout = RowLayout { dim: 1024, state: 0 }; // one row per 8 KiB page
+        let layout = RowLayout::f32(1024, 0); // one row per 8 KiB page
         let mut table = TableFile::create(&path, 5, layout, RowInit::Zeros).expect("create");
         assert_eq!(table.header().page_size, 8192);
         assert_eq!(std::fs::metadata(&path).expect("metadata").len(), 4096 + 5 * 8192);
@@ -143,24 +143,24 @@ fn flip_byte(path: &Path, offset: u64) {
 
 #[test]
 fn a_flipped_byte_gives_a_checksum_error_naming_file_page_and_row() {
-    let layout = RowLayout { dim: 128, state: 1 };
+    let layout = RowLayout::f32(128, 1);
     for folder in folders() {
         let path = create(folder.path(), 100, layout);
         // Page 2 holds rows 14..21; corrupt a byte of row 16.
         flip_byte(&path, HEADER_BYTES as u64 + 2 * 4096 + 2 * 516 + 10);
         for read_path in ReadPath::ALL {
             let mut table = TableFile::open(&path, read_path).expect("open");
-            let mut out = vec![f32::NAN; 2 * layout.floats()];
+            let mut out = vec![f32::NAN; 2 * layout.words()];
             let error = table.read_rows(&[3, 15], &mut out).expect_err("corrupted page");
             let message = error.to_string();
             assert!(matches!(error, StorageError::ChecksumMismatch { page: 2, row: 15, .. }), "{message}");
             assert!(message.starts_with(&path.display().to_string()), "{message}");
             assert!(message.contains("page 2 (rows 14..21): checksum mismatch (stored 0x"), "{message}");
             assert!(message.ends_with("reading row 15"), "{message}");
-            assert!(out[layout.floats()..].iter().all(|v| v.is_nan()), "no data from the corrupted page");
+            assert!(out[layout.words()..].iter().all(|v| v.is_nan()), "no data from the corrupted page");
             assert_eq!(table.stats().checksum_failures, 1);
             assert_eq!(read(&mut table, &[3, 21]), expected(layout, &[3, 21]), "other pages still read");
-            let error = table.write_rows(&[20], &vec![0.0; layout.floats()]).expect_err("write into corrupted page");
+            let error = table.write_rows(&[20], &vec![0.0; layout.words()]).expect_err("write into corrupted page");
             assert!(error.to_string().ends_with("writing row 20"), "{error}");
         }
         // Rewriting the whole page repairs it.
@@ -191,7 +191,7 @@ fn edit_header(path: &Path, at: usize, bytes: &[u8], reseal: bool) {
 
 #[test]
 fn foreign_or_damaged_headers_are_rejected_clearly() {
-    let layout = RowLayout { dim: 8, state: 1 };
+    let layout = RowLayout::f32(8, 1);
     for folder in folders() {
         let path = create(folder.path(), 50, layout);
         let name = path.display().to_string();
@@ -227,17 +227,17 @@ fn foreign_or_damaged_headers_are_rejected_clearly() {
 
 #[test]
 fn bad_requests_are_errors_naming_the_file_and_the_row() {
-    let layout = RowLayout { dim: 4, state: 1 };
+    let layout = RowLayout::f32(4, 1);
     for folder in folders() {
         let path = create(folder.path(), 10, layout);
         let mut table = TableFile::open(&path, ReadPath::IoUring).expect("open");
-        let mut out = vec![0f32; 3 * layout.floats()];
+        let mut out = vec![0f32; 3 * layout.words()];
         let message = table.read_rows(&[1, 10, 2], &mut out).expect_err("row 10").to_string();
         assert_eq!(message, format!("{}: row 10 (entry 1 of the request) is out of range: the table has 10 rows", path.display()));
         let message = table.write_rows(&[1], &[0.0; 3]).expect_err("short data").to_string();
         assert!(message.contains("write_rows: the buffer holds 3 floats, 1 rows of 5 floats need 5"), "{message}");
         assert_eq!(table.stats().read_calls, 0);
-        let bad = TableFile::create(&folder.path().join("bad.strata"), 1, RowLayout { dim: 0, state: 1 }, INIT);
+        let bad = TableFile::create(&folder.path().join("bad.strata"), 1, RowLayout::f32(0, 1), INIT);
         assert!(bad.err().expect("dim 0").to_string().contains("bad row layout: dim must be at least 1"));
         let missing = TableFile::open_with(&folder.path().join("missing.strata"), ReadConfig::default());
         assert!(missing.err().expect("missing").to_string().contains("missing.strata: opening:"));
@@ -248,13 +248,13 @@ fn bad_requests_are_errors_naming_the_file_and_the_row() {
 
 /// Rows `0..rows` with every value set to `value` (state included).
 fn filled(layout: RowLayout, rows: &[u64], value: f32) -> Vec<f32> {
-    vec![value; rows.len() * layout.floats()]
+    vec![value; rows.len() * layout.words()]
 }
 
 /// A table of 300 rows (dim 128 with state: 7 rows a page, 43 pages) where rows
 /// `0..100` hold 1.0, protecting checkpoint 1 from then on.
 fn protected_table(folder: &Path, read_path: ReadPath) -> (PathBuf, TableFile, Vec<f32>) {
-    let layout = RowLayout { dim: 128, state: 1 };
+    let layout = RowLayout::f32(128, 1);
     let path = create(folder, 300, layout);
     let mut table = TableFile::open(&path, read_path).expect("open");
     let first: Vec<u64> = (0..100).collect();
@@ -312,7 +312,7 @@ fn a_torn_last_journal_entry_is_ignored() {
         // The crash tore the second entry: its page write was never issued, so put page
         // 2 back as it was and cut the entry short.
         let mut reopened = TableFile::open(&path, ReadPath::Pread).expect("open");
-        let floats = layout.floats();
+        let floats = layout.words();
         reopened.write_rows(&[20], &committed[20 * floats..21 * floats]).expect("restore page 2");
         drop(reopened);
         let len = std::fs::metadata(&journal).expect("journal").len();
@@ -331,7 +331,7 @@ fn a_torn_last_journal_entry_is_ignored() {
         drop(file);
         assert_eq!(roll_back(&path, 1).expect("roll back"), RollBack::RolledBack { pages: 0, torn: true });
         let mut expected_rows = committed;
-        expected_rows[10 * layout.floats()..11 * layout.floats()].fill(5.0);
+        expected_rows[10 * layout.words()..11 * layout.words()].fill(5.0);
         assert_eq!(all_rows(&path), expected_rows, "a page whose entry is torn is left alone");
     }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use strata::engine::placement::Hierarchy;
 use strata::engine::pool::Pooling;
 use strata::engine::storage::{BackingStore, ReadConfig, ReadPath, TableFile};
-use strata::engine::{Optimizer, RowInit, RowLayout};
+use strata::engine::{Optimizer, Rounding, RowInit, RowLayout};
 
 mod common;
 use common::folders;
@@ -40,7 +40,17 @@ fn tables() -> Vec<Table> {
     ];
     sets.into_iter()
         .map(|(policy, hierarchy, device_rows, host_rows, window, write_buffer_rows, read_path, depth, threads)| Table {
-            case: Case { policy, hierarchy, device_rows, host_rows, window, optimizer: adagrad, pooling: Pooling::Sum, write_buffer_rows },
+            case: Case {
+                policy,
+                hierarchy,
+                device_rows,
+                host_rows,
+                window,
+                optimizer: adagrad,
+                pooling: Pooling::Sum,
+                write_buffer_rows,
+                rounding: Rounding::Nearest,
+            },
             read: read(read_path, depth, threads),
         })
         .collect()

@@ -37,6 +37,7 @@ fn table(device: TierConfig, host: TierConfig, hierarchy: Hierarchy) -> TieredTa
         optimizer,
         pooling: Pooling::Sum,
         write_buffer_rows: 0,
+        rounding: Default::default(),
     };
     TieredTable::new(&config, Box::new(store)).unwrap()
 }
@@ -65,7 +66,7 @@ fn run(mut table: TieredTable, window: usize) -> (Vec<f32>, Vec<f32>) {
 fn final_table(table: TieredTable) -> Vec<f32> {
     let mut store = table.close().unwrap();
     let rows: Vec<u64> = (0..store.rows()).collect();
-    let mut data = vec![0f32; rows.len() * store.layout().floats()];
+    let mut data = vec![0f32; rows.len() * store.layout().words()];
     store.read_rows(&rows, &mut data).unwrap();
     data
 }

@@ -11,6 +11,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use strata::data::{SyntheticBatches, SyntheticConfig};
 use strata::engine::collection::{CollectionConfig, CollectionError, FeatureBags, FeatureGrads, TableCollection};
+use strata::engine::storage::BackingStore;
 use strata::sim::{Capacity, Simulation};
 use strata::trace::{KeySource, TraceError, TraceFormat, TraceRecord};
 use strata_policies::{AdmissionConfig, PolicyConfig, NEVER};
@@ -172,17 +173,26 @@ impl Collection {
         self.with(py, |c| Ok(c.announced()))
     }
 
-    /// Copies every row of table `t` (values then optimizer state, `rows * floats`
-    /// float32) into the buffer at `address`.
+    /// Copies every row of table `t` (values, widened to float32 from a half-precision
+    /// table, then optimizer state: `rows * (dim + state)` float32) into the buffer at
+    /// `address`.
     fn read_rows(&self, py: Python<'_>, t: usize, address: usize, len: usize) -> PyResult<()> {
         self.with(py, |c| {
             let flat = c.rows_of(t)?;
+            let layout = flat.layout();
+            let width = layout.dim + layout.state;
             let rows = flat.rows_slice();
-            if rows.len() != len {
-                return Err(CollectionError::Step(format!("table {t} has {} values, the buffer holds {len}", rows.len())));
+            let needs = rows.len() / layout.words() * width;
+            if needs != len {
+                return Err(CollectionError::Step(format!("table {t} has {needs} values, the buffer holds {len}")));
             }
             // SAFETY: as in `lookup`.
-            unsafe { slice_mut::<f32>(address, len) }.copy_from_slice(rows);
+            let out = unsafe { slice_mut::<f32>(address, len) };
+            for (stored, wide) in rows.chunks_exact(layout.words()).zip(out.chunks_exact_mut(width)) {
+                let (values, state) = stored.split_at(layout.value_words());
+                layout.dtype.decode(values, &mut wide[..layout.dim]);
+                wide[layout.dim..].copy_from_slice(state);
+            }
             Ok(())
         })
     }

@@ -1,6 +1,6 @@
 //! A collection of embedding tables, each with its own rows, dim and pooling, looked up
 //! and updated one step at a time: what TorchRec's `EmbeddingBagCollection` holds.
-//! Tables of one dim and pooling form a [`TableGroup`], stored and tiered together as one
+//! Tables of one dim, pooling and dtype form a [`TableGroup`], stored and tiered together as one
 //! [`TieredTable`] (each table's rows after the rows of the tables before it), as
 //! FBGEMM's table-batched embeddings group them: one store, one storage thread and one
 //! cache per group, its tiers sized as a share of the group's rows. A group's features
@@ -26,7 +26,7 @@ use super::stats::EngineStats;
 use super::storage::{roll_back, write_atomically, BackingStore, ReadConfig, ReadPath, StorageError, TableFile};
 use super::table::config::{TableConfig, TierConfig};
 use super::table::TieredTable;
-use super::{Buffer, EngineError, Optimizer, RowInit, RowLayout};
+use super::{Buffer, Dtype, EngineError, Optimizer, Rounding, RowInit, RowLayout};
 
 use self::group::GroupInit;
 pub use self::group::TableGroup;
@@ -43,6 +43,10 @@ pub struct EmbeddingTableConfig {
     pub pooling: Pooling,
     pub features: Vec<String>,
     pub init_scale: f32,
+    /// How the table stores its values (FBGEMM's `weights_precision`, TorchRec's
+    /// `data_type`): tables of another dtype are another group.
+    #[serde(default)]
+    pub dtype: Dtype,
 }
 
 /// The tables and how every one of them is tiered and updated.
@@ -72,6 +76,9 @@ pub struct CollectionConfig {
     /// page order.
     #[serde(default)]
     pub write_buffer: f64,
+    /// How updates are written into half-precision rows.
+    #[serde(default)]
+    pub rounding: Rounding,
 }
 
 fn default_read_path() -> ReadPath {
@@ -208,6 +215,15 @@ impl TableCollection {
         let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path).map_err(|e| CollectionError::Config(format!("{}: {e}", path.display())))?;
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| CollectionError::Config(format!("{}: {e}", path.display())))?;
+        for (was, now) in manifest.tables.iter().zip(&config.tables) {
+            if was.name == now.name && was.dtype != now.dtype {
+                let (path, name) = (path.display(), &now.name);
+                return Err(CollectionError::Config(format!(
+                    "{path}: table `{name}` was checkpointed as {} rows, the config asks for {}",
+                    was.dtype, now.dtype
+                )));
+            }
+        }
         if manifest.tables != config.tables || manifest.optimizer != config.optimizer || manifest.seed != config.seed {
             return Err(CollectionError::Config(format!("{}: the checkpoint is of other tables, optimizer or seed", path.display())));
         }
@@ -228,11 +244,11 @@ impl TableCollection {
         let mut members = Vec::new();
         for group in TableGroup::of(&config.tables) {
             let in_group = |source: EngineError| CollectionError::Group { group: group.name.clone(), source };
-            let layout = RowLayout::new(group.dim, &config.optimizer);
+            let layout = RowLayout::new(group.dim, &config.optimizer).with_dtype(group.dtype);
             let store = open(&group, layout).map_err(|e| in_group(e.into()))?;
             if store.rows() != group.rows || store.layout() != layout {
                 let what = format!(
-                    "{} holds {} rows of {:?}, the group `{}` needs {} of {layout:?}",
+                    "{} holds {} rows of {}, the group `{}` needs {} of {layout}",
                     store.describe(),
                     store.rows(),
                     store.layout(),
@@ -250,6 +266,7 @@ impl TableCollection {
                 optimizer: config.optimizer,
                 pooling: group.pooling,
                 write_buffer_rows: share(config.write_buffer),
+                rounding: config.rounding,
             };
             let table = TieredTable::new(&table_config, store).map_err(in_group)?;
             members.push(Member { group, table, window: LookaheadWindow::default(), next_start: 0, current: None });
@@ -459,7 +476,7 @@ impl TableCollection {
         for start in (0..rows).step_by(CHUNK as usize) {
             let staged =
                 member.table.read_rows((first + start..first + (start + CHUNK).min(rows)).collect()).map_err(|e| member.fail(e))?;
-            for (&row, values) in staged.rows.iter().zip(staged.data.chunks_exact(layout.floats())) {
+            for (&row, values) in staged.rows.iter().zip(staged.data.chunks_exact(layout.words())) {
                 flat.row_mut(row - first).copy_from_slice(values);
             }
         }

@@ -235,7 +235,7 @@ impl CudaSlab {
         if layout.dim == 0 || slots == 0 || slots > u32::MAX as usize {
             return Err(cuda_error(format!("cannot hold {slots} slots of dim {}", layout.dim)));
         }
-        let floats = layout.floats();
+        let floats = layout.words();
         let ctx = CudaContext::new(ordinal).map_err(driver("open device"))?;
         let (major, minor) = ctx.compute_capability().map_err(driver("compute capability"))?;
         let name = format!("cuda:{ordinal} ({}, sm_{major}{minor})", ctx.name().map_err(driver("device name"))?);
@@ -307,7 +307,7 @@ impl CudaSlab {
     /// Gathers `width` floats of each slot into `out` (chunk by chunk).
     fn gather_width(&self, slots: &[u32], width: usize, out: &mut [f32]) -> Result<(), TierError> {
         let mut staging = self.staging()?;
-        let floats = self.layout.floats() as u32;
+        let floats = self.layout.words() as u32;
         for (chunk, out) in slots.chunks(CHUNK_ROWS).zip(out.chunks_mut(CHUNK_ROWS * width)) {
             self.upload(&mut staging, chunk, &[])?;
             let (n, w) = (chunk.len() as u32, width as u32);
@@ -358,7 +358,7 @@ impl RowSlab for CudaSlab {
     }
 
     fn store(&mut self, slots: &[u32], rows: &[f32]) -> Result<(), TierError> {
-        let floats = self.layout.floats();
+        let floats = self.layout.words();
         self.check("store", slots, rows.len(), floats)?;
         let mut staging = self.staging.lock().map_err(|_| cuda_error("staging buffer poisoned"))?;
         for (chunk, values) in slots.chunks(CHUNK_ROWS).zip(rows.chunks(CHUNK_ROWS * floats)) {
@@ -375,7 +375,7 @@ impl RowSlab for CudaSlab {
     }
 
     fn load(&self, slots: &[u32], rows: &mut [f32]) -> Result<(), TierError> {
-        let floats = self.layout.floats();
+        let floats = self.layout.words();
         self.check("load", slots, rows.len(), floats)?;
         self.gather_width(slots, floats, rows)
     }
@@ -387,7 +387,7 @@ impl RowSlab for CudaSlab {
     }
 
     fn apply(&mut self, slots: &[u32], grads: &[f32], optimizer: &Optimizer) -> Result<(), TierError> {
-        let (dim, floats) = (self.layout.dim, self.layout.floats());
+        let (dim, floats) = (self.layout.dim, self.layout.words());
         self.check("apply", slots, grads.len(), dim)?;
         if optimizer.state_floats() != self.layout.state {
             return Err(cuda_error(format!(

@@ -5,7 +5,7 @@ use super::batch::Batch;
 use super::host::{advise_huge_pages, HUGE_PAGES_FROM};
 use super::pool::{pool_bags, prefetch, reuse_refs, Pooling, RowGradients, UPDATE_GROUP};
 use super::storage::BackingStore;
-use super::{EngineError, InitRows, Optimizer, RowLayout};
+use super::{EngineError, InitRows, Optimizer, Rounding, RowLayout, StoredUpdate};
 
 /// All rows in one in-memory array: the reference the tiered table is compared with,
 /// and a backing store for tables that fit in memory.
@@ -21,6 +21,8 @@ pub struct FlatTable {
     bag_refs: Vec<&'static [f32]>,
     gradients: RowGradients,
     group_grads: Vec<f32>,
+    /// How updates reach the stored rows (and round into half-precision ones).
+    update: StoredUpdate,
 }
 
 /// Two flat tables are equal when their rows are (the step buffers are scratch).
@@ -32,7 +34,7 @@ impl PartialEq for FlatTable {
 
 impl FlatTable {
     pub fn new(rows: u64, layout: RowLayout, init: impl InitRows) -> Self {
-        let floats = layout.floats();
+        let floats = layout.words();
         let len = rows as usize * floats;
         let mut data: Vec<f32> = Vec::with_capacity(len);
         if len * 4 >= HUGE_PAGES_FROM {
@@ -42,11 +44,26 @@ impl FlatTable {
         for (r, row) in data.chunks_exact_mut(floats).enumerate() {
             init.fill(r as u64, layout, row);
         }
-        FlatTable { layout, data, row_refs: Vec::new(), bag_refs: Vec::new(), gradients: RowGradients::default(), group_grads: Vec::new() }
+        FlatTable {
+            layout,
+            data,
+            row_refs: Vec::new(),
+            bag_refs: Vec::new(),
+            gradients: RowGradients::default(),
+            group_grads: Vec::new(),
+            update: StoredUpdate::new(layout, Rounding::Nearest),
+        }
+    }
+
+    /// The same table, its half-precision rows updated with `rounding` (nearest by
+    /// default; `f32` rows are never rounded).
+    pub fn with_rounding(mut self, rounding: Rounding) -> Self {
+        self.update = StoredUpdate::new(self.layout, rounding);
+        self
     }
 
     pub fn row(&self, row: u64) -> &[f32] {
-        let f = self.layout.floats();
+        let f = self.layout.words();
         &self.data[row as usize * f..(row as usize + 1) * f]
     }
 
@@ -56,16 +73,16 @@ impl FlatTable {
     }
 
     pub fn row_mut(&mut self, row: u64) -> &mut [f32] {
-        let f = self.layout.floats();
+        let f = self.layout.words();
         &mut self.data[row as usize * f..(row as usize + 1) * f]
     }
 
     /// The all-in-memory lookup: pools `batch`'s bags into `out`.
     pub fn lookup(&mut self, batch: &Batch, pooling: Pooling, out: &mut [f32]) {
-        let (dim, floats) = (self.layout.dim, self.layout.floats());
+        let (values, words) = (self.layout.value_words(), self.layout.words());
         let mut refs = reuse_refs(std::mem::take(&mut self.row_refs));
-        refs.extend(batch.ids.iter().map(|&r| &self.data[r as usize * floats..][..dim]));
-        pool_bags(&refs, &batch.bag_offsets, &batch.weights, dim, pooling, out);
+        refs.extend(batch.ids.iter().map(|&r| &self.data[r as usize * words..][..values]));
+        pool_bags(&refs, &batch.bag_offsets, &batch.weights, self.layout.dim, self.layout.dtype, pooling, out);
         self.row_refs = reuse_refs(refs);
     }
 
@@ -76,7 +93,7 @@ impl FlatTable {
     /// If the batch's rows and bags do not fit the grouping's keys (see
     /// [`RowGradients::group`]) or `bag_grads` holds fewer than `dim` values per bag.
     pub fn apply_gradients(&mut self, batch: &Batch, bag_grads: &[f32], optimizer: &Optimizer, pooling: Pooling) {
-        let (dim, floats) = (self.layout.dim, self.layout.floats());
+        let (dim, floats) = (self.layout.dim, self.layout.words());
         if let Err(e) = self.gradients.group(&batch.ids, &batch.bag_offsets, !batch.weights.is_empty()) {
             panic!("FlatTable::apply_gradients: {e}");
         }
@@ -94,7 +111,7 @@ impl FlatTable {
             let sums = &mut sums[..group.len()];
             optimizer.gradient_sums(grads, dim, sums);
             for ((&row, grad), &sum) in group.iter().zip(grads.chunks_exact(dim)).zip(sums.iter()) {
-                optimizer.apply_row_with_sum(&mut self.data[row as usize * floats..][..floats], grad, sum);
+                self.update.apply(optimizer, &mut self.data[row as usize * floats..][..floats], grad, sum, row, batch.start);
             }
         }
         self.bag_refs = reuse_refs(bag_refs);
@@ -117,10 +134,10 @@ impl BackingStore for FlatTable {
         self.layout
     }
     fn rows(&self) -> u64 {
-        (self.data.len() / self.layout.floats()) as u64
+        (self.data.len() / self.layout.words()) as u64
     }
     fn read_rows(&mut self, rows: &[u64], out: &mut [f32]) -> Result<(), EngineError> {
-        let f = self.layout.floats();
+        let f = self.layout.words();
         for (&r, dst) in rows.iter().zip(out.chunks_exact_mut(f)) {
             self.check(r)?;
             dst.copy_from_slice(self.row(r));
@@ -128,7 +145,7 @@ impl BackingStore for FlatTable {
         Ok(())
     }
     fn write_rows(&mut self, rows: &[u64], data: &[f32]) -> Result<(), EngineError> {
-        let f = self.layout.floats();
+        let f = self.layout.words();
         for (&r, src) in rows.iter().zip(data.chunks_exact(f)) {
             self.check(r)?;
             self.row_mut(r).copy_from_slice(src);
@@ -168,7 +185,7 @@ mod tests {
             flat.lookup(&batch, Pooling::Mean, &mut out);
             let refs: Vec<&[f32]> = batch.ids.iter().map(|&r| &plain.row(r)[..dim]).collect();
             let mut want = vec![0f32; out.len()];
-            pool_bags(&refs, &batch.bag_offsets, &batch.weights, dim, Pooling::Mean, &mut want);
+            pool_bags(&refs, &batch.bag_offsets, &batch.weights, dim, crate::engine::Dtype::F32, Pooling::Mean, &mut want);
             assert_eq!(out, want, "step {step}: lookup");
 
             let mut bag_grads = vec![0f32; out.len()];

@@ -142,14 +142,14 @@ impl HostSlab {
         debug_assert!(slot < self.slots);
         // SAFETY: slot < slots, so the row lies inside the allocation, which is
         // initialised (zeroed) and lives as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(slot * self.stride), self.layout.floats()) }
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(slot * self.stride), self.layout.words()) }
     }
 
     #[inline]
     fn row_unchecked_mut(&mut self, slot: usize) -> &mut [f32] {
         debug_assert!(slot < self.slots);
         // SAFETY: as in `row_unchecked`, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(slot * self.stride), self.layout.floats()) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(slot * self.stride), self.layout.words()) }
     }
 
     /// Row `slot` (values then state).
@@ -194,7 +194,7 @@ impl RowSlab for HostSlab {
     }
 
     fn store(&mut self, slots: &[u32], rows: &[f32]) -> Result<(), TierError> {
-        let floats = self.layout.floats();
+        let floats = self.layout.words();
         self.check_len("store", rows.len(), slots.len(), floats)?;
         self.check_slots(slots)?;
         for (&slot, row) in slots.iter().zip(rows.chunks_exact(floats)) {
@@ -204,7 +204,7 @@ impl RowSlab for HostSlab {
     }
 
     fn load(&self, slots: &[u32], rows: &mut [f32]) -> Result<(), TierError> {
-        let floats = self.layout.floats();
+        let floats = self.layout.words();
         self.check_len("load", rows.len(), slots.len(), floats)?;
         self.check_slots(slots)?;
         for (&slot, row) in slots.iter().zip(rows.chunks_exact_mut(floats)) {

@@ -2,14 +2,15 @@
 //! or an emulated device in host memory), a host tier (DRAM slabs) and a storage tier
 //! (the whole table in a file on NVMe), moved between them by `strata-policies`.
 //!
-//! This module holds what every tier shares: the row layout (values, then optimizer
-//! state, all `f32`), the optimizer math (one implementation, so every tier computes
+//! This module holds what every tier shares: the row layout (values in their dtype, then
+//! optimizer state in `f32`), the optimizer math (one implementation, so every tier computes
 //! bit-identical updates), deterministic row initialisation, and the [`RowSlab`] trait
 //! that the host and device tiers implement.
 
 pub mod batch;
 pub mod collection;
 pub mod device;
+pub mod dtype;
 pub mod flat;
 pub mod host;
 pub mod placement;
@@ -23,27 +24,56 @@ pub mod testing;
 
 use serde::{Deserialize, Serialize};
 
-/// How a row is laid out in every tier: `dim` embedding values followed by `state`
-/// optimizer-state values, all `f32`.
+pub use self::dtype::{Dtype, Rounding, StoredUpdate};
+
+/// How a row is laid out in every tier: `dim` embedding values stored as `dtype`, then
+/// `state` optimizer-state values, always `f32`; [`RowLayout::words`] 32-bit words in
+/// all (see [`dtype`] for how half-precision values pack).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowLayout {
     pub dim: usize,
     pub state: usize,
+    #[serde(default)]
+    pub dtype: Dtype,
 }
 
 impl RowLayout {
+    /// `f32` values and the state `optimizer` keeps.
     pub fn new(dim: usize, optimizer: &Optimizer) -> Self {
-        RowLayout { dim, state: optimizer.state_floats() }
+        RowLayout::f32(dim, optimizer.state_floats())
     }
 
-    /// `f32`s per row, values and state.
-    pub fn floats(&self) -> usize {
-        self.dim + self.state
+    /// `dim` `f32` values and `state` state values.
+    pub const fn f32(dim: usize, state: usize) -> Self {
+        RowLayout { dim, state, dtype: Dtype::F32 }
+    }
+
+    /// The same row with its values stored as `dtype`.
+    pub const fn with_dtype(self, dtype: Dtype) -> Self {
+        RowLayout { dtype, ..self }
+    }
+
+    /// Words the values take (`dim` for `f32`, half as many for 16-bit values).
+    pub fn value_words(&self) -> usize {
+        self.dtype.value_words(self.dim)
+    }
+
+    /// 32-bit words per row, values and state: the length of a row in every tier.
+    pub fn words(&self) -> usize {
+        self.value_words() + self.state
     }
 
     /// Bytes per row in memory.
     pub fn bytes(&self) -> usize {
-        4 * self.floats()
+        4 * self.words()
+    }
+}
+
+/// As error messages name a row: `dim 128 f16 values + 1 state value`.
+impl std::fmt::Display for RowLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = if self.state == 1 { "" } else { "s" };
+        write!(f, "dim {} {} values + {} state value{plural}", self.dim, self.dtype, self.state)
     }
 }
 
@@ -220,20 +250,36 @@ pub trait InitRows {
     fn fill(&self, index: u64, layout: RowLayout, row: &mut [f32]);
 }
 
-impl InitRows for RowInit {
-    fn fill(&self, index: u64, layout: RowLayout, row: &mut [f32]) {
-        debug_assert_eq!(row.len(), layout.floats());
+impl RowInit {
+    /// The initial values (`out.len()` of them) of row `index`, in `f32`.
+    fn values(&self, index: u64, out: &mut [f32]) {
         match *self {
-            RowInit::Zeros => row.fill(0.0),
+            RowInit::Zeros => out.fill(0.0),
             RowInit::Uniform { seed, scale } => {
                 let base = crate::hash::mix64(seed ^ crate::hash::mix64(index));
-                for (j, v) in row[..layout.dim].iter_mut().enumerate() {
+                for (j, v) in out.iter_mut().enumerate() {
                     let h = crate::hash::mix64(base.wrapping_add(j as u64));
                     *v = scale * (((h >> 40) as f32 / (1u64 << 23) as f32) - 1.0);
                 }
-                row[layout.dim..].fill(0.0);
             }
         }
+    }
+}
+
+impl InitRows for RowInit {
+    /// The values in `f32`, rounded to nearest in a half-precision row.
+    fn fill(&self, index: u64, layout: RowLayout, row: &mut [f32]) {
+        debug_assert_eq!(row.len(), layout.words());
+        let values = layout.value_words();
+        match layout.dtype {
+            Dtype::F32 => self.values(index, &mut row[..values]),
+            dtype => {
+                let mut wide = vec![0f32; layout.dim];
+                self.values(index, &mut wide);
+                dtype.encode(&wide, &mut row[..values], Rounding::Nearest, 0);
+            }
+        }
+        row[values..].fill(0.0);
     }
 }
 
@@ -252,6 +298,9 @@ pub enum EngineError {
     OptimizerState { store: String, has: usize, needs: usize },
     #[error("engine config: {0}")]
     Policy(#[from] strata_policies::PolicyConfigError),
+    /// Half-precision rows in a CUDA device tier, whose kernels pool and update `f32`.
+    #[error("engine config: {store}: {dtype} rows cannot live in a CUDA device tier yet (its kernels pool and update f32 rows); use the emulated device or f32 rows")]
+    DtypeOnCuda { store: String, dtype: Dtype },
     /// A buffer handed in with a batch has the wrong number of values.
     #[error("{} {got} values, the batch needs {needs}", .what.holds())]
     Length { what: Buffer, got: usize, needs: usize },
@@ -415,7 +464,7 @@ mod tests {
 
     #[test]
     fn uniform_init_is_deterministic_per_row_and_bounded() {
-        let layout = RowLayout { dim: 8, state: 1 };
+        let layout = RowLayout::f32(8, 1);
         let init = RowInit::Uniform { seed: 3, scale: 0.05 };
         let (mut a, mut b, mut c) = (vec![0f32; 9], vec![0f32; 9], vec![0f32; 9]);
         init.fill(10, layout, &mut a);

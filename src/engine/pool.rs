@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::EngineError;
+use super::dtype::{bf16_to_f32, f16_to_f32, halves};
+use super::{Dtype, EngineError};
 
 /// How the rows of one bag are combined.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,30 +57,72 @@ pub fn prefetch(values: &[f32]) {
 
 /// Pools bags of rows: bag `b` is `rows[bag_offsets[b]..bag_offsets[b + 1]]`, and
 /// `out[b * dim..(b + 1) * dim]` becomes the sum (or mean) of the first `dim` values of
-/// its rows, accumulated in bag order starting from the first row. With `weights` (one
-/// per row; empty = unweighted) each row is first multiplied by its weight, and the mean
-/// divides the weighted sum by the bag's length (as TorchRec's weighted bags do). An
-/// empty bag gives zeros. No allocation; the inner loop runs over `dim` and vectorises
-/// (with the widest vectors the CPU has, [`super::with_wide_vectors`]).
+/// its rows (stored rows' value words, read as `dtype`: half-precision values are
+/// widened to `f32` as they are added), accumulated in bag order starting from the first
+/// row. With `weights` (one per row; empty = unweighted) each row is first multiplied by
+/// its weight, and the mean divides the weighted sum by the bag's length (as TorchRec's
+/// weighted bags do). An empty bag gives zeros. No allocation; the inner loop runs over
+/// `dim` and vectorises (with the widest vectors the CPU has,
+/// [`super::with_wide_vectors`]).
 ///
 /// # Panics
 /// If `out` does not hold `dim` floats per bag, the offsets are not non-decreasing
 /// within `rows`, `weights` is neither empty nor one per row, or a row has fewer than
 /// `dim` values.
-pub fn pool_bags(rows: &[&[f32]], bag_offsets: &[usize], weights: &[f32], dim: usize, pooling: Pooling, out: &mut [f32]) {
+pub fn pool_bags(rows: &[&[f32]], bag_offsets: &[usize], weights: &[f32], dim: usize, dtype: Dtype, pooling: Pooling, out: &mut [f32]) {
     let bags = bag_offsets.len().saturating_sub(1);
     assert_eq!(out.len(), bags * dim, "pool_bags: out holds {} floats for {bags} bags of dim {dim}", out.len());
     assert!(weights.is_empty() || weights.len() == rows.len(), "pool_bags: {} weights for {} rows", weights.len(), rows.len());
     if dim == 0 {
         return;
     }
+    match dtype {
+        Dtype::F32 => pool_bags_of::<F32Values>(rows, bag_offsets, weights, pooling, out, dim),
+        Dtype::F16 => pool_bags_of::<F16Values>(rows, bag_offsets, weights, pooling, out, dim),
+        Dtype::Bf16 => pool_bags_of::<Bf16Values>(rows, bag_offsets, weights, pooling, out, dim),
+    }
+}
+
+/// A stored row's values as `f32`s, for one dtype.
+trait StoredValues {
+    /// The first `dim` values of `row` (its value words).
+    fn values(row: &[f32], dim: usize) -> impl Iterator<Item = f32> + '_;
+}
+
+struct F32Values;
+struct F16Values;
+struct Bf16Values;
+
+impl StoredValues for F32Values {
+    #[inline(always)]
+    fn values(row: &[f32], dim: usize) -> impl Iterator<Item = f32> + '_ {
+        row[..dim].iter().copied()
+    }
+}
+
+impl StoredValues for F16Values {
+    #[inline(always)]
+    fn values(row: &[f32], dim: usize) -> impl Iterator<Item = f32> + '_ {
+        halves(row)[..dim].iter().map(|&h| f16_to_f32(h))
+    }
+}
+
+impl StoredValues for Bf16Values {
+    #[inline(always)]
+    fn values(row: &[f32], dim: usize) -> impl Iterator<Item = f32> + '_ {
+        halves(row)[..dim].iter().map(|&h| bf16_to_f32(h))
+    }
+}
+
+#[inline(always)]
+fn pool_bags_of<V: StoredValues>(rows: &[&[f32]], bag_offsets: &[usize], weights: &[f32], pooling: Pooling, out: &mut [f32], dim: usize) {
     super::with_wide_vectors(
         #[inline(always)]
         || {
             for (b, acc) in out.chunks_exact_mut(dim).enumerate() {
                 let (start, end) = (bag_offsets[b], bag_offsets[b + 1]);
                 let bag_weights = weights.get(start..end).unwrap_or_default();
-                pool_bag(&rows[start..end], bag_weights, rows.get(start + PREFETCH_ROWS..).unwrap_or_default(), pooling, acc);
+                pool_bag::<V>(&rows[start..end], bag_weights, rows.get(start + PREFETCH_ROWS..).unwrap_or_default(), pooling, acc);
             }
         },
     );
@@ -88,38 +131,32 @@ pub fn pool_bags(rows: &[&[f32]], bag_offsets: &[usize], weights: &[f32], dim: u
 /// Pools one bag into `acc` (`dim` values), each row times its weight when `weights`
 /// has one per row, prefetching `ahead[i]` while adding row `i`.
 #[inline(always)]
-fn pool_bag(bag: &[&[f32]], weights: &[f32], ahead: &[&[f32]], pooling: Pooling, acc: &mut [f32]) {
+fn pool_bag<V: StoredValues>(bag: &[&[f32]], weights: &[f32], ahead: &[&[f32]], pooling: Pooling, acc: &mut [f32]) {
     let dim = acc.len();
     let Some((first, rest)) = bag.split_first() else {
         acc.fill(0.0);
         return;
     };
     if let Some(row) = ahead.first() {
-        prefetch(&row[..dim.min(row.len())]);
+        prefetch(row);
     }
     match weights.split_first() {
         None => {
-            acc.copy_from_slice(&first[..dim]);
+            acc.iter_mut().zip(V::values(first, dim)).for_each(|(a, v)| *a = v);
             for (i, row) in rest.iter().enumerate() {
                 if let Some(row) = ahead.get(i + 1) {
-                    prefetch(&row[..dim.min(row.len())]);
+                    prefetch(row);
                 }
-                for (a, &v) in acc.iter_mut().zip(&row[..dim]) {
-                    *a += v;
-                }
+                acc.iter_mut().zip(V::values(row, dim)).for_each(|(a, v)| *a += v);
             }
         }
         Some((&w0, rest_weights)) => {
-            for (a, &v) in acc.iter_mut().zip(&first[..dim]) {
-                *a = w0 * v;
-            }
+            acc.iter_mut().zip(V::values(first, dim)).for_each(|(a, v)| *a = w0 * v);
             for (i, (row, &w)) in rest.iter().zip(rest_weights).enumerate() {
                 if let Some(row) = ahead.get(i + 1) {
-                    prefetch(&row[..dim.min(row.len())]);
+                    prefetch(row);
                 }
-                for (a, &v) in acc.iter_mut().zip(&row[..dim]) {
-                    *a += w * v;
-                }
+                acc.iter_mut().zip(V::values(row, dim)).for_each(|(a, v)| *a += w * v);
             }
         }
     }
@@ -374,7 +411,7 @@ mod tests {
             values.fill(&mut weights, 2.0);
             for (pooling, weights) in [Pooling::Sum, Pooling::Mean].into_iter().flat_map(|p| [(p, &[][..]), (p, &weights[..])]) {
                 let mut out = vec![f32::NAN; (offsets.len() - 1) * dim];
-                pool_bags(&refs, &offsets, weights, dim, pooling, &mut out);
+                pool_bags(&refs, &offsets, weights, dim, Dtype::F32, pooling, &mut out);
                 let want = naive(&rows, &offsets, weights, dim, pooling);
                 assert_eq!(
                     out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -496,8 +533,8 @@ mod tests {
         let a = [1.0f32, 2.0];
         let rows: Vec<&[f32]> = vec![&a, &a];
         let mut out = [f32::NAN; 8];
-        pool_bags(&rows, &[0, 0, 2, 2, 2], &[], 2, Pooling::Mean, &mut out);
+        pool_bags(&rows, &[0, 0, 2, 2, 2], &[], 2, Dtype::F32, Pooling::Mean, &mut out);
         assert_eq!(out, [0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
-        pool_bags(&[], &[0], &[], 2, Pooling::Sum, &mut []);
+        pool_bags(&[], &[0], &[], 2, Dtype::F32, Pooling::Sum, &mut []);
     }
 }

@@ -30,13 +30,14 @@ use self::staging::Staging;
 use self::tier::{MemoryTiers, Tier};
 use super::batch::Batch;
 use super::device::open_device;
+use super::device::DeviceKind;
 use super::host::HostSlab;
 use super::placement::{Hierarchy, Level, Placement};
 use super::pool::{pool_bags, reuse_refs, Pooling, RowGradients};
 use super::stats::EngineStats;
 use super::storage::remote::Changed;
 use super::storage::{BackingStore, StagedRows, StorageService};
-use super::{Buffer, EngineError, Optimizer, RowLayout};
+use super::{Buffer, Dtype, EngineError, Optimizer, RowLayout, StoredUpdate};
 
 /// Lookups ahead whose row -> slot entries are fetched early.
 const SLOTS_AHEAD: usize = 16;
@@ -46,6 +47,8 @@ pub struct TieredTable {
     layout: RowLayout,
     rows: u64,
     optimizer: Optimizer,
+    /// How updates reach stored rows (and round into half-precision ones).
+    update: StoredUpdate,
     pooling: Pooling,
     placement: Placement,
     tiers: MemoryTiers,
@@ -78,10 +81,19 @@ impl TieredTable {
         if layout.state != config.optimizer.state_floats() {
             return Err(EngineError::OptimizerState { store: store.describe(), has: layout.state, needs: config.optimizer.state_floats() });
         }
+        // The CUDA kernels pool and update f32 rows: half-precision rows live in the
+        // emulated device where the backend is left to choose.
+        let device_backend = match (config.device_backend, layout.dtype) {
+            (DeviceKind::Auto, Dtype::F16 | Dtype::Bf16) => DeviceKind::Emulated,
+            (DeviceKind::Cuda, Dtype::F16 | Dtype::Bf16) if config.device.capacity(Level::Device, layout)? > 0 => {
+                return Err(EngineError::DtypeOnCuda { store: store.describe(), dtype: layout.dtype });
+            }
+            (backend, _) => backend,
+        };
         let (device, device_policy) = match config.device.capacity(Level::Device, layout)? {
             0 => (None, None),
             n => {
-                let (tier, policy) = Tier::new(Level::Device, open_device(config.device_backend, n, layout)?, &config.device.policy, rows)?;
+                let (tier, policy) = Tier::new(Level::Device, open_device(device_backend, n, layout)?, &config.device.policy, rows)?;
                 (Some(tier), Some(policy))
             }
         };
@@ -101,11 +113,12 @@ impl TieredTable {
             layout,
             rows,
             optimizer: config.optimizer,
+            update: StoredUpdate::new(layout, config.rounding),
             pooling: config.pooling,
             placement: Placement::new(config.hierarchy, device_policy, host_policy),
             tiers,
             staging: Staging::new(storage, layout, rows),
-            row_buffer: vec![0.0; layout.floats()],
+            row_buffer: vec![0.0; layout.words()],
             copied: FxHashMap::default(),
             copies: Vec::new(),
             row_refs: Vec::new(),
@@ -196,7 +209,7 @@ impl TieredTable {
                 self.rows_in_place(batch, spare).unwrap_or_else(|_| unreachable!("every row is in host memory or copied"))
             }
         };
-        pool_bags(&refs, &batch.bag_offsets, &batch.weights, dim, self.pooling, out);
+        pool_bags(&refs, &batch.bag_offsets, &batch.weights, dim, self.layout.dtype, self.pooling, out);
         self.row_refs = reuse_refs(refs);
         self.staging.top_up_next(batch.start, &self.tiers, &mut self.stats)?;
         self.stats.lookups += batch.ids.len() as u64;
@@ -208,7 +221,7 @@ impl TieredTable {
     /// The values of every lookup of `batch`, in batch order, read in place (or from
     /// `copies`); the emptied buffer back if some row is neither.
     fn rows_in_place<'a>(&'a self, batch: &Batch, refs: Vec<&[f32]>) -> Result<Vec<&'a [f32]>, Vec<&'static [f32]>> {
-        let dim = self.layout.dim;
+        let values_words = self.layout.value_words();
         let mut refs = reuse_refs(refs);
         for (i, &row) in batch.ids.iter().enumerate() {
             if let Some(&ahead) = batch.ids.get(i + SLOTS_AHEAD) {
@@ -220,7 +233,7 @@ impl TieredTable {
                 None => None,
             };
             match values.or_else(|| self.copied.get(&row).map(|&at| &self.copies[at..])) {
-                Some(values) => refs.push(&values[..dim]),
+                Some(values) => refs.push(&values[..values_words]),
                 None => return Err(reuse_refs(refs)),
             }
         }
@@ -230,7 +243,7 @@ impl TieredTable {
     /// Copies the values of `batch`'s rows that CPU code cannot read in place (in a CUDA
     /// slab, or only in the store after this batch's own evictions) into `copies`.
     fn copy_out(&mut self, batch: &Batch) -> Result<(), EngineError> {
-        let dim = self.layout.dim;
+        let dim = self.layout.value_words();
         self.copied.clear();
         self.copies.clear();
         if let Some(device) = self.tiers.device.as_ref().filter(|d| !d.in_host_memory) {
@@ -305,7 +318,7 @@ impl TieredTable {
             return Ok(0);
         }
         let (fresh, _) = self.staging.storage().read(cached)?.wait()?;
-        let floats = self.layout.floats();
+        let floats = self.layout.words();
         let mut replaced = 0;
         for (&row, data) in fresh.rows.iter().zip(fresh.data.chunks_exact(floats)) {
             for tier in self.tiers.present_mut() {
@@ -425,6 +438,7 @@ mod tests {
             optimizer,
             pooling: Pooling::Sum,
             write_buffer_rows: 0,
+            rounding: Default::default(),
         };
         let mut table = TieredTable::new(&config, Box::new(store)).unwrap();
         let hot = [3u64, 7, 11, 42, 99];
@@ -454,6 +468,7 @@ mod tests {
             optimizer,
             pooling: Pooling::Sum,
             write_buffer_rows: 0,
+            rounding: Default::default(),
         };
         let mut table = TieredTable::new(&config, Box::new(store)).unwrap();
         assert_eq!(table.stats().storage_thread, crate::engine::storage::StorageThreadTime::default(), "nothing ran yet");
@@ -488,6 +503,7 @@ mod tests {
             optimizer,
             pooling: Pooling::Sum,
             write_buffer_rows: 0,
+            rounding: Default::default(),
         };
         let mut table = TieredTable::new(&config, Box::new(store)).unwrap();
         let mut out = vec![0f32; 7 * 4];

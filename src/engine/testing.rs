@@ -47,7 +47,7 @@ fn bits(values: &[f32]) -> Vec<u32> {
 /// plain `Vec` computation. Panics on the first difference.
 pub fn check_slab_against_vec(slab: &mut dyn RowSlab, optimizer: &Optimizer) {
     let layout: RowLayout = slab.layout();
-    let (dim, floats, slots) = (layout.dim, layout.floats(), slab.slots());
+    let (dim, floats, slots) = (layout.dim, layout.words(), slab.slots());
     let mut values = TestValues::new(0x5EED ^ dim as u64);
     // Reference rows, with positive optimizer state.
     let mut reference = vec![0f32; slots * floats];

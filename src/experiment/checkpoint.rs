@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::flat::FlatTable;
 use crate::engine::storage::{roll_back, write_atomically, BackingStore, ReadConfig, RollBack, StorageError, TableFile};
 use crate::engine::table::TieredTable;
-use crate::engine::{EngineError, RowInit, RowLayout};
+use crate::engine::{Dtype, EngineError, RowInit, RowLayout};
 use crate::model::train::{CheckpointFailure, Checkpointer, Evaluation, TrainedSteps};
 use crate::model::{Dlrm, ModelError};
 
@@ -85,16 +85,30 @@ impl CheckpointError {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TableState {
     /// The table file itself, brought back to the checkpoint with its undo journal.
-    TableFile { path: PathBuf, rows: u64, dim: usize, state: usize },
+    TableFile {
+        path: PathBuf,
+        rows: u64,
+        dim: usize,
+        state: usize,
+        #[serde(default)]
+        dtype: Dtype,
+    },
     /// An in-memory table's rows, copied into a table file in the set-up's folder.
-    Snapshot { file: String, rows: u64, dim: usize, state: usize },
+    Snapshot {
+        file: String,
+        rows: u64,
+        dim: usize,
+        state: usize,
+        #[serde(default)]
+        dtype: Dtype,
+    },
 }
 
 impl TableState {
     fn layout(&self) -> (u64, RowLayout) {
         match *self {
-            TableState::TableFile { rows, dim, state, .. } | TableState::Snapshot { rows, dim, state, .. } => {
-                (rows, RowLayout { dim, state })
+            TableState::TableFile { rows, dim, state, dtype, .. } | TableState::Snapshot { rows, dim, state, dtype, .. } => {
+                (rows, RowLayout::f32(dim, state).with_dtype(dtype))
             }
         }
     }
@@ -322,7 +336,7 @@ impl SetupCheckpoints {
             return Err(CheckpointError::unusable(
                 &self.dir.join(MANIFEST),
                 format!(
-                    "{} holds {} rows of {:?}, the manifest says {rows} rows of {layout:?}",
+                    "{} holds {} rows of {}, the manifest says {rows} rows of {layout}",
                     store.describe(),
                     store.rows(),
                     store.layout()
@@ -346,13 +360,13 @@ impl SetupCheckpoints {
             Some(path) => {
                 let path = std::path::absolute(path).map_err(|e| CheckpointError::io(path, e))?;
                 table.flush()?;
-                TableState::TableFile { path, rows, dim: layout.dim, state: layout.state }
+                TableState::TableFile { path, rows, dim: layout.dim, state: layout.state, dtype: layout.dtype }
             }
             None => {
                 let file = format!("rows-{id:06}.table");
                 let mut snapshot = TableFile::create(&self.dir.join(&file), rows, layout, RowInit::Zeros)?;
                 table.snapshot_into(&mut snapshot)?;
-                TableState::Snapshot { file, rows, dim: layout.dim, state: layout.state }
+                TableState::Snapshot { file, rows, dim: layout.dim, state: layout.state, dtype: layout.dtype }
             }
         };
         let manifest = Manifest {
@@ -388,7 +402,7 @@ impl SetupCheckpoints {
 /// Copies every row of `from` into `to` and syncs it.
 pub(super) fn copy_rows(from: &mut dyn BackingStore, to: &mut dyn BackingStore) -> Result<(), EngineError> {
     const CHUNK: u64 = 1 << 16;
-    let floats = from.layout().floats();
+    let floats = from.layout().words();
     let mut data = Vec::new();
     for first in (0..from.rows()).step_by(CHUNK as usize) {
         let rows: Vec<u64> = (first..(first + CHUNK).min(from.rows())).collect();

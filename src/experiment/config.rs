@@ -17,7 +17,7 @@ use crate::engine::pool::Pooling;
 use crate::engine::storage::remote::RemoteConfig;
 use crate::engine::storage::{FileCached, OnIoError, ReadPath};
 use crate::engine::table::config::{TableConfig, TierConfig};
-use crate::engine::Optimizer;
+use crate::engine::{Dtype, Optimizer, Rounding};
 use crate::model::ModelConfig;
 use crate::sim::Capacity;
 
@@ -125,6 +125,14 @@ pub struct EngineSpec {
     pub on_io_error: OnIoError,
     #[serde(default)]
     pub device_backend: DeviceKind,
+    /// How the table stores its values: `"f32"`, or `"f16"` / `"bf16"` at half the
+    /// bytes (FBGEMM's `weights_precision`); computed in f32 either way.
+    #[serde(default)]
+    pub weights_precision: Dtype,
+    /// How updates are written into half-precision rows: `"nearest"` (even) or
+    /// `"stochastic"` (FBGEMM's `stochastic_rounding`).
+    #[serde(default)]
+    pub rounding: Rounding,
 }
 
 /// `[engine.file_cache]`: a table file of its own on local NVMe holding some of the
@@ -315,6 +323,7 @@ impl SetupSpec {
             optimizer: engine.optimizer,
             pooling: engine.pooling,
             write_buffer_rows: self.rows_of("write_buffer", self.write_buffer, rows)?,
+            rounding: engine.rounding,
         })
     }
 }

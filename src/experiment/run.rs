@@ -19,7 +19,7 @@ use crate::engine::{EngineError, RowInit, RowLayout};
 use crate::model::publish::TrainingPublisher;
 use crate::model::train::{ServeOptions, ServeOutcome, Serving, TrainError, TrainOptions, TrainOutcome, TrainedSteps, Training};
 use crate::model::{Dlrm, ModelError};
-use crate::plan::config::{Dtype, RowSpec};
+use crate::plan::config::RowSpec;
 use crate::plan::serving::ServingWorkload;
 use crate::progress::Progress;
 use crate::report::experiment::{markdown, write_reports, SetupResult};
@@ -96,7 +96,7 @@ impl ExperimentConfig {
             requests,
             warmup: serve.warmup as usize,
             table_rows: self.rows(),
-            rows: RowSpec { dim: layout.dim, dtype: Dtype::F32, optimizer: self.engine.optimizer },
+            rows: RowSpec { dim: layout.dim, dtype: layout.dtype, optimizer: self.engine.optimizer },
         })
     }
 
@@ -106,7 +106,7 @@ impl ExperimentConfig {
 
     /// The layout of the table's rows and their initial values.
     pub(super) fn row_layout(&self) -> (RowLayout, RowInit) {
-        let layout = RowLayout::new(self.model.embedding_dim, &self.engine.optimizer);
+        let layout = RowLayout::new(self.model.embedding_dim, &self.engine.optimizer).with_dtype(self.engine.weights_precision);
         (layout, RowInit::Uniform { seed: self.engine.init_seed, scale: self.engine.init_scale })
     }
 

@@ -492,7 +492,7 @@ impl<'a> Serving<'a> {
         let mut prefetcher = Prefetcher::new(requests, options.window);
         let mut latencies_us = Vec::new();
         let mut store_rows = Vec::new();
-        let row_bytes = table.layout().floats() as u64 * 4;
+        let row_bytes = table.layout().words() as u64 * 4;
         let mut checksum = CHECKSUM_SEED;
         let (mut served, mut queries) = (0u64, 0u64);
         let mut pooled = Vec::new();

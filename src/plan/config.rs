@@ -12,7 +12,7 @@ use crate::config::{ConfigError, OutputSpec};
 use crate::engine::host::HostSlab;
 use crate::engine::placement::Hierarchy;
 use crate::engine::storage::ReadPath;
-use crate::engine::{Optimizer, RowLayout};
+use crate::engine::{Dtype, Optimizer, RowLayout};
 use crate::lab::TraceSpec;
 use crate::sim::TwoLevelConfig;
 
@@ -52,40 +52,26 @@ pub struct RowSpec {
     pub optimizer: Optimizer,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    #[default]
-    F32,
-    F16,
-    Bf16,
-}
-
-impl Dtype {
-    pub fn bytes(self) -> usize {
-        match self {
-            Dtype::F32 => 4,
-            Dtype::F16 | Dtype::Bf16 => 2,
-        }
-    }
-}
-
 impl RowSpec {
+    /// The row as every tier stores it.
+    pub fn layout(&self) -> RowLayout {
+        RowLayout::new(self.dim, &self.optimizer).with_dtype(self.dtype)
+    }
+
     /// Bytes of one row's values and optimizer state.
     pub fn row_bytes(&self) -> u64 {
-        (self.dim * self.dtype.bytes() + 4 * self.optimizer.state_floats()) as u64
+        self.layout().bytes() as u64
     }
 
     /// Bytes a row takes in a memory tier's slab (64-byte aligned, as the host slab
     /// lays rows out).
     pub fn slab_bytes(&self) -> u64 {
-        let floats = self.row_bytes().div_ceil(4) as usize;
-        HostSlab::stride_bytes(RowLayout { dim: floats, state: 0 }) as u64
+        HostSlab::stride_bytes(self.layout()) as u64
     }
 
     /// Bytes of the embedding values alone (what a pooled lookup reads).
     pub fn value_bytes(&self) -> u64 {
-        (self.dim * self.dtype.bytes()) as u64
+        4 * self.layout().value_words() as u64
     }
 }
 

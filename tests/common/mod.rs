@@ -36,6 +36,7 @@ pub fn tiered_over_flat(setup: &TwoLevelConfig, rows: u64) -> (TieredTable, RowL
         optimizer,
         pooling: Pooling::Sum,
         write_buffer_rows: 0,
+        rounding: Default::default(),
     };
     (TieredTable::new(&config, Box::new(FlatTable::new(rows, layout, RowInit::Zeros))).expect("table"), layout)
 }

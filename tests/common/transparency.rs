@@ -13,7 +13,7 @@ use strata::engine::prefetch::Prefetcher;
 use strata::engine::storage::BackingStore;
 use strata::engine::table::config::{TableConfig, TierConfig};
 use strata::engine::table::TieredTable;
-use strata::engine::{Optimizer, RowInit};
+use strata::engine::{Optimizer, Rounding, RowInit};
 use strata_policies::PolicyConfig;
 
 /// Random batches: `bags` bags of 1..=4 lookups, rows skewed towards small ids.
@@ -47,6 +47,8 @@ pub struct Case {
     pub optimizer: Optimizer,
     pub pooling: Pooling,
     pub write_buffer_rows: usize,
+    /// How updates round into half-precision rows (the store's layout says which dtype).
+    pub rounding: Rounding,
 }
 
 /// The batches a check runs: `segments` re-opens of the table, each over `batches`
@@ -73,7 +75,7 @@ pub fn check_with_store(
     let layout = store.layout();
     let dim = layout.dim;
     let init = RowInit::Uniform { seed, scale: 0.1 };
-    let mut reference = FlatTable::new(rows, layout, init);
+    let mut reference = FlatTable::new(rows, layout, init).with_rounding(case.rounding);
     let policy = PolicyConfig::from_name(case.policy).unwrap();
     let config = TableConfig {
         device: TierConfig::rows(case.device_rows, policy.clone()),
@@ -83,11 +85,21 @@ pub fn check_with_store(
         optimizer: case.optimizer,
         pooling: case.pooling,
         write_buffer_rows: case.write_buffer_rows,
+        rounding: case.rounding,
     };
     let mut rng = SmallRng::seed_from_u64(seed);
     let what = format!(
-        "{} {:?} device {} host {} window {} write buffer {} {:?} {:?} seed {seed}",
-        case.policy, case.hierarchy, case.device_rows, case.host_rows, case.window, case.write_buffer_rows, case.optimizer, case.pooling
+        "{} {:?} device {} host {} window {} write buffer {} {:?} {:?} {} rows {:?} seed {seed}",
+        case.policy,
+        case.hierarchy,
+        case.device_rows,
+        case.host_rows,
+        case.window,
+        case.write_buffer_rows,
+        case.optimizer,
+        case.pooling,
+        layout.dtype,
+        case.rounding
     );
     for segment in 0..stream.segments {
         let all = batches(&mut rng, rows, stream.batches, stream.bags);
@@ -123,12 +135,14 @@ pub fn check_with_store(
             assert!(device.evictions > 0 && device.promotions > 0, "{what}: {device:?}");
         }
         store = reopen(table.close().unwrap());
-        let mut got = vec![0f32; rows as usize * layout.floats()];
+        let mut got = vec![0f32; rows as usize * layout.words()];
         let all_rows: Vec<u64> = (0..rows).collect();
         store.read_rows(&all_rows, &mut got).unwrap();
         for r in 0..rows {
-            let f = layout.floats();
-            assert_eq!(&got[r as usize * f..(r as usize + 1) * f], reference.row(r), "{what}: row {r} after segment {segment}");
+            let f = layout.words();
+            // Bits, not floats: a half-precision row's words are packed values.
+            let bits = |words: &[f32]| words.iter().map(|w| w.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got[r as usize * f..(r as usize + 1) * f]), bits(reference.row(r)), "{what}: row {r} after segment {segment}");
         }
     }
 }

@@ -13,7 +13,7 @@ use strata::engine::pool::Pooling;
 use strata::engine::storage::format::Header;
 use strata::engine::storage::{ReadConfig, TableFile};
 use strata::engine::table::config::{TableConfig, TierConfig};
-use strata::engine::{Optimizer, RowInit, RowLayout, RowSlab};
+use strata::engine::{Optimizer, Rounding, RowInit, RowLayout, RowSlab};
 use strata::plan::profile::{EngineProfile, LinkProfile, ProfileFile, TierProfile};
 use strata_policies::PolicyConfig;
 
@@ -308,6 +308,7 @@ fn measure_engine(scratch: &Scratch, dim: usize, device: DeviceKind, effort: &Ef
         optimizer,
         pooling: Pooling::Sum,
         write_buffer_rows: 0,
+        rounding: Rounding::Nearest,
     };
     let hits = stream.run_tiered("every row in the host tier", &tiers(0, rows), 0, true)?;
     let misses = stream.run_tiered("device 1% + host 5%", &tiers((rows / 100).max(1), (rows / 20).max(1)), 0, false)?;

@@ -1,21 +1,23 @@
-//! Table groups: the tables of one dim and pooling that a collection stores and tiers
-//! as one table, and the initial rows of such a group.
+//! Table groups: the tables of one dim, pooling and dtype that a collection stores and
+//! tiers as one table, and the initial rows of such a group.
 
 use super::EmbeddingTableConfig;
 use crate::engine::pool::Pooling;
-use crate::engine::{InitRows, RowInit, RowLayout};
+use crate::engine::{Dtype, InitRows, RowInit, RowLayout};
 
-/// Tables of one dim and pooling, stored and tiered as one table: table `tables[k]` of
+/// Tables of one dim, pooling and dtype, stored and tiered as one table: table `tables[k]` of
 /// the config holds the group's rows `first_rows[k]..first_rows[k] + its rows`. A step's
 /// pooled output (and its gradient) for the group is every bag of its tables' features,
 /// table after table in the config's order and each table's features in its order,
 /// `dim` values a bag.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TableGroup {
-    /// `dim<dim>-<pooling>`, also the name of its table file.
+    /// `dim<dim>-<pooling>` (then `-<dtype>` unless f32), also the name of its table
+    /// file.
     pub name: String,
     pub dim: usize,
     pub pooling: Pooling,
+    pub dtype: Dtype,
     pub tables: Vec<usize>,
     pub first_rows: Vec<u64>,
     pub rows: u64,
@@ -26,14 +28,18 @@ impl TableGroup {
     pub(super) fn of(tables: &[EmbeddingTableConfig]) -> Vec<TableGroup> {
         let mut groups: Vec<TableGroup> = Vec::new();
         for (t, table) in tables.iter().enumerate() {
-            let group = match groups.iter_mut().position(|g| g.dim == table.dim && g.pooling == table.pooling) {
+            let group = match groups.iter_mut().position(|g| (g.dim, g.pooling, g.dtype) == (table.dim, table.pooling, table.dtype)) {
                 Some(g) => &mut groups[g],
                 None => {
-                    let name = format!("dim{}-{}", table.dim, table.pooling.name());
+                    let mut name = format!("dim{}-{}", table.dim, table.pooling.name());
+                    if table.dtype != Dtype::F32 {
+                        name = format!("{name}-{}", table.dtype);
+                    }
                     groups.push(TableGroup {
                         name,
                         dim: table.dim,
                         pooling: table.pooling,
+                        dtype: table.dtype,
                         tables: Vec::new(),
                         first_rows: Vec::new(),
                         rows: 0,

@@ -13,6 +13,7 @@ fn config(device: f64, host: f64) -> CollectionConfig {
         pooling,
         features: features.iter().map(|f| f.to_string()).collect(),
         init_scale: 0.1,
+        dtype: Dtype::F32,
     };
     CollectionConfig {
         tables: vec![
@@ -31,6 +32,7 @@ fn config(device: f64, host: f64) -> CollectionConfig {
         table_dir: None,
         read_path: ReadPath::IoUring,
         write_buffer: 0.0,
+        rounding: Rounding::Nearest,
     }
 }
 

@@ -156,7 +156,7 @@ impl FileCached {
         if let Some(&row) = rows.iter().find(|&&row| row >= self.rows()) {
             return Err(EngineError::RowOutOfRange { row, rows: self.rows() });
         }
-        let floats = self.layout().floats();
+        let floats = self.layout().words();
         if floats_given == rows.len() * floats {
             return Ok(());
         }
@@ -166,7 +166,7 @@ impl FileCached {
     }
 
     fn read(&mut self, rows: &[u64], out: &mut [f32]) -> Result<(), EngineError> {
-        let floats = self.layout().floats();
+        let floats = self.layout().words();
         let mut sources = Vec::with_capacity(rows.len());
         // Rows read from below in this call (each once), and where each is among them.
         let mut from_below: Vec<u64> = Vec::new();
@@ -243,7 +243,7 @@ impl FileCached {
     }
 
     fn write(&mut self, rows: &[u64], data: &[f32]) -> Result<(), EngineError> {
-        let floats = self.layout().floats();
+        let floats = self.layout().words();
         let (mut into_slots, mut slot_data) = (Vec::new(), Vec::new());
         let (mut through, mut through_data) = (Vec::new(), Vec::new());
         for (&row, values) in rows.iter().zip(data.chunks_exact(floats)) {
@@ -270,7 +270,7 @@ impl FileCached {
     /// Writes every dirty slot down below, in chunks, and syncs it.
     fn write_back_all(&mut self) -> Result<(), EngineError> {
         const CHUNK: usize = 4096;
-        let floats = self.layout().floats();
+        let floats = self.layout().words();
         let dirty: Vec<u64> = (0..self.owner.len() as u64).filter(|&slot| self.dirty[slot as usize]).collect();
         let mut buffer = Vec::new();
         for chunk in dirty.chunks(CHUNK) {

@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use crate::engine::RowLayout;
+use crate::engine::{Dtype, RowLayout};
 
 /// The first 8 bytes of every table file.
 pub const MAGIC: [u8; 8] = *b"STRATATB";
@@ -19,33 +19,6 @@ pub const HEADER_BYTES: usize = 4096;
 pub const ALIGN: usize = 4096;
 /// Bytes at the end of every page (the header page included) holding its CRC-32.
 pub const CHECKSUM_BYTES: usize = 4;
-
-/// Element types a header may name. Only `F32` is read and written for now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dtype {
-    F32 = 0,
-    F16 = 1,
-    Bf16 = 2,
-}
-
-impl Dtype {
-    fn from_code(code: u32) -> Option<Dtype> {
-        match code {
-            0 => Some(Dtype::F32),
-            1 => Some(Dtype::F16),
-            2 => Some(Dtype::Bf16),
-            _ => None,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Dtype::F32 => "f32",
-            Dtype::F16 => "f16",
-            Dtype::Bf16 => "bf16",
-        }
-    }
-}
 
 /// What a table file's header says: how many rows, their layout, and the page geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +80,7 @@ impl Header {
         page[..HEADER_BYTES].fill(0);
         page[0..8].copy_from_slice(&MAGIC);
         page[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        page[12..16].copy_from_slice(&(Dtype::F32 as u32).to_le_bytes());
+        page[12..16].copy_from_slice(&self.layout.dtype.code().to_le_bytes());
         page[16..24].copy_from_slice(&self.rows.to_le_bytes());
         page[24..28].copy_from_slice(&(self.layout.dim as u32).to_le_bytes());
         page[28..32].copy_from_slice(&(self.layout.state as u32).to_le_bytes());
@@ -139,15 +112,13 @@ impl Header {
         if stored != computed {
             return Err(format!("header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"));
         }
-        match Dtype::from_code(u32_at(12)) {
-            Some(Dtype::F32) => {}
-            Some(other) => return Err(format!("dtype {} is not supported yet: this build stores f32 tables only", other.name())),
-            None => return Err(format!("unknown dtype code {}", u32_at(12))),
-        }
+        let Some(dtype) = Dtype::from_code(u32_at(12)) else {
+            return Err(format!("unknown dtype code {}", u32_at(12)));
+        };
         let mut rows_bytes = [0u8; 8];
         rows_bytes.copy_from_slice(&page[16..24]);
         let rows = u64::from_le_bytes(rows_bytes);
-        let layout = RowLayout { dim: u32_at(24) as usize, state: u32_at(28) as usize };
+        let layout = RowLayout::f32(u32_at(24) as usize, u32_at(28) as usize).with_dtype(dtype);
         let header = Header::new(rows, layout).map_err(|e| format!("dim {}, state {}: {e}", layout.dim, layout.state))?;
         let (page_size, rows_per_page) = (u32_at(32) as usize, u32_at(36) as usize);
         if page_size != header.page_size || rows_per_page != header.rows_per_page {
@@ -206,20 +177,20 @@ mod tests {
 
     #[test]
     fn page_geometry_holds_a_row_and_a_checksum() {
-        let h = Header::new(100, RowLayout { dim: 128, state: 1 }).expect("valid");
+        let h = Header::new(100, RowLayout::f32(128, 1)).expect("valid");
         assert_eq!((h.page_size, h.rows_per_page), (4096, 7));
         assert_eq!(h.pages(), 15);
         assert_eq!(h.rows_of_page(14), 98..100);
-        let exact = Header::new(1, RowLayout { dim: 1023, state: 0 }).expect("valid");
+        let exact = Header::new(1, RowLayout::f32(1023, 0)).expect("valid");
         assert_eq!((exact.page_size, exact.rows_per_page), (4096, 1));
-        let big = Header::new(1, RowLayout { dim: 1024, state: 0 }).expect("valid");
+        let big = Header::new(1, RowLayout::f32(1024, 0)).expect("valid");
         assert_eq!((big.page_size, big.rows_per_page), (8192, 1));
-        assert!(Header::new(1, RowLayout { dim: 0, state: 1 }).is_err());
+        assert!(Header::new(1, RowLayout::f32(0, 1)).is_err());
     }
 
     #[test]
     fn header_round_trips_and_rejects_edits() {
-        let h = Header::new(12345, RowLayout { dim: 16, state: 1 }).expect("valid");
+        let h = Header::new(12345, RowLayout::f32(16, 1)).expect("valid");
         let mut page = vec![0u8; HEADER_BYTES];
         h.encode(&mut page);
         assert_eq!(Header::decode(&page), Ok(h));

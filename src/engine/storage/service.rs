@@ -178,7 +178,7 @@ impl StorageService {
         let (commands, inbox) = mpsc::channel::<Command>();
         let failed_write = Arc::new(Mutex::new(WriteFailure::default()));
         let failed = failed_write.clone();
-        let mut buffer = WriteBuffer::new(write_buffer_rows, layout.floats());
+        let mut buffer = WriteBuffer::new(write_buffer_rows, layout.words());
         let buffer_stats = Arc::new(Mutex::new(buffer.stats));
         let shared_stats = buffer_stats.clone();
         let cache_stats = Arc::new(Mutex::new(store.file_cache_stats()));
@@ -423,7 +423,7 @@ fn read_staged(
     rows: Vec<u64>,
 ) -> Result<StagedRows, EngineError> {
     let start = Instant::now();
-    let mut data = vec![0f32; rows.len() * store.layout().floats()];
+    let mut data = vec![0f32; rows.len() * store.layout().words()];
     // The lock is let go before the read: the consumer takes it to send commands.
     let healthy = lock(failed).check();
     healthy.and_then(|()| read_through(store, buffer, &rows, &mut data)).map(|()| StagedRows {
@@ -439,7 +439,7 @@ fn read_through(store: &mut dyn BackingStore, buffer: &mut WriteBuffer, rows: &[
     if buffer.is_empty() {
         return store.read_rows(rows, out);
     }
-    let floats = store.layout().floats();
+    let floats = store.layout().words();
     let (mut missing, mut positions) = (Vec::new(), Vec::new());
     for (i, &row) in rows.iter().enumerate() {
         match buffer.get(row) {

@@ -91,7 +91,7 @@ impl TableFile {
         let page_size = header.page_size;
         let pages_per_write = (CREATE_WRITE_BYTES / page_size).max(1);
         let mut block = vec![0u8; pages_per_write * page_size];
-        let mut row = vec![0f32; layout.floats()];
+        let mut row = vec![0f32; layout.words()];
         let mut first_page = 0;
         while first_page < header.pages() {
             let count = (header.pages() - first_page).min(pages_per_write as u64) as usize;
@@ -246,7 +246,7 @@ impl TableFile {
     /// come in any order and repeat; each page needed is read once per call and its
     /// checksum verified before any of its rows are copied out.
     pub fn read_rows(&mut self, rows: &[u64], out: &mut [f32]) -> Result<(), StorageError> {
-        let floats = self.header.layout.floats();
+        let floats = self.header.layout.words();
         self.check_request("read_rows", rows, out.len())?;
         self.stats.read_calls += 1;
         self.stats.rows_read += rows.len() as u64;
@@ -283,7 +283,7 @@ impl TableFile {
         if !self.writable {
             return Err(StorageError::ReadOnly { path: self.path.clone() });
         }
-        let floats = self.header.layout.floats();
+        let floats = self.header.layout.words();
         self.check_request("write_rows", rows, data.len())?;
         self.stats.write_calls += 1;
         self.stats.rows_written += rows.len() as u64;
@@ -388,7 +388,7 @@ impl TableFile {
     }
 
     fn check_request(&self, operation: &'static str, rows: &[u64], buffer_floats: usize) -> Result<(), StorageError> {
-        let floats = self.header.layout.floats();
+        let floats = self.header.layout.words();
         if buffer_floats != rows.len() * floats {
             return Err(StorageError::BufferSize {
                 path: self.path.clone(),

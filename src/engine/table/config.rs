@@ -9,7 +9,7 @@ use crate::engine::device::DeviceKind;
 use crate::engine::host::HostSlab;
 use crate::engine::placement::{Hierarchy, Level};
 use crate::engine::pool::Pooling;
-use crate::engine::{EngineError, Optimizer, RowLayout};
+use crate::engine::{EngineError, Optimizer, Rounding, RowLayout};
 
 /// One tier's size and policy. The size is given as `rows`, or as a byte budget
 /// (`bytes`: as many rows as fit at the slab's 64-byte-aligned row stride); 0 = no
@@ -69,6 +69,9 @@ pub struct TableConfig {
     /// (host memory beyond the host tier; 0 = each step's write-backs go straight down).
     #[serde(default)]
     pub write_buffer_rows: usize,
+    /// How updates are written into half-precision rows.
+    #[serde(default)]
+    pub rounding: Rounding,
 }
 
 impl TableConfig {
@@ -83,6 +86,7 @@ impl TableConfig {
             optimizer,
             pooling,
             write_buffer_rows: 0,
+            rounding: Rounding::Nearest,
         }
     }
 }
@@ -93,7 +97,7 @@ mod tests {
 
     #[test]
     fn tier_sizes_in_rows_or_bytes() {
-        let layout = RowLayout { dim: 128, state: 1 }; // 516 bytes -> 576-byte stride
+        let layout = RowLayout::f32(128, 1); // 516 bytes -> 576-byte stride
         assert_eq!(TierConfig::rows(10, PolicyConfig::Lru).capacity(Level::Host, layout).unwrap(), 10);
         assert_eq!(TierConfig::bytes(576 * 1000 + 5, PolicyConfig::Lru).capacity(Level::Host, layout).unwrap(), 1000);
         let err = TierConfig::bytes(100, PolicyConfig::Lru).capacity(Level::Host, layout).unwrap_err().to_string();
@@ -105,7 +109,7 @@ mod tests {
     #[test]
     fn a_tier_sized_both_ways_names_both_sizes() {
         let both = TierConfig { rows: 1, bytes: 1 << 20, policy: PolicyConfig::Lru };
-        let err = both.capacity(Level::Device, RowLayout { dim: 4, state: 0 }).unwrap_err().to_string();
+        let err = both.capacity(Level::Device, RowLayout::f32(4, 0)).unwrap_err().to_string();
         assert_eq!(err, "engine config: device: give rows or bytes, not both (rows = 1, bytes = 1048576)");
     }
 

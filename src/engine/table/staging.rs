@@ -66,7 +66,7 @@ impl Staging {
     pub(super) fn new(storage: StorageService, layout: RowLayout, rows: u64) -> Staging {
         Staging {
             storage,
-            floats: layout.floats(),
+            floats: layout.words(),
             pending: FxHashMap::default(),
             in_flight: Default::default(),
             staged_index: FxHashMap::default(),

@@ -81,23 +81,25 @@ impl TieredTable {
             let sums = &mut sums[..group.len()];
             self.optimizer.gradient_sums(grads, dim, sums);
             for (k, ((&row, grad), &sum)) in group.iter().zip(grads.chunks_exact(dim)).zip(sums.iter()).enumerate() {
-                self.apply_row_gradient(row, grad, sum, &rows[first + k..])?;
+                self.apply_row_gradient(row, grad, sum, &rows[first + k..], batch.start)?;
             }
         }
         Ok(())
     }
 
     /// Applies one row's summed gradient (and its [`Optimizer::gradient_sums`] value)
-    /// where the row's newest copy is, and marks it dirty; rows in a CUDA slab are
+    /// where the row's newest copy is (rounded, into a half-precision row, as the
+    /// table's rounding says for the step starting at `step_start`), and marks it
+    /// dirty; rows in a CUDA slab are
     /// queued in `device_slots` / `device_grads`. `rest` (this row and those after it)
     /// lets the first row found only in the store bring all such rows in one read.
-    fn apply_row_gradient(&mut self, row: u64, grad: &[f32], sum: f32, rest: &[u64]) -> Result<(), EngineError> {
+    fn apply_row_gradient(&mut self, row: u64, grad: &[f32], sum: f32, rest: &[u64], step_start: u64) -> Result<(), EngineError> {
         let optimizer = self.optimizer;
         match self.tiers.newest_mut(row) {
             Some((tier, slot)) => {
                 tier.mark_dirty(slot);
                 match tier.slab.host_row_mut(slot) {
-                    Some(values) => optimizer.apply_row_with_sum(values, grad, sum),
+                    Some(values) => self.update.apply(&optimizer, values, grad, sum, row, step_start),
                     None => {
                         self.device_slots.push(slot);
                         self.device_grads.extend_from_slice(grad);
@@ -109,7 +111,7 @@ impl TieredTable {
                     self.staging.stage_unstaged(rest.iter().copied(), &self.tiers, &mut self.stats)?;
                 }
                 self.staging.read_row(row, &mut self.row_buffer, &mut self.stats)?;
-                optimizer.apply_row_with_sum(&mut self.row_buffer, grad, sum);
+                self.update.apply(&optimizer, &mut self.row_buffer, grad, sum, row, step_start);
                 self.staging.write_down(row, &self.row_buffer, &mut self.stats);
             }
         }

@@ -23,7 +23,7 @@ use strata::engine::flat::FlatTable;
 use strata::engine::storage::ReadPath;
 use strata::engine::table::config::TableConfig;
 use strata::engine::table::TieredTable;
-use strata::engine::{Optimizer, RowInit, RowLayout};
+use strata::engine::{Dtype, Optimizer, Rounding, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 use tables::{BenchTable, TableBags};
 
@@ -369,6 +369,7 @@ impl EmbeddingBenchArgs {
                     pooling: b.pooling,
                     features: vec![format!("f{t}")],
                     init_scale: 0.05,
+                    dtype: Dtype::F32,
                 })
                 .collect(),
             device: 0.0,
@@ -382,6 +383,7 @@ impl EmbeddingBenchArgs {
             table_dir: None,
             read_path: ReadPath::IoUring,
             write_buffer: 0.0,
+            rounding: Rounding::Nearest,
         };
         let collection = TableCollection::new(&config)?;
         // An output buffer per table group (each of its tables has one feature of `batch`

@@ -21,7 +21,7 @@ use strata::engine::stats::EngineStats;
 use strata::engine::storage::{BackingStore, ReadPath, TableFile};
 use strata::engine::table::config::{TableConfig, TierConfig};
 use strata::engine::table::TieredTable;
-use strata::engine::{Optimizer, RowInit, RowLayout};
+use strata::engine::{Optimizer, Rounding, RowInit, RowLayout};
 use strata_policies::PolicyConfig;
 
 use crate::args::SyntheticArgs;
@@ -191,7 +191,7 @@ impl LookupStream {
         let mut buf = Vec::new();
         for first in (0..rows).step_by(chunk as usize) {
             let ids: Vec<u64> = (first..(first + chunk).min(rows)).collect();
-            buf.resize(ids.len() * layout.floats(), 0.0);
+            buf.resize(ids.len() * layout.words(), 0.0);
             BackingStore::read_rows(&mut store, &ids, &mut buf)?;
             flat.write_rows(&ids, &buf)?;
         }
@@ -300,6 +300,7 @@ impl LookupBenchArgs {
             optimizer,
             pooling: Pooling::Sum,
             write_buffer_rows: 0, // lookups write nothing back
+            rounding: Rounding::Nearest,
         };
         let device_rows = ((rows as f64 * self.device) as usize).max(1);
         let host_rows = ((rows as f64 * self.host) as usize).max(1);

@@ -13,6 +13,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use strata::engine::pool::{pool_bags, Pooling};
 use strata::engine::storage::TableFile;
+use strata::engine::Dtype;
 use strata::engine::RowSlab;
 
 /// Copies a buffer of `bytes` into another repeatedly, for at least `seconds` (and three
@@ -64,7 +65,7 @@ pub fn pooled_gather_rows_per_s(slab: &dyn RowSlab, ids: &[u32], bag: usize, bat
         for &id in &ids[(batches % batches_held) * lookups..][..lookups] {
             refs.push(slab.host_row(id).context("row vanished from the host slab")?);
         }
-        pool_bags(&refs, &offsets, &[], dim, Pooling::Sum, &mut out);
+        pool_bags(&refs, &offsets, &[], dim, Dtype::F32, Pooling::Sum, &mut out);
         std::hint::black_box(&out);
         batches += 1;
     }
@@ -110,7 +111,7 @@ pub fn row_read_latency_us(slab: &dyn RowSlab, reads: usize) -> Result<f64> {
 /// scatter kernel): microseconds per row, `stores` random rows averaged.
 pub fn row_store_latency_us(slab: &mut dyn RowSlab, stores: usize) -> Result<f64> {
     let slots = random_slots(slab.slots(), stores, 11);
-    let row = vec![0.5f32; slab.layout().floats()];
+    let row = vec![0.5f32; slab.layout().words()];
     let start = Instant::now();
     for &slot in &slots {
         slab.store(&[slot], &row)?;
@@ -136,7 +137,7 @@ pub fn random_row_reads(table: &mut TableFile, reads: u64, batch: usize, seed: u
     let rows = table.rows();
     let mut rng = SmallRng::seed_from_u64(seed);
     let request: Vec<u64> = (0..reads).map(|_| rng.gen_range(0..rows)).collect();
-    let floats = table.layout().floats();
+    let floats = table.layout().words();
     let mut out = vec![0f32; batch * floats];
     let started = Instant::now();
     for chunk in request.chunks(batch) {
@@ -153,10 +154,10 @@ pub fn random_row_writes(table: &mut TableFile, writes: u64, batch: usize, seed:
     let rows = table.rows();
     let mut rng = SmallRng::seed_from_u64(seed);
     let request: Vec<u64> = (0..writes).map(|_| rng.gen_range(0..rows)).collect();
-    let data = vec![0.25f32; batch * table.layout().floats()];
+    let data = vec![0.25f32; batch * table.layout().words()];
     let started = Instant::now();
     for chunk in request.chunks(batch) {
-        table.write_rows(chunk, &data[..chunk.len() * table.layout().floats()])?;
+        table.write_rows(chunk, &data[..chunk.len() * table.layout().words()])?;
     }
     table.sync()?;
     Ok(started.elapsed().as_secs_f64())

@@ -105,7 +105,7 @@ impl RemoteBenchArgs {
 
     fn measure(&self, nodes: &[String], redis_benchmark: String, local_cluster: bool) -> Result<Report> {
         let layout = RowLayout::new(self.dim, &Optimizer::RowWiseAdagrad { lr: 0.01, eps: 1e-8 });
-        let value_bytes = layout.floats() * 4 + 4;
+        let value_bytes = layout.words() * 4 + 4;
         let config = RemoteConfig { block_rows: self.block_rows, ..RemoteConfig::new(nodes.to_vec(), "strata-bench") };
         let mut store = RedisStore::create(&config, self.rows, layout, RowInit::Uniform { seed: 1, scale: 0.01 })?;
         let masters = store.masters();
@@ -178,7 +178,7 @@ impl RemoteBenchArgs {
                 (0..self.calls).map(|_| sample(&mut rng, self.rows as usize, self.batch).into_iter().map(|r| r as u64).collect()).collect()
             }
         };
-        let floats = store.layout().floats();
+        let floats = store.layout().words();
         let mut buffer = vec![0.5f32; self.batch * floats];
         let before = store.stats();
         let start = Instant::now();

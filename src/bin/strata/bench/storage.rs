@@ -51,7 +51,7 @@ impl StorageBenchArgs {
             if let Some(dir) = self.file.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
             }
-            let layout = RowLayout { dim: self.dim, state: 1 };
+            let layout = RowLayout::f32(self.dim, 1);
             let bytes = Header::new(self.rows, layout).map_or(0, |header| header.file_len());
             eprintln!(
                 "creating {} ({} rows of dim {}, {:.2} GiB)",

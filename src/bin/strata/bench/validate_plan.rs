@@ -10,9 +10,8 @@ use serde::Serialize;
 use strata::engine::device::DeviceKind;
 use strata::engine::pool::Pooling;
 use strata::engine::table::config::{TableConfig, TierConfig};
-use strata::engine::RowLayout;
+use strata::engine::Rounding;
 use strata::lab::TraceSpec;
-use strata::plan::config::Dtype;
 use strata::plan::{PlanConfig, PlanReport, PlanRow};
 use strata_policies::PolicyConfig;
 
@@ -78,9 +77,6 @@ pub fn run(config: &PlanConfig, report: &PlanReport) -> Result<Vec<Check>> {
     if scan.is_some() {
         bail!("--validate runs the engine on the synthetic stream, which has no scans; remove workload.scan");
     }
-    if config.rows.dtype != Dtype::F32 {
-        bail!("--validate: the engine stores f32 rows; this plan's rows.dtype is {:?}", config.rows.dtype);
-    }
     let per_batch = config.lookups_per_batch();
     let warmup = report.counted_from / per_batch;
     let batches = requests / per_batch - warmup;
@@ -105,7 +101,7 @@ pub fn run(config: &PlanConfig, report: &PlanReport) -> Result<Vec<Check>> {
         if let Some(dir) = stream.file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        stream.table_file(report.table_rows, RowLayout::new(config.rows.dim, &config.rows.optimizer))?;
+        stream.table_file(report.table_rows, config.rows.layout())?;
         let tiers = TableConfig {
             device: TierConfig::rows(row.device_rows as usize, policy.clone()),
             device_backend: DeviceKind::Auto,
@@ -114,6 +110,7 @@ pub fn run(config: &PlanConfig, report: &PlanReport) -> Result<Vec<Check>> {
             optimizer: config.rows.optimizer,
             pooling: Pooling::Sum,
             write_buffer_rows: 0,
+            rounding: Rounding::Nearest,
         };
         eprintln!("validating: {}", label(row));
         let measured = stream.run_tiered(&label(row), &tiers, window, false)?;

@@ -37,7 +37,7 @@ struct Reference(Vec<f32>);
 
 impl Reference {
     fn new() -> Reference {
-        let floats = layout().floats();
+        let floats = layout().words();
         let mut data = vec![0f32; ROWS as usize * floats];
         for (row, values) in data.chunks_exact_mut(floats).enumerate() {
             init().fill(row as u64, layout(), values);
@@ -45,14 +45,14 @@ impl Reference {
         Reference(data)
     }
     fn row(&self, row: u64) -> &[f32] {
-        let floats = layout().floats();
+        let floats = layout().words();
         &self.0[row as usize * floats..(row as usize + 1) * floats]
     }
     fn read(&self, rows: &[u64]) -> Vec<f32> {
         rows.iter().flat_map(|&row| self.row(row).to_vec()).collect()
     }
     fn write(&mut self, rows: &[u64], data: &[f32]) {
-        let floats = layout().floats();
+        let floats = layout().words();
         for (&row, values) in rows.iter().zip(data.chunks_exact(floats)) {
             self.0[row as usize * floats..(row as usize + 1) * floats].copy_from_slice(values);
         }
@@ -66,14 +66,14 @@ fn bits(rows: &[f32]) -> Vec<u32> {
 /// Every row of `store`.
 fn all_rows(store: &mut dyn BackingStore) -> Vec<f32> {
     let rows: Vec<u64> = (0..store.rows()).collect();
-    let mut out = vec![0f32; rows.len() * store.layout().floats()];
+    let mut out = vec![0f32; rows.len() * store.layout().words()];
     store.read_rows(&rows, &mut out).unwrap();
     out
 }
 
 #[test]
 fn reads_and_writes_match_the_rows_written_under_every_policy_and_a_sync_writes_every_row_down() {
-    let floats = layout().floats();
+    let floats = layout().words();
     for policy in ["lru", "fifo", "clock", "sieve", "arc", "lfu", "s3fifo", "tinylfu", "static:200"] {
         for slots in [1, 7, 64] {
             let dir = tempfile::tempdir().unwrap();
@@ -112,7 +112,7 @@ fn reads_and_writes_match_the_rows_written_under_every_policy_and_a_sync_writes_
 
 #[test]
 fn rows_read_again_come_from_the_cache_file_and_dirty_ones_go_down_only_when_evicted_or_synced() {
-    let floats = layout().floats();
+    let floats = layout().words();
     let dir = tempfile::tempdir().unwrap();
     let mut store = cached(dir.path(), 16, "lru");
     let rows: Vec<u64> = (0..10).collect();
@@ -149,7 +149,7 @@ fn a_policy_that_needs_the_future_or_a_cache_of_another_layout_is_refused() {
 
 #[test]
 fn a_failed_read_of_the_cache_file_fails_every_later_call_and_bad_requests_are_refused() {
-    let floats = layout().floats();
+    let floats = layout().words();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cache.strata");
     drop(TableFile::create(&path, 8, layout(), RowInit::Zeros).unwrap());

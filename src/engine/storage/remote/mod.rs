@@ -220,13 +220,7 @@ impl RedisStore {
             nodes: config.nodes.join(", "),
             message,
         })?;
-        let meta = TableMeta {
-            format: FORMAT,
-            rows: 0,
-            layout: RowLayout { dim: 0, state: 0 },
-            init: RowInit::Zeros,
-            block_rows: config.block_rows,
-        };
+        let meta = TableMeta { format: FORMAT, rows: 0, layout: RowLayout::f32(0, 0), init: RowInit::Zeros, block_rows: config.block_rows };
         Ok(RedisStore { config: config.clone(), meta, cluster, stats: RemoteStats::default() })
     }
 
@@ -329,7 +323,7 @@ impl RedisStore {
     }
 
     fn check_request(&self, operation: &'static str, rows: &[u64], buffer_floats: usize) -> Result<(), RemoteError> {
-        let floats = self.meta.layout.floats();
+        let floats = self.meta.layout.words();
         if buffer_floats != rows.len() * floats {
             let (table, expected) = (self.config.table.clone(), rows.len() * floats);
             return Err(RemoteError::BufferSize { table, operation, rows: rows.len(), expected, actual: buffer_floats });
@@ -361,7 +355,7 @@ impl RedisStore {
     /// of a node in one pipeline; a missing key is the row's initial value.
     pub fn read_rows(&mut self, rows: &[u64], out: &mut [f32]) -> Result<(), RemoteError> {
         self.check_request("read_rows", rows, out.len())?;
-        let floats = self.meta.layout.floats();
+        let floats = self.meta.layout.words();
         let keys: Vec<String> = rows.iter().map(|&row| self.key(row)).collect();
         let groups = Self::group_by_slot(&keys, 0..rows.len());
         let mut commands = Vec::with_capacity(groups.len());
@@ -413,7 +407,7 @@ impl RedisStore {
     /// config asks for replicas).
     pub fn write_rows(&mut self, rows: &[u64], data: &[f32]) -> Result<(), RemoteError> {
         self.check_request("write_rows", rows, data.len())?;
-        let floats = self.meta.layout.floats();
+        let floats = self.meta.layout.words();
         // The last write of each row only: a retried command then cannot bring back an
         // older value of a row written twice in one call.
         let mut last = rustc_hash::FxHashMap::default();
