@@ -30,7 +30,9 @@ except Exception:  # noqa: BLE001 - any import failure means "not available"
 class EmbeddingBagConfig:
     """One table, as TorchRec's ``EmbeddingBagConfig`` describes it (which is accepted as
     well). ``pooling``: ``"sum"`` or ``"mean"``. Initial rows are uniform in
-    ``[-init_scale, init_scale)``; by default ``sqrt(1 / num_embeddings)``, TorchRec's."""
+    ``[-init_scale, init_scale)``; by default ``sqrt(1 / num_embeddings)``, TorchRec's.
+    ``data_type``: how the rows store their values, ``"fp32"``, or ``"fp16"`` / ``"bf16"``
+    at half the bytes (TorchRec's ``DataType`` is accepted too); computed in float32."""
 
     name: str
     num_embeddings: int
@@ -38,6 +40,7 @@ class EmbeddingBagConfig:
     feature_names: list
     pooling: str = "sum"
     init_scale: float = None
+    data_type: str = "fp32"
 
 
 @dataclasses.dataclass
@@ -82,9 +85,6 @@ def _init_scale(config):
     def refuse(what):
         raise ValueError(f"table `{config.name}`: {what}")
 
-    data_type = getattr(config, "data_type", None)
-    if data_type is not None and str(getattr(data_type, "name", data_type)).upper() != "FP32":
-        refuse(f"data_type {getattr(data_type, 'name', data_type)}: Strata stores rows as float32 only (FP32)")
     for field, default in _TORCHREC_DEFAULTS.items():
         value = getattr(config, field, default)
         if value != default:
@@ -117,6 +117,20 @@ def _init_scale(config):
     return high
 
 
+_DTYPES = {"FP32": "f32", "FP16": "f16", "BF16": "bf16"}
+
+
+def _dtype(config):
+    """The table's row storage: TorchRec's ``data_type`` (a ``DataType`` or its name)."""
+    data_type = getattr(config, "data_type", None)
+    if data_type is None:
+        return "f32"
+    name = str(getattr(data_type, "name", data_type)).upper()
+    if name not in _DTYPES:
+        raise ValueError(f"table `{config.name}`: data_type {name}: Strata stores rows as FP32, FP16 or BF16")
+    return _DTYPES[name]
+
+
 def _table(config):
     scale = _init_scale(config)
     return {
@@ -126,6 +140,7 @@ def _table(config):
         "pooling": _pooling(config.pooling),
         "features": list(config.feature_names),
         "init_scale": float(scale),
+        "dtype": _dtype(config),
     }
 
 
@@ -241,14 +256,17 @@ class EmbeddingBagCollection(nn.Module):
 
     ``tables``: ``EmbeddingBagConfig``s (Strata's or TorchRec's). ``tiers``: a
     ``strata.Tiers`` (or a dict ``{"device": 0.02, "host": 0.1}``): each table group's
-    share of rows in the device and host tiers (tables of one dim and pooling are stored
-    and cached together, as one group). ``policy``: the tiers' eviction policy by name
+    share of rows in the device and host tiers (tables of one dim, pooling and data type
+    are stored and cached together, as one group). ``policy``: the tiers' eviction policy by name
     (``"lru"``, ``"s3fifo"``, ``"lookahead:N"``, ...), or a pair (device, host).
     ``window``: batches ``ReadAhead`` reads ahead by default. ``optimizer``:
     ``strata.RowWiseAdagrad(lr, eps)`` or ``strata.SGD(lr)``, applied in backward.
     ``table_dir``: a folder for the table groups' files (created afresh); none keeps them in
     memory. ``seed``: of the initial rows. ``resume``: open the tables of ``table_dir`` at
     their last ``checkpoint`` instead of creating them (``resumed_from`` says which).
+    ``stochastic_rounding``: FBGEMM's, for FP16 / BF16 tables: each update rounds to one of
+    the two nearest representable values at random (in proportion to nearness) instead of
+    to the nearest.
 
     ``forward(features)`` takes a TorchRec ``KeyedJaggedTensor`` or a dict of feature ->
     ``Bags`` / ``(values, lengths)`` / JaggedTensor, and returns a ``KeyedTensor`` for a
@@ -258,7 +276,19 @@ class EmbeddingBagCollection(nn.Module):
     lookup.
     """
 
-    def __init__(self, tables, tiers=None, policy="lru", window=0, optimizer=None, table_dir=None, seed=0, write_buffer=0.0, resume=False):
+    def __init__(
+        self,
+        tables,
+        tiers=None,
+        policy="lru",
+        window=0,
+        optimizer=None,
+        table_dir=None,
+        seed=0,
+        write_buffer=0.0,
+        resume=False,
+        stochastic_rounding=False,
+    ):
         super().__init__()
         tiers = tiers if tiers is not None else Tiers()
         if isinstance(tiers, dict):
@@ -281,14 +311,16 @@ class EmbeddingBagCollection(nn.Module):
             "seed": int(seed),
             "table_dir": None if table_dir is None else os.fspath(table_dir),
             "write_buffer": float(write_buffer),
+            "rounding": "stochastic" if stochastic_rounding else "nearest",
         }
         self.resumed_from = None
         if resume:
             self._native, self.resumed_from = _native.Collection.resume(json.dumps(config))
         else:
             self._native = _native.Collection(json.dumps(config))
-        # Tables of one dim and pooling are stored and tiered together, as one group with
-        # one output: (name, dim, the group's tables by index), in the order of outputs.
+        # Tables of one dim, pooling and data type are stored and tiered together, as one
+        # group with one output: (name, dim, the group's tables by index), in the order of
+        # outputs.
         self._groups = self._native.groups()
         self._state_floats = 1 if isinstance(optimizer, RowWiseAdagrad) else 0
         # The autograd graph needs one input that requires grad; no gradient reaches it.
@@ -335,7 +367,7 @@ class EmbeddingBagCollection(nn.Module):
         self._native.checkpoint(int(step))
 
     def stats(self):
-        """The engine's counters per table group (tables of one dim and pooling are stored
+        """The engine's counters per table group (tables of one dim, pooling and data type are stored
         and cached together): ``{group: {...}}`` (hits, misses, promotions, evictions per
         tier, bytes moved per link, store reads, latencies, and the group's ``tables``)."""
         return json.loads(self._native.stats())

@@ -2,10 +2,13 @@
 table, pooling by ``nn.EmbeddingBag``'s function (by ``index_add_`` for weighted bags,
 whose fused multiply-add in PyTorch's kernel rounds differently) and row-wise Adagrad or
 SGD in torch ops, each operation in the order Strata's engine does it, so that results
-match bit for bit."""
+match bit for bit. A table of ``dtype`` f16 or bf16 keeps float32 values that are its
+halves, and rounds each updated row to nearest (torch's conversion, ties to even)."""
 
 import torch
 import torch.nn.functional as F
+
+_HALF = {"f16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _divide(a, b):
@@ -67,8 +70,9 @@ class ReferenceCollection:
             # Each row's gradient: its lookups' gradients added from zero in lookup order.
             g = torch.zeros(unique.numel(), dim).index_add_(0, inverse, rows_grad)
             W, acc = self.weights[name], self.acc[name]
+            narrow = (lambda w: w.to(_HALF[t["dtype"]]).float()) if t.get("dtype", "f32") in _HALF else (lambda w: w)
             if self.optimizer["kind"] == "sgd":
-                W[unique] = W[unique] - torch.full_like(g, self.optimizer["lr"]) * g
+                W[unique] = narrow(W[unique] - torch.full_like(g, self.optimizer["lr"]) * g)
                 continue
             squares = torch.zeros(unique.numel())
             for j in range(dim):
@@ -76,4 +80,4 @@ class ReferenceCollection:
             a = acc[unique] + _divide(squares, torch.full_like(squares, float(dim)))
             acc[unique] = a
             step = _divide(torch.full_like(a, self.optimizer["lr"]), _sqrt(a) + torch.full_like(a, self.optimizer["eps"]))
-            W[unique] = W[unique] - step[:, None].expand_as(g) * g
+            W[unique] = narrow(W[unique] - step[:, None].expand_as(g) * g)

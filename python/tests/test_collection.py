@@ -14,11 +14,11 @@ from reference import ReferenceCollection
 ROWS = {"small": 97, "wide": 400, "big": 3000, "also": 500}
 
 
-def tables(pooling):
+def tables(pooling, data_type="fp32"):
     return [
-        st.EmbeddingBagConfig("small", ROWS["small"], 4, ["s1", "s2"], pooling=pooling),
+        st.EmbeddingBagConfig("small", ROWS["small"], 4, ["s1", "s2"], pooling=pooling, data_type=data_type),
         st.EmbeddingBagConfig("wide", ROWS["wide"], 64, ["w1"], pooling=pooling),
-        st.EmbeddingBagConfig("big", ROWS["big"], 16, ["b1"], pooling=pooling),
+        st.EmbeddingBagConfig("big", ROWS["big"], 16, ["b1"], pooling=pooling, data_type=data_type),
         st.EmbeddingBagConfig("also", ROWS["also"], 16, ["a1"], pooling=pooling),
     ]
 
@@ -47,8 +47,8 @@ def bits(t):
     return t.contiguous().view(torch.int32)
 
 
-def train_side_by_side(pooling, weighted, optimizer, steps=12, window=0, keyed=False, **module_args):
-    module = st.EmbeddingBagCollection(tables(pooling), optimizer=optimizer, seed=5, **module_args)
+def train_side_by_side(pooling, weighted, optimizer, steps=12, window=0, keyed=False, data_type="fp32", **module_args):
+    module = st.EmbeddingBagCollection(tables(pooling, data_type), optimizer=optimizer, seed=5, **module_args)
     names = [t["name"] for t in module.tables]
     reference = ReferenceCollection(module.tables, [module.weights(n) for n in names], optimizer.config())
     generator = torch.Generator().manual_seed(11)
@@ -144,6 +144,39 @@ def test_gradients_read_as_strided_views_match_plain_pytorch(tmp_path):
         "sum", True, strata.RowWiseAdagrad(lr=0.05), keyed=True, window=2,
         tiers=strata.Tiers(device=0.02, host=0.1), policy="lru", table_dir=tmp_path,
     )
+
+
+@pytest.mark.parametrize("data_type", ["fp16", "bf16"])
+def test_half_precision_tables_match_plain_pytorch_rounding_to_nearest(data_type, tmp_path):
+    # "small" and "big" store halves, "wide" and "also" float32: "big" and "also" (one dim,
+    # one pooling) are two groups now.
+    module = train_side_by_side(
+        "sum", True, strata.RowWiseAdagrad(lr=0.05), data_type=data_type, window=2,
+        tiers=strata.Tiers(device=0.02, host=0.1), policy="lru", table_dir=tmp_path,
+    )
+    suffix = {"fp16": "f16", "bf16": "bf16"}[data_type]
+    stats = module.stats()
+    assert stats[f"dim16-sum-{suffix}"]["tables"] == ["big"] and stats["dim16-sum"]["tables"] == ["also"]
+    half, full = stats[f"dim16-sum-{suffix}"], stats["dim16-sum"]
+    # 8 words of packed values + the accumulator against 16 + 1: read at 9/17 the bytes a row.
+    assert half["bytes_store_to_host"] % (9 * 4) == 0 and full["bytes_store_to_host"] % (17 * 4) == 0
+    # Stored values are halves: widening them to float32 and back changes no bit.
+    values = module.weights("big")
+    assert torch.equal(values, values.to({"fp16": torch.float16, "bf16": torch.bfloat16}[data_type]).float())
+
+
+def test_stochastic_rounding_keeps_rows_near_the_nearest_rounding():
+    # Only the rounding differs: each value is one of the two halves around the float32
+    # result, so the tables stay within a few units in the last place of each other.
+    nearest = train_side_by_side("sum", False, strata.RowWiseAdagrad(lr=0.05), data_type="fp16", steps=4)
+    module = st.EmbeddingBagCollection(tables("sum", "fp16"), optimizer=strata.RowWiseAdagrad(lr=0.05), seed=5, stochastic_rounding=True)
+    generator, grad_gen = torch.Generator().manual_seed(11), torch.Generator().manual_seed(3)
+    for features in [step_features(generator, False) for _ in range(4)]:
+        out = module(as_bags(features))
+        sum((o * torch.randn(o.shape, generator=grad_gen)).sum() for o in out.values()).backward()
+    got, want = module.weights("big"), nearest.weights("big")
+    assert not torch.equal(got, want), "stochastic rounding rounded some value the other way"
+    torch.testing.assert_close(got, want, rtol=4e-3, atol=1e-4)
 
 
 def test_sgd_matches_plain_pytorch():

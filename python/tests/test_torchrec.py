@@ -58,7 +58,7 @@ def test_torchrec_init_fields_are_honoured_or_refused_never_ignored():
     refused = [
         (config(init_fn=torch.nn.init.zeros_), "init_fn .* is not supported"),
         (config(init_fn=functools.partial(torch.nn.init.uniform_, a=0.0, b=0.3)), "weight_init_min = 0.0"),
-        (config(data_type=torchrec.DataType.FP16), "data_type FP16"),
+        (config(data_type=torchrec.DataType.INT8), "data_type INT8: Strata stores rows as FP32, FP16 or BF16"),
         (config(weight_init_min=0.0, weight_init_max=0.1), "weight_init_min = 0.0"),
         (config(weight_init_max=0.1), "weight_init_min = -0.14.*, weight_init_max = 0.1"),
         (config(need_pos=True), "need_pos = True is not supported"),
