@@ -89,7 +89,7 @@ fn half_precision_rows_hold_the_rounded_initial_values_and_pool_them_in_f32() {
         half.lookup(&batch, Pooling::Sum, &mut out);
         let mut rounded = [[0f32; 6]; 2];
         for (row, r) in rounded.iter_mut().zip([3, 7]) {
-            let stored = &mut vec![0f32; 3];
+            let stored = &mut [0f32; 3];
             dtype.encode(&wide.row(r)[..6], stored, Rounding::Nearest, 0);
             dtype.decode(stored, row);
             for (&h, &w) in row.iter().zip(&wide.row(r)[..6]) {

@@ -153,6 +153,7 @@ fn tiered(path: &Path, read_path: ReadPath, plan: &FaultPlan, host_rows: usize, 
         optimizer: OPTIMIZER,
         pooling: Pooling::Sum,
         write_buffer_rows,
+        rounding: Default::default(),
     };
     TieredTable::new(&config, Box::new(file)).unwrap()
 }
