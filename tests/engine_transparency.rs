@@ -199,12 +199,17 @@ fn the_engine_sees_the_hit_ratios_the_simulator_predicts() {
             table.lookup(batch, &mut vec![0f32; batch.bags() * 4]).unwrap();
         }
         let engine = table.stats();
-        // The device sees every lookup; the host sees the device's misses.
+        // The device sees every lookup; the host sees the device's misses. Each batch's
+        // rows are pinned in both for the batch, as the engine pins them.
         let mut device = policy.build(300).unwrap();
         let mut host = policy.build(2000).unwrap();
         let (mut device_stats, mut host_stats) = (ReplayStats::default(), ReplayStats::default());
         let mut time = 0;
         for batch in &batches {
+            for tier in [&mut device, &mut host] {
+                tier.unpin_all();
+                batch.ids.iter().for_each(|&id| tier.pin(id));
+            }
             for &id in &batch.ids {
                 let req = [Request::new(id, time)];
                 time += 1;

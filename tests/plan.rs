@@ -296,10 +296,11 @@ fn strata_plan_writes_a_monotone_pareto_front_and_configurations_meeting_the_tar
     let meeting: Vec<&Vec<String>> = rows.iter().filter(|r| r[col("meets_target")] == "true").collect();
     assert!(!meeting.is_empty());
     assert!(meeting.iter().all(|r| number(r, "samples_per_sec") >= 20_000.0));
-    // Shares of one set-up add up, and a bigger host never serves fewer lookups from memory.
+    // Shares of one set-up add up (to the CSV's six decimals: three roundings of up to
+    // 5e-7 each), and a bigger host never serves fewer lookups from memory.
     for r in &rows {
         let sum = number(r, "device_share") + number(r, "host_share") + number(r, "store_share");
-        assert!((sum - 1.0).abs() < 1e-9);
+        assert!((sum - 1.0).abs() < 1.5e-6 + 1e-12, "{r:?}");
     }
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
     assert_eq!(json["plan"]["rows"].as_array().unwrap().len(), 36);

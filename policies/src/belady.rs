@@ -1,6 +1,7 @@
 //! Offline Belady (MIN): evict the resident row whose next use is farthest in the future.
 
 use crate::list::{Arena, IdMap, NIL};
+use crate::pins::Pins;
 use crate::{Access, EvictionPolicy, Request, NEVER};
 
 /// Per-slot metadata of the future-aware policies.
@@ -121,7 +122,10 @@ impl StampedHeap {
 /// even one that is never requested again (no bypass); miss counts agree exactly. A
 /// max-heap keyed by next access with lazy deletion (and periodic compaction) gives
 /// O(log n) per request; rows never requested again skip the heap for a stack, since
-/// any of them is an equally good victim and they are the first to go.
+/// any of them is an equally good victim and they are the first to go. Pinned rows are
+/// passed over (set aside while the victim is searched for, then filed again): the
+/// victim is the unpinned row used farthest in the future; none, and the miss is not
+/// admitted.
 #[derive(Debug)]
 pub struct Belady {
     capacity: usize,
@@ -132,6 +136,10 @@ pub struct Belady {
     /// `(slot, stamp)` of resident rows whose next access is `NEVER`.
     never: Vec<(u32, u32)>,
     stamp: u32,
+    pins: Pins,
+    /// Entries of pinned rows set aside by [`Belady::pop_farthest`] (reused buffers).
+    pinned_never: Vec<(u32, u32)>,
+    pinned_heap: Vec<(u64, u32, u32)>,
 }
 
 impl Belady {
@@ -146,6 +154,9 @@ impl Belady {
             heap: StampedHeap::default(),
             never: Vec::new(),
             stamp: 0,
+            pins: Pins::default(),
+            pinned_never: Vec::new(),
+            pinned_heap: Vec::new(),
         }
     }
 
@@ -176,20 +187,43 @@ impl Belady {
         }
     }
 
+    /// The resident unpinned row used farthest in the future, taken off the stack or
+    /// heap ([`NIL`] if every resident row is pinned). Pinned rows' entries found on the
+    /// way are filed again.
     fn pop_farthest(&mut self) -> u32 {
+        let victim = self.search_farthest();
+        while let Some(entry) = self.pinned_never.pop() {
+            self.never.push(entry);
+        }
+        for (next, s, stamp) in self.pinned_heap.drain(..) {
+            self.heap.push(next, s, stamp);
+        }
+        victim
+    }
+
+    fn search_farthest(&mut self) -> u32 {
         while let Some((s, stamp)) = self.never.pop() {
             let m = self.arena.data(s);
             if m.live && m.stamp == stamp {
+                if self.pins.contains(self.arena.id(s)) {
+                    self.pinned_never.push((s, stamp));
+                    continue;
+                }
                 return s;
             }
         }
         while let Some((next, s, stamp)) = self.heap.pop() {
             let m = self.arena.data(s);
             if m.live && m.stamp == stamp && m.next == next {
+                if self.pins.contains(self.arena.id(s)) {
+                    self.pinned_heap.push((next, s, stamp));
+                    continue;
+                }
                 return s;
             }
         }
-        unreachable!("a full Belady cache has a live heap entry")
+        assert!(!self.pins.is_empty(), "a full Belady cache has a live heap entry");
+        NIL
     }
 }
 
@@ -232,6 +266,9 @@ impl EvictionPolicy for Belady {
         let meta = FutureMeta { next: req.next_access, stamp, live: true, known: false };
         let slot = if self.len >= self.capacity {
             let v = self.pop_farthest();
+            if v == NIL {
+                return Access::default();
+            }
             let vid = self.arena.id(v);
             self.map.clear(vid);
             evicted = Some(vid);
@@ -245,6 +282,13 @@ impl EvictionPolicy for Belady {
         self.map.set(id, slot);
         self.compact_if_needed();
         Access { hit: false, inserted: true, evicted }
+    }
+
+    fn pin(&mut self, id: u64) {
+        self.pins.insert(id);
+    }
+    fn unpin_all(&mut self) {
+        self.pins.clear();
     }
 
     fn remove(&mut self, id: u64) -> bool {

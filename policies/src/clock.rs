@@ -1,6 +1,7 @@
 //! CLOCK: FIFO with reinsertion of recently referenced rows (n-bit reference counters).
 
 use crate::list::{Arena, IdMap, List, NIL};
+use crate::pins::Pins;
 use crate::{Access, EvictionPolicy, Request};
 
 /// CLOCK / second chance (Corbató, "A paging experiment with the Multics system", MIT
@@ -9,7 +10,10 @@ use crate::{Access, EvictionPolicy, Request};
 /// while its counter is non-zero, decrements it and moves it to the newest end. With
 /// `bits = 1` this is the classic one-reference-bit CLOCK. Same semantics as libCacheSim's
 /// `Clock` (`cache/eviction/Clock.c`, `n-bit-counter`, `init-freq=0`); miss counts agree
-/// exactly.
+/// exactly. The hand passes over a pinned row as over a referenced one (it moves to the
+/// newest end) but leaves its counter alone: the pin says nothing of its references.
+/// A whole turn over pinned rows only finds the cache full of them (the order is back
+/// where it was): the miss is not admitted.
 #[derive(Debug)]
 pub struct Clock {
     capacity: usize,
@@ -17,6 +21,7 @@ pub struct Clock {
     map: IdMap,
     arena: Arena<u8>,
     list: List,
+    pins: Pins,
 }
 
 impl Clock {
@@ -26,7 +31,7 @@ impl Clock {
         assert!(capacity > 0, "capacity must be positive");
         assert!((1..=8).contains(&bits), "bits must be in 1..=8");
         let max_freq = ((1u16 << bits) - 1) as u8;
-        Clock { capacity, max_freq, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new() }
+        Clock { capacity, max_freq, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new(), pins: Pins::default() }
     }
 }
 
@@ -61,8 +66,19 @@ impl EvictionPolicy for Clock {
         }
         let mut evicted = None;
         let slot = if self.list.len() >= self.capacity {
+            // Pinned rows passed over in a row; a whole turn of them: nothing to evict.
+            let mut pinned_run = 0;
             loop {
                 let t = self.list.tail();
+                if self.pins.contains(self.arena.id(t)) {
+                    self.list.move_to_front(&mut self.arena, t);
+                    pinned_run += 1;
+                    if pinned_run == self.list.len() {
+                        return Access::default();
+                    }
+                    continue;
+                }
+                pinned_run = 0;
                 let f = self.arena.data_mut(t);
                 if *f == 0 {
                     break;
@@ -82,6 +98,13 @@ impl EvictionPolicy for Clock {
         self.list.push_front(&mut self.arena, slot);
         self.map.set(id, slot);
         Access { hit: false, inserted: true, evicted }
+    }
+
+    fn pin(&mut self, id: u64) {
+        self.pins.insert(id);
+    }
+    fn unpin_all(&mut self) {
+        self.pins.clear();
     }
 
     fn remove(&mut self, id: u64) -> bool {

@@ -1,25 +1,28 @@
 //! FIFO: evict the row that was inserted first.
 
 use crate::list::{Arena, IdMap, List, NIL};
+use crate::pins::Pins;
 use crate::{Access, EvictionPolicy, Request};
 
 /// First-in-first-out eviction (Belady, "A study of replacement algorithms for a
 /// virtual-storage computer", IBM Systems Journal, 1966): hits change nothing, a miss
 /// evicts the oldest insertion. Miss counts are identical to libCacheSim's `FIFO`
-/// (`cache/eviction/FIFO.c`).
+/// (`cache/eviction/FIFO.c`). Pinned rows are passed over: the oldest unpinned insertion
+/// goes, and the order is otherwise kept.
 #[derive(Debug)]
 pub struct Fifo {
     capacity: usize,
     map: IdMap,
     arena: Arena<()>,
     list: List,
+    pins: Pins,
 }
 
 impl Fifo {
     /// An empty FIFO cache of `capacity` rows. Panics if `capacity` is 0.
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "capacity must be positive");
-        Fifo { capacity, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new() }
+        Fifo { capacity, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new(), pins: Pins::default() }
     }
 }
 
@@ -49,7 +52,8 @@ impl EvictionPolicy for Fifo {
         }
         let mut evicted = None;
         let slot = if self.list.len() >= self.capacity {
-            let v = self.list.pop_back(&mut self.arena).expect("full cache has a tail");
+            // The oldest unpinned row; none: the cache is full of pinned rows.
+            let Some(v) = self.list.pop_back_unpinned(&mut self.arena, &self.pins) else { return Access::default() };
             let vid = self.arena.id(v);
             self.map.clear(vid);
             evicted = Some(vid);
@@ -61,6 +65,13 @@ impl EvictionPolicy for Fifo {
         self.list.push_front(&mut self.arena, slot);
         self.map.set(id, slot);
         Access { hit: false, inserted: true, evicted }
+    }
+
+    fn pin(&mut self, id: u64) {
+        self.pins.insert(id);
+    }
+    fn unpin_all(&mut self) {
+        self.pins.clear();
     }
 
     fn remove(&mut self, id: u64) -> bool {

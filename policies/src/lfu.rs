@@ -2,6 +2,7 @@
 //! buckets; aging periodically halves every resident row's count.
 
 use crate::list::{Arena, IdMap, List, NIL};
+use crate::pins::Pins;
 use crate::{Access, EvictionPolicy, Request};
 
 #[derive(Clone, Copy, Debug)]
@@ -21,7 +22,9 @@ struct Bucket {
 /// becomes `ceil(c / 2)`, so rows that were hot long ago stop pinning the cache
 /// (buckets merge pairwise, rows of the lower count are evicted first; O(capacity) per
 /// halving, amortised O(1) for periods of at least the capacity). With aging disabled the
-/// policy has libCacheSim `LFU`'s miss counts exactly.
+/// policy has libCacheSim `LFU`'s miss counts exactly. Pinned rows are passed over: the
+/// victim is the first unpinned row in that order (lowest count, then first to reach
+/// it); none: the miss is not admitted.
 #[derive(Debug)]
 pub struct Lfu {
     capacity: usize,
@@ -35,6 +38,7 @@ pub struct Lfu {
     buckets: Arena<Bucket>,
     order: List,
     len: usize,
+    pins: Pins,
 }
 
 impl Lfu {
@@ -51,6 +55,7 @@ impl Lfu {
             buckets: Arena::with_capacity(64),
             order: List::new(),
             len: 0,
+            pins: Pins::default(),
         }
     }
 
@@ -94,6 +99,19 @@ impl Lfu {
         l.push_front(&mut self.items, s);
         self.buckets.data_mut(b).items = l;
         *self.items.data_mut(s) = b;
+    }
+
+    /// The least frequently used unpinned row ([`NIL`] if every row is pinned).
+    fn unpinned_victim(&self) -> u32 {
+        let mut b = self.order.head();
+        while b != NIL {
+            let s = self.buckets.data(b).items.last_unpinned(&self.items, &self.pins);
+            if s != NIL {
+                return s;
+            }
+            b = self.buckets.next(b);
+        }
+        NIL
     }
 
     /// Halves every count (rounding up), merging buckets that end up equal.
@@ -168,11 +186,22 @@ impl EvictionPolicy for Lfu {
         }
         let mut evicted = None;
         let slot = if self.len >= self.capacity {
-            let b = self.order.head();
-            let mut l = self.buckets.data(b).items;
-            let v = l.pop_back(&mut self.items).expect("non-empty bucket");
-            self.buckets.data_mut(b).items = l;
-            self.drop_if_empty(b);
+            let v = if self.pins.is_empty() {
+                let b = self.order.head();
+                let mut l = self.buckets.data(b).items;
+                let v = l.pop_back(&mut self.items).expect("non-empty bucket");
+                self.buckets.data_mut(b).items = l;
+                self.drop_if_empty(b);
+                v
+            } else {
+                let v = self.unpinned_victim();
+                if v == NIL {
+                    return Access::default();
+                }
+                let b = self.unlink_item(v);
+                self.drop_if_empty(b);
+                v
+            };
             let vid = self.items.id(v);
             self.map.clear(vid);
             evicted = Some(vid);
@@ -186,6 +215,13 @@ impl EvictionPolicy for Lfu {
         self.link_item(slot, b);
         self.map.set(id, slot);
         Access { hit: false, inserted: true, evicted }
+    }
+
+    fn pin(&mut self, id: u64) {
+        self.pins.insert(id);
+    }
+    fn unpin_all(&mut self) {
+        self.pins.clear();
     }
 
     fn remove(&mut self, id: u64) -> bool {

@@ -5,6 +5,9 @@
 //! Every policy works on dense `u64` row ids (the engine maps `(table, row)` keys to a
 //! global dense index once, the simulator maps trace keys the same way), so per-row
 //! metadata lives in arrays indexed by id instead of hash maps.
+//!
+//! Rows can be pinned ([`EvictionPolicy::pin`]): the engine pins the rows of the batch
+//! being placed, so that a batch never evicts its own rows.
 
 pub mod admission;
 pub mod config;
@@ -19,6 +22,7 @@ mod lfu;
 mod list;
 mod lookahead;
 mod lru;
+mod pins;
 mod resident;
 mod s3fifo;
 mod sieve;
@@ -94,10 +98,22 @@ pub trait EvictionPolicy: Send {
     /// Whether `id` is resident. Does not count as an access.
     fn contains(&self, id: u64) -> bool;
     /// Serves one request: a hit updates the policy's metadata, a miss admits the row
-    /// (evicting one if the cache is full).
+    /// (evicting one if the cache is full). A miss that finds the cache full of pinned
+    /// rows is not admitted and evicts nothing ([`Access::default`]); see
+    /// [`pin`](Self::pin).
     fn access(&mut self, req: &Request) -> Access;
     /// Drops `id` if resident (no eviction is counted); returns whether it was.
     fn remove(&mut self, id: u64) -> bool;
+
+    /// Pins `id` until [`unpin_all`](Self::unpin_all): while pinned, a resident `id` is
+    /// never chosen as a victim (an id pinned before it is admitted is pinned once it
+    /// is). Each policy passes over pinned rows in its own way and takes the next
+    /// candidate it would have taken; when every resident row is pinned, a miss that
+    /// needs room is not admitted. [`remove`](Self::remove) still drops a pinned row.
+    /// O(1); with nothing pinned every policy answers exactly as it would without pins.
+    fn pin(&mut self, id: u64);
+    /// Unpins every pinned row. O(rows pinned).
+    fn unpin_all(&mut self);
 
     /// Hints that `id` is requested soon, so its metadata can be fetched into cache
     /// ahead of the `access`. Does nothing unless a policy overrides it.

@@ -5,6 +5,8 @@
 //! S3-FIFO, W-TinyLFU, lookahead Belady) uses these, so there is one list implementation.
 //! Slots are `u32` indices into a `Vec`; [`NIL`] marks "no slot".
 
+use crate::pins::Pins;
+
 /// "No slot": absent from the id map, or the end of a list.
 pub(crate) const NIL: u32 = u32::MAX;
 
@@ -273,6 +275,36 @@ impl List {
         }
     }
 
+    /// The slot nearest the tail whose row is not pinned ([`NIL`] if every row is):
+    /// the tail itself when nothing is pinned.
+    #[inline]
+    pub(crate) fn last_unpinned<T: Copy>(&self, a: &Arena<T>, pins: &Pins) -> u32 {
+        let mut n = self.tail;
+        if pins.is_empty() {
+            return n;
+        }
+        while n != NIL && pins.contains(a.id(n)) {
+            n = a.prev(n);
+        }
+        n
+    }
+
+    /// Unlinks and returns the slot nearest the tail whose row is not pinned (the tail
+    /// when nothing is pinned: [`List::pop_back`]); `None` if every row is pinned. The
+    /// order of the other slots does not change.
+    #[inline]
+    pub(crate) fn pop_back_unpinned<T: Copy>(&mut self, a: &mut Arena<T>, pins: &Pins) -> Option<u32> {
+        if pins.is_empty() {
+            return self.pop_back(a);
+        }
+        let n = self.last_unpinned(a, pins);
+        if n == NIL {
+            return None;
+        }
+        self.unlink(a, n);
+        Some(n)
+    }
+
     /// Appends all of `other` after this list's tail, leaving `other` empty. O(1).
     pub(crate) fn append<T>(&mut self, a: &mut Arena<T>, other: &mut List) {
         if other.is_empty() {
@@ -327,6 +359,27 @@ mod tests {
         assert!(m.is_empty());
         assert_eq!(l.len(), 4);
         assert_eq!(a.prev(n[1]), n[2]);
+    }
+
+    #[test]
+    fn unpinned_pops_skip_pinned_rows_and_keep_the_order() {
+        let mut a = Arena::with_capacity(4);
+        let mut l = List::new();
+        for i in 0..4 {
+            let n = a.alloc(i, ());
+            l.push_front(&mut a, n);
+        }
+        let mut pins = Pins::default();
+        pins.insert(0);
+        pins.insert(2);
+        assert_eq!(l.pop_back_unpinned(&mut a, &pins).map(|n| a.id(n)), Some(1));
+        assert_eq!(collect(&l, &a), vec![3, 2, 0]);
+        pins.insert(3);
+        assert_eq!(l.last_unpinned(&a, &pins), NIL);
+        assert_eq!(l.pop_back_unpinned(&mut a, &pins), None);
+        assert_eq!(collect(&l, &a), vec![3, 2, 0]);
+        pins.clear();
+        assert_eq!(l.pop_back_unpinned(&mut a, &pins).map(|n| a.id(n)), Some(0));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::belady::{FutureMeta, StampedHeap};
 use crate::list::{Arena, IdMap, List, NIL};
+use crate::pins::Pins;
 use crate::{Access, EvictionPolicy, Request, NEVER};
 
 /// Belady with a bounded view of the future, the policy a prefetching embedding engine can
@@ -17,7 +18,10 @@ use crate::{Access, EvictionPolicy, Request, NEVER};
 /// This is the "lookahead"/"prefetch-window" MIN variant used in studies of
 /// future-aware caching (e.g. the oracle policies of Jain and Lin, "Back to the future:
 /// leveraging Belady's algorithm for improved cache replacement", ISCA 2016, restricted
-/// to a finite horizon); libCacheSim has no equivalent.
+/// to a finite horizon); libCacheSim has no equivalent. Pinned rows are passed over: the
+/// victim is the LRU unpinned unknown row, else the known unpinned row used farthest in
+/// the future (pinned entries set aside while searching, then filed again); none, and
+/// the miss is not admitted.
 #[derive(Debug)]
 pub struct LookaheadBelady {
     capacity: usize,
@@ -32,6 +36,9 @@ pub struct LookaheadBelady {
     /// Known rows keyed by next use, farthest on top.
     known: StampedHeap,
     stamp: u32,
+    pins: Pins,
+    /// Known entries of pinned rows set aside by [`LookaheadBelady::pick_victim`].
+    pinned_known: Vec<(u64, u32, u32)>,
 }
 
 impl LookaheadBelady {
@@ -49,6 +56,8 @@ impl LookaheadBelady {
             pending: StampedHeap::default(),
             known: StampedHeap::default(),
             stamp: 0,
+            pins: Pins::default(),
+            pinned_known: Vec::new(),
         }
     }
 
@@ -98,19 +107,29 @@ impl LookaheadBelady {
         }
     }
 
+    /// Takes the victim out of its list or heap: the LRU unpinned unknown row, else the
+    /// known unpinned row used farthest ahead ([`NIL`] if every resident row is pinned).
     fn pick_victim(&mut self) -> u32 {
-        if !self.unknown.is_empty() {
-            let v = self.unknown.tail();
-            self.unknown.unlink(&mut self.arena, v);
+        if let Some(v) = self.unknown.pop_back_unpinned(&mut self.arena, &self.pins) {
             return v;
         }
+        let mut victim = NIL;
         while let Some((next, s, stamp)) = self.known.pop() {
             let m = self.arena.data(s);
             if m.live && m.known && m.stamp == stamp && m.next == next {
-                return s;
+                if self.pins.contains(self.arena.id(s)) {
+                    self.pinned_known.push((next, s, stamp));
+                    continue;
+                }
+                victim = s;
+                break;
             }
         }
-        unreachable!("a full cache has a victim")
+        for (next, s, stamp) in self.pinned_known.drain(..) {
+            self.known.push(next, s, stamp);
+        }
+        assert!(victim != NIL || !self.pins.is_empty(), "a full cache has a victim");
+        victim
     }
 
     fn compact_if_needed(&mut self) {
@@ -172,6 +191,9 @@ impl EvictionPolicy for LookaheadBelady {
         let meta = FutureMeta { next: req.next_access, stamp: 0, live: true, known: false };
         let slot = if self.len >= self.capacity {
             let v = self.pick_victim();
+            if v == NIL {
+                return Access::default();
+            }
             let vid = self.arena.id(v);
             self.map.clear(vid);
             evicted = Some(vid);
@@ -185,6 +207,13 @@ impl EvictionPolicy for LookaheadBelady {
         self.map.set(id, slot);
         self.compact_if_needed();
         Access { hit: false, inserted: true, evicted }
+    }
+
+    fn pin(&mut self, id: u64) {
+        self.pins.insert(id);
+    }
+    fn unpin_all(&mut self) {
+        self.pins.clear();
     }
 
     fn remove(&mut self, id: u64) -> bool {

@@ -1,18 +1,21 @@
 //! LRU: evict the least recently used row.
 
 use crate::list::{Arena, IdMap, List, NIL};
+use crate::pins::Pins;
 use crate::{Access, EvictionPolicy, Request};
 
 /// Least-recently-used eviction, the classic stack algorithm (Mattson, Gecsei, Slutz and
 /// Traiger, "Evaluation techniques for storage hierarchies", IBM Systems Journal, 1970).
 /// A hit moves the row to the head of a recency list, a miss evicts the tail. Miss counts
-/// are identical to libCacheSim's `LRU` (`cache/eviction/LRU.c`).
+/// are identical to libCacheSim's `LRU` (`cache/eviction/LRU.c`). Pinned rows are passed
+/// over: the least recently used unpinned row goes, and the order is otherwise kept.
 #[derive(Debug)]
 pub struct Lru {
     capacity: usize,
     map: IdMap,
     arena: Arena<()>,
     list: List,
+    pins: Pins,
 }
 
 impl Lru {
@@ -20,7 +23,7 @@ impl Lru {
     /// [`crate::PolicyConfig::build`] for a checked constructor).
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "capacity must be positive");
-        Lru { capacity, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new() }
+        Lru { capacity, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new(), pins: Pins::default() }
     }
 }
 
@@ -52,7 +55,8 @@ impl EvictionPolicy for Lru {
         }
         let mut evicted = None;
         let slot = if self.list.len() >= self.capacity {
-            let v = self.list.pop_back(&mut self.arena).expect("full cache has a tail");
+            // The oldest unpinned row; none: the cache is full of pinned rows.
+            let Some(v) = self.list.pop_back_unpinned(&mut self.arena, &self.pins) else { return Access::default() };
             let vid = self.arena.id(v);
             self.map.clear(vid);
             evicted = Some(vid);
@@ -64,6 +68,13 @@ impl EvictionPolicy for Lru {
         self.list.push_front(&mut self.arena, slot);
         self.map.set(id, slot);
         Access { hit: false, inserted: true, evicted }
+    }
+
+    fn pin(&mut self, id: u64) {
+        self.pins.insert(id);
+    }
+    fn unpin_all(&mut self) {
+        self.pins.clear();
     }
 
     fn remove(&mut self, id: u64) -> bool {

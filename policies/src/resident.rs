@@ -59,6 +59,11 @@ impl EvictionPolicy for Resident {
         Access { hit: false, inserted: true, evicted: None }
     }
 
+    /// Resident never evicts (a miss that finds it full is not admitted), so a pin holds
+    /// with nothing to record.
+    fn pin(&mut self, _id: u64) {}
+    fn unpin_all(&mut self) {}
+
     fn remove(&mut self, id: u64) -> bool {
         let (word, bit) = Self::word(id);
         match self.bits.get_mut(word) {

@@ -1,6 +1,7 @@
 //! S3-FIFO: a small probationary FIFO, a main FIFO with reinsertion, and a ghost FIFO.
 
 use crate::list::{Arena, IdMap, List, NIL};
+use crate::pins::Pins;
 use crate::{Access, EvictionPolicy, Request};
 
 const SMALL: u8 = 0;
@@ -25,6 +26,12 @@ struct Meta {
 /// the first eviction rows overflowing a full small queue go to main. Deviation: the
 /// small queue is at least one row (libCacheSim caches nothing when it rounds to 0 or 1,
 /// i.e. below 20 rows at the default ratio).
+///
+/// Pinned rows are passed over: the small queue takes its oldest unpinned row (pinned
+/// ones keep their place), the main queue moves a pinned row to its head as it would a
+/// hit one but leaves its counter alone, and when the queue the rule picks holds only
+/// pinned rows the other one gives the victim. A miss that finds every resident row
+/// pinned is not admitted and changes nothing (a ghost stays a ghost).
 #[derive(Debug)]
 pub struct S3Fifo {
     capacity: usize,
@@ -36,6 +43,7 @@ pub struct S3Fifo {
     map: IdMap,
     arena: Arena<Meta>,
     queues: [List; 3],
+    pins: Pins,
 }
 
 impl S3Fifo {
@@ -57,6 +65,7 @@ impl S3Fifo {
             map: IdMap::new(),
             arena: Arena::with_capacity(capacity + ghost_cap),
             queues: [List::new(); 3],
+            pins: Pins::default(),
         }
     }
 
@@ -86,9 +95,10 @@ impl S3Fifo {
         self.push(s, GHOST, 0);
     }
 
-    /// Evicts one row from the small queue (promoting hot rows to main on the way).
+    /// Evicts one unpinned row from the small queue (promoting hot rows to main on the
+    /// way); `None` when it holds no unpinned row that is not promoted.
     fn evict_small(&mut self) -> Option<u64> {
-        while let Some(v) = self.queues[SMALL as usize].pop_back(&mut self.arena) {
+        while let Some(v) = self.queues[SMALL as usize].pop_back_unpinned(&mut self.arena, &self.pins) {
             if self.arena.data(v).freq >= self.threshold {
                 self.push(v, MAIN, 0);
             } else {
@@ -100,9 +110,21 @@ impl S3Fifo {
         None
     }
 
-    /// Evicts one row from the main queue (reinserting rows with a non-zero counter).
+    /// Evicts one row from the main queue (reinserting rows with a non-zero counter, and
+    /// pinned rows); `None` when it holds only pinned rows.
     fn evict_main(&mut self) -> Option<u64> {
+        // Pinned rows reinserted in a row; a whole turn of them: nothing to evict.
+        let mut pinned_run = 0;
         while let Some(v) = self.queues[MAIN as usize].pop_back(&mut self.arena) {
+            if self.pins.contains(self.arena.id(v)) {
+                self.queues[MAIN as usize].push_front(&mut self.arena, v);
+                pinned_run += 1;
+                if pinned_run == self.n(MAIN) {
+                    return None;
+                }
+                continue;
+            }
+            pinned_run = 0;
             let f = self.arena.data(v).freq;
             if f >= 1 {
                 self.push(v, MAIN, f.min(3) - 1);
@@ -116,13 +138,22 @@ impl S3Fifo {
         None
     }
 
+    /// Evicts one row from the queue the rule picks, else (it holds only pinned rows, or
+    /// the small queue only promoted rows) from the other; `None` when neither evicted.
     fn evict(&mut self) -> Option<u64> {
         self.has_evicted = true;
         if self.n(MAIN) > self.main_cap || self.n(SMALL) == 0 {
-            self.evict_main()
+            self.evict_main().or_else(|| self.evict_small())
         } else {
-            self.evict_small()
+            self.evict_small().or_else(|| self.evict_main())
         }
+    }
+
+    /// Whether the cache holds only pinned rows (a miss then cannot make room).
+    fn all_pinned(&self) -> bool {
+        !self.pins.is_empty()
+            && self.queues[SMALL as usize].last_unpinned(&self.arena, &self.pins) == NIL
+            && self.queues[MAIN as usize].last_unpinned(&self.arena, &self.pins) == NIL
     }
 }
 
@@ -152,21 +183,27 @@ impl EvictionPolicy for S3Fifo {
     fn access(&mut self, req: &Request) -> Access {
         let id = req.id;
         let s = self.map.get(id);
-        let mut ghost_hit = false;
         if s != NIL {
             let m = self.arena.data_mut(s);
             if m.queue != GHOST {
                 m.freq = m.freq.saturating_add(1);
                 return Access { hit: true, inserted: false, evicted: None };
             }
-            ghost_hit = true;
+        }
+        if self.len() >= self.capacity && self.all_pinned() {
+            return Access::default();
+        }
+        // A row the map knows and the cache does not hold is a ghost.
+        let ghost_hit = s != NIL;
+        if ghost_hit {
             self.queues[GHOST as usize].unlink(&mut self.arena, s);
             self.map.clear(id);
             self.arena.release(s);
         }
         let mut evicted = None;
         while self.len() >= self.capacity {
-            // `None`: the small queue only moved rows to main; the next round drains main.
+            // `None`: the small queue only moved rows to main while main held only pinned
+            // rows; the next round drains main.
             if let Some(v) = self.evict() {
                 evicted = Some(v);
             }
@@ -176,6 +213,13 @@ impl EvictionPolicy for S3Fifo {
         self.push(slot, q, 0);
         self.map.set(id, slot);
         Access { hit: false, inserted: true, evicted }
+    }
+
+    fn pin(&mut self, id: u64) {
+        self.pins.insert(id);
+    }
+    fn unpin_all(&mut self) {
+        self.pins.clear();
     }
 
     fn remove(&mut self, id: u64) -> bool {

@@ -1,6 +1,7 @@
 //! SIEVE: a FIFO queue with a moving hand that skips (and clears) visited rows.
 
 use crate::list::{Arena, IdMap, List, NIL};
+use crate::pins::Pins;
 use crate::{Access, EvictionPolicy, Request};
 
 /// SIEVE (Zhang, Yang, Yue, Vigfusson and Rashmi, "SIEVE is Simpler than LRU: an
@@ -8,7 +9,10 @@ use crate::{Access, EvictionPolicy, Request};
 /// the head of a FIFO queue with a cleared visited bit; a hit sets the bit. The eviction
 /// hand walks from the tail towards the head, clearing visited bits, evicts the first
 /// unvisited row and stays where it stopped (wrapping to the tail at the head). Miss
-/// counts are identical to libCacheSim's `Sieve` (`cache/eviction/Sieve.c`).
+/// counts are identical to libCacheSim's `Sieve` (`cache/eviction/Sieve.c`). The hand
+/// passes over a pinned row as over a visited one but keeps its visited bit (the pin
+/// says nothing of its use); a whole turn over pinned rows finds the cache full of them
+/// and leaves the hand where it was: the miss is not admitted.
 #[derive(Debug)]
 pub struct Sieve {
     capacity: usize,
@@ -17,13 +21,14 @@ pub struct Sieve {
     list: List,
     /// Next slot the hand examines ([`NIL`]: start from the tail).
     hand: u32,
+    pins: Pins,
 }
 
 impl Sieve {
     /// An empty SIEVE cache of `capacity` rows. Panics if `capacity` is 0.
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "capacity must be positive");
-        Sieve { capacity, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new(), hand: NIL }
+        Sieve { capacity, map: IdMap::new(), arena: Arena::with_capacity(capacity), list: List::new(), hand: NIL, pins: Pins::default() }
     }
 }
 
@@ -56,12 +61,22 @@ impl EvictionPolicy for Sieve {
         let mut evicted = None;
         let slot = if self.list.len() >= self.capacity {
             let mut n = if self.hand == NIL { self.list.tail() } else { self.hand };
+            // Pinned rows passed over in a row; a whole turn of them: nothing to evict.
+            let mut pinned_run = 0;
             loop {
-                let visited = self.arena.data_mut(n);
-                if !*visited {
-                    break;
+                if self.pins.contains(self.arena.id(n)) {
+                    pinned_run += 1;
+                    if pinned_run == self.list.len() {
+                        return Access::default();
+                    }
+                } else {
+                    pinned_run = 0;
+                    let visited = self.arena.data_mut(n);
+                    if !*visited {
+                        break;
+                    }
+                    *visited = false;
                 }
-                *visited = false;
                 n = self.arena.prev(n);
                 if n == NIL {
                     n = self.list.tail();
@@ -80,6 +95,13 @@ impl EvictionPolicy for Sieve {
         self.list.push_front(&mut self.arena, slot);
         self.map.set(id, slot);
         Access { hit: false, inserted: true, evicted }
+    }
+
+    fn pin(&mut self, id: u64) {
+        self.pins.insert(id);
+    }
+    fn unpin_all(&mut self) {
+        self.pins.clear();
     }
 
     fn remove(&mut self, id: u64) -> bool {

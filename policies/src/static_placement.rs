@@ -78,6 +78,11 @@ impl EvictionPolicy for StaticPlacement {
         Access { hit: self.contains(req.id), inserted: false, evicted: None }
     }
 
+    /// Static placement never evicts (its hot set stays, the rest is never admitted),
+    /// so a pin holds with nothing to record.
+    fn pin(&mut self, _id: u64) {}
+    fn unpin_all(&mut self) {}
+
     fn remove(&mut self, id: u64) -> bool {
         match self.pinned.get_mut(id as usize) {
             Some(p) if *p => {

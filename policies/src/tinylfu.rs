@@ -3,6 +3,7 @@
 
 use crate::admission::{CountingSketch, KeyHash};
 use crate::list::{Arena, IdMap, List, NIL};
+use crate::pins::Pins;
 use crate::{Access, EvictionPolicy, Request};
 
 const WINDOW: u8 = 0;
@@ -23,6 +24,13 @@ const PROTECTED: u8 = 2;
 /// configuration is valid (capacity of at least `1 / window_ratio` rows and non-empty
 /// SLRU segments; below that libCacheSim's window is empty and it caches nothing or
 /// rejects the sizes, while here the window and each segment keep at least one row).
+///
+/// Pinned rows are passed over as victims (moving between the window and main's
+/// segments is no eviction, so they still do): the window's candidate is its LRU
+/// unpinned row, main's the LRU unpinned row of probation, else of protected; a side
+/// with no unpinned row loses no duel, the other side's candidate leaves. A miss that
+/// finds every resident row pinned is not admitted and changes nothing, and a hit's
+/// rebalancing evicts only unpinned probation rows (probation may stay over its size).
 #[derive(Debug)]
 pub struct WTinyLfu {
     capacity: usize,
@@ -35,6 +43,7 @@ pub struct WTinyLfu {
     arena: Arena<Meta>,
     /// Window, probation, protected.
     lists: [List; 3],
+    pins: Pins,
 }
 
 /// A slot's segment and its row's sketch hash, kept so that the sketch is probed for a
@@ -77,6 +86,7 @@ impl WTinyLfu {
             map: IdMap::new(),
             arena: Arena::with_capacity(capacity),
             lists: [List::new(); 3],
+            pins: Pins::default(),
         }
     }
 
@@ -102,26 +112,41 @@ impl WTinyLfu {
         self.lists[l as usize].unlink(&mut self.arena, s);
     }
 
-    /// Main's next victim: the probation tail, else the protected tail.
+    /// The LRU unpinned row of segment `l` ([`NIL`] if none).
+    #[inline]
+    fn last_unpinned(&self, l: u8) -> u32 {
+        self.lists[l as usize].last_unpinned(&self.arena, &self.pins)
+    }
+
+    /// Main's next victim: the probation tail, else the protected tail (unpinned rows
+    /// only; [`NIL`] if main holds none).
     fn main_victim(&self) -> u32 {
-        if !self.lists[PROBATION as usize].is_empty() {
-            self.lists[PROBATION as usize].tail()
-        } else {
-            self.lists[PROTECTED as usize].tail()
+        match self.last_unpinned(PROBATION) {
+            NIL => self.last_unpinned(PROTECTED),
+            v => v,
         }
     }
 
-    /// Evicts main's victim from the cache; returns its id.
-    fn main_evict(&mut self) -> Option<u64> {
-        let v = self.main_victim();
-        if v == NIL {
-            return None;
-        }
+    /// Whether the cache holds only pinned rows (a miss then cannot make room).
+    fn all_pinned(&self) -> bool {
+        !self.pins.is_empty() && self.last_unpinned(WINDOW) == NIL && self.main_victim() == NIL
+    }
+
+    /// Evicts slot `v` from the cache; returns its id.
+    fn evict_slot(&mut self, v: u32) -> u64 {
         self.unlink(v);
         let vid = self.arena.id(v);
         self.map.clear(vid);
         self.arena.release(v);
-        Some(vid)
+        vid
+    }
+
+    /// Evicts main's victim from the cache; returns its id.
+    fn main_evict(&mut self) -> Option<u64> {
+        match self.main_victim() {
+            NIL => None,
+            v => Some(self.evict_slot(v)),
+        }
     }
 
     /// Inserts the unlinked slot `s` into the lowest main segment with room.
@@ -150,7 +175,10 @@ impl WTinyLfu {
             let t = self.lists[PROTECTED as usize].pop_back(&mut self.arena).expect("over-full");
             self.push(t, PROBATION);
             while self.n(PROBATION) > self.seg_max[0] {
-                evicted = self.main_evict();
+                match self.last_unpinned(PROBATION) {
+                    NIL => break,
+                    v => evicted = Some(self.evict_slot(v)),
+                }
             }
         }
         evicted
@@ -159,18 +187,19 @@ impl WTinyLfu {
     /// Makes room for one row; returns the id that left the cache.
     fn evict(&mut self) -> Option<u64> {
         loop {
-            let w = self.lists[WINDOW as usize].tail();
+            let tail = self.lists[WINDOW as usize].tail();
+            if tail != NIL && self.main_len() < self.main_cap {
+                let hash = self.arena.data(tail).hash;
+                self.unlink(tail);
+                self.main_insert(tail);
+                self.sketch.add(hash);
+                continue;
+            }
+            let w = self.last_unpinned(WINDOW);
             if w == NIL {
                 return self.main_evict();
             }
-            let wid = self.arena.id(w);
             let window_hash = self.arena.data(w).hash;
-            if self.main_len() < self.main_cap {
-                self.unlink(w);
-                self.main_insert(w);
-                self.sketch.add(window_hash);
-                continue;
-            }
             // Main's estimate first: the window victim's count, taken with its own
             // increment, must not show in it when the two share a counter.
             let m = self.main_victim();
@@ -187,10 +216,7 @@ impl WTinyLfu {
                 self.main_insert(w);
                 out
             } else {
-                self.unlink(w);
-                self.map.clear(wid);
-                self.arena.release(w);
-                Some(wid)
+                Some(self.evict_slot(w))
             };
             self.prefetch_next_duel();
             return out;
@@ -253,6 +279,9 @@ impl EvictionPolicy for WTinyLfu {
             }
             return Access { hit: true, inserted: false, evicted };
         }
+        if self.len() >= self.capacity && self.all_pinned() {
+            return Access::default();
+        }
         let mut evicted = None;
         while self.len() >= self.capacity {
             evicted = self.evict();
@@ -263,6 +292,13 @@ impl EvictionPolicy for WTinyLfu {
         self.map.set(id, slot);
         self.sketch.add(hash);
         Access { hit: false, inserted: true, evicted }
+    }
+
+    fn pin(&mut self, id: u64) {
+        self.pins.insert(id);
+    }
+    fn unpin_all(&mut self) {
+        self.pins.clear();
     }
 
     fn remove(&mut self, id: u64) -> bool {

@@ -17,6 +17,13 @@
 //! - a row the device admits comes up from the host (inclusive: a copy,
 //!   [`Move::CopyUpFromHost`], after the host has seen the lookup; exclusive: the row
 //!   itself, [`Move::MoveUpFromHost`]) or else from the store.
+//!
+//! Pins: [`Placement::pin_batch`] pins the rows of the batch about to be placed in both
+//! tiers' policies (and unpins the previous batch's), so that a batch never evicts its
+//! own rows and no row is read twice within a step. A pinned row is never a victim;
+//! a tier whose rows are all pinned does not admit a miss, which is then served from
+//! below (the store's copy, or the host's when the device refuses). The pins last
+//! until the next batch is pinned, through the batch's gradient update.
 
 use serde::{Deserialize, Serialize};
 use strata_policies::{EvictionPolicy, Request};
@@ -135,6 +142,24 @@ impl Placement {
     /// Lookups placed so far.
     pub fn placed(&self) -> u64 {
         self.placed
+    }
+
+    /// Pins `rows`, the rows of the batch about to be placed, in both tiers' policies,
+    /// after unpinning the rows pinned so far (the previous batch's): until the next
+    /// call, no placement evicts one of them from a tier.
+    pub fn pin_batch(&mut self, rows: &[u64]) {
+        for policy in [&mut self.device, &mut self.host].into_iter().flatten() {
+            policy.unpin_all();
+            rows.iter().for_each(|&row| policy.pin(row));
+        }
+    }
+
+    /// Pins `row` too, in both tiers' policies: one more row of the batch being placed,
+    /// kept with the rows pinned so far.
+    pub fn pin(&mut self, row: u64) {
+        for policy in [&mut self.device, &mut self.host].into_iter().flatten() {
+            policy.pin(row);
+        }
     }
 
     /// Asks the CPU for both policies' metadata of `row` (their cache misses dominate).
@@ -374,6 +399,48 @@ mod tests {
                 Move::Looked { tier: Host, hit: false },
                 Move::PromoteFromStore { row: 1, into: Host },
                 Move::Looked { tier: Host, hit: true }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pinned_batch_keeps_its_rows_and_a_full_tier_refuses_the_rest() {
+        let mut p = placement(Hierarchy::Inclusive, "lru", 1, 2);
+        let mut tiers = Recorder::default();
+        p.pin_batch(&[1, 2]);
+        // The device holds pinned row 1: row 2 is not admitted there, only in the host.
+        assert_eq!(
+            moves(&mut p, &mut tiers, &[1, 2])[4..],
+            [
+                Move::Looked { tier: Device, hit: false },
+                Move::Looked { tier: Host, hit: false },
+                Move::PromoteFromStore { row: 2, into: Host }
+            ]
+        );
+        let mut p = placement(Hierarchy::Exclusive, "lru", 1, 1);
+        let mut tiers = Recorder::default();
+        p.pin_batch(&[1, 2, 3]);
+        // 1 fills the device, 2 the host; both full of pinned rows, 3 is in neither.
+        assert_eq!(
+            moves(&mut p, &mut tiers, &[1, 2, 3])[3..],
+            [
+                Move::Looked { tier: Device, hit: false },
+                Move::Looked { tier: Host, hit: false },
+                Move::PromoteFromStore { row: 2, into: Host },
+                Move::Looked { tier: Device, hit: false },
+                Move::Looked { tier: Host, hit: false },
+            ]
+        );
+        // The next batch's pins replace these: 3 comes in, 1 is demoted, 2 leaves.
+        p.pin_batch(&[3]);
+        assert_eq!(
+            moves(&mut p, &mut tiers, &[3]),
+            [
+                Move::Looked { tier: Device, hit: false },
+                Move::EvictFromHost { row: 2 },
+                Move::Demote { row: 1 },
+                Move::Looked { tier: Host, hit: false },
+                Move::PromoteFromStore { row: 3, into: Device },
             ]
         );
     }

@@ -172,10 +172,13 @@ impl TieredTable {
         self.staging.cancel_read_ahead(batch.start)
     }
 
-    /// Places every lookup of `batch` (policies decide, rows move).
+    /// Places every lookup of `batch` (policies decide, rows move), its rows pinned
+    /// first: the batch evicts none of its own rows, and they stay pinned until the next
+    /// batch is placed, through the batch's gradient update.
     fn place_batch(&mut self, batch: &Batch) -> Result<(), EngineError> {
         self.check_rows(batch)?;
         self.staging.stage(batch, &self.tiers, &mut self.stats)?;
+        self.placement.pin_batch(&batch.ids);
         const AHEAD: usize = 16;
         let mut mover = Mover { tiers: &mut self.tiers, staging: &mut self.staging, stats: &mut self.stats, row: &mut self.row_buffer };
         for (i, &id) in batch.ids.iter().enumerate() {
@@ -486,10 +489,11 @@ mod tests {
         );
     }
 
-    /// A batch whose distinct rows exceed the host tier evicts some of its own rows and
-    /// looks them up and updates them again: each row is read from the store once.
+    /// A batch whose distinct rows exceed the host tier: its rows are pinned, so the
+    /// rows it finds in the host stay and the rest are refused (served from the rows
+    /// staged for the step): each row is read from the store once, none evicted.
     #[test]
-    fn a_batch_reads_each_of_its_rows_from_the_store_once_even_when_it_evicts_them() {
+    fn a_batch_larger_than_its_tier_reads_each_of_its_rows_from_the_store_once() {
         use crate::engine::flat::FlatTable;
         use crate::engine::RowInit;
         let optimizer = Optimizer::Sgd { lr: 0.1 };
@@ -508,8 +512,8 @@ mod tests {
         let mut table = TieredTable::new(&config, Box::new(store)).unwrap();
         let mut out = vec![0f32; 7 * 4];
         table.lookup(&Batch::new(vec![1, 2, 3], (0..=3).collect(), 0), &mut out[..12]).unwrap();
-        // Rows 1-3 are in the host when the batch starts; 4-6 push them out, clean, and
-        // the batch looks them up again, then updates every row.
+        // Rows 1-3 are in the host when the batch starts, pinned; 4-6 find no room and
+        // are not admitted; the batch looks 1-3 up again, then updates every row.
         let ids = vec![1, 4, 5, 6, 1, 2, 3];
         let batch = Batch::new(ids.clone(), (0..=ids.len()).collect(), 3);
         table.lookup(&batch, &mut out).unwrap();
@@ -517,6 +521,70 @@ mod tests {
         let stats = table.stats();
         assert_eq!(stats.bytes_store_to_host, 6 * layout.bytes() as u64, "six distinct rows, each read once: {stats:?}");
         assert_eq!(stats.sync_store_reads, 0);
-        assert_eq!(stats.kept_victims, 3, "rows 1-3 kept for the step: {stats:?}");
+        assert_eq!(stats.kept_victims, 0, "no row of the batch left the host: {stats:?}");
+        let host = stats.host.unwrap();
+        assert_eq!((host.hits, host.misses, host.promotions), (4, 3 + 3, 3), "1-3 stay, 4-6 are refused: {host:?}");
+    }
+
+    /// Batches of three distinct rows, each looked up several times, over a host tier of
+    /// four rows: a batch's rows are pinned, so it never pushes out a row it looks up
+    /// later (without pins, LRU would evict row 1 for row 5 in the second batch): each
+    /// row misses and is read from the store once per batch that finds it in no tier,
+    /// none is kept for the step or read back from the write queue, and the values are
+    /// those of an all-in-memory table.
+    #[test]
+    fn a_batch_whose_rows_fit_never_evicts_its_own_rows() {
+        use crate::engine::flat::FlatTable;
+        use crate::engine::RowInit;
+        let optimizer = Optimizer::Sgd { lr: 0.1 };
+        let layout = RowLayout::new(4, &optimizer);
+        let init = RowInit::Uniform { seed: 5, scale: 0.1 };
+        let mut flat = FlatTable::new(100, layout, init);
+        let config = TableConfig {
+            device: TierConfig::rows(0, PolicyConfig::Lru),
+            device_backend: DeviceKind::Emulated,
+            host: TierConfig::rows(4, PolicyConfig::Lru),
+            hierarchy: Hierarchy::Inclusive,
+            optimizer,
+            pooling: Pooling::Sum,
+            write_buffer_rows: 0,
+        };
+        let mut table = TieredTable::new(&config, Box::new(FlatTable::new(100, layout, init))).unwrap();
+        // (rows, rows of them in no tier when the batch starts)
+        let batches: [(&[u64], u64); 5] = [
+            (&[1, 2, 3, 4], 4),
+            // 1 is the LRU row: 5 and 6 push out 2 and 3 instead.
+            (&[5, 6, 1, 5, 6, 1, 1], 2),
+            (&[1, 5, 6, 1, 6], 0),
+            (&[2, 7, 3, 2, 7, 3], 3),
+            (&[5, 2, 8, 8, 2, 5], 2),
+        ];
+        let (mut start, mut reads) = (0, 0);
+        for (b, &(ids, new_rows)) in batches.iter().enumerate() {
+            let batch = Batch::new(ids.to_vec(), (0..=ids.len()).collect(), start);
+            start += ids.len() as u64;
+            let (mut out, mut want) = (vec![0f32; ids.len() * 4], vec![0f32; ids.len() * 4]);
+            table.lookup(&batch, &mut out).unwrap();
+            flat.lookup(&batch, Pooling::Sum, &mut want);
+            assert_eq!(out, want, "batch {b}");
+            let grads: Vec<f32> = (0..ids.len() * 4).map(|i| 0.01 * (i as f32 + b as f32)).collect();
+            table.apply_gradients(&batch, &grads).unwrap();
+            flat.apply_gradients(&batch, &grads, &optimizer, Pooling::Sum);
+            reads += new_rows;
+            let stats = table.stats();
+            assert_eq!(stats.bytes_store_to_host, reads * layout.bytes() as u64, "batch {b}: {stats:?}");
+            // Only the rows in no tier missed, once each: no row came back into the
+            // host, kept for the step or out of the write queue.
+            assert_eq!(stats.host.as_ref().unwrap().misses, reads, "batch {b}: {stats:?}");
+            assert_eq!((stats.kept_victims, stats.queued_reads, stats.sync_store_reads), (0, 0, 0), "batch {b}: {stats:?}");
+            for &row in ids {
+                assert!(table.tiers.in_memory(row), "batch {b}: row {row} left the host");
+            }
+        }
+        let rows: Vec<u64> = (1..=8).collect();
+        let stored = table.read_rows(rows.clone()).unwrap();
+        for (i, &row) in rows.iter().enumerate() {
+            assert_eq!(stored.data[i * layout.floats()..][..layout.floats()], *flat.row(row), "row {row}");
+        }
     }
 }

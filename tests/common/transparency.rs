@@ -124,7 +124,9 @@ pub fn check_with_store(
         assert_eq!(served, all.len());
         let stats = table.stats();
         assert_eq!(stats.lookups, all.iter().map(|b| b.ids.len() as u64).sum::<u64>(), "{what}");
-        // The case really moved rows: read-ahead happened, small tiers evicted.
+        // The case really moved rows: read-ahead happened, small tiers admitted rows and
+        // evicted some or, full of a batch's pinned rows, refused some (a one-row device
+        // holding the hottest row may never evict: nearly every batch pins it).
         if case.window > 0 {
             assert!(stats.prefetched_rows > 0, "{what}: nothing was read ahead");
         }
@@ -132,7 +134,7 @@ pub fn check_with_store(
             assert!(stats.write_buffer.rows_in > 0, "{what}: the write-back buffer took nothing in");
         }
         if let Some(device) = stats.device.as_ref().filter(|_| case.device_rows < 20 && !case.policy.starts_with("static")) {
-            assert!(device.evictions > 0 && device.promotions > 0, "{what}: {device:?}");
+            assert!(device.promotions > 0 && (device.evictions > 0 || device.misses > device.promotions), "{what}: {device:?}");
         }
         store = reopen(table.close().unwrap());
         let mut got = vec![0f32; rows as usize * layout.words()];
