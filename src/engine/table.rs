@@ -548,6 +548,7 @@ mod tests {
             optimizer,
             pooling: Pooling::Sum,
             write_buffer_rows: 0,
+            rounding: Default::default(),
         };
         let mut table = TieredTable::new(&config, Box::new(FlatTable::new(100, layout, init))).unwrap();
         // (rows, rows of them in no tier when the batch starts)
@@ -584,7 +585,7 @@ mod tests {
         let rows: Vec<u64> = (1..=8).collect();
         let stored = table.read_rows(rows.clone()).unwrap();
         for (i, &row) in rows.iter().enumerate() {
-            assert_eq!(stored.data[i * layout.floats()..][..layout.floats()], *flat.row(row), "row {row}");
+            assert_eq!(stored.data[i * layout.words()..][..layout.words()], *flat.row(row), "row {row}");
         }
     }
 }
