@@ -26,6 +26,7 @@ const CRATE_LAYERS: &[&[&str]] = &[
 #[rustfmt::skip]
 const ENGINE_LAYERS: &[&[&str]] = &[
     &["testing"],
+    &["dtype"],
     &["pool"],
     &["batch", "host"],
     &["storage", "device"],

@@ -9,81 +9,26 @@
 //! ([`TableCollection::announce`]), which starts their store reads and feeds the
 //! lookahead policies, as the prefetch pipeline does for Strata's own trainer.
 //! Checkpoints are the table files' own (flushed, a manifest committed by atomic rename,
-//! a fresh undo journal), so a crashed run resumes at its last checkpoint.
+//! a fresh undo journal), so a crashed run resumes at its last checkpoint. The config and
+//! its checks are `collection/config.rs`; groups and their initial rows `collection/group.rs`.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use strata_policies::PolicyConfig;
 
 use super::batch::Batch;
-use super::device::DeviceKind;
 use super::flat::FlatTable;
-use super::placement::Hierarchy;
-use super::pool::Pooling;
 use super::prefetch::LookaheadWindow;
 use super::stats::EngineStats;
-use super::storage::{roll_back, write_atomically, BackingStore, ReadConfig, ReadPath, StorageError, TableFile};
+use super::storage::{roll_back, write_atomically, BackingStore, StorageError, TableFile};
 use super::table::config::{TableConfig, TierConfig};
 use super::table::TieredTable;
-use super::{Buffer, Dtype, EngineError, Optimizer, Rounding, RowInit, RowLayout};
+use super::{Buffer, EngineError, Optimizer, RowInit, RowLayout};
 
+use self::config::{check, read_config};
+pub use self::config::{CollectionConfig, EmbeddingTableConfig};
 use self::group::GroupInit;
 pub use self::group::TableGroup;
-
-/// One table: its name, shape, pooling, the features looked up in it, and its initial
-/// rows (uniform in `[-init_scale, init_scale)`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmbeddingTableConfig {
-    pub name: String,
-    pub rows: u64,
-    pub dim: usize,
-    #[serde(default)]
-    pub pooling: Pooling,
-    pub features: Vec<String>,
-    pub init_scale: f32,
-    /// How the table stores its values (FBGEMM's `weights_precision`, TorchRec's
-    /// `data_type`): tables of another dtype are another group.
-    #[serde(default)]
-    pub dtype: Dtype,
-}
-
-/// The tables and how every one of them is tiered and updated.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CollectionConfig {
-    pub tables: Vec<EmbeddingTableConfig>,
-    /// Share of each group's rows in the device tier and in the host tier, in [0, 1].
-    pub device: f64,
-    pub host: f64,
-    pub device_policy: PolicyConfig,
-    pub host_policy: PolicyConfig,
-    #[serde(default)]
-    pub hierarchy: Hierarchy,
-    #[serde(default)]
-    pub device_backend: DeviceKind,
-    pub optimizer: Optimizer,
-    /// Seed of every table's initial rows (each table draws its own from it).
-    #[serde(default)]
-    pub seed: u64,
-    /// A folder for the groups' table files (`<group>.strata`, created afresh); none =
-    /// in-memory stores.
-    pub table_dir: Option<PathBuf>,
-    #[serde(default = "default_read_path")]
-    pub read_path: ReadPath,
-    /// Share of each group's rows the storage thread may hold dirty to write them down in
-    /// page order.
-    #[serde(default)]
-    pub write_buffer: f64,
-    /// How updates are written into half-precision rows.
-    #[serde(default)]
-    pub rounding: Rounding,
-}
-
-fn default_read_path() -> ReadPath {
-    ReadPath::IoUring
-}
 
 /// One feature's bags in a step: `values` (rows of its table), `offsets` (one more than
 /// the bags: bag `b` is `values[offsets[b]..offsets[b + 1]]`) and `weights` (one per
@@ -566,49 +511,12 @@ fn add_feature(
     Ok(())
 }
 
-fn read_config(config: &CollectionConfig) -> ReadConfig {
-    ReadConfig { read_path: config.read_path, ..ReadConfig::default() }
-}
-
 /// The file of table group `name` in `dir`.
 pub fn table_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.strata"))
 }
 
-fn check(config: &CollectionConfig) -> Result<(), CollectionError> {
-    let fail = |what: String| Err(CollectionError::Config(what));
-    if config.tables.is_empty() {
-        return fail("no tables".into());
-    }
-    for (what, share) in [("device", config.device), ("host", config.host), ("write_buffer", config.write_buffer)] {
-        if !(0.0..=1.0).contains(&share) {
-            return fail(format!("{what} = {share}: a share of each table group's rows, from 0 to 1"));
-        }
-    }
-    let mut names = std::collections::HashSet::new();
-    let mut features = std::collections::HashSet::new();
-    for table in &config.tables {
-        if table.name.is_empty() || !table.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return fail(format!("table name `{}`: use letters, digits, `_` and `-`", table.name));
-        }
-        if !names.insert(&table.name) {
-            return fail(format!("table `{}` given twice", table.name));
-        }
-        if table.rows == 0 || table.dim == 0 {
-            return fail(format!("table `{}`: {} rows of dim {}: both must be positive", table.name, table.rows, table.dim));
-        }
-        if table.features.is_empty() {
-            return fail(format!("table `{}` has no features", table.name));
-        }
-        for feature in &table.features {
-            if !features.insert(feature) {
-                return fail(format!("feature `{feature}` is in two tables"));
-            }
-        }
-    }
-    Ok(())
-}
-
+mod config;
 mod group;
 #[cfg(test)]
 mod tests;

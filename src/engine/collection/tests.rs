@@ -4,6 +4,12 @@
 //! earlier checkpoint), and the checks of its inputs.
 
 use super::*;
+use crate::engine::device::DeviceKind;
+use crate::engine::placement::Hierarchy;
+use crate::engine::pool::Pooling;
+use crate::engine::storage::ReadPath;
+use crate::engine::{Dtype, Rounding};
+use strata_policies::PolicyConfig;
 
 fn config(device: f64, host: f64) -> CollectionConfig {
     let table = |name: &str, rows, dim, pooling, features: &[&str]| EmbeddingTableConfig {
