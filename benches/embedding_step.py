@@ -68,6 +68,12 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--eps", type=float, default=1e-8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "fp16"],
+        default="fp32",
+        help="how the rows store their values: FBGEMM's weights_precision, Strata's data_type (both round to nearest)",
+    )
     args = p.parse_args(argv)
     args.rows = [int(r) for r in args.rows.split(",") if r.strip()]
     T = len(args.rows)
@@ -180,7 +186,8 @@ def fbgemm_module(args, torch):
         learning_rate=args.lr,
         eps=args.eps,
         pooling_mode=PoolingMode.MEAN if args.pooling[0] == "mean" else PoolingMode.SUM,
-        weights_precision=SparseType.FP32,
+        weights_precision=SparseType.FP32 if args.precision == "fp32" else SparseType.FP16,
+        output_dtype=SparseType.FP32,
         device=torch.device("cpu"),
     )
 
@@ -193,7 +200,7 @@ def fbgemm_module(args, torch):
         out = emb(*positional, **keywords)
         return out, lambda: out.backward(grad)  # the fused row-wise Adagrad update happens here
 
-    name = f"fbgemm SplitTableBatchedEmbeddingBagsCodegen (CPU, HOST, EXACT_ROWWISE_ADAGRAD, {args.pooling[0].upper()})"
+    name = f"fbgemm SplitTableBatchedEmbeddingBagsCodegen (CPU, HOST, EXACT_ROWWISE_ADAGRAD, {args.pooling[0].upper()}, {args.precision.upper()})"
     grads = torch.full((args.batch, sum(args.dim)), 0.01, dtype=torch.float32)
     return name, inputs, step, grads, {"fbgemm_gpu": getattr(fbgemm_gpu, "__version__", "unknown")}
 
@@ -207,7 +214,10 @@ def strata_module(args, torch):
     import strata.torch as st
 
     T, B = len(args.rows), args.batch
-    tables = [st.EmbeddingBagConfig(f"t{t}", r, d, [f"f{t}"], pooling=pool) for t, (r, d, pool) in enumerate(zip(args.rows, args.dim, args.pooling))]
+    tables = [
+        st.EmbeddingBagConfig(f"t{t}", r, d, [f"f{t}"], pooling=pool, data_type=args.precision)
+        for t, (r, d, pool) in enumerate(zip(args.rows, args.dim, args.pooling))
+    ]
     ebc = st.EmbeddingBagCollection(
         tables, tiers=strata.Tiers(device=0.0, host=1.0), policy="lru", optimizer=strata.RowWiseAdagrad(lr=args.lr, eps=args.eps), seed=args.seed
     )
@@ -225,7 +235,7 @@ def strata_module(args, torch):
         return out, lambda: torch.autograd.backward(list(out.values()), grads)  # the fused update
 
     grads = [torch.full((B, d), 0.01, dtype=torch.float32) for d in args.dim]
-    return "strata.torch EmbeddingBagCollection (host tier, RowWiseAdagrad)", inputs, step, grads, {"strata": importlib.metadata.version("strata")}
+    return f"strata.torch EmbeddingBagCollection (host tier, RowWiseAdagrad, {args.precision.upper()})", inputs, step, grads, {"strata": importlib.metadata.version("strata")}
 
 
 def main(argv=None):
@@ -296,6 +306,7 @@ def main(argv=None):
         "pooling": args.pooling,
         "weighted": args.weighted,
         "batch": B,
+        "precision": args.precision,
         "bag": args.bag,
         "indices": source,
         "batches": len(batches),

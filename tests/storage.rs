@@ -202,8 +202,12 @@ fn foreign_or_damaged_headers_are_rejected_clearly() {
         edit_header(&path, 8, &2u32.to_le_bytes(), false);
         assert!(open_error(&path).contains("header: format version 2 is not supported"));
         edit_header(&path, 8, &format::VERSION.to_le_bytes(), false);
+        edit_header(&path, 12, &7u32.to_le_bytes(), true);
+        assert!(open_error(&path).contains("header: unknown dtype code 7"));
+        // An f32 table's header that says bf16 describes other pages: refused.
         edit_header(&path, 12, &2u32.to_le_bytes(), true);
-        assert!(open_error(&path).contains("header: dtype bf16 is not supported yet"));
+        let message = open_error(&path);
+        assert!(message.contains("113 rows per page does not match rows of dim 8 bf16 values + 1 state value"), "{message}");
         edit_header(&path, 12, &0u32.to_le_bytes(), true);
         edit_header(&path, 16, &51u64.to_le_bytes(), false);
         assert!(open_error(&path).contains("header: header checksum mismatch"));

@@ -38,7 +38,7 @@ impl Header {
         }
         let row_bytes = layout.bytes();
         if u32::try_from(layout.dim).is_err() || u32::try_from(layout.state).is_err() || row_bytes > (1 << 30) {
-            return Err(format!("a row of {} + {} floats is too large (at most 1 GiB)", layout.dim, layout.state));
+            return Err(format!("a row of {layout} is too large (at most 1 GiB)"));
         }
         let page_size = (row_bytes + CHECKSUM_BYTES).div_ceil(ALIGN) * ALIGN;
         let rows_per_page = (page_size - CHECKSUM_BYTES) / row_bytes;
@@ -123,8 +123,8 @@ impl Header {
         let (page_size, rows_per_page) = (u32_at(32) as usize, u32_at(36) as usize);
         if page_size != header.page_size || rows_per_page != header.rows_per_page {
             return Err(format!(
-                "page size {page_size} with {rows_per_page} rows per page does not match rows of {} + {} floats (expected {} bytes, {} rows)",
-                layout.dim, layout.state, header.page_size, header.rows_per_page
+                "page size {page_size} with {rows_per_page} rows per page does not match rows of {layout} (expected {} bytes, {} rows)",
+                header.page_size, header.rows_per_page
             ));
         }
         Ok(header)
