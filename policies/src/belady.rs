@@ -14,6 +14,9 @@ pub(crate) struct FutureMeta {
     pub(crate) live: bool,
     /// Lookahead Belady only: the next use is within the window.
     pub(crate) known: bool,
+    /// Lookahead Belady only: an unknown row, pinned, set aside from the LRU end until
+    /// the pins are lifted.
+    pub(crate) aside: bool,
 }
 
 /// Max-heap of `(next_access, slot, stamp)` with lazy deletion: a 4-ary heap (half the
@@ -123,9 +126,10 @@ impl StampedHeap {
 /// max-heap keyed by next access with lazy deletion (and periodic compaction) gives
 /// O(log n) per request; rows never requested again skip the heap for a stack, since
 /// any of them is an equally good victim and they are the first to go. Pinned rows are
-/// passed over (set aside while the victim is searched for, then filed again): the
-/// victim is the unpinned row used farthest in the future; none, and the miss is not
-/// admitted.
+/// passed over: the victim is the unpinned row used farthest in the future; none, and
+/// the miss is not admitted. A pinned row's entry met on the way is set aside until the
+/// pins are lifted, then filed again, so each is passed over once, not at every
+/// eviction (the rows a batch has just looked up are on top when never used again).
 #[derive(Debug)]
 pub struct Belady {
     capacity: usize,
@@ -137,7 +141,7 @@ pub struct Belady {
     never: Vec<(u32, u32)>,
     stamp: u32,
     pins: Pins,
-    /// Entries of pinned rows set aside by [`Belady::pop_farthest`] (reused buffers).
+    /// Entries of pinned rows set aside by [`Belady::pop_farthest`] until `unpin_all`.
     pinned_never: Vec<(u32, u32)>,
     pinned_heap: Vec<(u64, u32, u32)>,
 }
@@ -189,19 +193,8 @@ impl Belady {
 
     /// The resident unpinned row used farthest in the future, taken off the stack or
     /// heap ([`NIL`] if every resident row is pinned). Pinned rows' entries found on the
-    /// way are filed again.
+    /// way are set aside until `unpin_all`.
     fn pop_farthest(&mut self) -> u32 {
-        let victim = self.search_farthest();
-        while let Some(entry) = self.pinned_never.pop() {
-            self.never.push(entry);
-        }
-        for (next, s, stamp) in self.pinned_heap.drain(..) {
-            self.heap.push(next, s, stamp);
-        }
-        victim
-    }
-
-    fn search_farthest(&mut self) -> u32 {
         while let Some((s, stamp)) = self.never.pop() {
             let m = self.arena.data(s);
             if m.live && m.stamp == stamp {
@@ -263,7 +256,7 @@ impl EvictionPolicy for Belady {
         }
         let mut evicted = None;
         let stamp = self.next_stamp();
-        let meta = FutureMeta { next: req.next_access, stamp, live: true, known: false };
+        let meta = FutureMeta { next: req.next_access, stamp, live: true, known: false, aside: false };
         let slot = if self.len >= self.capacity {
             let v = self.pop_farthest();
             if v == NIL {
@@ -289,6 +282,13 @@ impl EvictionPolicy for Belady {
     }
     fn unpin_all(&mut self) {
         self.pins.clear();
+        // In the order they were taken off, so the stack's order is as it was.
+        while let Some(entry) = self.pinned_never.pop() {
+            self.never.push(entry);
+        }
+        for (next, s, stamp) in self.pinned_heap.drain(..) {
+            self.heap.push(next, s, stamp);
+        }
     }
 
     fn remove(&mut self, id: u64) -> bool {

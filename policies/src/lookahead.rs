@@ -20,8 +20,12 @@ use crate::{Access, EvictionPolicy, Request, NEVER};
 /// leveraging Belady's algorithm for improved cache replacement", ISCA 2016, restricted
 /// to a finite horizon); libCacheSim has no equivalent. Pinned rows are passed over: the
 /// victim is the LRU unpinned unknown row, else the known unpinned row used farthest in
-/// the future (pinned entries set aside while searching, then filed again); none, and
-/// the miss is not admitted.
+/// the future; none, and the miss is not admitted. The pinned rows found on the way are
+/// set aside until the pins are lifted (unknown ones in their LRU order, filed back
+/// behind the unknown list; known ones' heap entries, filed again), so that each is
+/// passed over once, not at every eviction: the rows a batch has just looked up are
+/// exactly those at the LRU end of the unknown list or on top of the known heap when
+/// their next use is not visible or far.
 #[derive(Debug)]
 pub struct LookaheadBelady {
     capacity: usize,
@@ -37,8 +41,12 @@ pub struct LookaheadBelady {
     known: StampedHeap,
     stamp: u32,
     pins: Pins,
-    /// Known entries of pinned rows set aside by [`LookaheadBelady::pick_victim`].
-    pinned_known: Vec<(u64, u32, u32)>,
+    /// Pinned unknown rows set aside from the LRU end of `unknown` by
+    /// [`LookaheadBelady::pick_victim`] (each older than every row left in `unknown`,
+    /// most recently used at the head), and pinned known rows' heap entries: filed back
+    /// by `unpin_all`.
+    aside_unknown: List,
+    aside_known: Vec<(u64, u32, u32)>,
 }
 
 impl LookaheadBelady {
@@ -57,7 +65,8 @@ impl LookaheadBelady {
             known: StampedHeap::default(),
             stamp: 0,
             pins: Pins::default(),
-            pinned_known: Vec::new(),
+            aside_unknown: List::new(),
+            aside_known: Vec::new(),
         }
     }
 
@@ -82,7 +91,7 @@ impl LookaheadBelady {
             let (_, s, stamp) = self.pending.pop().expect("peeked");
             let m = *self.arena.data(s);
             if m.live && !m.known && m.stamp == stamp {
-                self.unknown.unlink(&mut self.arena, s);
+                self.unlink_unknown(s);
                 self.arena.data_mut(s).known = true;
                 self.known.push(next, s, stamp);
             }
@@ -107,29 +116,44 @@ impl LookaheadBelady {
         }
     }
 
+    /// Unlinks unknown slot `s` from the list that holds it.
+    fn unlink_unknown(&mut self, s: u32) {
+        if self.arena.data(s).aside {
+            self.arena.data_mut(s).aside = false;
+            self.aside_unknown.unlink(&mut self.arena, s);
+        } else {
+            self.unknown.unlink(&mut self.arena, s);
+        }
+    }
+
     /// Takes the victim out of its list or heap: the LRU unpinned unknown row, else the
     /// known unpinned row used farthest ahead ([`NIL`] if every resident row is pinned).
+    /// Pinned rows met on the way are set aside until `unpin_all`.
     fn pick_victim(&mut self) -> u32 {
-        if let Some(v) = self.unknown.pop_back_unpinned(&mut self.arena, &self.pins) {
-            return v;
+        loop {
+            let v = self.unknown.tail();
+            if v == NIL {
+                break;
+            }
+            self.unknown.unlink(&mut self.arena, v);
+            if !self.pins.contains(self.arena.id(v)) {
+                return v;
+            }
+            self.arena.data_mut(v).aside = true;
+            self.aside_unknown.push_front(&mut self.arena, v);
         }
-        let mut victim = NIL;
         while let Some((next, s, stamp)) = self.known.pop() {
             let m = self.arena.data(s);
             if m.live && m.known && m.stamp == stamp && m.next == next {
                 if self.pins.contains(self.arena.id(s)) {
-                    self.pinned_known.push((next, s, stamp));
+                    self.aside_known.push((next, s, stamp));
                     continue;
                 }
-                victim = s;
-                break;
+                return s;
             }
         }
-        for (next, s, stamp) in self.pinned_known.drain(..) {
-            self.known.push(next, s, stamp);
-        }
-        assert!(victim != NIL || !self.pins.is_empty(), "a full cache has a victim");
-        victim
+        assert!(!self.pins.is_empty(), "a full cache has a victim");
+        NIL
     }
 
     fn compact_if_needed(&mut self) {
@@ -180,7 +204,7 @@ impl EvictionPolicy for LookaheadBelady {
         let s = self.map.get(id);
         if s != NIL {
             if !self.arena.data(s).known {
-                self.unknown.unlink(&mut self.arena, s);
+                self.unlink_unknown(s);
             }
             self.arena.data_mut(s).next = req.next_access;
             self.classify(s, horizon);
@@ -188,7 +212,7 @@ impl EvictionPolicy for LookaheadBelady {
             return Access { hit: true, inserted: false, evicted: None };
         }
         let mut evicted = None;
-        let meta = FutureMeta { next: req.next_access, stamp: 0, live: true, known: false };
+        let meta = FutureMeta { next: req.next_access, stamp: 0, live: true, known: false, aside: false };
         let slot = if self.len >= self.capacity {
             let v = self.pick_victim();
             if v == NIL {
@@ -214,6 +238,16 @@ impl EvictionPolicy for LookaheadBelady {
     }
     fn unpin_all(&mut self) {
         self.pins.clear();
+        // The set-aside unknown rows are older than every row in the list: behind it.
+        let mut s = self.aside_unknown.head();
+        while s != NIL {
+            self.arena.data_mut(s).aside = false;
+            s = self.arena.next(s);
+        }
+        self.unknown.append(&mut self.arena, &mut self.aside_unknown);
+        for (next, s, stamp) in self.aside_known.drain(..) {
+            self.known.push(next, s, stamp);
+        }
     }
 
     fn remove(&mut self, id: u64) -> bool {
@@ -222,7 +256,7 @@ impl EvictionPolicy for LookaheadBelady {
             return false;
         }
         if !self.arena.data(s).known {
-            self.unknown.unlink(&mut self.arena, s);
+            self.unlink_unknown(s);
         }
         self.arena.data_mut(s).live = false;
         self.arena.release(s);

@@ -18,12 +18,15 @@
 //!   [`Move::CopyUpFromHost`], after the host has seen the lookup; exclusive: the row
 //!   itself, [`Move::MoveUpFromHost`]) or else from the store.
 //!
-//! Pins: [`Placement::pin_batch`] pins the rows of the batch about to be placed in both
-//! tiers' policies (and unpins the previous batch's), so that a batch never evicts its
-//! own rows and no row is read twice within a step. A pinned row is never a victim;
+//! Pins: the engine pins each row of a batch in both tiers' policies as the row is
+//! placed ([`Placement::pin`]), and unpins them all when the next batch starts
+//! ([`Placement::unpin_all`]), so that a batch never evicts a row it has looked up, and
+//! the rows stay through the batch's gradient update. A pinned row is never a victim;
 //! a tier whose rows are all pinned does not admit a miss, which is then served from
-//! below (the store's copy, or the host's when the device refuses). The pins last
-//! until the next batch is pinned, through the batch's gradient update.
+//! below (the store's copy, or the host's when the device refuses). Rows are pinned as
+//! they are placed, not all before: a row of the batch not looked up yet sits anywhere in
+//! a policy's order, and passing over it at every eviction cost the default job 60 ms a
+//! step (docs/BENCHMARKS.md), where a row just looked up sits where no victim is sought.
 
 use serde::{Deserialize, Serialize};
 use strata_policies::{EvictionPolicy, Request};
@@ -144,18 +147,15 @@ impl Placement {
         self.placed
     }
 
-    /// Pins `rows`, the rows of the batch about to be placed, in both tiers' policies,
-    /// after unpinning the rows pinned so far (the previous batch's): until the next
-    /// call, no placement evicts one of them from a tier.
-    pub fn pin_batch(&mut self, rows: &[u64]) {
+    /// Unpins every row (a new batch starts).
+    pub fn unpin_all(&mut self) {
         for policy in [&mut self.device, &mut self.host].into_iter().flatten() {
             policy.unpin_all();
-            rows.iter().for_each(|&row| policy.pin(row));
         }
     }
 
-    /// Pins `row` too, in both tiers' policies: one more row of the batch being placed,
-    /// kept with the rows pinned so far.
+    /// Pins `row` in both tiers' policies, with the rows pinned so far: a row the batch
+    /// being placed has looked up.
     pub fn pin(&mut self, row: u64) {
         for policy in [&mut self.device, &mut self.host].into_iter().flatten() {
             policy.pin(row);
@@ -299,6 +299,17 @@ mod tests {
         Placement::new(hierarchy, build(device), build(host))
     }
 
+    /// The moves of looking up `rows` in turn, each pinned once placed, as the engine
+    /// places a batch.
+    fn pinned_moves(placement: &mut Placement, tiers: &mut Recorder, rows: &[u64]) -> Vec<Move> {
+        tiers.moves.clear();
+        for (time, &id) in rows.iter().enumerate() {
+            placement.place(&Request::new(id, time as u64), tiers).unwrap();
+            placement.pin(id);
+        }
+        std::mem::take(&mut tiers.moves)
+    }
+
     /// The moves of looking up `rows` in turn.
     fn moves(placement: &mut Placement, tiers: &mut Recorder, rows: &[u64]) -> Vec<Move> {
         tiers.moves.clear();
@@ -407,10 +418,10 @@ mod tests {
     fn a_pinned_batch_keeps_its_rows_and_a_full_tier_refuses_the_rest() {
         let mut p = placement(Hierarchy::Inclusive, "lru", 1, 2);
         let mut tiers = Recorder::default();
-        p.pin_batch(&[1, 2]);
-        // The device holds pinned row 1: row 2 is not admitted there, only in the host.
+        // The device holds row 1, pinned once looked up: row 2 is not admitted there, only
+        // in the host.
         assert_eq!(
-            moves(&mut p, &mut tiers, &[1, 2])[4..],
+            pinned_moves(&mut p, &mut tiers, &[1, 2])[4..],
             [
                 Move::Looked { tier: Device, hit: false },
                 Move::Looked { tier: Host, hit: false },
@@ -419,10 +430,9 @@ mod tests {
         );
         let mut p = placement(Hierarchy::Exclusive, "lru", 1, 1);
         let mut tiers = Recorder::default();
-        p.pin_batch(&[1, 2, 3]);
         // 1 fills the device, 2 the host; both full of pinned rows, 3 is in neither.
         assert_eq!(
-            moves(&mut p, &mut tiers, &[1, 2, 3])[3..],
+            pinned_moves(&mut p, &mut tiers, &[1, 2, 3])[3..],
             [
                 Move::Looked { tier: Device, hit: false },
                 Move::Looked { tier: Host, hit: false },
@@ -431,10 +441,10 @@ mod tests {
                 Move::Looked { tier: Host, hit: false },
             ]
         );
-        // The next batch's pins replace these: 3 comes in, 1 is demoted, 2 leaves.
-        p.pin_batch(&[3]);
+        // The next batch unpins them: 3 comes in, 1 is demoted, 2 leaves.
+        p.unpin_all();
         assert_eq!(
-            moves(&mut p, &mut tiers, &[3]),
+            pinned_moves(&mut p, &mut tiers, &[3]),
             [
                 Move::Looked { tier: Device, hit: false },
                 Move::EvictFromHost { row: 2 },

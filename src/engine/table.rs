@@ -172,13 +172,13 @@ impl TieredTable {
         self.staging.cancel_read_ahead(batch.start)
     }
 
-    /// Places every lookup of `batch` (policies decide, rows move), its rows pinned
-    /// first: the batch evicts none of its own rows, and they stay pinned until the next
-    /// batch is placed, through the batch's gradient update.
+    /// Places every lookup of `batch` (policies decide, rows move), pinning each row as
+    /// it is placed: the batch never evicts a row it has looked up, and its rows stay
+    /// pinned until the next batch is placed, through the batch's gradient update.
     fn place_batch(&mut self, batch: &Batch) -> Result<(), EngineError> {
         self.check_rows(batch)?;
         self.staging.stage(batch, &self.tiers, &mut self.stats)?;
-        self.placement.pin_batch(&batch.ids);
+        self.placement.unpin_all();
         const AHEAD: usize = 16;
         let mut mover = Mover { tiers: &mut self.tiers, staging: &mut self.staging, stats: &mut self.stats, row: &mut self.row_buffer };
         for (i, &id) in batch.ids.iter().enumerate() {
@@ -189,6 +189,7 @@ impl TieredTable {
             }
             let req = Request { id, time: batch.start + i as u64, next_access: batch.next_access[i] };
             self.placement.place(&req, &mut mover)?;
+            self.placement.pin(id);
         }
         self.staging.flush_writes()
     }
@@ -489,9 +490,10 @@ mod tests {
         );
     }
 
-    /// A batch whose distinct rows exceed the host tier: its rows are pinned, so the
-    /// rows it finds in the host stay and the rest are refused (served from the rows
-    /// staged for the step): each row is read from the store once, none evicted.
+    /// A batch whose distinct rows exceed the host tier: each row it looks up is pinned,
+    /// so the rows it pushes out are those it has not looked up yet (kept for the step),
+    /// and once the tier holds only its rows the rest are refused (served from the rows
+    /// staged for the step): each row is read from the store once.
     #[test]
     fn a_batch_larger_than_its_tier_reads_each_of_its_rows_from_the_store_once() {
         use crate::engine::flat::FlatTable;
@@ -512,28 +514,29 @@ mod tests {
         let mut table = TieredTable::new(&config, Box::new(store)).unwrap();
         let mut out = vec![0f32; 7 * 4];
         table.lookup(&Batch::new(vec![1, 2, 3], (0..=3).collect(), 0), &mut out[..12]).unwrap();
-        // Rows 1-3 are in the host when the batch starts, pinned; 4-6 find no room and
-        // are not admitted; the batch looks 1-3 up again, then updates every row.
+        // Rows 1-3 are in the host when the batch starts. 1 is looked up and pinned; 4
+        // and 5 push out 2 and 3 (kept for the step); 6 finds only pinned rows and is
+        // refused; 1 hits; 2 and 3 come from the kept copies; then every row is updated.
         let ids = vec![1, 4, 5, 6, 1, 2, 3];
         let batch = Batch::new(ids.clone(), (0..=ids.len()).collect(), 3);
         table.lookup(&batch, &mut out).unwrap();
         table.apply_gradients(&batch, &vec![0.5; ids.len() * 4]).unwrap();
         let stats = table.stats();
         assert_eq!(stats.bytes_store_to_host, 6 * layout.bytes() as u64, "six distinct rows, each read once: {stats:?}");
-        assert_eq!(stats.sync_store_reads, 0);
-        assert_eq!(stats.kept_victims, 0, "no row of the batch left the host: {stats:?}");
+        assert_eq!((stats.sync_store_reads, stats.kept_victims), (0, 2), "rows 2 and 3 kept for the step: {stats:?}");
         let host = stats.host.unwrap();
-        assert_eq!((host.hits, host.misses, host.promotions), (4, 3 + 3, 3), "1-3 stay, 4-6 are refused: {host:?}");
+        assert_eq!((host.hits, host.misses, host.promotions, host.evictions), (2, 3 + 5, 3 + 2, 2), "{host:?}");
+        assert!([1, 4, 5].iter().all(|&r| table.tiers.in_memory(r)) && !table.tiers.in_memory(6));
     }
 
-    /// Batches of three distinct rows, each looked up several times, over a host tier of
-    /// four rows: a batch's rows are pinned, so it never pushes out a row it looks up
-    /// later (without pins, LRU would evict row 1 for row 5 in the second batch): each
-    /// row misses and is read from the store once per batch that finds it in no tier,
-    /// none is kept for the step or read back from the write queue, and the values are
-    /// those of an all-in-memory table.
+    /// A batch never evicts a row it has looked up: over a host tier of four rows, the
+    /// second batch looks up 4, then 5-8; without pins LRU would push 4 out for 8 and
+    /// miss it again, with them 8 is refused and 4 hits. The pins last until the next
+    /// batch, whose misses evict again. Each row misses and is read once per batch that
+    /// finds it in no tier, nothing is kept for a step or read back from the write queue,
+    /// and the values are those of an all-in-memory table.
     #[test]
-    fn a_batch_whose_rows_fit_never_evicts_its_own_rows() {
+    fn a_batch_never_evicts_a_row_it_has_looked_up() {
         use crate::engine::flat::FlatTable;
         use crate::engine::RowInit;
         let optimizer = Optimizer::Sgd { lr: 0.1 };
@@ -551,17 +554,16 @@ mod tests {
             rounding: Default::default(),
         };
         let mut table = TieredTable::new(&config, Box::new(FlatTable::new(100, layout, init))).unwrap();
-        // (rows, rows of them in no tier when the batch starts)
-        let batches: [(&[u64], u64); 5] = [
-            (&[1, 2, 3, 4], 4),
-            // 1 is the LRU row: 5 and 6 push out 2 and 3 instead.
-            (&[5, 6, 1, 5, 6, 1, 1], 2),
-            (&[1, 5, 6, 1, 6], 0),
-            (&[2, 7, 3, 2, 7, 3], 3),
-            (&[5, 2, 8, 8, 2, 5], 2),
+        // (rows, rows of them in no tier when the batch starts, rows refused)
+        let batches: [(&[u64], u64, &[u64]); 4] = [
+            (&[1, 2, 3, 4], 4, &[]),
+            (&[4, 5, 6, 7, 8, 4], 4, &[8]),
+            // Unpinned again: 8 pushes out 6, the least recently used.
+            (&[5, 8, 5, 8], 1, &[]),
+            (&[9, 4, 9, 4], 1, &[]),
         ];
         let (mut start, mut reads) = (0, 0);
-        for (b, &(ids, new_rows)) in batches.iter().enumerate() {
+        for (b, &(ids, new_rows, refused)) in batches.iter().enumerate() {
             let batch = Batch::new(ids.to_vec(), (0..=ids.len()).collect(), start);
             start += ids.len() as u64;
             let (mut out, mut want) = (vec![0f32; ids.len() * 4], vec![0f32; ids.len() * 4]);
@@ -579,10 +581,11 @@ mod tests {
             assert_eq!(stats.host.as_ref().unwrap().misses, reads, "batch {b}: {stats:?}");
             assert_eq!((stats.kept_victims, stats.queued_reads, stats.sync_store_reads), (0, 0, 0), "batch {b}: {stats:?}");
             for &row in ids {
-                assert!(table.tiers.in_memory(row), "batch {b}: row {row} left the host");
+                assert_eq!(table.tiers.in_memory(row), !refused.contains(&row), "batch {b}: row {row}");
             }
         }
-        let rows: Vec<u64> = (1..=8).collect();
+        assert_eq!(table.stats().host.unwrap().evictions, 3 + 1 + 1, "1-3 in the second batch, 6, 7");
+        let rows: Vec<u64> = (1..=9).collect();
         let stored = table.read_rows(rows.clone()).unwrap();
         for (i, &row) in rows.iter().enumerate() {
             assert_eq!(stored.data[i * layout.words()..][..layout.words()], *flat.row(row), "row {row}");

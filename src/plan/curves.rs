@@ -302,7 +302,7 @@ impl PassOptions {
         }
         let all = all.expect("the all-tables curve is always computed");
         let mut setups: Vec<Option<SetupCounts>> = vec![None; self.setups.len()];
-        for (i, mut sim) in order.into_iter().zip(counts) {
+        for (i, sim) in order.into_iter().zip(counts) {
             let counted = position.saturating_sub(self.count_from);
             let counts = sim.shards_adjusted_counts(counted);
             setups[i] = Some(SetupCounts { config: self.setups[i].clone(), sample_rate: sim.sampler().rate(), counts });

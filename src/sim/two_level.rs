@@ -3,8 +3,8 @@
 //! (`engine::placement`: inclusive, the host sees the device's misses; exclusive,
 //! device victims are demoted into the host and host hits move up), whose moves are
 //! only counted here, so the per-tier hit counts equal the engine's. Lookups in batches
-//! are placed a batch at a time with the batch's rows pinned first, as the engine
-//! places them. Optionally spatially sampled (SHARDS applied to any policy): only the
+//! pin their rows as they are placed, until the next batch, as the engine does.
+//! Optionally spatially sampled (SHARDS applied to any policy): only the
 //! kept rows are replayed, through tiers scaled by the sampling rate.
 
 use strata_policies::mrc::SpatialSampler;
@@ -100,6 +100,9 @@ struct SimTiers {
     counted: bool,
     /// A memory tier hit the lookup being placed.
     served: bool,
+    /// Rows that left both memory tiers during the batch being replayed: the engine
+    /// keeps them for the rest of the batch's step, so a later lookup reads nothing.
+    left_in_batch: rustc_hash::FxHashSet<u64>,
 }
 
 impl SimTiers {
@@ -135,8 +138,18 @@ impl Tiers for SimTiers {
                     }
                 }
             }
-            Move::EvictFromHost { row } => self.host.remove(row),
-            Move::EvictFromDevice { row, .. } | Move::DemotionRefused { row } => self.device.remove(row),
+            Move::EvictFromHost { row } => {
+                self.host.remove(row);
+                if !self.device.contains(row) {
+                    self.left_in_batch.insert(row);
+                }
+            }
+            Move::EvictFromDevice { row, .. } | Move::DemotionRefused { row } => {
+                self.device.remove(row);
+                if !self.host.contains(row) {
+                    self.left_in_batch.insert(row);
+                }
+            }
             Move::Demote { row } => {
                 self.device.remove(row);
                 self.host.insert(row);
@@ -160,17 +173,11 @@ pub struct TwoLevel {
     tiers: SimTiers,
     /// Lookups before this stream position fill the tiers but are not counted.
     count_from: u64,
-    /// Lookups per batch (the store reads a batch's rows once; `u64::MAX`: one endless
-    /// batch, whose lookups are placed as they come, nothing pinned).
+    /// Lookups per batch (the store reads a batch's rows once), the batch being
+    /// replayed, and the rows it has looked up.
     batch_lookups: u64,
-    /// The batch being gathered, and its lookups not placed yet.
     batch: u64,
-    gathered: Vec<Request>,
-    /// The batch whose lookups were placed last (its rows are pinned), the rows it has
-    /// looked up, and a buffer for its rows as they are pinned.
-    placed_batch: Option<u64>,
     looked_up_in_batch: rustc_hash::FxHashSet<u64>,
-    batch_rows: Vec<u64>,
 }
 
 impl TwoLevel {
@@ -181,9 +188,6 @@ impl TwoLevel {
 
     /// Only the rows `sampler` keeps, through tiers scaled by its rate (and a static
     /// placement's profiling length or an LFU's explicit aging period scaled alike).
-    /// Batches keep the stream's boundaries, and only a batch's kept rows are pinned
-    /// for it: the replay sees no other row, so the pins are those of the engine
-    /// serving the kept rows alone.
     pub fn sampled(config: &TwoLevelConfig, sampler: SpatialSampler) -> Result<TwoLevel, PolicyConfigError> {
         let policy = scaled_policy(&config.policy, sampler.rate());
         let tier = |rows: u64| match sampler.scale_capacity(rows) {
@@ -198,10 +202,7 @@ impl TwoLevel {
             count_from: 0,
             batch_lookups: u64::MAX,
             batch: 0,
-            gathered: Vec::new(),
-            placed_batch: None,
             looked_up_in_batch: Default::default(),
-            batch_rows: Vec::new(),
         })
     }
 
@@ -211,10 +212,8 @@ impl TwoLevel {
         self
     }
 
-    /// Lookups come in batches of `lookups` (default: one endless batch): each batch is
-    /// placed once its lookups are in (a lookup of a later batch came, or the counts
-    /// are read), its rows pinned first, as the engine pins a batch's rows before
-    /// placing them.
+    /// Lookups come in batches of `lookups` (default: one endless batch, nothing pinned):
+    /// each lookup pins its row until the next batch starts, as the engine's do.
     pub fn batches_of(mut self, lookups: u64) -> Self {
         self.batch_lookups = lookups.max(1);
         self
@@ -228,11 +227,8 @@ impl TwoLevel {
         self.sampler
     }
 
-    /// The counts so far (of the kept rows' lookups when sampling), the lookups of the
-    /// batch being gathered placed first. Lookups of that batch that come later are
-    /// placed with its rows placed so far still pinned, and their own rows added.
-    pub fn counts(&mut self) -> TierCounts {
-        self.place_gathered();
+    /// The counts so far (of the kept rows' lookups when sampling).
+    pub fn counts(&self) -> TierCounts {
         self.tiers.counts
     }
 
@@ -241,8 +237,8 @@ impl TwoLevel {
     /// lookups, where `all_lookups * rate` were expected; the difference (mostly a hot
     /// row in or out of the sample) is credited to the top tier as hits, which is where
     /// the hottest rows are served. Unsampled counts come back as they are.
-    pub fn shards_adjusted_counts(&mut self, all_lookups: u64) -> TierCounts {
-        let c = self.counts();
+    pub fn shards_adjusted_counts(&self, all_lookups: u64) -> TierCounts {
+        let c = self.tiers.counts;
         if self.sampler.keeps_all() {
             return c;
         }
@@ -278,55 +274,29 @@ impl TwoLevel {
         }
     }
 
-    /// One lookup: gathered into its batch, which is placed once complete (placed now
-    /// when there are no batches).
+    /// One lookup: placed, and when no memory tier served it, counted as a store read
+    /// if it is its row's first lookup in the batch and the row did not leave the
+    /// memory tiers earlier in the batch. The engine reads a batch's rows once: a row in
+    /// memory when the batch starts is never read for it (one the batch pushes out is
+    /// kept for the rest of its step), and one that is not is read once.
     fn lookup(&mut self, req: Request) {
-        if self.batch_lookups == u64::MAX {
-            self.place(req);
-            return;
-        }
         let batch = req.time / self.batch_lookups;
         if batch != self.batch {
-            self.place_gathered();
             self.batch = batch;
-        }
-        self.gathered.push(req);
-    }
-
-    /// Places the gathered lookups, their rows pinned first: a new batch's rows replace
-    /// the previous batch's pins (as the engine pins a batch), the rest of a batch
-    /// already partly placed adds its rows to the batch's pins.
-    fn place_gathered(&mut self) {
-        if self.gathered.is_empty() {
-            return;
-        }
-        if self.placed_batch != Some(self.batch) {
-            self.placed_batch = Some(self.batch);
             self.looked_up_in_batch.clear();
-            self.batch_rows.clear();
-            self.batch_rows.extend(self.gathered.iter().map(|r| r.id));
-            self.placement.pin_batch(&self.batch_rows);
-        } else {
-            self.gathered.iter().for_each(|r| self.placement.pin(r.id));
+            self.tiers.left_in_batch.clear();
+            self.placement.unpin_all();
         }
-        let gathered = std::mem::take(&mut self.gathered);
-        gathered.iter().for_each(|&req| self.place(req));
-        self.gathered = gathered;
-        self.gathered.clear();
-    }
-
-    /// One lookup placed, and when no memory tier served it, counted as a store read
-    /// if it is its row's first lookup in the batch. The engine reads a batch's rows
-    /// once: a row in memory when the batch starts is never read for it (pinned, the
-    /// batch does not push it out), and one that is not is read once.
-    fn place(&mut self, req: Request) {
         let counted = req.time >= self.count_from;
         let tiers = &mut self.tiers;
         tiers.counted = counted;
         tiers.served = false;
         tiers.counts.lookups += u64::from(counted);
         let Ok(()) = self.placement.place(&req, tiers);
-        let first = self.looked_up_in_batch.insert(req.id);
+        if self.batch_lookups != u64::MAX {
+            self.placement.pin(req.id);
+        }
+        let first = self.looked_up_in_batch.insert(req.id) && !tiers.left_in_batch.contains(&req.id);
         if !tiers.served && counted && first {
             tiers.counts.store_reads += 1;
         }
