@@ -199,17 +199,15 @@ fn the_engine_sees_the_hit_ratios_the_simulator_predicts() {
             table.lookup(batch, &mut vec![0f32; batch.bags() * 4]).unwrap();
         }
         let engine = table.stats();
-        // The device sees every lookup; the host sees the device's misses. Each batch's
-        // rows are pinned in both for the batch, as the engine pins them.
+        // The device sees every lookup; the host sees the device's misses. Each row is
+        // pinned in both once looked up, until the next batch, as the engine pins them.
         let mut device = policy.build(300).unwrap();
         let mut host = policy.build(2000).unwrap();
         let (mut device_stats, mut host_stats) = (ReplayStats::default(), ReplayStats::default());
         let mut time = 0;
         for batch in &batches {
-            for tier in [&mut device, &mut host] {
-                tier.unpin_all();
-                batch.ids.iter().for_each(|&id| tier.pin(id));
-            }
+            device.unpin_all();
+            host.unpin_all();
             for &id in &batch.ids {
                 let req = [Request::new(id, time)];
                 time += 1;
@@ -218,6 +216,8 @@ fn the_engine_sees_the_hit_ratios_the_simulator_predicts() {
                 if device_stats.misses > before {
                     replay(host.as_mut(), &mut Admission::always(), &req, &mut host_stats);
                 }
+                device.pin(id);
+                host.pin(id);
             }
         }
         let device_engine = engine.device.unwrap();
