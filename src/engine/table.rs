@@ -247,7 +247,7 @@ impl TieredTable {
     /// Copies the values of `batch`'s rows that CPU code cannot read in place (in a CUDA
     /// slab, or only in the store after this batch's own evictions) into `copies`.
     fn copy_out(&mut self, batch: &Batch) -> Result<(), EngineError> {
-        let dim = self.layout.value_words();
+        let values = self.layout.value_words();
         self.copied.clear();
         self.copies.clear();
         if let Some(device) = self.tiers.device.as_ref().filter(|d| !d.in_host_memory) {
@@ -255,12 +255,12 @@ impl TieredTable {
             for &row in &batch.ids {
                 if let Some(slot) = device.slot(row) {
                     if !self.copied.contains_key(&row) {
-                        self.copied.insert(row, self.device_slots.len() * dim);
+                        self.copied.insert(row, self.device_slots.len() * values);
                         self.device_slots.push(slot);
                     }
                 }
             }
-            self.copies.resize(self.device_slots.len() * dim, 0.0);
+            self.copies.resize(self.device_slots.len() * values, 0.0);
             device.slab.gather(&self.device_slots, &mut self.copies)?;
             self.stats.bytes_device_to_host += (self.copies.len() * 4) as u64;
             self.device_slots.clear();
@@ -271,7 +271,7 @@ impl TieredTable {
             if !self.tiers.in_memory(row) && !self.copied.contains_key(&row) {
                 self.staging.read_row(row, &mut self.row_buffer, &mut self.stats)?;
                 self.copied.insert(row, self.copies.len());
-                self.copies.extend_from_slice(&self.row_buffer[..dim]);
+                self.copies.extend_from_slice(&self.row_buffer[..values]);
             }
         }
         Ok(())
