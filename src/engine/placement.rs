@@ -299,22 +299,24 @@ mod tests {
         Placement::new(hierarchy, build(device), build(host))
     }
 
+    /// The moves of looking up `rows` in turn.
+    fn moves(placement: &mut Placement, tiers: &mut Recorder, rows: &[u64]) -> Vec<Move> {
+        place_rows(placement, tiers, rows, false)
+    }
+
     /// The moves of looking up `rows` in turn, each pinned once placed, as the engine
     /// places a batch.
     fn pinned_moves(placement: &mut Placement, tiers: &mut Recorder, rows: &[u64]) -> Vec<Move> {
-        tiers.moves.clear();
-        for (time, &id) in rows.iter().enumerate() {
-            placement.place(&Request::new(id, time as u64), tiers).unwrap();
-            placement.pin(id);
-        }
-        std::mem::take(&mut tiers.moves)
+        place_rows(placement, tiers, rows, true)
     }
 
-    /// The moves of looking up `rows` in turn.
-    fn moves(placement: &mut Placement, tiers: &mut Recorder, rows: &[u64]) -> Vec<Move> {
+    fn place_rows(placement: &mut Placement, tiers: &mut Recorder, rows: &[u64], pin: bool) -> Vec<Move> {
         tiers.moves.clear();
         for (time, &id) in rows.iter().enumerate() {
             placement.place(&Request::new(id, time as u64), tiers).unwrap();
+            if pin {
+                placement.pin(id);
+            }
         }
         std::mem::take(&mut tiers.moves)
     }
