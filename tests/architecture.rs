@@ -35,6 +35,7 @@ const ENGINE_LAYERS: &[&[&str]] = &[
     &["table"],
     &["prefetch"],
     &["collection"],
+    &["grouped"],
 ];
 
 /// Lines a module may have before it must say at its top why it is longer.

@@ -16,6 +16,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use strata::engine::flat::FlatTable;
+use strata::engine::grouped::Embeddings;
 use strata::engine::storage::{journal_path, roll_back, BackingStore, ReadPath, RollBack, TableFile};
 use strata::engine::table::config::TableConfig;
 use strata::engine::table::TieredTable;
@@ -96,9 +97,9 @@ struct RowsAtCheckpoints {
 }
 
 impl Checkpointer for RowsAtCheckpoints {
-    fn checkpoint(&mut self, _model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), CheckpointFailure> {
+    fn checkpoint(&mut self, _model: &Dlrm, table: &mut dyn Embeddings, done: &TrainedSteps) -> Result<(), CheckpointFailure> {
         let mut copy = FlatTable::new(self.rows, self.layout, RowInit::Zeros);
-        table.snapshot_into(&mut copy)?;
+        table.only()?.snapshot_into(&mut copy)?;
         self.at_step.insert(done.steps, checksums(&mut copy));
         Ok(())
     }
@@ -107,7 +108,7 @@ impl Checkpointer for RowsAtCheckpoints {
 /// The reference: the config's training in process, on an in-memory table (placement
 /// never changes rows), recording every row's checksum at each checkpoint step.
 fn reference_rows(config: &ExperimentConfig) -> (BTreeMap<u64, Vec<u64>>, Vec<f32>) {
-    let layout = RowLayout::new(config.model.embedding_dim, &config.engine.optimizer);
+    let layout = RowLayout::new(config.model.embedding_dim.single().unwrap(), &config.engine.optimizer);
     let rows = config.rows();
     let init = RowInit::Uniform { seed: config.engine.init_seed, scale: config.engine.init_scale };
     let store = FlatTable::new(rows, layout, init);
@@ -158,7 +159,7 @@ struct Check {
 fn check_after_kill(out: &Path, table: &Path, scratch: &Path, reference: &BTreeMap<u64, Vec<u64>>) -> Option<Check> {
     let manifest_path = manifest_of_unfinished(out)?;
     let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest")).expect("manifest JSON");
-    assert_eq!(manifest["table"]["path"].as_str(), Some(table.to_str().unwrap()), "{}", manifest_path.display());
+    assert_eq!(manifest["tables"][0]["path"].as_str(), Some(table.to_str().unwrap()), "{}", manifest_path.display());
     let (step, id) = (manifest["steps"].as_u64().expect("steps"), manifest["checkpoint"].as_u64().expect("id"));
     let copy = scratch.join("table.copy");
     std::fs::copy(table, &copy).expect("copy the table");

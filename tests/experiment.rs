@@ -6,50 +6,11 @@
 //! file and the line.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-fn strata(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_strata")).args(args).env("STRATA_LOG", "error").output().unwrap()
-}
-
-const CONFIG: &str = r#"
-[data]
-batch_size = 32
-train_batches = 30
-eval_batches = 4
-eval_every = 10
-[data.synthetic]
-scale = 0.0005
-seed = 3
-[model]
-embedding_dim = 8
-bottom_mlp = [16, 8]
-top_mlp = [16]
-interaction = { kind = "dcnv2", layers = 1, low_rank = 4 }
-dense_optimizer = { kind = "sgd", lr = 0.05 }
-seed = 1
-threads = 1
-[engine]
-optimizer = { kind = "row_wise_adagrad", lr = 0.05 }
-init_scale = 0.05
-[[setup]]
-name = "ideal"
-device = 0
-host = 1e9
-[[setup]]
-name = "lru, prefetch 2"
-device = 0.01
-host = 0.05
-window = 2
-[[setup]]
-name = "arc exclusive"
-device = 0.01
-host = 0.05
-policy = "arc"
-hierarchy = "exclusive"
-"#;
+mod common;
+use common::experiment::{kill_after_a_checkpoint, report, results, strata, CONFIG, MIXED_DIMS, SERVE};
 
 #[test]
 fn an_experiment_writes_its_reports_and_placement_never_changes_results() {
@@ -120,6 +81,18 @@ fn a_bad_experiment_config_fails_before_any_work() {
         (format!("{CONFIG}\n{cache}"), "a file cache sits in front of [engine.remote]"),
         (format!("{CONFIG}\n{remote}{cache}policy = \"belady\"\n"), "needs the future"),
         (format!("{CONFIG}\n{remote}{}", cache.replace("0.1", "-1")), "engine.file_cache: size"),
+        // Tables of several widths: one per table or one for all, DCNv2 only, no remote table.
+        (CONFIG.replace("embedding_dim = 8", "embedding_dim = [8, 4, 8]"), "model.embedding_dim gives 3 widths for 26 tables"),
+        (
+            CONFIG
+                .replace("embedding_dim = 8", &format!("embedding_dim = {MIXED_DIMS}"))
+                .replace("interaction = { kind = \"dcnv2\", layers = 1, low_rank = 4 }", "interaction = { kind = \"dot\" }"),
+            "dot takes tables of one embedding_dim",
+        ),
+        (
+            format!("{}\n{remote}", CONFIG.replace("embedding_dim = 8", &format!("embedding_dim = {MIXED_DIMS}"))),
+            "engine.remote: a remote table holds rows of one width",
+        ),
     ];
     for (text, message) in cases {
         std::fs::write(&config, text).unwrap();
@@ -181,8 +154,6 @@ fn check_serving(setups: &[Value], requests: u64, batch_size: u64) {
     }
     assert_eq!(setups[0]["p99_vs_first"], 1.0);
 }
-
-const SERVE: &str = "[serve]\nrequests = 24\nbatch_size = 8\nwarmup = 4\n";
 
 #[test]
 fn training_then_serving_reports_latency_and_the_same_predictions_for_every_setup() {
@@ -422,51 +393,6 @@ fn every_shipped_experiment_config_parses() {
     assert!(checked >= 5, "only {checked} experiment configs found");
 }
 
-/// Runs `strata run CONFIG --out OUT` and kills it with SIGKILL once the set-up number
-/// `setup` has committed a checkpoint.
-fn kill_after_a_checkpoint(config: &Path, out: &Path, setup: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .env("STRATA_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let manifest = out.join("checkpoints").join(setup).join("manifest.json");
-    while !manifest.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before {} appeared", manifest.display());
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-/// The figures a resumed run reproduces exactly.
-fn results(setups: &[Value]) -> Vec<Value> {
-    setups
-        .iter()
-        .map(|s| {
-            let o = &s["outcome"];
-            serde_json::json!([
-                s["name"],
-                s["auc"],
-                s["logloss"],
-                s["prediction_checksum"],
-                o["steps"],
-                o["samples"],
-                o["checkpoints"],
-                o["losses"],
-                o["evaluations"]
-            ])
-        })
-        .collect()
-}
-
-fn report(out: &Path) -> Vec<Value> {
-    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
-    report["setups"].as_array().unwrap().clone()
-}
-
 #[test]
 fn an_in_memory_run_killed_after_a_checkpoint_resumes_to_the_same_results() {
     // No table file: checkpoints snapshot the in-memory rows.
@@ -543,51 +469,4 @@ fn resume_errors_name_the_file() {
     std::fs::remove_file(&dense).unwrap();
     let stderr = one_line(strata(&["run", "--resume", out.to_str().unwrap()]));
     assert!(stderr.contains(dense.to_str().unwrap()) && stderr.contains("missing"), "{stderr}");
-}
-
-/// `[engine] weights_precision = "f16"` (and bf16, rounding stochastically): every set-up
-/// trains to the same losses and AUC as the all-in-host one, the store's rows move in
-/// 20 bytes instead of 36 (8 values in 4 words, beside the f32 accumulator) with the
-/// same rows read as the f32 run, and a run killed after a checkpoint resumes to the same
-/// results (the checkpoint records the dtype).
-#[test]
-fn half_precision_rows_train_alike_in_every_setup_at_half_the_bytes_and_resume() {
-    let dir = tempfile::tempdir().unwrap();
-    let with = |dtype: &str, rounding: &str, out: &str| {
-        let config = dir.path().join(format!("{out}.toml"));
-        let engine = format!(
-            "init_scale = 0.05\nweights_precision = \"{dtype}\"\nrounding = \"{rounding}\"\ntable_file = \"{}\"\n",
-            dir.path().join(format!("{out}.strata")).display()
-        );
-        let text = CONFIG
-            .replace("init_scale = 0.05\n", &engine)
-            .replace("eval_every = 10", "eval_every = 10\ncheckpoint_every = 2")
-            .replace("train_batches = 30", "train_batches = 60");
-        std::fs::write(&config, text).unwrap();
-        let out = dir.path().join(out);
-        let run = strata(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        (config, out)
-    };
-    let (_, wide) = with("f32", "nearest", "f32");
-    let (config, half) = with("f16", "nearest", "f16");
-    let (wide, half) = (report(&wide), report(&half));
-    for s in &half {
-        assert_eq!(s["outcome"]["losses"], half[0]["outcome"]["losses"], "losses of {}", s["name"]);
-        assert_eq!(s["auc"], half[0]["auc"], "AUC of {}", s["name"]);
-    }
-    assert_ne!(half[0]["outcome"]["losses"], wide[0]["outcome"]["losses"], "f16 rows round: the losses move");
-    for (h, w) in half.iter().zip(&wide).skip(1) {
-        let (h, w) = (h["bytes_store_to_host"].as_u64().unwrap(), w["bytes_store_to_host"].as_u64().unwrap());
-        assert!(w > 0 && h * 36 == w * 20, "the same rows at 20 bytes instead of 36: {h} against {w}");
-    }
-    let (_, stochastic) = with("bf16", "stochastic", "bf16");
-    let stochastic = report(&stochastic);
-    assert!(stochastic.iter().all(|s| s["outcome"]["losses"] == stochastic[0]["outcome"]["losses"]));
-    // Killed after a checkpoint of the second set-up, resumed: the same results.
-    let resumed = dir.path().join("resumed");
-    kill_after_a_checkpoint(&config, &resumed, "1-lru__prefetch_2");
-    let out = strata(&["run", "--resume", resumed.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(results(&report(&resumed)), results(&half));
 }

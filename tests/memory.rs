@@ -74,7 +74,7 @@ fn each_default_setup_stays_within_its_configured_memory_plus_the_documented_ove
     let text = std::fs::read_to_string(root.join("configs/default.toml")).unwrap();
     let config = ExperimentConfig::parse(&root.join("configs/default.toml"), &text).unwrap();
     let default: toml::Table = toml::from_str(&text).unwrap();
-    let layout = RowLayout::new(config.model.embedding_dim, &config.engine.optimizer);
+    let layout = RowLayout::new(config.model.embedding_dim.single().unwrap(), &config.engine.optimizer);
     let rows = config.rows();
     let (stride, row_bytes) = (HostSlab::stride_bytes(layout) as u64, layout.bytes() as u64);
     let dir = tempfile::tempdir_in(root.join("target-test")).or_else(|_| tempfile::tempdir()).unwrap();

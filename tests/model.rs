@@ -13,7 +13,7 @@ use tch::{Reduction, Tensor};
 
 fn config(dim: usize, hidden: usize, interaction: Interaction, dense_optimizer: DenseOptimizer, seed: u64) -> ModelConfig {
     ModelConfig {
-        embedding_dim: dim,
+        embedding_dim: dim.into(),
         bottom_mlp: vec![hidden, dim],
         top_mlp: vec![hidden, hidden / 2],
         interaction,
@@ -83,7 +83,7 @@ fn embedding_gradient_reaches_exactly_the_batch_rows_and_matches_tch() {
         let indices = Tensor::from_slice(&batch.ids.iter().map(|&id| id as i64).collect::<Vec<_>>());
         let offsets = Tensor::from_slice(&batch.bag_offsets[..batch.bags()].iter().map(|&o| o as i64).collect::<Vec<_>>());
         let (bags, _, _, _) = Tensor::embedding_bag(&weight, &indices, &offsets, false, 0, false, None::<Tensor>, false);
-        let pooled_tch = bags.view([samples as i64, TABLES as i64, DIM as i64]);
+        let pooled_tch = bags.view([samples as i64, (TABLES * DIM) as i64]);
         let dense_tch = Tensor::from_slice(&dense).view([samples as i64, CRITEO_DENSE_FEATURES as i64]);
         let loss = reference.forward(&dense_tch, &pooled_tch).binary_cross_entropy_with_logits::<Tensor>(
             &Tensor::from_slice(&labels),
@@ -156,7 +156,7 @@ fn train_synthetic(config: &ModelConfig, steps: usize, eval: usize) -> Run {
     let data = SyntheticConfig { scale: 0.0005, seed: 11, ..SyntheticConfig::default() };
     let mut source = SyntheticSource::new(&data).unwrap();
     let tables = source.layout().tables();
-    let dim = config.embedding_dim;
+    let dim = config.embedding_dim.single().unwrap();
     let optimizer = Optimizer::RowWiseAdagrad { lr: 0.05, eps: 1e-8 };
     let mut table =
         FlatTable::new(source.layout().total_rows(), RowLayout::new(dim, &optimizer), RowInit::Uniform { seed: 3, scale: 0.05 });
@@ -221,7 +221,7 @@ fn inputs_of_the_wrong_length_are_errors_not_panics() {
     let pooled = vec![0.5; 2 * 3 * 4];
     assert!(model.train_step(&dense, &pooled, &[1.0, 0.0]).is_ok());
     let err = model.train_step(&dense, &pooled[1..], &[1.0, 0.0]).unwrap_err().to_string();
-    assert!(err.contains("24 pooled values (3 tables of dim 4)"), "{err}");
+    assert!(err.contains("24 pooled values (3 tables, 12 values a sample)"), "{err}");
     assert!(model.train_step(&dense, &pooled, &[1.0]).is_err());
     assert!(model.predict(&dense[1..], &pooled).is_err());
     assert!(model.predict(&[], &[]).is_err());

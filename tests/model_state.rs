@@ -16,7 +16,7 @@ const BATCH: usize = 16;
 
 fn config(interaction: Interaction, dense_optimizer: DenseOptimizer) -> ModelConfig {
     ModelConfig {
-        embedding_dim: DIM,
+        embedding_dim: DIM.into(),
         bottom_mlp: vec![8, DIM],
         top_mlp: vec![8, 4],
         interaction,

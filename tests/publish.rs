@@ -83,7 +83,7 @@ impl Replica {
     fn serve(&mut self, requests: &[Batch], window: usize) -> Vec<f32> {
         let mut outputs = Vec::new();
         let mut prefetcher = Prefetcher::new(Vec::from(requests).into_iter(), window);
-        while let Some(batch) = prefetcher.next(&mut self.table).unwrap() {
+        while let Some(batch) = prefetcher.next(|b| self.table.prefetch(b)).unwrap() {
             let mut out = vec![0f32; batch.bags() * DIM];
             self.table.lookup(&batch, &mut out).unwrap();
             outputs.extend_from_slice(&out);

@@ -224,7 +224,7 @@ fn a_master_killed_mid_run_fails_over_and_the_rows_match_an_unbroken_run() {
     let mut prefetcher = Prefetcher::new(all.clone().into_iter(), 2);
     let mut step = 0;
     let mut victim = String::new();
-    while let Some(batch) = prefetcher.next(&mut table).unwrap() {
+    while let Some(batch) = prefetcher.next(|b| table.prefetch(b)).unwrap() {
         if step == 20 {
             victim = cluster.masters()[0].clone();
             cluster.kill(&victim).unwrap();

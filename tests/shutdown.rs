@@ -447,7 +447,7 @@ fn sigint_during_strata_run_flushes_the_table_and_writes_partial_reports() {
         // memory through the library, stopped after as many steps.
         let config = ExperimentConfig::parse(&config_path, &text).unwrap();
         let rows = config.rows();
-        let layout = RowLayout::new(config.model.embedding_dim, &config.engine.optimizer);
+        let layout = RowLayout::new(config.model.embedding_dim.single().unwrap(), &config.engine.optimizer);
         let init = RowInit::Uniform { seed: config.engine.init_seed, scale: config.engine.init_scale };
         let host_only = TableConfig::host_only(rows, config.engine.optimizer, config.engine.pooling);
         let mut table = TieredTable::new(&host_only, Box::new(FlatTable::new(rows, layout, init))).unwrap();

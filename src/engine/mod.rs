@@ -4,14 +4,15 @@
 //!
 //! This module holds what every tier shares: the row layout (values in their dtype, then
 //! optimizer state in `f32`), the optimizer math (one implementation, so every tier computes
-//! bit-identical updates), deterministic row initialisation, and the [`RowSlab`] trait
-//! that the host and device tiers implement.
+//! bit-identical updates), deterministic row initialisation, the [`RowSlab`] trait
+//! that the host and device tiers implement, and how counters combine ([`Combine`]).
 
 pub mod batch;
 pub mod collection;
 pub mod device;
 pub mod dtype;
 pub mod flat;
+pub mod grouped;
 pub mod host;
 pub mod placement;
 pub mod pool;
@@ -283,6 +284,30 @@ impl InitRows for RowInit {
     }
 }
 
+/// How two sets of counters combine: a later snapshot less an earlier one of the same
+/// table (`since`: one phase of a run), or two tables' counters added (`plus`: the table
+/// groups of a [`GroupedTable`](crate::engine::grouped::GroupedTable) as one).
+#[derive(Clone, Copy)]
+pub struct Combine {
+    pub count: fn(u64, u64) -> u64,
+    pub seconds: fn(f64, f64) -> f64,
+    /// Sizes (capacities) add up across tables, but not across snapshots.
+    pub sizes: bool,
+}
+
+pub const SINCE: Combine = Combine { count: |a, b| a - b, seconds: |a, b| a - b, sizes: false };
+pub const PLUS: Combine = Combine { count: |a, b| a + b, seconds: |a, b| a + b, sizes: true };
+
+impl Combine {
+    pub fn size(&self, a: u64, b: u64) -> u64 {
+        if self.sizes {
+            a + b
+        } else {
+            a
+        }
+    }
+}
+
 /// Anything the engine can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -317,6 +342,14 @@ pub enum EngineError {
     BatchTooLarge { bags: usize, largest_row: u64 },
     #[error("row {row} is out of range: the table has {rows} rows")]
     RowOutOfRange { row: u64, rows: u64 },
+    /// Tables of several dims that do not form their groups, or a use that needs one
+    /// group ([`grouped`]).
+    #[error("table groups: {0}")]
+    Groups(String),
+    /// A batch that does not fit a grouped table's tables: not whole samples, or
+    /// gradients of another batch than the one looked up.
+    #[error("batch at {start}: {what}")]
+    Samples { start: u64, what: String },
     /// A checkpoint was asked to be protected with writes since the last flush.
     #[error("{store}: protecting checkpoint {checkpoint} needs a flush first (rows were written since the last one)")]
     CheckpointNotFlushed { store: String, checkpoint: u64 },

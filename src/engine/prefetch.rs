@@ -16,7 +16,6 @@ use std::thread::JoinHandle;
 use rustc_hash::FxHashMap;
 
 use super::batch::Batch;
-use super::table::TieredTable;
 use super::EngineError;
 
 /// The batches read ahead of the one being served, each lookup's next access within
@@ -111,15 +110,16 @@ impl Prefetcher {
         self.window
     }
 
-    /// The next batch to serve, with its rows' store reads already under way.
-    pub fn next(&mut self, table: &mut TieredTable) -> Result<Option<Batch>, EngineError> {
+    /// The next batch to serve, with its rows' store reads already under way: every
+    /// batch entering the window is given to `read_ahead` (a table's `prefetch`).
+    pub fn next(&mut self, mut read_ahead: impl FnMut(&Batch) -> Result<(), EngineError>) -> Result<Option<Batch>, EngineError> {
         while self.ahead.len() <= self.window {
             let Some(incoming) = self.incoming.as_ref() else { break };
             match incoming.recv() {
                 Ok(batch) => {
                     let batch = self.ahead.push(batch);
                     if self.window > 0 {
-                        table.prefetch(batch)?;
+                        read_ahead(batch)?;
                     }
                 }
                 Err(_) => {

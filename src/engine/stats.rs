@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::{Combine, PLUS, SINCE};
+
 /// Counters of one memory tier. Hits and misses count lookups that reached the tier.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TierStats {
@@ -35,15 +37,20 @@ impl TierStats {
 
     /// The counts since `earlier`, a snapshot of the same tier.
     pub fn since(&self, earlier: &TierStats) -> TierStats {
+        self.combine(earlier, SINCE)
+    }
+
+    pub fn combine(&self, other: &TierStats, op: Combine) -> TierStats {
+        let count = op.count;
         TierStats {
             backend: self.backend.clone(),
-            capacity_rows: self.capacity_rows,
-            hits: self.hits - earlier.hits,
-            misses: self.misses - earlier.misses,
-            promotions: self.promotions - earlier.promotions,
-            demotions_in: self.demotions_in - earlier.demotions_in,
-            evictions: self.evictions - earlier.evictions,
-            write_backs: self.write_backs - earlier.write_backs,
+            capacity_rows: op.size(self.capacity_rows, other.capacity_rows),
+            hits: count(self.hits, other.hits),
+            misses: count(self.misses, other.misses),
+            promotions: count(self.promotions, other.promotions),
+            demotions_in: count(self.demotions_in, other.demotions_in),
+            evictions: count(self.evictions, other.evictions),
+            write_backs: count(self.write_backs, other.write_backs),
         }
     }
 
@@ -80,14 +87,19 @@ impl LatencyHistogram {
 
     /// The latencies recorded since `earlier`, a snapshot of the same histogram.
     pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        self.combine(earlier, SINCE)
+    }
+
+    pub fn combine(&self, other: &LatencyHistogram, op: Combine) -> LatencyHistogram {
         let mut buckets = self.buckets_us_pow2.clone();
-        for (bucket, &before) in buckets.iter_mut().zip(&earlier.buckets_us_pow2) {
-            *bucket -= before;
+        buckets.resize(buckets.len().max(other.buckets_us_pow2.len()), 0);
+        for (bucket, &theirs) in buckets.iter_mut().zip(&other.buckets_us_pow2) {
+            *bucket = (op.count)(*bucket, theirs);
         }
         LatencyHistogram {
             buckets_us_pow2: buckets,
-            count: self.count - earlier.count,
-            total_seconds: self.total_seconds - earlier.total_seconds,
+            count: (op.count)(self.count, other.count),
+            total_seconds: (op.seconds)(self.total_seconds, other.total_seconds),
         }
     }
 
@@ -180,38 +192,48 @@ impl EngineStats {
     /// What happened since `earlier`, a snapshot of the same table: one phase of a run
     /// (training, serving) on its own.
     pub fn since(&self, earlier: &EngineStats) -> EngineStats {
-        let tier = |now: &Option<TierStats>, then: &Option<TierStats>| match (now, then) {
-            (Some(now), Some(then)) => Some(now.since(then)),
-            (now, _) => now.clone(),
+        self.combine(earlier, SINCE)
+    }
+
+    /// Two tables' counters as one table's (the groups of a grouped table).
+    pub fn plus(&self, other: &EngineStats) -> EngineStats {
+        self.combine(other, PLUS)
+    }
+
+    fn combine(&self, other: &EngineStats, op: Combine) -> EngineStats {
+        let tier = |ours: &Option<TierStats>, theirs: &Option<TierStats>| match (ours, theirs) {
+            (Some(ours), Some(theirs)) => Some(ours.combine(theirs, op)),
+            (ours, _) => ours.clone(),
         };
+        let (count, seconds) = (op.count, op.seconds);
         EngineStats {
             storage: self.storage.clone(),
-            device: tier(&self.device, &earlier.device),
-            host: tier(&self.host, &earlier.host),
-            batches: self.batches - earlier.batches,
-            lookups: self.lookups - earlier.lookups,
-            requests: self.requests - earlier.requests,
-            stall_seconds: self.stall_seconds - earlier.stall_seconds,
-            store_read_seconds: self.store_read_seconds - earlier.store_read_seconds,
-            storage_thread: self.storage_thread.since(&earlier.storage_thread),
-            prefetched_rows: self.prefetched_rows - earlier.prefetched_rows,
-            topped_up_rows: self.topped_up_rows - earlier.topped_up_rows,
-            stale_prefetches: self.stale_prefetches - earlier.stale_prefetches,
-            refreshed_rows: self.refreshed_rows - earlier.refreshed_rows,
-            late_store_reads: self.late_store_reads - earlier.late_store_reads,
-            sync_store_reads: self.sync_store_reads - earlier.sync_store_reads,
-            late_read_stall_seconds: self.late_read_stall_seconds - earlier.late_read_stall_seconds,
-            sync_read_stall_seconds: self.sync_read_stall_seconds - earlier.sync_read_stall_seconds,
-            queued_reads: self.queued_reads - earlier.queued_reads,
-            kept_victims: self.kept_victims - earlier.kept_victims,
-            store_writes: self.store_writes - earlier.store_writes,
-            write_buffer: self.write_buffer.since(&earlier.write_buffer),
-            file_cache: self.file_cache.map(|now| earlier.file_cache.map_or(now, |then| now.since(&then))),
-            bytes_store_to_host: self.bytes_store_to_host - earlier.bytes_store_to_host,
-            bytes_host_to_store: self.bytes_host_to_store - earlier.bytes_host_to_store,
-            bytes_host_to_device: self.bytes_host_to_device - earlier.bytes_host_to_device,
-            bytes_device_to_host: self.bytes_device_to_host - earlier.bytes_device_to_host,
-            lookup_latency: self.lookup_latency.since(&earlier.lookup_latency),
+            device: tier(&self.device, &other.device),
+            host: tier(&self.host, &other.host),
+            batches: count(self.batches, other.batches),
+            lookups: count(self.lookups, other.lookups),
+            requests: count(self.requests, other.requests),
+            stall_seconds: seconds(self.stall_seconds, other.stall_seconds),
+            store_read_seconds: seconds(self.store_read_seconds, other.store_read_seconds),
+            storage_thread: self.storage_thread.combine(&other.storage_thread, op),
+            prefetched_rows: count(self.prefetched_rows, other.prefetched_rows),
+            topped_up_rows: count(self.topped_up_rows, other.topped_up_rows),
+            stale_prefetches: count(self.stale_prefetches, other.stale_prefetches),
+            refreshed_rows: count(self.refreshed_rows, other.refreshed_rows),
+            late_store_reads: count(self.late_store_reads, other.late_store_reads),
+            sync_store_reads: count(self.sync_store_reads, other.sync_store_reads),
+            late_read_stall_seconds: seconds(self.late_read_stall_seconds, other.late_read_stall_seconds),
+            sync_read_stall_seconds: seconds(self.sync_read_stall_seconds, other.sync_read_stall_seconds),
+            queued_reads: count(self.queued_reads, other.queued_reads),
+            kept_victims: count(self.kept_victims, other.kept_victims),
+            store_writes: count(self.store_writes, other.store_writes),
+            write_buffer: self.write_buffer.combine(&other.write_buffer, op),
+            file_cache: self.file_cache.map(|ours| other.file_cache.map_or(ours, |theirs| ours.combine(&theirs, op))),
+            bytes_store_to_host: count(self.bytes_store_to_host, other.bytes_store_to_host),
+            bytes_host_to_store: count(self.bytes_host_to_store, other.bytes_host_to_store),
+            bytes_host_to_device: count(self.bytes_host_to_device, other.bytes_host_to_device),
+            bytes_device_to_host: count(self.bytes_device_to_host, other.bytes_device_to_host),
+            lookup_latency: self.lookup_latency.combine(&other.lookup_latency, op),
         }
     }
 }

@@ -11,14 +11,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::flat::FlatTable;
+use crate::engine::grouped::Embeddings;
 use crate::engine::storage::{roll_back, write_atomically, BackingStore, ReadConfig, RollBack, StorageError, TableFile};
-use crate::engine::table::TieredTable;
 use crate::engine::{Dtype, EngineError, RowInit, RowLayout};
 use crate::model::train::{CheckpointFailure, Checkpointer, Evaluation, TrainedSteps};
 use crate::model::{Dlrm, ModelError};
 
 /// The version of the manifest this build writes and reads.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const MANIFEST: &str = "manifest.json";
 const RESULT: &str = "result.json";
 const CONFIG: &str = "config.json";
@@ -133,7 +133,8 @@ pub struct Manifest {
     /// The dense model's parameters and optimizer state (`Dlrm::save_state`), in the
     /// set-up's folder.
     pub dense_state: String,
-    pub table: TableState,
+    /// Each table group's rows (one group unless the tables have several dims).
+    pub tables: Vec<TableState>,
 }
 
 impl Manifest {
@@ -305,18 +306,21 @@ impl SetupCheckpoints {
         std::fs::create_dir_all(&self.dir).map_err(|e| CheckpointError::io(&self.dir, e))
     }
 
-    /// The store of `manifest`'s checkpoint: its table file rolled back to it with the
-    /// undo journal (the caller then calls `TieredTable::protect_checkpoint`), or its
-    /// snapshot read into an in-memory table.
-    pub fn open_store(&self, manifest: &Manifest, read: ReadConfig) -> Result<Box<dyn BackingStore>, CheckpointError> {
-        let (rows, layout) = manifest.table.layout();
-        let store: Box<dyn BackingStore> = match &manifest.table {
+    /// The stores of `manifest`'s checkpoint, one per table group: each table file
+    /// rolled back to it with its undo journal (the caller then calls
+    /// `TieredTable::protect_checkpoint`), or each snapshot read into an in-memory table.
+    pub fn open_stores(&self, manifest: &Manifest, read: ReadConfig) -> Result<Vec<Box<dyn BackingStore>>, CheckpointError> {
+        manifest.tables.iter().map(|state| self.open_store(manifest.checkpoint, state, read)).collect()
+    }
+
+    fn open_store(&self, checkpoint: u64, table: &TableState, read: ReadConfig) -> Result<Box<dyn BackingStore>, CheckpointError> {
+        let (rows, layout) = table.layout();
+        let store: Box<dyn BackingStore> = match table {
             TableState::TableFile { path, .. } => {
-                match roll_back(path, manifest.checkpoint)? {
+                match roll_back(path, checkpoint)? {
                     RollBack::RolledBack { pages, torn } => tracing::info!(
-                        "{}: rolled back {pages} pages to checkpoint {}{}",
+                        "{}: rolled back {pages} pages to checkpoint {checkpoint}{}",
                         path.display(),
-                        manifest.checkpoint,
                         if torn { " (the journal's last entry was torn: its page was never written)" } else { "" }
                     ),
                     RollBack::Discarded { reason } => tracing::info!("{}: journal discarded: {reason}", path.display()),
@@ -346,29 +350,32 @@ impl SetupCheckpoints {
         Ok(store)
     }
 
-    /// Takes checkpoint `done.checkpoints`: saves the dense state, flushes the table (a
-    /// table file: every tier's dirty rows and the write-back buffer down, fsynced; an
-    /// in-memory table: copied into a snapshot file), commits the manifest by atomic
-    /// rename, starts the table file's journal for the new checkpoint, and removes the
-    /// previous checkpoint's files.
-    fn commit(&mut self, model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), CheckpointError> {
+    /// Takes checkpoint `done.checkpoints`: saves the dense state, flushes each table
+    /// group (a table file: every tier's dirty rows and the write-back buffer down,
+    /// fsynced; an in-memory table: copied into a snapshot file), commits the manifest by
+    /// atomic rename, starts each table file's journal for the new checkpoint, and
+    /// removes the previous checkpoint's files.
+    fn commit(&mut self, model: &Dlrm, table: &mut dyn Embeddings, done: &TrainedSteps) -> Result<(), CheckpointError> {
         let id = done.checkpoints;
         let dense_state = format!("dense-{id:06}.pt");
         model.save_state(&self.dir.join(&dense_state))?;
-        let (rows, layout) = (table.rows(), table.layout());
-        let state = match table.store_file() {
-            Some(path) => {
-                let path = std::path::absolute(path).map_err(|e| CheckpointError::io(path, e))?;
-                table.flush()?;
-                TableState::TableFile { path, rows, dim: layout.dim, state: layout.state, dtype: layout.dtype }
-            }
-            None => {
-                let file = format!("rows-{id:06}.table");
-                let mut snapshot = TableFile::create(&self.dir.join(&file), rows, layout, RowInit::Zeros)?;
-                table.snapshot_into(&mut snapshot)?;
-                TableState::Snapshot { file, rows, dim: layout.dim, state: layout.state, dtype: layout.dtype }
-            }
-        };
+        let mut states = Vec::new();
+        for (g, part) in table.parts_mut().into_iter().enumerate() {
+            let (rows, layout) = (part.rows(), part.layout());
+            states.push(match part.store_file() {
+                Some(path) => {
+                    let path = std::path::absolute(path).map_err(|e| CheckpointError::io(path, e))?;
+                    part.flush()?;
+                    TableState::TableFile { path, rows, dim: layout.dim, state: layout.state, dtype: layout.dtype }
+                }
+                None => {
+                    let file = format!("rows-{id:06}-{g}.table");
+                    let mut snapshot = TableFile::create(&self.dir.join(&file), rows, layout, RowInit::Zeros)?;
+                    part.snapshot_into(&mut snapshot)?;
+                    TableState::Snapshot { file, rows, dim: layout.dim, state: layout.state, dtype: layout.dtype }
+                }
+            });
+        }
         let manifest = Manifest {
             format: FORMAT,
             config_hash: self.config_hash.clone(),
@@ -380,16 +387,20 @@ impl SetupCheckpoints {
             losses: done.losses.clone(),
             evaluations: done.evaluations.clone(),
             dense_state,
-            table: state,
+            tables: states,
         };
         let path = self.dir.join(MANIFEST);
         let text = serde_json::to_string(&manifest).map_err(|source| CheckpointError::Unwritable { path: path.clone(), source })?;
         write_atomically(&path, text.as_bytes())?;
-        table.protect_checkpoint(id)?;
+        for part in table.parts_mut() {
+            part.protect_checkpoint(id)?;
+        }
         if let Some(previous) = self.committed.replace(manifest) {
             let mut files = vec![previous.dense_state];
-            if let TableState::Snapshot { file, .. } = previous.table {
-                files.push(file);
+            for state in previous.tables {
+                if let TableState::Snapshot { file, .. } = state {
+                    files.push(file);
+                }
             }
             for file in files {
                 let _ = std::fs::remove_file(self.dir.join(file));
@@ -415,7 +426,7 @@ pub(super) fn copy_rows(from: &mut dyn BackingStore, to: &mut dyn BackingStore) 
 
 impl Checkpointer for SetupCheckpoints {
     /// [`SetupCheckpoints::commit`].
-    fn checkpoint(&mut self, model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), CheckpointFailure> {
+    fn checkpoint(&mut self, model: &Dlrm, table: &mut dyn Embeddings, done: &TrainedSteps) -> Result<(), CheckpointFailure> {
         Ok(self.commit(model, table, done)?)
     }
 }

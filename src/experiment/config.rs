@@ -11,6 +11,7 @@ use strata_policies::PolicyConfig;
 use super::ExperimentError;
 use crate::config::{parse_toml, ConfigError, OutputSpec};
 use crate::data::{CriteoTsvSpec, DataSource, MlperfNumpySpec, SyntheticConfig};
+use crate::engine::collection::{EmbeddingTableConfig, TableGroup};
 use crate::engine::device::DeviceKind;
 use crate::engine::placement::Hierarchy;
 use crate::engine::pool::Pooling;
@@ -18,7 +19,7 @@ use crate::engine::storage::remote::RemoteConfig;
 use crate::engine::storage::{FileCached, OnIoError, ReadPath};
 use crate::engine::table::config::{TableConfig, TierConfig};
 use crate::engine::{Dtype, Optimizer, Rounding};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, ModelConfigError};
 use crate::sim::Capacity;
 
 /// An experiment config; every field is documented in `configs/README.md`.
@@ -214,18 +215,21 @@ fn lru() -> String {
 
 impl SetupSpec {
     /// Rows of a size given as a fraction (below 1) or a number of rows (from 1).
-    fn rows_of(&self, what: &str, size: f64, rows: u64) -> Result<usize, String> {
+    /// Of a table group of `group_rows` of the `rows` rows: its share (in proportion to
+    /// its rows, rounded up) of the rows that size gives.
+    fn rows_of(&self, what: &str, size: f64, group_rows: u64, rows: u64) -> Result<usize, String> {
         if size == 0.0 {
             return Ok(0);
         }
         let capacity = Capacity::try_from(size).map_err(|e| format!("setup `{}`: {what}: {e}", self.name))?;
-        Ok(capacity.rows(rows).min(rows) as usize)
+        let all = capacity.rows(rows).min(rows);
+        Ok((u128::from(all) * u128::from(group_rows)).div_ceil(u128::from(rows.max(1))) as usize)
     }
 
-    fn tier(&self, tier: &str, size: f64, policy: &Option<String>, rows: u64) -> Result<TierConfig, String> {
+    fn tier(&self, tier: &str, size: f64, policy: &Option<String>, group_rows: u64, rows: u64) -> Result<TierConfig, String> {
         let name = policy.as_deref().unwrap_or(&self.policy);
         let policy = PolicyConfig::from_name(name).map_err(|e| format!("setup `{}`: {tier} policy: {e}", self.name))?;
-        Ok(TierConfig::rows(self.rows_of(tier, size, rows)?, policy))
+        Ok(TierConfig::rows(self.rows_of(tier, size, group_rows, rows)?, policy))
     }
 }
 
@@ -254,6 +258,16 @@ impl ExperimentConfig {
         }
         config.data.source().check(config.data.eval_batches > 0).map_err(|e| error(format!("data: {e}")))?;
         config.model.validate().map_err(|e| error(format!("model: {e}")))?;
+        let groups = config.table_groups().map_err(|e| error(e.to_string()))?;
+        if groups.len() > 1 {
+            let several = "holds rows of one width; tables of several embedding_dim are not supported there yet";
+            if config.engine.remote.is_some() {
+                return Err(error(format!("engine.remote: a remote table {several}")).into());
+            }
+            if config.publish.is_some() {
+                return Err(error(format!("publish: a published table {several}")).into());
+            }
+        }
         if config.data.batch_size == 0 {
             return Err(error("data: batch_size must be at least 1".into()).into());
         }
@@ -295,13 +309,15 @@ impl ExperimentConfig {
         }
         let rows = config.rows();
         for setup in &config.setups {
-            let table = setup.table_config(&config.engine, rows).map_err(error)?;
-            if setup.preload && (table.host.rows as u64) < rows {
-                return Err(error(format!(
-                    "setup `{}`: preload needs a host tier holding every row ({rows} rows; host = {} holds {})",
-                    setup.name, setup.host, table.host.rows
-                ))
-                .into());
+            for group in &groups {
+                let table = setup.table_config(&config.engine, group.rows, rows).map_err(error)?;
+                if setup.preload && (table.host.rows as u64) < group.rows {
+                    return Err(error(format!(
+                        "setup `{}`: preload needs a host tier holding every row ({} rows of table group `{}`; host = {} holds {})",
+                        setup.name, group.rows, group.name, setup.host, table.host.rows
+                    ))
+                    .into());
+                }
             }
         }
         Ok(config)
@@ -311,18 +327,44 @@ impl ExperimentConfig {
     pub fn rows(&self) -> u64 {
         self.data.source().layout().total_rows()
     }
+
+    /// The tables grouped by dim as the engine stores and tiers them: one group when
+    /// they share one `embedding_dim` (the tables' rows numbered as the data numbers
+    /// them), else one per dim ([`crate::engine::grouped`]).
+    pub fn table_groups(&self) -> Result<Vec<TableGroup>, ModelConfigError> {
+        let layout = self.data.source().layout();
+        let dims = self.model.embedding_dim.of(layout.tables())?;
+        let tables: Vec<EmbeddingTableConfig> = layout
+            .rows()
+            .iter()
+            .zip(dims)
+            .enumerate()
+            .map(|(t, (&rows, dim))| EmbeddingTableConfig {
+                name: format!("t{t}"),
+                rows,
+                dim,
+                pooling: self.engine.pooling,
+                features: vec![format!("t{t}")],
+                init_scale: self.engine.init_scale,
+                dtype: self.engine.weights_precision,
+            })
+            .collect();
+        Ok(TableGroup::of(&tables))
+    }
 }
 
 impl SetupSpec {
-    pub(super) fn table_config(&self, engine: &EngineSpec, rows: u64) -> Result<TableConfig, String> {
+    /// The tiers of a table group of `group_rows` of the experiment's `rows` rows: its
+    /// share of each size (all of it with one group).
+    pub(super) fn table_config(&self, engine: &EngineSpec, group_rows: u64, rows: u64) -> Result<TableConfig, String> {
         Ok(TableConfig {
-            device: self.tier("device", self.device, &self.device_policy, rows)?,
+            device: self.tier("device", self.device, &self.device_policy, group_rows, rows)?,
             device_backend: engine.device_backend,
-            host: self.tier("host", self.host, &self.host_policy, rows)?,
+            host: self.tier("host", self.host, &self.host_policy, group_rows, rows)?,
             hierarchy: self.hierarchy,
             optimizer: engine.optimizer,
             pooling: engine.pooling,
-            write_buffer_rows: self.rows_of("write_buffer", self.write_buffer, rows)?,
+            write_buffer_rows: self.rows_of("write_buffer", self.write_buffer, group_rows, rows)?,
             rounding: engine.rounding,
         })
     }

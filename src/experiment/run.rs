@@ -10,7 +10,9 @@ use super::{ExperimentConfig, ExperimentError, ServeSpec, SetupSpec};
 use crate::config::ConfigError;
 use crate::data::{BatchStream, DataError, Rebatch};
 use crate::engine::batch::Batch;
+use crate::engine::collection::TableGroup;
 use crate::engine::flat::FlatTable;
+use crate::engine::grouped::{Embeddings, GroupedTable};
 use crate::engine::storage::remote::{Publisher, RedisStore};
 use crate::engine::storage::{BackingStore, FileCached, ReadConfig, StorageError, TableFile};
 use crate::engine::table::config::TableConfig;
@@ -104,30 +106,44 @@ impl ExperimentConfig {
         ReadConfig { read_path: self.engine.read_path, on_io_error: self.engine.on_io_error, ..ReadConfig::default() }
     }
 
-    /// The layout of the table's rows and their initial values.
+    /// The layout of table group `g`'s rows and their initial values (uniform from
+    /// `init_seed + g`: with one group, every row from `init_seed`).
+    fn group_rows(&self, g: usize, group: &TableGroup) -> (RowLayout, RowInit) {
+        let layout = RowLayout::new(group.dim, &self.engine.optimizer).with_dtype(group.dtype);
+        (layout, RowInit::Uniform { seed: self.engine.init_seed.wrapping_add(g as u64), scale: self.engine.init_scale })
+    }
+
+    /// The layout and initial values of the rows where the tables share one dim (the
+    /// config's checks allow remote tables, publishing and serving plans only then).
     pub(super) fn row_layout(&self) -> (RowLayout, RowInit) {
-        let layout = RowLayout::new(self.model.embedding_dim, &self.engine.optimizer).with_dtype(self.engine.weights_precision);
+        let dim = self.model.embedding_dim.single().unwrap_or_default();
+        let layout = RowLayout::new(dim, &self.engine.optimizer).with_dtype(self.engine.weights_precision);
         (layout, RowInit::Uniform { seed: self.engine.init_seed, scale: self.engine.init_scale })
     }
 
-    /// A fresh store holding the initial table.
-    fn store(&self) -> Result<Box<dyn BackingStore>, SetupError> {
-        let (layout, init) = self.row_layout();
-        let rows = self.rows();
+    /// A fresh store per table group holding its initial rows.
+    fn stores(&self, groups: &[TableGroup]) -> Result<Vec<Box<dyn BackingStore>>, SetupError> {
         if let Some(remote) = &self.engine.remote {
-            let store = Box::new(RedisStore::create(remote, rows, layout, init).map_err(EngineError::from)?);
-            return self.file_cached(store);
+            let (layout, init) = self.row_layout();
+            let store = Box::new(RedisStore::create(remote, self.rows(), layout, init).map_err(EngineError::from)?);
+            return Ok(vec![self.file_cached(store)?]);
         }
-        Ok(match &self.engine.table_file {
-            Some(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| SetupError::TableFolder { path: dir.to_path_buf(), source })?;
+        let mut stores: Vec<Box<dyn BackingStore>> = Vec::new();
+        for (g, group) in groups.iter().enumerate() {
+            let (layout, init) = self.group_rows(g, group);
+            stores.push(match &self.engine.table_file {
+                Some(path) => {
+                    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir).map_err(|source| SetupError::TableFolder { path: dir.to_path_buf(), source })?;
+                    }
+                    let path = group_file(path, group, groups.len());
+                    drop(TableFile::create(&path, group.rows, layout, init)?);
+                    Box::new(TableFile::open_with(&path, self.read_config())?)
                 }
-                drop(TableFile::create(path, rows, layout, init)?);
-                Box::new(TableFile::open_with(path, self.read_config())?)
-            }
-            None => Box::new(FlatTable::new(rows, layout, init)),
-        })
+                None => Box::new(FlatTable::new(group.rows, layout, init)),
+            });
+        }
+        Ok(stores)
     }
 
     /// The store of a set-up resumed from a checkpoint whose rows `restored` holds: a
@@ -152,6 +168,17 @@ impl ExperimentConfig {
         let cache = TableFile::open_with(&spec.path, self.read_config())?;
         Ok(Box::new(FileCached::new(cache, remote, &policy)?))
     }
+}
+
+/// The table file of `group`: `path` itself when it is the only group, else
+/// `path` with the group's name after its stem (`table-dim64-sum.strata`).
+fn group_file(path: &Path, group: &TableGroup, groups: usize) -> PathBuf {
+    if groups == 1 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+    let extension = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    path.with_file_name(format!("{stem}-{}{extension}", group.name))
 }
 
 /// Reads every row into the memory tiers, in row order, through ordinary lookups.
@@ -227,8 +254,10 @@ fn run_in(
         if manifest.is_none() {
             checkpoints.clear()?;
         }
-        let table_config = setup.table_config(&config.engine, rows).map_err(|m| ConfigError::new(dir, m))?;
-        let run = SetupRun { config, setup, table_config, held_out: &held_out, requests: requests.as_ref() };
+        let groups = config.table_groups().map_err(|e| ConfigError::new(dir, e.to_string()))?;
+        let tiers = |group: &TableGroup| setup.table_config(&config.engine, group.rows, rows).map_err(|m| ConfigError::new(dir, m));
+        let table_configs = groups.iter().map(tiers).collect::<Result<_, _>>()?;
+        let run = SetupRun { config, setup, groups, table_configs, held_out: &held_out, requests: requests.as_ref() };
         let (training, serving) = run.run(&mut checkpoints, manifest.as_ref()).map_err(|error| setup_error(setup, error))?;
         let stopped = match (&training, &serving) {
             (Some(t), _) if t.interrupted => Some(("step", t.steps)),
@@ -261,7 +290,9 @@ pub(super) fn setup_error(setup: &SetupSpec, error: SetupError) -> ExperimentErr
 struct SetupRun<'a> {
     config: &'a ExperimentConfig,
     setup: &'a SetupSpec,
-    table_config: TableConfig,
+    /// The table groups and each one's tiers.
+    groups: Vec<TableGroup>,
+    table_configs: Vec<TableConfig>,
     held_out: &'a [Batch],
     requests: Option<&'a Arc<[Batch]>>,
 }
@@ -295,23 +326,36 @@ impl SetupRun<'_> {
     ) -> Result<(Option<TrainOutcome>, Option<ServeOutcome>), SetupError> {
         let (config, setup) = (self.config, self.setup);
         let mut model = Dlrm::new(&config.model, crate::data::CRITEO_CARDINALITIES.len())?;
-        let store = match manifest {
-            Some(manifest) => config.restored(checkpoints.open_store(manifest, config.read_config())?)?,
-            None => config.store()?,
+        let stores = match manifest {
+            Some(manifest) => {
+                let stores = checkpoints.open_stores(manifest, config.read_config())?;
+                stores.into_iter().map(|store| config.restored(store)).collect::<Result<_, _>>()?
+            }
+            None => config.stores(&self.groups)?,
         };
-        let mut table = TieredTable::new(&self.table_config, store)?;
+        if stores.len() != self.groups.len() {
+            let what = format!("{} table stores for {} table groups", stores.len(), self.groups.len());
+            return Err(EngineError::Groups(what).into());
+        }
+        let mut parts = Vec::new();
+        for ((group, store), tiers) in self.groups.iter().zip(stores).zip(&self.table_configs) {
+            parts.push((group.clone(), TieredTable::new(tiers, store)?));
+        }
+        let mut table = GroupedTable::new(parts)?;
         let done = match manifest {
             Some(manifest) => {
                 eprintln!("resuming `{}` from checkpoint {} (step {})", setup.name, manifest.checkpoint, manifest.steps);
                 model.load_state(&checkpoints.dir().join(&manifest.dense_state))?;
-                table.protect_checkpoint(manifest.checkpoint)?;
+                for part in table.parts_mut() {
+                    part.protect_checkpoint(manifest.checkpoint)?;
+                }
                 manifest.trained_steps()
             }
             None => TrainedSteps::default(),
         };
         if setup.preload {
             eprintln!("preloading `{}`", setup.name);
-            preload(&mut table)?;
+            table.parts_mut().into_iter().try_for_each(preload)?;
         }
         let training = match config.data.train_batches {
             0 => None,

@@ -5,15 +5,16 @@
 use serde::{Deserialize, Serialize};
 
 /// Shape and training settings of a DLRM. The embedding tables themselves (rows, their
-/// sparse optimizer) belong to the engine's `TableConfig`; `embedding_dim` must match
-/// the engine's row width.
+/// sparse optimizer) belong to the engine; `embedding_dim` sets their row widths.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Width of every pooled embedding (the engine's `dim`).
-    pub embedding_dim: usize,
+    /// Width of the pooled embeddings (the engine's `dim`): one for every table, or one
+    /// per table.
+    pub embedding_dim: EmbeddingDims,
     /// Output widths of the bottom MLP's layers over the 13 dense features (each
-    /// followed by ReLU); the last must equal `embedding_dim`. MLPerf: `[512, 256, 128]`.
+    /// followed by ReLU); the last must equal `embedding_dim` when the tables share one.
+    /// MLPerf: `[512, 256, 128]`.
     pub bottom_mlp: Vec<usize>,
     /// Output widths of the top MLP's hidden layers (each followed by ReLU); a final
     /// one-unit layer giving the click logit is appended. MLPerf: `[1024, 1024, 512, 256]`.
@@ -32,6 +33,58 @@ pub struct ModelConfig {
     /// Where the dense part runs.
     #[serde(default)]
     pub device: ModelDevice,
+}
+
+/// `embedding_dim`: one width for every table, or one per table (as `zipf` takes one
+/// exponent or one per table). Tables of different widths are stored and tiered in
+/// groups of one width ([`crate::engine::grouped`]); only the DCNv2 interaction, which
+/// concatenates the vectors, takes them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingDims {
+    One(usize),
+    PerTable(Vec<usize>),
+}
+
+impl From<usize> for EmbeddingDims {
+    fn from(dim: usize) -> Self {
+        EmbeddingDims::One(dim)
+    }
+}
+
+impl EmbeddingDims {
+    /// The width of each of `tables` tables.
+    pub fn of(&self, tables: usize) -> Result<Vec<usize>, ModelConfigError> {
+        match self {
+            EmbeddingDims::One(dim) => Ok(vec![*dim; tables]),
+            EmbeddingDims::PerTable(dims) if dims.len() == tables => Ok(dims.clone()),
+            EmbeddingDims::PerTable(dims) => Err(ModelConfigError::DimCount { given: dims.len(), tables }),
+        }
+    }
+
+    /// The one width every table has, if they share one.
+    pub fn single(&self) -> Option<usize> {
+        match self {
+            EmbeddingDims::One(dim) => Some(*dim),
+            EmbeddingDims::PerTable(dims) => dims.first().copied().filter(|first| dims.iter().all(|d| d == first)),
+        }
+    }
+
+    fn widths(&self) -> &[usize] {
+        match self {
+            EmbeddingDims::One(dim) => std::slice::from_ref(dim),
+            EmbeddingDims::PerTable(dims) => dims,
+        }
+    }
+}
+
+impl std::fmt::Display for EmbeddingDims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.single() {
+            Some(dim) => write!(f, "{dim}"),
+            None => write!(f, "{:?}", self.widths()),
+        }
+    }
 }
 
 /// The feature interaction between the bottom-MLP output and the pooled embeddings.
@@ -75,6 +128,10 @@ pub enum ModelConfigError {
     Zero { field: &'static str },
     #[error("model.bottom_mlp must end with embedding_dim ({embedding_dim}), got {last:?}")]
     BottomOutput { embedding_dim: usize, last: Option<usize> },
+    #[error("model.embedding_dim gives {given} widths for {tables} tables: give one for all, or one per table")]
+    DimCount { given: usize, tables: usize },
+    #[error("model.interaction: dot takes tables of one embedding_dim (it multiplies vectors of one width), got {dims}; use dcnv2 for tables of several widths")]
+    DotNeedsOneDim { dims: EmbeddingDims },
     #[error("model.dense_optimizer.lr must be positive and finite, got {0}")]
     LearningRate(f64),
 }
@@ -83,11 +140,20 @@ impl ModelConfig {
     /// Checks everything that can be checked before any tensor exists.
     pub fn validate(&self) -> Result<(), ModelConfigError> {
         let zero = |field| Err(ModelConfigError::Zero { field });
-        if self.embedding_dim == 0 {
+        if self.embedding_dim.widths().is_empty() || self.embedding_dim.widths().contains(&0) {
             return zero("embedding_dim");
         }
-        if self.bottom_mlp.last() != Some(&self.embedding_dim) {
-            return Err(ModelConfigError::BottomOutput { embedding_dim: self.embedding_dim, last: self.bottom_mlp.last().copied() });
+        match self.embedding_dim.single() {
+            Some(dim) if self.bottom_mlp.last() != Some(&dim) => {
+                return Err(ModelConfigError::BottomOutput { embedding_dim: dim, last: self.bottom_mlp.last().copied() });
+            }
+            None if self.interaction == Interaction::Dot => {
+                return Err(ModelConfigError::DotNeedsOneDim { dims: self.embedding_dim.clone() });
+            }
+            _ => {}
+        }
+        if self.bottom_mlp.is_empty() {
+            return zero("bottom_mlp layers");
         }
         if self.bottom_mlp.contains(&0) {
             return zero("bottom_mlp widths");
@@ -151,5 +217,25 @@ mod tests {
         config.dense_optimizer = DenseOptimizer::Sgd { lr: 0.1 };
         config.interaction = Interaction::Dcnv2 { layers: 0, low_rank: 8 };
         assert_eq!(config.validate(), Err(ModelConfigError::Zero { field: "interaction.layers" }));
+    }
+
+    #[test]
+    fn embedding_dim_is_one_width_or_one_per_table() {
+        let config: ModelConfig = toml::from_str(&TOML.replace("embedding_dim = 16", "embedding_dim = [16, 8, 16]")).unwrap();
+        assert_eq!(config.embedding_dim, EmbeddingDims::PerTable(vec![16, 8, 16]));
+        assert_eq!((config.embedding_dim.single(), config.embedding_dim.to_string()), (None, "[16, 8, 16]".into()));
+        assert_eq!(config.embedding_dim.of(3), Ok(vec![16, 8, 16]));
+        assert_eq!(config.embedding_dim.of(26), Err(ModelConfigError::DimCount { given: 3, tables: 26 }));
+        // DCNv2 concatenates: the bottom MLP's width is free when the widths differ.
+        assert_eq!(ModelConfig { bottom_mlp: vec![4], ..config.clone() }.validate(), Ok(()));
+        let dot = ModelConfig { interaction: Interaction::Dot, ..config.clone() };
+        assert_eq!(
+            dot.validate().unwrap_err().to_string(),
+            "model.interaction: dot takes tables of one embedding_dim (it multiplies vectors of one width), got [16, 8, 16]; use dcnv2 for tables of several widths"
+        );
+        let same = EmbeddingDims::PerTable(vec![16, 16]);
+        assert_eq!((same.single(), same.to_string(), EmbeddingDims::from(16).of(2)), (Some(16), "16".into(), Ok(vec![16, 16])));
+        let zero = ModelConfig { embedding_dim: EmbeddingDims::PerTable(vec![16, 0]), ..config };
+        assert_eq!(zero.validate(), Err(ModelConfigError::Zero { field: "embedding_dim" }));
     }
 }

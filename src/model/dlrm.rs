@@ -46,7 +46,7 @@ pub struct TrainStep {
     /// Mean binary cross-entropy of the batch, before the update.
     pub loss: f32,
     /// The gradient of the loss with respect to the pooled embeddings, in the layout of
-    /// the engine's `apply_gradients`: bag `b = sample * tables + table`, `dim` values each.
+    /// the pooled input: sample after sample, each its tables' gradients table after table.
     pub embedding_grad: Vec<f32>,
 }
 
@@ -113,11 +113,12 @@ impl Init<'_> {
     }
 }
 
-/// A DLRM over `tables` pooled embeddings of width `embedding_dim` and the 13 dense
-/// features, with its dense parameters and their optimizer.
+/// A DLRM over `tables` pooled embeddings (of one width, or of each table's own with
+/// DCNv2) and the 13 dense features, with its dense parameters and their optimizer.
 pub struct Dlrm {
     tables: usize,
-    dim: usize,
+    /// Pooled values per sample: every table's width, added.
+    width: usize,
     device: Device,
     bottom: Vec<Dense>,
     interaction: InteractionLayers,
@@ -148,20 +149,19 @@ impl Dlrm {
         if let Some(threads) = config.threads {
             tch::set_num_threads(threads as i32);
         }
-        let dim = config.embedding_dim;
-        let vectors = tables + 1;
+        let width: usize = config.embedding_dim.of(tables)?.iter().sum();
         let vars = nn::VarStore::new(device);
         let mut init = Init { path: vars.root(), rng: SmallRng::seed_from_u64(config.seed) };
         let bottom = init.mlp("bottom", CRITEO_DENSE_FEATURES, &config.bottom_mlp);
         let (interaction, top_inputs) = match config.interaction {
             Interaction::Dot => {
-                let n = vectors as i64;
+                let n = tables as i64 + 1;
                 let pairs: Vec<i64> = (0..n).flat_map(|i| (0..i).map(move |j| i * n + j)).collect();
-                let width = dim + pairs.len();
-                (InteractionLayers::Dot { pairs: Tensor::from_slice(&pairs).to_device(device) }, width)
+                let bottom = config.bottom_mlp.last().copied().unwrap_or_default();
+                (InteractionLayers::Dot { pairs: Tensor::from_slice(&pairs).to_device(device) }, bottom + pairs.len())
             }
             Interaction::Dcnv2 { layers, low_rank } => {
-                let width = vectors * dim;
+                let width = config.bottom_mlp.last().copied().unwrap_or_default() + width;
                 let cross = (0..layers)
                     .map(|l| {
                         let bound = 1.0 / (width as f32).sqrt();
@@ -181,30 +181,30 @@ impl Dlrm {
             DenseOptimizer::Adam { .. } => "adam",
         };
         let shape = format!(
-            "tables {tables}, embedding_dim {dim}, bottom_mlp {:?}, top_mlp {:?}, interaction {:?}, dense_optimizer {optimizer}",
-            config.bottom_mlp, config.top_mlp, config.interaction
+            "tables {tables}, embedding_dim {}, bottom_mlp {:?}, top_mlp {:?}, interaction {:?}, dense_optimizer {optimizer}",
+            config.embedding_dim, config.bottom_mlp, config.top_mlp, config.interaction
         );
-        Ok(Dlrm { tables, dim, device, bottom, interaction, top, parameters, shape })
+        Ok(Dlrm { tables, width, device, bottom, interaction, top, parameters, shape })
     }
 
     /// The click logits `[batch]` of raw dense counts `[batch, 13]` (fed as
-    /// `log(max(x, 0) + 3)`) and pooled embeddings `[batch, tables, dim]`, both on the
-    /// model's device. Differentiable in both.
+    /// `log(max(x, 0) + 3)`) and pooled embeddings `[batch, pooled values a sample]`
+    /// (table after table), both on the model's device. Differentiable in both.
     pub fn forward(&self, dense: &Tensor, pooled: &Tensor) -> Tensor {
         let batch = pooled.size()[0];
         let mut bottom = (dense.clamp_min(0.0) + 3.0).log();
         for layer in &self.bottom {
             bottom = layer.forward(&bottom).relu();
         }
-        let vectors = Tensor::cat(&[&bottom.unsqueeze(1), pooled], 1);
         let mut x = match &self.interaction {
             InteractionLayers::Dot { pairs } => {
                 let n = (self.tables + 1) as i64;
+                let vectors = Tensor::cat(&[&bottom.unsqueeze(1), &pooled.view([batch, n - 1, -1])], 1);
                 let products = vectors.bmm(&vectors.transpose(1, 2)).view([batch, n * n]);
                 Tensor::cat(&[&bottom, &products.index_select(1, pairs)], 1)
             }
             InteractionLayers::Cross(layers) => {
-                let x0 = vectors.view([batch, -1]);
+                let x0 = Tensor::cat(&[&bottom, pooled], 1);
                 let mut x = x0.shallow_clone();
                 for layer in layers {
                     x = &x0 * layer.up.forward(&x.matmul(&layer.down.tr())) + &x;
@@ -224,7 +224,8 @@ impl Dlrm {
 
     /// One step on a batch: forward, mean BCE-with-logits loss, backward, a step of the
     /// dense optimizer. `dense` is `batch * 13` raw counts, `pooled` the engine's lookup
-    /// output (`batch * tables * dim`, bag `s * tables + t`), `labels` 0/1 clicks. The
+    /// output (sample after sample, each its tables' pooled values table after table),
+    /// `labels` 0/1 clicks. The
     /// embedding gradient comes back for the engine to apply.
     pub fn train_step(&mut self, dense: &[f32], pooled: &[f32], labels: &[f32]) -> Result<TrainStep, ModelError> {
         let (dense, pooled) = self.inputs(labels.len(), dense, pooled)?;
@@ -305,21 +306,20 @@ impl Dlrm {
 
     /// The device tensors of a batch's inputs, after checking their lengths.
     fn inputs(&self, batch: usize, dense: &[f32], pooled: &[f32]) -> Result<(Tensor, Tensor), ModelError> {
-        let per_sample = self.tables * self.dim;
+        let per_sample = self.width;
         if batch == 0 || dense.len() != batch * CRITEO_DENSE_FEATURES || pooled.len() != batch * per_sample {
             return Err(ModelError::Shape(format!(
-                "a batch of {batch} needs {} dense values and {} pooled values ({} tables of dim {}), got {} and {}",
+                "a batch of {batch} needs {} dense values and {} pooled values ({} tables, {per_sample} values a sample), got {} and {}",
                 batch * CRITEO_DENSE_FEATURES,
                 batch * per_sample,
                 self.tables,
-                self.dim,
                 dense.len(),
                 pooled.len()
             )));
         }
         let b = batch as i64;
         let dense = Tensor::from_slice(dense).view([b, CRITEO_DENSE_FEATURES as i64]).to_device(self.device);
-        let pooled = Tensor::from_slice(pooled).view([b, self.tables as i64, self.dim as i64]).to_device(self.device);
+        let pooled = Tensor::from_slice(pooled).view([b, per_sample as i64]).to_device(self.device);
         Ok((dense, pooled))
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::train::TrainError;
 use super::{Dlrm, ModelError};
 use crate::engine::batch::Batch;
+use crate::engine::grouped::Embeddings;
 use crate::engine::storage::remote::{Follower, Publisher, RemoteError, Staleness};
 use crate::engine::table::TieredTable;
 use crate::engine::EngineError;
@@ -81,10 +82,11 @@ impl TrainingPublisher {
 
     /// Publishes the rows touched since the last version (read after a flush, so as
     /// training has left them) and the dense parameters, as the next version.
-    pub(super) fn publish(&mut self, model: &Dlrm, table: &mut TieredTable, steps: u64) -> Result<(), TrainError> {
+    pub(super) fn publish(&mut self, model: &Dlrm, table: &mut dyn Embeddings, steps: u64) -> Result<(), TrainError> {
         if self.touched_rows.is_empty() {
             return Ok(());
         }
+        let table = table.only()?;
         let began = Instant::now();
         let mut rows = std::mem::take(&mut self.touched_rows);
         rows.sort_unstable();
@@ -186,9 +188,9 @@ impl ReplicaFollower {
 
     /// Before request `served` (every `every` requests): takes in the versions
     /// published since the last poll, then loads the dense parameters of the last one.
-    pub(super) fn between_requests(&mut self, served: u64, model: &mut Dlrm, table: &mut TieredTable) -> Result<(), TrainError> {
+    pub(super) fn between_requests(&mut self, served: u64, model: &mut Dlrm, table: &mut dyn Embeddings) -> Result<(), TrainError> {
         if served.is_multiple_of(self.every) {
-            self.catch_up(served, model, table)?;
+            self.catch_up(served, model, table.only()?)?;
         }
         Ok(())
     }

@@ -15,9 +15,9 @@ use super::dlrm::{Dlrm, ModelError};
 use super::metrics::{log_loss, roc_auc};
 use super::publish::{ReplicaFollower, TrainingPublisher};
 use crate::engine::batch::Batch;
+use crate::engine::grouped::Embeddings;
 use crate::engine::prefetch::Prefetcher;
 use crate::engine::stats::{percentile, EngineStats};
-use crate::engine::table::TieredTable;
 use crate::engine::EngineError;
 use crate::progress::Progress;
 
@@ -46,7 +46,7 @@ pub enum TrainError {
 /// as it stands and syncs, so that no trained row is lost, and returns `error`, saying
 /// so when the flush failed too (a failed store refuses the flush: nothing more is
 /// written to it).
-fn flush_after(table: &mut TieredTable, error: TrainError) -> TrainError {
+fn flush_after(table: &mut dyn Embeddings, error: TrainError) -> TrainError {
     match table.flush() {
         Ok(()) => error,
         Err(EngineError::StoreFailed { .. }) => TrainError::NotFlushed { error: Box::new(error), flush: "the store failed".into() },
@@ -89,13 +89,12 @@ fn check_features(batch: &Batch) -> Result<usize, TrainError> {
 }
 
 /// Scores `batches` (lookups without updates) and returns log-loss and AUC.
-pub fn evaluate(model: &Dlrm, table: &mut TieredTable, batches: &[Batch], step: u64) -> Result<Evaluation, TrainError> {
-    let dim = table.layout().dim;
+pub fn evaluate(model: &Dlrm, table: &mut dyn Embeddings, batches: &[Batch], step: u64) -> Result<Evaluation, TrainError> {
     let (mut scores, mut labels) = (Vec::new(), Vec::new());
     let mut pooled = Vec::new();
     for batch in batches {
         check_features(batch)?;
-        pooled.resize(batch.bags() * dim, 0.0);
+        pooled.resize(table.output_len(batch)?, 0.0);
         table.lookup(batch, &mut pooled)?;
         scores.extend(model.predict(&batch.dense, &pooled)?);
         labels.extend_from_slice(&batch.labels);
@@ -136,7 +135,7 @@ pub struct TrainedSteps {
 pub trait Checkpointer {
     /// Makes the model and the table as they are after `done` durable; `done.checkpoints`
     /// counts this one.
-    fn checkpoint(&mut self, model: &Dlrm, table: &mut TieredTable, done: &TrainedSteps) -> Result<(), CheckpointFailure>;
+    fn checkpoint(&mut self, model: &Dlrm, table: &mut dyn Embeddings, done: &TrainedSteps) -> Result<(), CheckpointFailure>;
 }
 
 /// The checkpoint of a run that cannot resume: the table's flush (every tier's dirty
@@ -144,7 +143,7 @@ pub trait Checkpointer {
 pub struct FlushTable;
 
 impl Checkpointer for FlushTable {
-    fn checkpoint(&mut self, _model: &Dlrm, table: &mut TieredTable, _done: &TrainedSteps) -> Result<(), CheckpointFailure> {
+    fn checkpoint(&mut self, _model: &Dlrm, table: &mut dyn Embeddings, _done: &TrainedSteps) -> Result<(), CheckpointFailure> {
         Ok(table.flush()?)
     }
 }
@@ -215,7 +214,7 @@ fn stop_requested(interrupted: &mut bool) -> bool {
 /// hidden progress bar, from the first step, and [`FlushTable`] checkpoints.
 pub struct Training<'a> {
     model: &'a mut Dlrm,
-    table: &'a mut TieredTable,
+    table: &'a mut dyn Embeddings,
     held_out: &'a [Batch],
     options: TrainOptions,
     progress: Option<&'a Progress>,
@@ -225,7 +224,7 @@ pub struct Training<'a> {
 }
 
 impl<'a> Training<'a> {
-    pub fn new(model: &'a mut Dlrm, table: &'a mut TieredTable) -> Self {
+    pub fn new(model: &'a mut Dlrm, table: &'a mut dyn Embeddings) -> Self {
         Training {
             model,
             table,
@@ -297,7 +296,6 @@ impl<'a> Training<'a> {
             Some(checkpointer) => &mut **checkpointer,
             None => &mut flush,
         };
-        let dim = table.layout().dim;
         let before = table.stats();
         let mut prefetcher = Prefetcher::new(batches, options.window);
         let mut done = std::mem::take(&mut self.done);
@@ -311,9 +309,9 @@ impl<'a> Training<'a> {
         let start = Instant::now();
         while !stop_requested(&mut interrupted) {
             let began = Instant::now();
-            let Some(batch) = prefetcher.next(table)? else { break };
+            let Some(batch) = prefetcher.next(|b| table.prefetch(b))? else { break };
             done.samples += check_features(&batch)? as u64;
-            pooled.resize(batch.bags() * dim, 0.0);
+            pooled.resize(table.output_len(&batch)?, 0.0);
             let (looked_up, stalled) = (Instant::now(), table.stall_seconds());
             table.lookup(&batch, &mut pooled)?;
             let trained = Instant::now();
@@ -446,14 +444,14 @@ pub struct ServeOutcome {
 /// [`Serving::run`]: by default with `ServeOptions::default()` and a hidden progress bar.
 pub struct Serving<'a> {
     model: &'a mut Dlrm,
-    table: &'a mut TieredTable,
+    table: &'a mut dyn Embeddings,
     options: ServeOptions,
     progress: Option<&'a Progress>,
     follower: Option<&'a mut ReplicaFollower>,
 }
 
 impl<'a> Serving<'a> {
-    pub fn new(model: &'a mut Dlrm, table: &'a mut TieredTable) -> Self {
+    pub fn new(model: &'a mut Dlrm, table: &'a mut dyn Embeddings) -> Self {
         Serving { model, table, options: ServeOptions::default(), progress: None, follower: None }
     }
 
@@ -488,27 +486,25 @@ impl<'a> Serving<'a> {
         let mut follower = self.follower.as_deref_mut();
         let hidden = Progress::hidden();
         let progress = self.progress.unwrap_or(&hidden);
-        let dim = table.layout().dim;
         let mut prefetcher = Prefetcher::new(requests, options.window);
         let mut latencies_us = Vec::new();
         let mut store_rows = Vec::new();
-        let row_bytes = table.layout().words() as u64 * 4;
         let mut checksum = CHECKSUM_SEED;
         let (mut served, mut queries) = (0u64, 0u64);
         let mut pooled = Vec::new();
-        let (mut before, mut start) = (table.stats(), Instant::now());
+        let (mut before, mut rows_before, mut start) = (table.stats(), table.store_rows_read(), Instant::now());
         let mut interrupted = false;
         while !stop_requested(&mut interrupted) {
             if served == options.warmup {
-                (before, start) = (table.stats(), Instant::now());
+                (before, rows_before, start) = (table.stats(), table.store_rows_read(), Instant::now());
             }
             if let Some(follower) = follower.as_deref_mut() {
                 follower.between_requests(served, model, table)?;
             }
-            let (taken_up, read_before) = (Instant::now(), table.store_bytes_read());
-            let Some(batch) = prefetcher.next(table)? else { break };
+            let (taken_up, read_before) = (Instant::now(), table.store_rows_read());
+            let Some(batch) = prefetcher.next(|b| table.prefetch(b))? else { break };
             let samples = check_features(&batch)? as u64;
-            pooled.resize(batch.bags() * dim, 0.0);
+            pooled.resize(table.output_len(&batch)?, 0.0);
             table.lookup(&batch, &mut pooled)?;
             let scores = model.predict(&batch.dense, &pooled)?;
             let latency = taken_up.elapsed();
@@ -517,7 +513,7 @@ impl<'a> Serving<'a> {
             }
             if served >= options.warmup {
                 latencies_us.push(latency.as_secs_f64() * 1e6);
-                store_rows.push((table.store_bytes_read() - read_before) / row_bytes);
+                store_rows.push(table.store_rows_read() - read_before);
                 queries += samples;
             }
             served += 1;
@@ -527,7 +523,7 @@ impl<'a> Serving<'a> {
         let engine = if served > options.warmup { table.stats().since(&before) } else { EngineStats::default() };
         let mut sorted = latencies_us.clone();
         sorted.sort_by(f64::total_cmp);
-        let rows_read = engine.bytes_store_to_host / row_bytes;
+        let rows_read = if served > options.warmup { table.store_rows_read() - rows_before } else { 0 };
         let store_rows_per_sec = if engine.store_read_seconds > 0.0 { rows_read as f64 / engine.store_read_seconds } else { 0.0 };
         let mut floors: Vec<f64> =
             store_rows.iter().map(|&rows| if store_rows_per_sec > 0.0 { rows as f64 / store_rows_per_sec * 1e6 } else { 0.0 }).collect();

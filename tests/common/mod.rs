@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 #[cfg(feature = "torch")]
+pub mod experiment;
+#[cfg(feature = "torch")]
 pub mod model;
 pub mod transparency;
 

@@ -5,7 +5,7 @@ use strata::model::{DenseOptimizer, Dlrm, Interaction, ModelConfig, ModelDevice}
 /// A one-thread CPU DLRM over rows of `dim`: small MLPs, dot interaction, SGD.
 pub fn small_model_config(dim: usize) -> ModelConfig {
     ModelConfig {
-        embedding_dim: dim,
+        embedding_dim: dim.into(),
         bottom_mlp: vec![16, dim],
         top_mlp: vec![16, 8],
         interaction: Interaction::Dot,

@@ -106,7 +106,7 @@ pub fn check_with_store(
         let mut table = TieredTable::new(&config, store).unwrap();
         let mut prefetcher = Prefetcher::new(all.clone().into_iter(), case.window);
         let mut served = 0;
-        while let Some(batch) = prefetcher.next(&mut table).unwrap_or_else(|e| panic!("{what}: prefetch: {e}")) {
+        while let Some(batch) = prefetcher.next(|b| table.prefetch(b)).unwrap_or_else(|e| panic!("{what}: prefetch: {e}")) {
             assert_eq!(batch.ids, all[served].ids, "{what}: batches arrive in order");
             let mut out = vec![0f32; batch.bags() * dim];
             let mut expected = vec![0f32; batch.bags() * dim];

@@ -172,6 +172,13 @@ fn plan_serving(path: &Path, text: &str, out: Option<&Path>, validate: bool) -> 
             experiment_path.display()
         );
     }
+    if experiment.model.embedding_dim.single().is_none() {
+        anyhow::bail!(
+            "{}: serving.experiment {} has tables of several embedding_dim; serving plans model rows of one width for now",
+            path.display(),
+            experiment_path.display()
+        );
+    }
     let workload = experiment.serving_workload(serve)?;
     let plan = serving::plan_serving(&config, &workload)?;
     let dir = out.unwrap_or(&config.output.dir);

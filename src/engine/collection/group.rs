@@ -25,7 +25,7 @@ pub struct TableGroup {
 
 impl TableGroup {
     /// The groups of `tables`, in the order of their first tables.
-    pub(super) fn of(tables: &[EmbeddingTableConfig]) -> Vec<TableGroup> {
+    pub fn of(tables: &[EmbeddingTableConfig]) -> Vec<TableGroup> {
         let mut groups: Vec<TableGroup> = Vec::new();
         for (t, table) in tables.iter().enumerate() {
             let group = match groups.iter_mut().position(|g| (g.dim, g.pooling, g.dtype) == (table.dim, table.pooling, table.dtype)) {

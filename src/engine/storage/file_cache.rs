@@ -45,12 +45,17 @@ pub struct FileCacheStats {
 impl FileCacheStats {
     /// What happened since `earlier`.
     pub fn since(&self, earlier: &FileCacheStats) -> FileCacheStats {
+        self.combine(earlier, crate::engine::SINCE)
+    }
+
+    pub fn combine(&self, other: &FileCacheStats, op: crate::engine::Combine) -> FileCacheStats {
+        let count = op.count;
         FileCacheStats {
-            hits: self.hits - earlier.hits,
-            misses: self.misses - earlier.misses,
-            admitted: self.admitted - earlier.admitted,
-            written_back: self.written_back - earlier.written_back,
-            written_through: self.written_through - earlier.written_through,
+            hits: count(self.hits, other.hits),
+            misses: count(self.misses, other.misses),
+            admitted: count(self.admitted, other.admitted),
+            written_back: count(self.written_back, other.written_back),
+            written_through: count(self.written_through, other.written_through),
         }
     }
 }

@@ -64,10 +64,15 @@ pub struct StorageThreadTime {
 impl StorageThreadTime {
     /// The time since `earlier`, a snapshot of the same thread's.
     pub fn since(&self, earlier: &StorageThreadTime) -> StorageThreadTime {
+        self.combine(earlier, crate::engine::SINCE)
+    }
+
+    pub fn combine(&self, other: &StorageThreadTime, op: crate::engine::Combine) -> StorageThreadTime {
+        let seconds = op.seconds;
         StorageThreadTime {
-            read_cpu_seconds: self.read_cpu_seconds - earlier.read_cpu_seconds,
-            write_cpu_seconds: self.write_cpu_seconds - earlier.write_cpu_seconds,
-            write_seconds: self.write_seconds - earlier.write_seconds,
+            read_cpu_seconds: seconds(self.read_cpu_seconds, other.read_cpu_seconds),
+            write_cpu_seconds: seconds(self.write_cpu_seconds, other.write_cpu_seconds),
+            write_seconds: seconds(self.write_seconds, other.write_seconds),
         }
     }
 

@@ -26,13 +26,18 @@ pub struct WriteBufferStats {
 impl WriteBufferStats {
     /// The counts since `earlier`, a snapshot of the same buffer.
     pub fn since(&self, earlier: &WriteBufferStats) -> WriteBufferStats {
+        self.combine(earlier, crate::engine::SINCE)
+    }
+
+    pub fn combine(&self, other: &WriteBufferStats, op: crate::engine::Combine) -> WriteBufferStats {
+        let count = op.count;
         WriteBufferStats {
-            capacity_rows: self.capacity_rows,
-            rows_in: self.rows_in - earlier.rows_in,
-            rows_replaced: self.rows_replaced - earlier.rows_replaced,
-            rows_out: self.rows_out - earlier.rows_out,
-            drains: self.drains - earlier.drains,
-            read_hits: self.read_hits - earlier.read_hits,
+            capacity_rows: op.size(self.capacity_rows, other.capacity_rows),
+            rows_in: count(self.rows_in, other.rows_in),
+            rows_replaced: count(self.rows_replaced, other.rows_replaced),
+            rows_out: count(self.rows_out, other.rows_out),
+            drains: count(self.drains, other.drains),
+            read_hits: count(self.read_hits, other.read_hits),
         }
     }
 }

@@ -149,7 +149,7 @@ impl LookupStream {
         let mut timer = None;
         let mut baseline = EngineStats::default();
         let mut lookups = 0u64;
-        while let Some(batch) = prefetcher.next(&mut table)? {
+        while let Some(batch) = prefetcher.next(|b| table.prefetch(b))? {
             if served == self.warmup {
                 baseline = table.stats();
                 timer = Some(Instant::now());
