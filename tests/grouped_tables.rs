@@ -159,7 +159,7 @@ fn a_batch_that_does_not_fit_the_tables_is_refused_before_any_row_moves() {
     // A row of table 1 (rows 50..80) in a bag of table 0.
     let wrong = Batch::new(vec![60], vec![0, 1, 1, 1, 1], 0);
     let error = grouped.lookup(&wrong, &mut out[..width()]).unwrap_err();
-    assert!(matches!(error, EngineError::RowOutOfRange { row: 60, rows: 50 }), "{error}");
+    assert_eq!(error.to_string(), "batch at 0: row 60 in a bag of table 0, whose rows are 0..50");
     // The output of one sample too few.
     let error = grouped.lookup(&batch(0), &mut out[width()..]).unwrap_err();
     assert!(matches!(error, EngineError::Length { needs, .. } if needs == SAMPLES * width()), "{error}");
@@ -179,4 +179,5 @@ fn groups_must_match_their_tiered_tables() {
     let table = TieredTable::new(&TableConfig::host_only(120, OPTIMIZER, Pooling::Sum), Box::new(store)).unwrap();
     let error = GroupedTable::new(vec![(group, table)]).err().unwrap().to_string();
     assert!(error.contains("table group `dim4-sum` of 121 rows of dim 4 has a tiered table of 120 rows"), "{error}");
+    assert_eq!(GroupedTable::new(Vec::new()).err().unwrap().to_string(), "table groups: no tables");
 }

@@ -92,11 +92,14 @@ struct Member {
     table: TieredTable,
 }
 
-/// Where one table's bags go: its group, its rows in the batch's numbering and in its
-/// group's, and where its values start in a sample's pooled output.
+/// Where one table's bags go: its group and its place among the group's tables, its
+/// rows in the batch's numbering and in its group's, and where its values start in a
+/// sample's pooled output.
 #[derive(Clone, Copy, Debug)]
 struct Place {
     group: usize,
+    /// The table's bag among a sample's bags in its group.
+    slot: usize,
     first_row: u64,
     rows: u64,
     group_first_row: u64,
@@ -123,6 +126,9 @@ impl GroupedTable {
     /// table holding the group's rows), their rows numbered in the tables' order.
     pub fn new(groups: Vec<(TableGroup, TieredTable)>) -> Result<GroupedTable, EngineError> {
         let tables: usize = groups.iter().map(|(group, _)| group.tables.len()).sum();
+        if tables == 0 {
+            return Err(EngineError::Groups("no tables".into()));
+        }
         let mut places: Vec<Option<Place>> = vec![None; tables];
         for (g, (group, table)) in groups.iter().enumerate() {
             if table.rows() != group.rows || table.layout().dim != group.dim {
@@ -138,7 +144,8 @@ impl GroupedTable {
             }
             for (k, (&t, &first)) in group.tables.iter().zip(&group.first_rows).enumerate() {
                 let next = group.first_rows.get(k + 1).copied().unwrap_or(group.rows);
-                let place = Place { group: g, first_row: 0, rows: next - first, group_first_row: first, offset: 0, dim: group.dim };
+                let place =
+                    Place { group: g, slot: k, first_row: 0, rows: next - first, group_first_row: first, offset: 0, dim: group.dim };
                 match places.get_mut(t) {
                     Some(slot @ None) => *slot = Some(place),
                     _ => return Err(EngineError::Groups(format!("table {t} is not in exactly one of the {tables} tables' groups"))),
@@ -188,7 +195,9 @@ impl GroupedTable {
                 for i in lookups.clone() {
                     let local = batch.ids[i].wrapping_sub(place.first_row);
                     if local >= place.rows {
-                        return Err(EngineError::RowOutOfRange { row: batch.ids[i], rows: place.first_row + place.rows });
+                        let (row, first, end) = (batch.ids[i], place.first_row, place.first_row + place.rows);
+                        let what = format!("row {row} in a bag of table {t}, whose rows are {first}..{end}");
+                        return Err(EngineError::Samples { start: batch.start, what });
                     }
                     part.ids.push(place.group_first_row + local);
                 }
@@ -200,18 +209,6 @@ impl GroupedTable {
             }
         }
         Ok(split)
-    }
-
-    /// Bag `k` of a sample's bags in `group`, for each table in the sample's order.
-    fn in_group(&self) -> Vec<(usize, usize)> {
-        let mut seen = vec![0; self.members.len()];
-        self.places
-            .iter()
-            .map(|place| {
-                seen[place.group] += 1;
-                (place.group, seen[place.group] - 1)
-            })
-            .collect()
     }
 }
 
@@ -234,11 +231,10 @@ impl Embeddings for GroupedTable {
             pooled.resize(part.bags() * member.group.dim, 0.0);
             member.table.lookup(part, pooled)?;
         }
-        let in_group = self.in_group();
         for (s, sample) in out.chunks_exact_mut(self.width).enumerate() {
-            for (place, &(g, k)) in self.places.iter().zip(&in_group) {
-                let bag = s * self.members[g].group.tables.len() + k;
-                sample[place.offset..][..place.dim].copy_from_slice(&self.pooled[g][bag * place.dim..][..place.dim]);
+            for place in &self.places {
+                let bag = s * self.members[place.group].group.tables.len() + place.slot;
+                sample[place.offset..][..place.dim].copy_from_slice(&self.pooled[place.group][bag * place.dim..][..place.dim]);
             }
         }
         self.current = split;
@@ -257,12 +253,12 @@ impl Embeddings for GroupedTable {
         if current.first().map(|part| part.start) != Some(batch.start) {
             return Err(EngineError::Samples { start: batch.start, what: "gradients of a batch that was not the last looked up".into() });
         }
-        let in_group = self.in_group();
         for (g, (member, part)) in self.members.iter_mut().zip(&current).enumerate() {
+            // The group's tables in order: their slots rise with the table index.
             let mut refs: Vec<&[f32]> = Vec::with_capacity(part.bags());
             for sample in grads.chunks_exact(self.width) {
-                let of_group = self.places.iter().zip(&in_group).filter(|(_, &(group, _))| group == g);
-                refs.extend(of_group.map(|(place, _)| &sample[place.offset..][..place.dim]));
+                let of_group = self.places.iter().filter(|place| place.group == g);
+                refs.extend(of_group.map(|place| &sample[place.offset..][..place.dim]));
             }
             member.table.apply_bag_gradients(part, &refs)?;
         }
