@@ -1,5 +1,6 @@
 //! Reading TOML config files: one parse that names the file, and the line and column
-//! of any error, for every config kind.
+//! of any error, for every config kind; and a setting given once for every table or
+//! once per table ([`PerTable`]).
 
 use std::path::{Path, PathBuf};
 
@@ -85,6 +86,62 @@ pub struct OutputSpec {
 impl Default for OutputSpec {
     fn default() -> Self {
         OutputSpec { dir: PathBuf::from("out/run") }
+    }
+}
+
+/// A setting of the embedding tables given once for every table, or once per table (a
+/// list as long as the tables), as `embedding_dim = 128` or `embedding_dim = [128, 64, ..]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PerTable<T> {
+    One(T),
+    Each(Vec<T>),
+}
+
+impl<T> From<T> for PerTable<T> {
+    fn from(value: T) -> Self {
+        PerTable::One(value)
+    }
+}
+
+impl<T: Clone + PartialEq> PerTable<T> {
+    /// The setting of each of `tables` tables, or how many values were given when they
+    /// are neither one nor one per table.
+    pub fn of(&self, tables: usize) -> Result<Vec<T>, usize> {
+        match self {
+            PerTable::One(value) => Ok(vec![value.clone(); tables]),
+            PerTable::Each(values) if values.len() == tables => Ok(values.clone()),
+            PerTable::Each(values) => Err(values.len()),
+        }
+    }
+
+    /// The one value every table has, if they share one.
+    pub fn single(&self) -> Option<T> {
+        match self {
+            PerTable::One(value) => Some(value.clone()),
+            PerTable::Each(values) => values.first().filter(|first| values.iter().all(|v| v == *first)).cloned(),
+        }
+    }
+
+    /// The values as given.
+    pub fn values(&self) -> &[T] {
+        match self {
+            PerTable::One(value) => std::slice::from_ref(value),
+            PerTable::Each(values) => values,
+        }
+    }
+}
+
+impl<T: Clone + PartialEq + std::fmt::Display> std::fmt::Display for PerTable<T> {
+    /// The one value, or the list.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.single() {
+            Some(value) => write!(f, "{value}"),
+            None => {
+                let values: Vec<String> = self.values().iter().map(T::to_string).collect();
+                write!(f, "[{}]", values.join(", "))
+            }
+        }
     }
 }
 

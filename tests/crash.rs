@@ -113,7 +113,8 @@ fn reference_rows(config: &ExperimentConfig) -> (BTreeMap<u64, Vec<u64>>, Vec<f3
     let init = RowInit::Uniform { seed: config.engine.init_seed, scale: config.engine.init_scale };
     let store = FlatTable::new(rows, layout, init);
     let mut table =
-        TieredTable::new(&TableConfig::host_only(rows, config.engine.optimizer, config.engine.pooling), Box::new(store)).expect("table");
+        TieredTable::new(&TableConfig::host_only(rows, config.engine.optimizer, config.engine.pooling.single().unwrap()), Box::new(store))
+            .expect("table");
     let mut model = Dlrm::new(&config.model, strata::data::CRITEO_CARDINALITIES.len()).expect("model");
     let batches = config.data.source().train(config.data.batch_size, config.data.train_batches).expect("batches");
     let options = TrainOptions { window: 0, eval_every: 0, checkpoint_every: config.data.checkpoint_every };

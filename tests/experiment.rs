@@ -84,6 +84,10 @@ fn a_bad_experiment_config_fails_before_any_work() {
         // Tables of several widths: one per table or one for all, DCNv2 only, no remote table.
         (CONFIG.replace("embedding_dim = 8", "embedding_dim = [8, 4, 8]"), "model.embedding_dim gives 3 widths for 26 tables"),
         (
+            CONFIG.replace("init_scale = 0.05", "init_scale = 0.05\npooling = [\"sum\", \"mean\"]"),
+            "engine.pooling gives 2 poolings for 26 tables",
+        ),
+        (
             CONFIG
                 .replace("embedding_dim = 8", &format!("embedding_dim = {MIXED_DIMS}"))
                 .replace("interaction = { kind = \"dcnv2\", layers = 1, low_rank = 4 }", "interaction = { kind = \"dot\" }"),

@@ -1,5 +1,5 @@
 //! Experiments whose rows differ from one f32 width: f16 and bf16 values, and a width
-//! per table (one table group per width). In every set-up they train and serve to the
+//! and pooling per table (one table group per pair). In every set-up they train and serve to the
 //! results of the all-in-host one, and a run killed after a checkpoint resumes to them.
 
 use serde_json::Value;
@@ -54,13 +54,17 @@ fn half_precision_rows_train_alike_in_every_setup_at_half_the_bytes_and_resume()
     assert_eq!(results(&report(&resumed)), results(&half));
 }
 
-/// `[model] embedding_dim` with a width per table (DCNv2 over their concatenation): the
-/// tables are stored and tiered in one group per dim, each with its own table file and
-/// its share of the tiers, and every set-up trains and serves to the same losses, AUC
-/// and predictions as the all-in-host one; a run killed after a checkpoint (one table
-/// file per group rolled back) resumes to the same results.
+/// Mean pooling in tables 1 and 3, sum in the others: with [`MIXED_DIMS`], five groups.
+const MIXED_POOLING: &str = r#"["sum", "mean", "sum", "mean", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum", "sum"]"#;
+
+/// `[model] embedding_dim` with a width per table (DCNv2 over their concatenation) and
+/// `[engine] pooling` per table: the tables are stored and tiered in one group per dim
+/// and pooling, each with its own table file and its share of the tiers, and every
+/// set-up trains and serves to the same losses, AUC and predictions as the all-in-host
+/// one; a run killed after a checkpoint (one table file per group rolled back) resumes
+/// to the same results.
 #[test]
-fn tables_of_several_widths_train_alike_in_every_setup_and_resume() {
+fn tables_of_several_widths_and_poolings_train_alike_in_every_setup_and_resume() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("mixed.toml");
     let file = dir.path().join("table.strata");
@@ -69,7 +73,10 @@ fn tables_of_several_widths_train_alike_in_every_setup_and_resume() {
         CONFIG
             .replace("embedding_dim = 8", &format!("embedding_dim = {MIXED_DIMS}"))
             .replace("bottom_mlp = [16, 8]", "bottom_mlp = [16, 12]")
-            .replace("init_scale = 0.05\n", &format!("init_scale = 0.05\ntable_file = \"{}\"\n", file.display()))
+            .replace(
+                "init_scale = 0.05\n",
+                &format!("init_scale = 0.05\ntable_file = \"{}\"\npooling = {MIXED_POOLING}\n", file.display()),
+            )
             .replace("eval_every = 10", "eval_every = 10\ncheckpoint_every = 2")
             .replace("train_batches = 30", "train_batches = 60")
     );
@@ -77,7 +84,7 @@ fn tables_of_several_widths_train_alike_in_every_setup_and_resume() {
     let reference = dir.path().join("reference");
     let out = strata(&["run", config.to_str().unwrap(), "--out", reference.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for group in ["dim8-sum", "dim4-sum", "dim16-sum"] {
+    for group in ["dim8-sum", "dim4-mean", "dim16-mean", "dim4-sum", "dim16-sum"] {
         assert!(dir.path().join(format!("table-{group}.strata")).exists(), "the table file of group {group}");
     }
     assert!(!file.exists(), "one file per group, none for all tables");
@@ -96,7 +103,7 @@ fn tables_of_several_widths_train_alike_in_every_setup_and_resume() {
     kill_after_a_checkpoint(&config, &resumed, "1-lru__prefetch_2");
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(resumed.join("checkpoints/1-lru__prefetch_2/manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["tables"].as_array().map(Vec::len), Some(3), "one table state per group: {manifest}");
+    assert_eq!(manifest["tables"].as_array().map(Vec::len), Some(5), "one table state per group: {manifest}");
     let out = strata(&["run", "--resume", resumed.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(results(&report(&resumed)), results(&setups));

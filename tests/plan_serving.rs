@@ -222,6 +222,16 @@ fn bad_serving_plans_give_one_line_errors_naming_the_file() {
     .unwrap();
     let err = error(&config);
     assert!(err.contains("trains before it serves"), "{err}");
+    // Tables in two groups (two poolings): the planner models one.
+    let config = serving_plan(dir.path(), 800.0, "");
+    let mean_first = format!("init_scale = 0.05\npooling = [\"mean\"{}]", ", \"sum\"".repeat(25));
+    std::fs::write(
+        dir.path().join("serve.toml"),
+        std::fs::read_to_string(dir.path().join("serve.toml")).unwrap().replace("init_scale = 0.05", &mean_first),
+    )
+    .unwrap();
+    let err = error(&config);
+    assert!(err.contains("serve.toml has tables of several embedding_dim or pooling"), "{err}");
     let config = serving_plan(dir.path(), 800.0, "");
     std::fs::remove_file(dir.path().join("serve.toml")).unwrap();
     let err = error(&config);

@@ -449,7 +449,7 @@ fn sigint_during_strata_run_flushes_the_table_and_writes_partial_reports() {
         let rows = config.rows();
         let layout = RowLayout::new(config.model.embedding_dim.single().unwrap(), &config.engine.optimizer);
         let init = RowInit::Uniform { seed: config.engine.init_seed, scale: config.engine.init_scale };
-        let host_only = TableConfig::host_only(rows, config.engine.optimizer, config.engine.pooling);
+        let host_only = TableConfig::host_only(rows, config.engine.optimizer, config.engine.pooling.single().unwrap());
         let mut table = TieredTable::new(&host_only, Box::new(FlatTable::new(rows, layout, init))).unwrap();
         let mut model = Dlrm::new(&config.model, 26).unwrap();
         let source = config.data.source().train(config.data.batch_size, steps).unwrap();

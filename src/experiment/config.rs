@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use strata_policies::PolicyConfig;
 
 use super::ExperimentError;
-use crate::config::{parse_toml, ConfigError, OutputSpec};
+use crate::config::{parse_toml, ConfigError, OutputSpec, PerTable};
 use crate::data::{CriteoTsvSpec, DataSource, MlperfNumpySpec, SyntheticConfig};
 use crate::engine::collection::{EmbeddingTableConfig, TableGroup};
 use crate::engine::device::DeviceKind;
@@ -19,7 +19,7 @@ use crate::engine::storage::remote::RemoteConfig;
 use crate::engine::storage::{FileCached, OnIoError, ReadPath};
 use crate::engine::table::config::{TableConfig, TierConfig};
 use crate::engine::{Dtype, Optimizer, Rounding};
-use crate::model::{ModelConfig, ModelConfigError};
+use crate::model::ModelConfig;
 use crate::sim::Capacity;
 
 /// An experiment config; every field is documented in `configs/README.md`.
@@ -102,8 +102,9 @@ pub struct PublishSpec {
 #[serde(deny_unknown_fields)]
 pub struct EngineSpec {
     pub optimizer: Optimizer,
-    #[serde(default)]
-    pub pooling: Pooling,
+    /// `sum` or `mean`: one for every table, or one per table.
+    #[serde(default = "sum")]
+    pub pooling: PerTable<Pooling>,
     /// Initial rows: uniform in [-init_scale, init_scale) from `init_seed`.
     pub init_scale: f32,
     #[serde(default)]
@@ -174,6 +175,10 @@ impl DataSpec {
             (None, None) => DataSource::Synthetic(self.synthetic.clone().unwrap_or_default()),
         }
     }
+}
+
+fn sum() -> PerTable<Pooling> {
+    Pooling::Sum.into()
 }
 
 fn default_read_path() -> ReadPath {
@@ -258,9 +263,9 @@ impl ExperimentConfig {
         }
         config.data.source().check(config.data.eval_batches > 0).map_err(|e| error(format!("data: {e}")))?;
         config.model.validate().map_err(|e| error(format!("model: {e}")))?;
-        let groups = config.table_groups().map_err(|e| error(e.to_string()))?;
+        let groups = config.table_groups().map_err(error)?;
         if groups.len() > 1 {
-            let several = "holds rows of one width; tables of several embedding_dim are not supported there yet";
+            let several = "holds rows of one width and pooling; tables of several embedding_dim or pooling are not supported there yet";
             if config.engine.remote.is_some() {
                 return Err(error(format!("engine.remote: a remote table {several}")).into());
             }
@@ -310,7 +315,7 @@ impl ExperimentConfig {
         let rows = config.rows();
         for setup in &config.setups {
             for group in &groups {
-                let table = setup.table_config(&config.engine, group.rows, rows).map_err(error)?;
+                let table = setup.table_config(&config.engine, group, rows).map_err(error)?;
                 if setup.preload && (table.host.rows as u64) < group.rows {
                     return Err(error(format!(
                         "setup `{}`: preload needs a host tier holding every row ({} rows of table group `{}`; host = {} holds {})",
@@ -328,22 +333,27 @@ impl ExperimentConfig {
         self.data.source().layout().total_rows()
     }
 
-    /// The tables grouped by dim as the engine stores and tiers them: one group when
-    /// they share one `embedding_dim` (the tables' rows numbered as the data numbers
-    /// them), else one per dim ([`crate::engine::grouped`]).
-    pub fn table_groups(&self) -> Result<Vec<TableGroup>, ModelConfigError> {
+    /// The tables grouped by dim and pooling as the engine stores and tiers them: one
+    /// group when they share one `embedding_dim` and `pooling` (the tables' rows
+    /// numbered as the data numbers them), else one per pair ([`crate::engine::grouped`]).
+    pub fn table_groups(&self) -> Result<Vec<TableGroup>, String> {
         let layout = self.data.source().layout();
-        let dims = self.model.embedding_dim.of(layout.tables())?;
+        let tables = layout.tables();
+        let dims = self.model.dims(tables).map_err(|e| e.to_string())?;
+        let poolings =
+            self.engine.pooling.of(tables).map_err(|given| {
+                format!("engine.pooling gives {given} poolings for {tables} tables: give one for all, or one per table")
+            })?;
         let tables: Vec<EmbeddingTableConfig> = layout
             .rows()
             .iter()
-            .zip(dims)
+            .zip(dims.into_iter().zip(poolings))
             .enumerate()
-            .map(|(t, (&rows, dim))| EmbeddingTableConfig {
+            .map(|(t, (&rows, (dim, pooling)))| EmbeddingTableConfig {
                 name: format!("t{t}"),
                 rows,
                 dim,
-                pooling: self.engine.pooling,
+                pooling,
                 features: vec![format!("t{t}")],
                 init_scale: self.engine.init_scale,
                 dtype: self.engine.weights_precision,
@@ -354,16 +364,17 @@ impl ExperimentConfig {
 }
 
 impl SetupSpec {
-    /// The tiers of a table group of `group_rows` of the experiment's `rows` rows: its
-    /// share of each size (all of it with one group).
-    pub(super) fn table_config(&self, engine: &EngineSpec, group_rows: u64, rows: u64) -> Result<TableConfig, String> {
+    /// The tiers of table `group` of the experiment's `rows` rows: its share of each
+    /// size (all of it with one group).
+    pub(super) fn table_config(&self, engine: &EngineSpec, group: &TableGroup, rows: u64) -> Result<TableConfig, String> {
+        let group_rows = group.rows;
         Ok(TableConfig {
             device: self.tier("device", self.device, &self.device_policy, group_rows, rows)?,
             device_backend: engine.device_backend,
             host: self.tier("host", self.host, &self.host_policy, group_rows, rows)?,
             hierarchy: self.hierarchy,
             optimizer: engine.optimizer,
-            pooling: engine.pooling,
+            pooling: group.pooling,
             write_buffer_rows: self.rows_of("write_buffer", self.write_buffer, group_rows, rows)?,
             rounding: engine.rounding,
         })

@@ -53,7 +53,9 @@ pub fn serve_replica(
         None => &config.setups[0],
     };
     let rows = config.rows();
-    let table_config = spec.table_config(&config.engine, rows, rows).map_err(error)?;
+    // `[publish]` holds the tables in one group (the config's checks).
+    let groups = config.table_groups().map_err(error)?;
+    let table_config = spec.table_config(&config.engine, &groups[0], rows).map_err(error)?;
     let fail = |e: SetupError| setup_error(spec, e);
     let store = RedisStore::open(&publish.cluster).map_err(|e| fail(EngineError::from(e).into()))?;
     let (layout, _) = config.row_layout();

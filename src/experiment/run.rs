@@ -254,8 +254,8 @@ fn run_in(
         if manifest.is_none() {
             checkpoints.clear()?;
         }
-        let groups = config.table_groups().map_err(|e| ConfigError::new(dir, e.to_string()))?;
-        let tiers = |group: &TableGroup| setup.table_config(&config.engine, group.rows, rows).map_err(|m| ConfigError::new(dir, m));
+        let groups = config.table_groups().map_err(|e| ConfigError::new(dir, e))?;
+        let tiers = |group: &TableGroup| setup.table_config(&config.engine, group, rows).map_err(|m| ConfigError::new(dir, m));
         let table_configs = groups.iter().map(tiers).collect::<Result<_, _>>()?;
         let run = SetupRun { config, setup, groups, table_configs, held_out: &held_out, requests: requests.as_ref() };
         let (training, serving) = run.run(&mut checkpoints, manifest.as_ref()).map_err(|error| setup_error(setup, error))?;

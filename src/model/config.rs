@@ -4,14 +4,18 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::PerTable;
+
 /// Shape and training settings of a DLRM. The embedding tables themselves (rows, their
 /// sparse optimizer) belong to the engine; `embedding_dim` sets their row widths.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Width of the pooled embeddings (the engine's `dim`): one for every table, or one
-    /// per table.
-    pub embedding_dim: EmbeddingDims,
+    /// per table. Tables of different widths are stored and tiered in groups of one
+    /// width ([`crate::engine::grouped`]); only the DCNv2 interaction, which concatenates
+    /// the vectors, takes them.
+    pub embedding_dim: PerTable<usize>,
     /// Output widths of the bottom MLP's layers over the 13 dense features (each
     /// followed by ReLU); the last must equal `embedding_dim` when the tables share one.
     /// MLPerf: `[512, 256, 128]`.
@@ -33,58 +37,6 @@ pub struct ModelConfig {
     /// Where the dense part runs.
     #[serde(default)]
     pub device: ModelDevice,
-}
-
-/// `embedding_dim`: one width for every table, or one per table (as `zipf` takes one
-/// exponent or one per table). Tables of different widths are stored and tiered in
-/// groups of one width ([`crate::engine::grouped`]); only the DCNv2 interaction, which
-/// concatenates the vectors, takes them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum EmbeddingDims {
-    One(usize),
-    PerTable(Vec<usize>),
-}
-
-impl From<usize> for EmbeddingDims {
-    fn from(dim: usize) -> Self {
-        EmbeddingDims::One(dim)
-    }
-}
-
-impl EmbeddingDims {
-    /// The width of each of `tables` tables.
-    pub fn of(&self, tables: usize) -> Result<Vec<usize>, ModelConfigError> {
-        match self {
-            EmbeddingDims::One(dim) => Ok(vec![*dim; tables]),
-            EmbeddingDims::PerTable(dims) if dims.len() == tables => Ok(dims.clone()),
-            EmbeddingDims::PerTable(dims) => Err(ModelConfigError::DimCount { given: dims.len(), tables }),
-        }
-    }
-
-    /// The one width every table has, if they share one.
-    pub fn single(&self) -> Option<usize> {
-        match self {
-            EmbeddingDims::One(dim) => Some(*dim),
-            EmbeddingDims::PerTable(dims) => dims.first().copied().filter(|first| dims.iter().all(|d| d == first)),
-        }
-    }
-
-    fn widths(&self) -> &[usize] {
-        match self {
-            EmbeddingDims::One(dim) => std::slice::from_ref(dim),
-            EmbeddingDims::PerTable(dims) => dims,
-        }
-    }
-}
-
-impl std::fmt::Display for EmbeddingDims {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.single() {
-            Some(dim) => write!(f, "{dim}"),
-            None => write!(f, "{:?}", self.widths()),
-        }
-    }
 }
 
 /// The feature interaction between the bottom-MLP output and the pooled embeddings.
@@ -131,16 +83,21 @@ pub enum ModelConfigError {
     #[error("model.embedding_dim gives {given} widths for {tables} tables: give one for all, or one per table")]
     DimCount { given: usize, tables: usize },
     #[error("model.interaction: dot takes tables of one embedding_dim (it multiplies vectors of one width), got {dims}; use dcnv2 for tables of several widths")]
-    DotNeedsOneDim { dims: EmbeddingDims },
+    DotNeedsOneDim { dims: PerTable<usize> },
     #[error("model.dense_optimizer.lr must be positive and finite, got {0}")]
     LearningRate(f64),
 }
 
 impl ModelConfig {
+    /// The width of each of `tables` tables.
+    pub fn dims(&self, tables: usize) -> Result<Vec<usize>, ModelConfigError> {
+        self.embedding_dim.of(tables).map_err(|given| ModelConfigError::DimCount { given, tables })
+    }
+
     /// Checks everything that can be checked before any tensor exists.
     pub fn validate(&self) -> Result<(), ModelConfigError> {
         let zero = |field| Err(ModelConfigError::Zero { field });
-        if self.embedding_dim.widths().is_empty() || self.embedding_dim.widths().contains(&0) {
+        if self.embedding_dim.values().is_empty() || self.embedding_dim.values().contains(&0) {
             return zero("embedding_dim");
         }
         match self.embedding_dim.single() {
@@ -222,10 +179,10 @@ mod tests {
     #[test]
     fn embedding_dim_is_one_width_or_one_per_table() {
         let config: ModelConfig = toml::from_str(&TOML.replace("embedding_dim = 16", "embedding_dim = [16, 8, 16]")).unwrap();
-        assert_eq!(config.embedding_dim, EmbeddingDims::PerTable(vec![16, 8, 16]));
+        assert_eq!(config.embedding_dim, PerTable::Each(vec![16, 8, 16]));
         assert_eq!((config.embedding_dim.single(), config.embedding_dim.to_string()), (None, "[16, 8, 16]".into()));
-        assert_eq!(config.embedding_dim.of(3), Ok(vec![16, 8, 16]));
-        assert_eq!(config.embedding_dim.of(26), Err(ModelConfigError::DimCount { given: 3, tables: 26 }));
+        assert_eq!(config.dims(3), Ok(vec![16, 8, 16]));
+        assert_eq!(config.dims(26), Err(ModelConfigError::DimCount { given: 3, tables: 26 }));
         // DCNv2 concatenates: the bottom MLP's width is free when the widths differ.
         assert_eq!(ModelConfig { bottom_mlp: vec![4], ..config.clone() }.validate(), Ok(()));
         let dot = ModelConfig { interaction: Interaction::Dot, ..config.clone() };
@@ -233,9 +190,9 @@ mod tests {
             dot.validate().unwrap_err().to_string(),
             "model.interaction: dot takes tables of one embedding_dim (it multiplies vectors of one width), got [16, 8, 16]; use dcnv2 for tables of several widths"
         );
-        let same = EmbeddingDims::PerTable(vec![16, 16]);
-        assert_eq!((same.single(), same.to_string(), EmbeddingDims::from(16).of(2)), (Some(16), "16".into(), Ok(vec![16, 16])));
-        let zero = ModelConfig { embedding_dim: EmbeddingDims::PerTable(vec![16, 0]), ..config };
+        let same = PerTable::Each(vec![16, 16]);
+        assert_eq!((same.single(), same.to_string(), PerTable::from(16).of(2)), (Some(16), "16".into(), Ok(vec![16, 16])));
+        let zero = ModelConfig { embedding_dim: PerTable::Each(vec![16, 0]), ..config };
         assert_eq!(zero.validate(), Err(ModelConfigError::Zero { field: "embedding_dim" }));
     }
 }

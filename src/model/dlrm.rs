@@ -149,7 +149,7 @@ impl Dlrm {
         if let Some(threads) = config.threads {
             tch::set_num_threads(threads as i32);
         }
-        let width: usize = config.embedding_dim.of(tables)?.iter().sum();
+        let width: usize = config.dims(tables)?.iter().sum();
         let vars = nn::VarStore::new(device);
         let mut init = Init { path: vars.root(), rng: SmallRng::seed_from_u64(config.seed) };
         let bottom = init.mlp("bottom", CRITEO_DENSE_FEATURES, &config.bottom_mlp);

@@ -14,7 +14,7 @@ pub mod publish;
 #[cfg(feature = "torch")]
 pub mod train;
 
-pub use config::{DenseOptimizer, EmbeddingDims, Interaction, ModelConfig, ModelConfigError, ModelDevice};
+pub use config::{DenseOptimizer, Interaction, ModelConfig, ModelConfigError, ModelDevice};
 #[cfg(feature = "torch")]
 pub use dlrm::{Dlrm, ModelError, TrainStep};
 pub use metrics::{log_loss, roc_auc};

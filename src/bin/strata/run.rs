@@ -172,9 +172,9 @@ fn plan_serving(path: &Path, text: &str, out: Option<&Path>, validate: bool) -> 
             experiment_path.display()
         );
     }
-    if experiment.model.embedding_dim.single().is_none() {
+    if experiment.table_groups().map_err(anyhow::Error::msg)?.len() > 1 {
         anyhow::bail!(
-            "{}: serving.experiment {} has tables of several embedding_dim; serving plans model rows of one width for now",
+            "{}: serving.experiment {} has tables of several embedding_dim or pooling; serving plans model one table group for now",
             path.display(),
             experiment_path.display()
         );
