@@ -1,6 +1,7 @@
-//! Experiments whose rows differ from one f32 width: f16 and bf16 values, and a width
-//! and pooling per table (one table group per pair). In every set-up they train and serve to the
-//! results of the all-in-host one, and a run killed after a checkpoint resumes to them.
+//! Experiments whose rows or bags differ from the plain default: f16 and bf16 values, a
+//! width and pooling per table (one table group per pair), weighted bags. In every
+//! set-up they train and serve to the results of the all-in-host one, and a run killed
+//! after a checkpoint resumes to them.
 
 use serde_json::Value;
 
@@ -107,4 +108,27 @@ fn tables_of_several_widths_and_poolings_train_alike_in_every_setup_and_resume()
     let out = strata(&["run", "--resume", resumed.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(results(&report(&resumed)), results(&setups));
+}
+
+/// `[data.synthetic] weighted`: bags of weighted tables scale each lookup's row by its
+/// weight (and its gradient), alike in every set-up; the losses differ from the
+/// unweighted run's.
+#[test]
+fn weighted_bags_train_alike_in_every_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |weighted: &str, out: &str| {
+        let config = dir.path().join(format!("{out}.toml"));
+        std::fs::write(&config, CONFIG.replace("seed = 3\n", &format!("seed = 3\nweighted = {weighted}\n"))).unwrap();
+        let out = dir.path().join(out);
+        let run = strata(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        report(&out)
+    };
+    let weighted = run(&format!("[{}]", ["true", "false"].repeat(13).join(", ")), "weighted");
+    for s in &weighted {
+        assert_eq!(s["outcome"]["losses"], weighted[0]["outcome"]["losses"], "losses of {}", s["name"]);
+        assert_eq!(s["auc"], weighted[0]["auc"], "AUC of {}", s["name"]);
+    }
+    let plain = run("false", "plain");
+    assert_ne!(weighted[0]["outcome"]["losses"], plain[0]["outcome"]["losses"], "the weights change the pooled values");
 }

@@ -75,6 +75,7 @@ impl Iterator for SyntheticBatches {
             }
         }
         let mut batch = Batch::new(ids, offsets, self.start);
+        batch.weights = self.source.weights(self.start, &batch.bag_offsets);
         batch.dense = dense;
         batch.labels = labels;
         self.start += batch.ids.len() as u64;
@@ -103,6 +104,7 @@ impl<I: Iterator<Item = Batch>> Iterator for Rebatch<I> {
 
     fn next(&mut self) -> Option<Batch> {
         let (mut ids, mut offsets, mut dense, mut labels) = (Vec::new(), vec![0], Vec::new(), Vec::new());
+        let mut weights = Vec::new();
         let mut start = None;
         while labels.len() < self.samples {
             let (batch, first) = match self.current.take() {
@@ -124,6 +126,9 @@ impl<I: Iterator<Item = Batch>> Iterator for Rebatch<I> {
             start.get_or_insert(batch.start + id_lo as u64);
             let base = ids.len();
             ids.extend_from_slice(&batch.ids[id_lo..id_hi]);
+            if !batch.weights.is_empty() {
+                weights.extend_from_slice(&batch.weights[id_lo..id_hi]);
+            }
             offsets.extend(batch.bag_offsets[bag_lo + 1..=bag_hi].iter().map(|&o| o - id_lo + base));
             dense.extend_from_slice(&batch.dense[first * CRITEO_DENSE_FEATURES..(first + take) * CRITEO_DENSE_FEATURES]);
             labels.extend_from_slice(&batch.labels[first..first + take]);
@@ -133,6 +138,7 @@ impl<I: Iterator<Item = Batch>> Iterator for Rebatch<I> {
         }
         let start = start?;
         let mut batch = Batch::new(ids, offsets, start);
+        batch.weights = weights;
         batch.dense = dense;
         batch.labels = labels;
         Some(batch)
@@ -142,6 +148,35 @@ impl<I: Iterator<Item = Batch>> Iterator for Rebatch<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weighted_tables_carry_weights_drawn_from_their_stream_positions() {
+        let mut weighted = vec![false; 26];
+        weighted[1] = true;
+        weighted[20] = true;
+        let config = SyntheticConfig { scale: 0.0005, weighted: crate::config::PerTable::Each(weighted), ..SyntheticConfig::default() };
+        let batches: Vec<Batch> = SyntheticBatches::new(&config, 4, Some(3)).unwrap().with_features().collect();
+        for batch in &batches {
+            assert_eq!(batch.weights.len(), batch.ids.len());
+            for (b, bag) in batch.bag_offsets.windows(2).enumerate() {
+                for &w in &batch.weights[bag[0]..bag[1]] {
+                    match b % 26 {
+                        1 | 20 => assert!((0.5..1.5).contains(&w) && w != 1.0, "bag {b}: {w}"),
+                        _ => assert_eq!(w, 1.0, "bag {b} is of an unweighted table"),
+                    }
+                }
+            }
+        }
+        // Cut into requests of 3 samples, every lookup keeps its weight.
+        let whole: Vec<(u64, f32)> = batches.iter().flat_map(|b| b.ids.iter().copied().zip(b.weights.iter().copied())).collect();
+        let cut: Vec<(u64, f32)> =
+            Rebatch::new(batches.clone().into_iter(), 3).flat_map(|b| b.ids.into_iter().zip(b.weights).collect::<Vec<_>>()).collect();
+        assert_eq!(cut, whole);
+        let unweighted = SyntheticBatches::new(&SyntheticConfig { scale: 0.0005, ..SyntheticConfig::default() }, 4, Some(1)).unwrap();
+        assert!(unweighted.map(|b| b.weights).all(|w| w.is_empty()), "no weights unless asked");
+        let wrong = SyntheticConfig { weighted: crate::config::PerTable::Each(vec![true; 3]), ..config };
+        assert_eq!(wrong.validate().unwrap_err().to_string(), "synthetic.weighted needs 1 or 26 values, got 3");
+    }
 
     #[test]
     fn batches_have_one_bag_per_sample_and_table() {

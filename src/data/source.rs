@@ -43,11 +43,21 @@ impl DataError {
 pub trait SampleReader: Send {
     /// Fills `sample` with the next sample; false at the end.
     fn next_sample(&mut self, sample: &mut Sample) -> Result<bool, DataError>;
+
+    /// The weights of a batch's lookups (ids from stream position `start`, bags at
+    /// `offsets`): none unless the reader has them (files carry no weights).
+    fn weights(&self, _start: u64, _offsets: &[usize]) -> Vec<f32> {
+        Vec::new()
+    }
 }
 
 impl<R: SampleReader + ?Sized> SampleReader for Box<R> {
     fn next_sample(&mut self, sample: &mut Sample) -> Result<bool, DataError> {
         (**self).next_sample(sample)
+    }
+
+    fn weights(&self, start: u64, offsets: &[usize]) -> Vec<f32> {
+        (**self).weights(start, offsets)
     }
 }
 
@@ -206,6 +216,10 @@ impl SampleReader for SyntheticSource {
         SyntheticSource::next_sample(self, sample);
         Ok(true)
     }
+
+    fn weights(&self, start: u64, offsets: &[usize]) -> Vec<f32> {
+        SyntheticSource::weights(self, start, offsets)
+    }
 }
 
 /// Opens the reader of one item.
@@ -272,6 +286,7 @@ impl<R: SampleReader> SampleBatches<R> {
             return Ok(None);
         }
         let mut batch = Batch::new(ids, offsets, self.start);
+        batch.weights = self.reader.weights(self.start, &batch.bag_offsets);
         batch.dense = dense;
         batch.labels = labels;
         self.start += batch.ids.len() as u64;

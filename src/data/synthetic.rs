@@ -9,6 +9,7 @@ use rand_distr::{Distribution, Zipf};
 use serde::{Deserialize, Serialize};
 
 use super::layout::{TableLayout, CRITEO_DENSE_FEATURES};
+use crate::config::PerTable;
 use crate::hash::mix64;
 use crate::trace::{KeySource, TraceError, TraceRecord, NEVER};
 
@@ -26,6 +27,12 @@ pub struct SyntheticConfig {
     pub seed: u64,
     /// Moves the hot set over time; absent = a stationary hot set.
     pub drift: Option<DriftConfig>,
+    /// Whether a table's lookups carry weights (TorchRec's weighted features, FBGEMM's
+    /// `per_sample_weights`): one for every table, or one per table. A weighted
+    /// lookup's weight is uniform in [0.5, 1.5), drawn from the seed and its stream
+    /// position; the lookups of unweighted tables in a weighted batch weigh 1. Batches
+    /// only: traces carry no weights.
+    pub weighted: PerTable<bool>,
 }
 
 /// Hot-set drift: every `every_samples` samples each table's popularity ranking shifts
@@ -39,7 +46,7 @@ pub struct DriftConfig {
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        SyntheticConfig { scale: 0.001, zipf: vec![1.05], multi_hot: true, seed: 1, drift: None }
+        SyntheticConfig { scale: 0.001, zipf: vec![1.05], multi_hot: true, seed: 1, drift: None, weighted: false.into() }
     }
 }
 
@@ -52,6 +59,8 @@ pub enum SyntheticConfigError {
     ZipfCount { tables: usize, got: usize },
     #[error("synthetic.zipf exponent {0} must be positive")]
     ZipfValue(f64),
+    #[error("synthetic.weighted needs 1 or {tables} values, got {got}")]
+    WeightedCount { tables: usize, got: usize },
     #[error("synthetic.drift.every_samples must be at least 1 and fraction within [0, 1]")]
     Drift,
     #[error("scan.every and scan.length must be at least 1")]
@@ -76,6 +85,7 @@ impl SyntheticConfig {
         if let Some(&bad) = self.zipf.iter().find(|&&s| !(s > 0.0 && s.is_finite())) {
             return Err(SyntheticConfigError::ZipfValue(bad));
         }
+        self.weighted.of(tables).map_err(|got| SyntheticConfigError::WeightedCount { tables, got })?;
         if let Some(d) = &self.drift {
             if d.every_samples == 0 || !(0.0..=1.0).contains(&d.fraction) {
                 return Err(SyntheticConfigError::Drift);
@@ -145,6 +155,8 @@ impl TableSampler {
 /// Streams samples of the synthetic Criteo-shaped data set.
 pub struct SyntheticSource {
     layout: TableLayout,
+    /// Which tables' lookups carry weights (empty: none does).
+    weighted: Vec<bool>,
     tables: Vec<TableSampler>,
     rng: SmallRng,
     seed: u64,
@@ -172,7 +184,9 @@ impl SyntheticSource {
                 TableSampler::new(rows, exponent, t, config.seed, drift_fraction)
             })
             .collect();
+        let weighted = config.weighted.of(layout.tables()).unwrap_or_default();
         Ok(SyntheticSource {
+            weighted: if weighted.contains(&true) { weighted } else { Vec::new() },
             layout,
             tables,
             rng: SmallRng::seed_from_u64(config.seed),
@@ -184,6 +198,24 @@ impl SyntheticSource {
 
     pub fn layout(&self) -> &TableLayout {
         &self.layout
+    }
+
+    /// The weights of a batch's lookups (`ids` from stream position `start`, bag `b` of
+    /// table `b % tables` at `offsets[b]..offsets[b + 1]`); empty when no table is
+    /// weighted.
+    pub fn weights(&self, start: u64, offsets: &[usize]) -> Vec<f32> {
+        if self.weighted.is_empty() {
+            return Vec::new();
+        }
+        let mut weights = Vec::with_capacity(offsets.last().copied().unwrap_or(0));
+        for (b, bag) in offsets.windows(2).enumerate() {
+            let weighted = self.weighted[b % self.weighted.len()];
+            weights.extend((bag[0]..bag[1]).map(|i| match weighted {
+                true => 0.5 + (mix64(self.seed ^ mix64(start + i as u64)) >> 40) as f32 / (1u64 << 24) as f32,
+                false => 1.0,
+            }));
+        }
+        weights
     }
 
     fn advance_drift(&mut self) {

@@ -49,6 +49,7 @@ impl SyntheticArgs {
             multi_hot: !self.one_hot,
             seed: self.seed,
             drift: (self.drift_every > 0).then_some(DriftConfig { every_samples: self.drift_every, fraction: self.drift_fraction }),
+            weighted: false.into(),
         };
         config.validate()?;
         Ok(config)
