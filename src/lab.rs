@@ -151,6 +151,11 @@ impl TraceSpec {
         match self {
             TraceSpec::Synthetic { synthetic, scan, .. } => {
                 synthetic.validate().map_err(|e| format!("{table}.{e}"))?;
+                if synthetic.weighted.values().contains(&true) {
+                    return Err(format!(
+                        "{table}.synthetic.weighted: a trace is keys only; weighted bags are for training and serving data"
+                    ));
+                }
                 scan.as_ref().map_or(Ok(()), ScanConfig::validate).map_err(|e| format!("{table}.{e}"))
             }
             TraceSpec::File { criteo_scale, .. } => {

@@ -140,6 +140,10 @@ fn config_with_an_empty_scan_names_it_and_the_gen_trace_flag_too() {
         lab_config(dir.path(), &format!("[trace]\nsource = \"synthetic\"\nrequests = 10\nscan = {{ every = 0, length = 5 }}\n{SIMULATE}"));
     let err = fails(&["run", &config]);
     assert!(err.contains(&config) && err.contains("trace.scan.every and scan.length must be at least 1"), "{err}");
+    let config =
+        lab_config(dir.path(), &format!("[trace]\nsource = \"synthetic\"\nrequests = 10\n[trace.synthetic]\nweighted = true\n{SIMULATE}"));
+    let err = fails(&["run", &config]);
+    assert!(err.contains(&config) && err.contains("trace.synthetic.weighted: a trace is keys only"), "{err}");
     let out = dir.path().join("t.txt");
     let err = fails(&["gen-trace", "--out", out.to_str().unwrap(), "--scan-every", "10", "--scan-length", "0"]);
     assert!(err.contains("--scan-length") && err.contains("at least 1"), "{err}");
